@@ -1,0 +1,40 @@
+"""Backends by name, imported only when chosen.
+
+The local path must not import boto3 or the SageMaker SDK, so each backend
+lives in its own module and is loaded by name here; the CLI's ``--backend``
+choices come from ``BACKENDS``.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from pipeline.errors import ExitCode, PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.backends.base import Backend
+    from pipeline.config import PipelineConfig
+    from pipeline.store import DeploymentStore
+
+# name -> "module:Class"
+BACKENDS: dict[str, str] = {
+    "local": "pipeline.backends.local:LocalBackend",
+    "sagemaker": "pipeline.backends.sagemaker:SageMakerBackend",
+}
+
+
+def load_backend(name: str, config: "PipelineConfig", store: "DeploymentStore") -> "Backend":
+    if name not in BACKENDS:
+        raise PipelineError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[name].split(":")
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:
+            raise PipelineError(
+                f"backend {name!r} is not available in this version; use --backend local", ExitCode.USAGE
+            ) from None
+        raise PipelineError(
+            f"backend {name!r} needs the Python package {err.name!r}: pip install -r requirements.txt"
+        ) from None
+    return getattr(module, class_name)(config, store)

@@ -1,0 +1,326 @@
+"""The local backend: training in this process, endpoints as gunicorn servers on loopback.
+
+An endpoint is one long-lived gunicorn master on a stable port, detached from
+the CLI so it keeps serving after the pipeline exits. It serves the version
+named in ``<store>/endpoints/<name>/current.json``. A new version first runs
+as a *candidate* server on a port of its own; only after its tests pass is
+``current.json`` replaced and the stable master sent SIGHUP, which starts
+fresh workers on the same listening socket and retires the old ones after
+their requests finish: no request is dropped. Rolling back is the same
+switch in the other direction.
+
+Imports neither boto3 nor the SageMaker SDK.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
+from pipeline.errors import PipelineError
+from pipeline.serving import POINTER_ENV, TOKEN_ENV, VERSION_HEADER
+from pipeline.testing import HttpEndpointClient, Reply
+from pipeline.training import TrainingJob, TrainingPipeline
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CURRENT_POINTER = "current.json"
+# Environment variables an endpoint process does not need and must not inherit.
+_SECRET_ENV = re.compile(r"(SECRET|PASSWORD|WEBHOOK|SESSION_TOKEN|ACCESS_KEY)", re.IGNORECASE)
+
+
+class EndpointDown(ConnectionError):
+    """The server process is gone: waiting longer cannot make it healthy."""
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def process_alive(pid: int | None, marker: str | None = None) -> bool:
+    """True for a running (not zombie) process, whose command line has ``marker`` if given."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+        if state in (b"Z", b"X"):
+            return False
+        if marker is not None:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                return marker.encode() in handle.read()
+        return True
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def stop_process(pid: int | None, marker: str | None = None, timeout: float = 10.0) -> None:
+    """SIGTERM the server's process group (master and workers), SIGKILL after ``timeout``."""
+    if not process_alive(pid, marker):
+        return
+    assert pid is not None
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not process_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+class LocalEndpointClient(HttpEndpointClient):
+    """HTTP client that gives up at once when the server process has died."""
+
+    def __init__(self, url: str, timeout: float, token: str | None, pid: int | None, marker: str,
+                 log_file: Path | None) -> None:
+        super().__init__(url, timeout, token)
+        self.pid = pid
+        self.marker = marker
+        self.log_file = log_file
+
+    def ping(self) -> Reply:
+        if self.pid is not None:
+            _reap(self.pid)
+            if not process_alive(self.pid, self.marker):
+                raise EndpointDown(f"server process {self.pid} exited: {last_error_line(self.log_file)}")
+        return super().ping()
+
+
+def last_error_line(log_file: Path | None) -> str:
+    """The most telling line of a server log, for a one-line failure reason."""
+    if log_file is None or not log_file.is_file():
+        return "no log"
+    lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "refusing" in line:
+            return line[-300:]
+    return lines[-1][-300:] if lines else "empty log"
+
+
+class LocalBackend(Backend):
+    TYPE = "local"
+
+    # --- paths ---
+    def endpoint_dir(self, name: str) -> Path:
+        return self.store.endpoints_dir / name
+
+    def pointer_path(self, name: str, version: str) -> Path:
+        return self.endpoint_dir(name) / "versions" / f"{version}.json"
+
+    def marker(self, name: str, role: str = "stable") -> str:
+        return f"mlops-{name}-{role}"
+
+    def url(self, port: int) -> str:
+        return f"http://{self.config.endpoint_host}:{port}"
+
+    # --- training ---
+    def train(self, training: TrainingPipeline) -> TrainingJob:
+        return training.run(self.store.jobs_dir)
+
+    # --- serving processes ---
+    def _write_pointer(self, name: str, version: str, job: TrainingJob) -> Path:
+        path = self.pointer_path(name, version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spec = {"endpoint": name, "version": version, "training_job": job.name,
+                "model_dir": str(job.model_dir.resolve()), "sha256": job.model_sha256,
+                "max_payload_mb": self.config.max_payload_mb}
+        _atomic_write(path, json.dumps(spec, indent=2))
+        return path
+
+    def _point_current(self, name: str, version: str) -> None:
+        source = self.pointer_path(name, version)
+        if not source.is_file():
+            raise DeploymentError(f"version {version!r} of endpoint {name!r} has no pointer file {str(source)!r}")
+        _atomic_write(self.endpoint_dir(name) / CURRENT_POINTER, source.read_text())
+
+    def _start_server(self, name: str, role: str, port: int, pointer: Path) -> subprocess.Popen[bytes]:
+        directory = self.endpoint_dir(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        log_path = directory / f"{role}.log"
+        command = [
+            sys.executable, "-m", "gunicorn",
+            "--config", "python:pipeline.gunicorn_conf",
+            "--bind", f"{self.config.endpoint_host}:{port}",
+            "--workers", str(self.config.endpoint_workers),
+            "--name", self.marker(name, role),
+            "--pid", str(directory / f"{role}.pid"),
+            "pipeline.serving:create_app()",
+        ]
+        env = {key: value for key, value in os.environ.items() if not _SECRET_ENV.search(key)}
+        if os.environ.get(TOKEN_ENV):
+            env[TOKEN_ENV] = os.environ[TOKEN_ENV]
+        env[POINTER_ENV] = str(pointer.resolve())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                command, env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,  # keeps serving after the CLI exits
+            )
+
+    def client(self, url: str, endpoint_name: str | None = None, pid: int | None = None,
+               role: str = "stable") -> LocalEndpointClient:
+        log_file = self.endpoint_dir(endpoint_name) / f"{role}.log" if endpoint_name else None
+        marker = self.marker(endpoint_name, role) if endpoint_name else ""
+        return LocalEndpointClient(url, self.config.request_timeout_seconds, os.environ.get(TOKEN_ENV), pid,
+                                   marker, log_file)
+
+    def _stable_alive(self, row: dict[str, Any] | None) -> bool:
+        return bool(row) and process_alive(row["pid"], self.marker(row["name"]))
+
+    # --- the deployment steps ---
+    def stage(self, endpoint_name: str, version: str, job: TrainingJob) -> Staged:
+        pointer = self._write_pointer(endpoint_name, version, job)
+        row = self.store.endpoint(endpoint_name)
+        previous = row["serving_version"] if row else None
+        if self._stable_alive(row):
+            port = free_port(self.config.endpoint_host)
+            process = self._start_server(endpoint_name, f"candidate-{version}", port, pointer)
+            return Staged(endpoint_name, version, previous, self.url(port), row["url"], "candidate",
+                          {"pid": process.pid, "port": port, "role": f"candidate-{version}",
+                           "stable_pid": row["pid"], "stable_port": row["port"]})
+        # No live stable server (first deployment, or its process died): start one with this version.
+        port = row["port"] if row and row["port"] else (self.config.endpoint_port or free_port(self.config.endpoint_host))
+        if port_in_use(self.config.endpoint_host, port):
+            raise PipelineError(
+                f"endpoint_port {port} on {self.config.endpoint_host} is already in use by another program; "
+                f"choose another endpoint_port")
+        self._point_current(endpoint_name, version)
+        process = self._start_server(endpoint_name, "stable", port, self.endpoint_dir(endpoint_name) / CURRENT_POINTER)
+        return Staged(endpoint_name, version, previous, self.url(port), self.url(port), "direct",
+                      {"pid": process.pid, "port": port, "role": "stable", "stable_pid": process.pid,
+                       "stable_port": port})
+
+    def promote(self, staged: Staged) -> Outcome:
+        if staged.kind == "candidate":
+            self._point_current(staged.endpoint_name, staged.version)
+            self._reload(staged.handle["stable_pid"])
+            try:
+                self._verify(staged.endpoint_name, staged.stable_url, staged.version, staged.handle["stable_pid"])
+            finally:
+                stop_process(staged.handle["pid"], self.marker(staged.endpoint_name, staged.handle["role"]))
+        else:
+            self._verify(staged.endpoint_name, staged.stable_url, staged.version, staged.handle["stable_pid"])
+        return Outcome("deployed", staged.version, f"{staged.version} serves at {staged.stable_url}")
+
+    def discard(self, staged: Staged) -> Outcome:
+        if staged.kind == "candidate":
+            stop_process(staged.handle["pid"], self.marker(staged.endpoint_name, staged.handle["role"]))
+            self._verify(staged.endpoint_name, staged.stable_url, staged.previous_version, staged.handle["stable_pid"])
+            return Outcome("kept_previous", staged.previous_version,
+                           f"{staged.previous_version} kept serving; candidate {staged.version} stopped")
+        if staged.previous_version:
+            return self.rollback(staged.endpoint_name, staged.previous_version, pid=staged.handle["stable_pid"])
+        stop_process(staged.handle["pid"], self.marker(staged.endpoint_name))
+        return Outcome("removed", None, f"first deployment of {staged.endpoint_name} failed: endpoint removed")
+
+    def rollback(self, endpoint_name: str, to_version: str, pid: int | None = None) -> Outcome:
+        row = self.store.require_endpoint(endpoint_name)
+        pid = pid or row["pid"]
+        self._point_current(endpoint_name, to_version)
+        if process_alive(pid, self.marker(endpoint_name)):
+            self._reload(pid)
+        else:  # the server died: bring the endpoint back on its port
+            pid = self._start_server(endpoint_name, "stable", row["port"],
+                                     self.endpoint_dir(endpoint_name) / CURRENT_POINTER).pid
+        self._verify(endpoint_name, row["url"], to_version, pid)
+        return Outcome("rolled_back", to_version, f"{to_version} serves again at {row['url']}", {"pid": pid})
+
+    def remove(self, endpoint_name: str) -> None:
+        row = self.store.endpoint(endpoint_name)
+        if row:
+            stop_process(row["pid"], self.marker(endpoint_name))
+        for pidfile in self.endpoint_dir(endpoint_name).glob("candidate-*.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            stop_process(pid, self.marker(endpoint_name, pidfile.stem))
+
+    def describe(self, endpoint_name: str) -> dict[str, Any]:
+        row = self.store.require_endpoint(endpoint_name)
+        alive = self._stable_alive(row)
+        health: dict[str, Any] = {"healthy": False}
+        if alive:
+            try:
+                reply = self.client(row["url"]).ping()
+                health = {"healthy": reply.ok, "version": reply.headers.get(VERSION_HEADER)}
+            except requests.RequestException as err:
+                health = {"healthy": False, "error": type(err).__name__}
+        return {"name": endpoint_name, "backend": self.TYPE, "url": row["url"], "pid": row["pid"],
+                "process_alive": alive, "serving_version": row["serving_version"], **health}
+
+    # --- switching and checking ---
+    def _reload(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            raise DeploymentError(f"stable server process {pid} is gone; cannot switch versions") from None
+
+    def _verify(self, endpoint_name: str, url: str, version: str | None, pid: int | None) -> None:
+        """Healthy, and every one of several answers names ``version``: only then is a switch done."""
+        client = self.client(url, endpoint_name, pid)
+        deadline = time.monotonic() + self.config.health_timeout_seconds
+        consecutive = 0
+        seen = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                reply = client.ping()
+                seen = f"/ping {reply.status} from {reply.headers.get(VERSION_HEADER)}"
+                if reply.ok and reply.headers.get(VERSION_HEADER) == version:
+                    consecutive += 1
+                    # Old workers may still answer for a moment after a HUP; wait until they are gone.
+                    if consecutive >= 2 * self.config.endpoint_workers + 2:
+                        return
+                    continue
+            except EndpointDown as err:
+                raise DeploymentError(f"endpoint {endpoint_name!r}: {err}") from None
+            except requests.RequestException as err:
+                seen = f"cannot reach {url}: {type(err).__name__}"
+            consecutive = 0
+            time.sleep(0.05)
+        raise DeploymentError(
+            f"endpoint {endpoint_name!r} did not serve version {version} at {url} within "
+            f"{self.config.health_timeout_seconds:g}s (last: {seen})")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

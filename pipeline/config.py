@@ -1,0 +1,341 @@
+"""One typed, frozen configuration object, built and validated in one place.
+
+Precedence, lowest first (each layer overrides the one before it):
+
+1. defaults (the field defaults of ``PipelineConfig``)
+2. the JSON config file (``--config-file``, else ``./pipeline_config.json`` if present)
+3. environment variables (the seed's names, listed in ``ENV_VARS``)
+4. command-line flags
+
+``load_config`` returns the config and, for every key, the source that set it
+("default", "file:<path>", "env:<NAME>", "flag:<--name>"); the results JSON
+records those sources so a CI log shows why a threshold had the value it had.
+Every validation error is one ``PipelineError`` line naming the source, the key,
+the value and what was expected, raised before any work starts.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.errors import PipelineError
+
+DEFAULT_CONFIG_FILE = "pipeline_config.json"
+
+BACKEND_NAMES = ("local", "sagemaker")
+MODEL_TYPES = ("logistic_regression", "random_forest", "gradient_boosting")
+
+
+class PipelineConfig(BaseModel):
+    """Every setting of a run. Frozen: phases read it, none changes it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    # --- the seed's pipeline_config.json keys ---
+    accuracy_threshold: float = Field(0.95, ge=0.0, le=1.0, description="deploy when the gated metric reaches this")
+    minimum_accuracy: float = Field(0.90, ge=0.0, le=1.0, description="below this a model is rejected outright")
+    aws_region: str = "us-east-1"
+    instance_type: str = "ml.m5.large"
+    auto_deploy_enabled: bool = True
+    rollback_on_failure: bool = True
+    model_name_prefix: str = Field("iris-classifier", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,40}$")
+    endpoint_prefix: str = Field("iris-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,40}$")
+    sns_topic_arn: str | None = None
+    slack_webhook_url: SecretStr | None = None
+    email_recipients: tuple[str, ...] = ()
+
+    # --- backend ---
+    backend: Literal["local", "sagemaker"] | None = None  # None: sagemaker when role_arn is set, else local
+    role_arn: str | None = None
+
+    # --- data and model ---
+    dataset: str = "iris"  # "iris" (bundled with scikit-learn) or a path to a CSV file
+    label_column: str = "target"
+    model_type: Literal["logistic_regression", "random_forest", "gradient_boosting"] = "logistic_regression"
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    gate_metric: str = "accuracy"
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    random_seed: int = Field(42, ge=0)
+    cv_folds: int = Field(5, ge=2, le=50)
+
+    # --- state and the local endpoint ---
+    store_dir: str = ".mlops"
+    endpoint_host: str = "127.0.0.1"
+    endpoint_port: int = Field(0, ge=0, le=65535)  # 0: a free port is chosen at first deployment
+    endpoint_workers: int = Field(2, ge=1, le=64)
+    max_payload_mb: float = Field(6.0, gt=0.0)
+
+    # --- testing the live endpoint ---
+    health_timeout_seconds: float = Field(60.0, gt=0.0)
+    test_batch_size: int = Field(500, ge=1)
+    performance_requests: int = Field(200, ge=1)
+    performance_concurrency: int = Field(4, ge=1, le=256)
+    min_success_rate: float = Field(1.0, ge=0.0, le=1.0)
+    max_p95_latency_ms: float | None = Field(1000.0, gt=0.0)  # None: no latency limit
+    request_timeout_seconds: float = Field(10.0, gt=0.0)
+
+    # --- notifications (pipeline/notifications.py) ---
+    notify_events: tuple[str, ...] = ("gate_decision", "tests_failed", "rolled_back", "rollback_failed",
+                                      "pipeline_finished")
+    notify_strict: bool = False  # true: a notification that was not delivered fails the run (exit 1)
+    notification_timeout_seconds: float = Field(5.0, gt=0.0)
+    notification_retries: int = Field(3, ge=0, le=10)
+
+    # --- SageMaker (pipeline/backends/sagemaker.py) ---
+    s3_bucket: str | None = None  # None: the SDK's convention, sagemaker-<region>-<account>
+    sklearn_framework_version: str = "1.2-1"
+    training_instance_type: str = "ml.m5.large"
+    instance_count: int = Field(1, ge=1)
+    traffic_routing: Literal["ALL_AT_ONCE", "CANARY", "LINEAR"] = "ALL_AT_ONCE"
+    canary_percent: int = Field(10, ge=1, le=99)
+    baking_period_minutes: int = Field(0, ge=0, le=120)
+    rollback_alarm_names: tuple[str, ...] = ()
+    sagemaker_timeout_minutes: float = Field(60.0, gt=0.0)
+
+    # --- logging ---
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_file: str | None = None  # None: /tmp/mlops_pipeline_<timestamp>.log
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("email_recipients", "notify_events", "rollback_alarm_names", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _minimum_not_above_threshold(self) -> "PipelineConfig":
+        if self.minimum_accuracy > self.accuracy_threshold:
+            raise ValueError(
+                f"minimum_accuracy ({self.minimum_accuracy}) must not be above "
+                f"accuracy_threshold ({self.accuracy_threshold})"
+            )
+        return self
+
+    @property
+    def backend_name(self) -> str:
+        """The backend in force: the explicit choice, else sagemaker with a role ARN, else local."""
+        if self.backend:
+            return self.backend
+        return "sagemaker" if self.role_arn else "local"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready data with secrets redacted, for results and logs."""
+        data = self.model_dump(mode="json")
+        if self.slack_webhook_url is not None:
+            data["slack_webhook_url"] = redact_url(self.slack_webhook_url.get_secret_value())
+        return data
+
+
+# Environment variables from the seed README, and the key each one sets.
+ENV_VARS: dict[str, str] = {
+    "ACCURACY_THRESHOLD": "accuracy_threshold",
+    "MINIMUM_ACCURACY": "minimum_accuracy",
+    "AWS_REGION": "aws_region",
+    "INSTANCE_TYPE": "instance_type",
+    "AUTO_DEPLOY_ENABLED": "auto_deploy_enabled",
+    "ROLLBACK_ON_FAILURE": "rollback_on_failure",
+    "LOG_LEVEL": "log_level",
+    "SNS_TOPIC_ARN": "sns_topic_arn",
+    "SLACK_WEBHOOK_URL": "slack_webhook_url",
+}
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def redact_url(url: str) -> str:
+    """Keep scheme and host so a user can tell which webhook it was; drop the secret path."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return "***"
+    return f"{parts.scheme}://{parts.hostname}/***"
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_names() -> list[str]:
+    return list(PipelineConfig.model_fields)
+
+
+def _parse_env_value(name: str, key: str, raw: str) -> Any:
+    """Environment values are strings; turn them into the key's type, or say why not."""
+    annotation = PipelineConfig.model_fields[key].annotation
+    if annotation is bool:
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise PipelineError(
+            f"environment variable {name}={raw!r}: expected a boolean (true/false, 1/0, yes/no)"
+        )
+    if annotation is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise PipelineError(f"environment variable {name}={raw!r}: expected a number") from None
+    return raw
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the JSON config file; a missing file or broken JSON is one clear line."""
+    file = Path(path)
+    if not file.is_file():
+        raise PipelineError(f"config file {str(file)!r} not found: expected a JSON file (see pipeline_config.json)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise PipelineError(
+            f"config file {str(file)!r} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"config file {str(file)!r} is not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"config file {str(file)!r}: expected a JSON object of settings, got {type(data).__name__}")
+    return data
+
+
+def _check_keys(data: Mapping[str, Any], source: str) -> None:
+    known = _field_names()
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PipelineError(f"{source}: unknown key {key!r}{hint}")
+
+
+def load_config(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    *,
+    search_default_file: bool = True,
+) -> tuple[PipelineConfig, dict[str, str]]:
+    """Build the config from defaults < JSON file < environment < flags.
+
+    Returns the config and the source of every key. Flags whose value is None
+    were not given and do not count.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {key: "default" for key in _field_names()}
+
+    if config_file is None and search_default_file and Path(DEFAULT_CONFIG_FILE).is_file():
+        config_file = DEFAULT_CONFIG_FILE
+    if config_file is not None:
+        file_source = f"file:{config_file}"
+        data = read_config_file(config_file)
+        _check_keys(data, f"config file {str(config_file)!r}")
+        values.update(data)
+        sources.update({key: file_source for key in data})
+
+    for name, key in ENV_VARS.items():
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        values[key] = _parse_env_value(name, key, raw)
+        sources[key] = f"env:{name}"
+
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key not in PipelineConfig.model_fields:
+            raise PipelineError(f"unknown setting {key!r}")
+        values[key] = value
+        sources[key] = "flag:--" + key.replace("_", "-")
+
+    try:
+        config = PipelineConfig.model_validate(values)
+    except ValidationError as err:
+        raise PipelineError(_one_line(err, values, sources)) from None
+    return config, sources
+
+
+def _one_line(err: ValidationError, values: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    """Turn pydantic's report into one line: where the value came from, the key, the value, the rule."""
+    first = err.errors()[0]
+    key = str(first["loc"][0]) if first["loc"] else ""
+    message = first["msg"]
+    message = message.removeprefix("Value error, ")
+    if not key:  # a cross-field rule, such as minimum above threshold
+        involved = [k for k in ("minimum_accuracy", "accuracy_threshold") if k in message]
+        origins = ", ".join(f"{k} from {_source_words(sources.get(k, 'default'))}" for k in involved)
+        return f"{message} ({origins})" if origins else message
+    where = _source_words(sources.get(key, "default"))
+    got = f", got {_describe(values[key])}" if key in values else ""
+    expected = _expected(key, first)
+    return f"{where}: {key}: {expected}{got}"
+
+
+def _expected(key: str, error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        field = PipelineConfig.model_fields[key]
+        low = high = None
+        for meta in field.metadata:
+            low = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else low
+            low = getattr(meta, "gt", None) if getattr(meta, "gt", None) is not None else low
+            high = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else high
+            high = getattr(meta, "lt", None) if getattr(meta, "lt", None) is not None else high
+        if low is not None and high is not None:
+            return f"expected a number between {low} and {high}"
+        return error["msg"].lower().replace("input should be", "expected a number")
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected')}"
+    if kind == "string_pattern_mismatch":
+        return "expected letters, digits and hyphens (at most 41 characters, as SageMaker names allow)"
+    annotation = PipelineConfig.model_fields[key].annotation
+    names = {
+        float: "a number",
+        int: "a whole number",
+        bool: "true or false",
+        str: "a string",
+    }
+    if annotation in names:
+        return f"expected {names[annotation]}"
+    return error["msg"].replace("Input should be", "expected")
+
+
+def _source_words(source: str) -> str:
+    if source.startswith("file:"):
+        return f"config file {source[5:]!r}"
+    if source.startswith("env:"):
+        return f"environment variable {source[4:]}"
+    if source.startswith("flag:"):
+        return f"flag {source[5:]}"
+    return "default"
+
+
+def env_bool(raw: str) -> bool:
+    """Parse a boolean the way the environment layer does (for other modules' env settings)."""
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(raw)
+

@@ -1,0 +1,148 @@
+"""Deployment steps with their records: every change of endpoint state is one store transaction.
+
+``DeploymentPipeline`` wraps the backend's ``stage``/``promote``/``discard``/
+``rollback`` and writes what each one did (the endpoint row, the deployment's
+status, the audit event) together, so the history never disagrees with what
+serves. Whether to promote or discard is not decided here: that is the
+orchestrator's call.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
+from pipeline.store import DeploymentStore
+from pipeline.training import TrainingJob, timestamp_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deployment:
+    """One attempt to put a version on an endpoint, from staging to its final status."""
+
+    deployment_id: int
+    staged: Staged
+    training_job: str
+    started: float = field(default_factory=time.monotonic)
+    outcome: Outcome | None = None
+    reason: str | None = None
+
+    def to_results(self) -> dict[str, Any]:
+        status = self.outcome.status if self.outcome else "in_progress"
+        return {
+            "status": "success" if status == "deployed" else status,
+            "final_state": status,
+            "endpoint_name": self.staged.endpoint_name,
+            "endpoint_url": self.staged.stable_url,
+            "version": self.staged.version,
+            "previous_version": self.staged.previous_version,
+            "serving_version": self.outcome.serving_version if self.outcome else None,
+            "training_job": self.training_job,
+            "deployment_id": self.deployment_id,
+            "deployment_duration": round(time.monotonic() - self.started, 3),
+            "reason": self.reason,
+            "detail": self.outcome.detail if self.outcome else None,
+        }
+
+
+class DeploymentPipeline:
+    def __init__(self, config: PipelineConfig, store: DeploymentStore, backend: Backend, run_id: str) -> None:
+        self.config = config
+        self.store = store
+        self.backend = backend
+        self.run_id = run_id
+
+    def stage(self, job: TrainingJob, endpoint_name: str) -> Deployment:
+        """Register a new version and make it reachable for the endpoint tests."""
+        version = self.store.claim_version(endpoint_name, timestamp_name(self.config.endpoint_prefix),
+                                           job.name, job.model_sha256)
+        row = self.store.endpoint(endpoint_name)
+        previous = row["serving_version"] if row else None
+        deployment_id = self.store.start_deployment(self.run_id, endpoint_name, previous, version, job.name)
+        log.info("deploying %s (training job %s) to endpoint %s", version, job.name, endpoint_name)
+        try:
+            staged = self.backend.stage(endpoint_name, version, job)
+        except PipelineError as err:
+            with self.store.transaction() as conn:
+                self.store.finish_deployment(conn, deployment_id, "failed", str(err), self.run_id, endpoint_name)
+            raise
+        if staged.kind == "direct":  # the stable server itself now runs the new version
+            with self.store.transaction() as conn:
+                self.store.set_endpoint(conn, endpoint_name, backend=self.backend.TYPE, url=staged.stable_url,
+                                        host=self.config.endpoint_host, port=staged.handle.get("stable_port"),
+                                        pid=staged.handle.get("stable_pid"), serving_version=version)
+                self.store.append_event(conn, "endpoint_started", run_id=self.run_id, endpoint_name=endpoint_name,
+                                        version=version, url=staged.stable_url)
+        return Deployment(deployment_id, staged, job.name)
+
+    def promote(self, deployment: Deployment, status: str = "deployed", reason: str | None = None) -> Outcome:
+        """Switch the stable endpoint to the staged version (verified) and record it."""
+        staged = deployment.staged
+        try:
+            outcome = self.backend.promote(staged)
+        except DeploymentError as err:
+            deployment.reason = str(err)
+            raise
+        if status != "deployed":
+            outcome = Outcome(status, outcome.serving_version, outcome.detail, outcome.facts)
+        self._finish(deployment, outcome, reason)
+        log.info("endpoint %s now serves %s", staged.endpoint_name, staged.version)
+        return outcome
+
+    def discard(self, deployment: Deployment, reason: str) -> Outcome:
+        """The new version failed: keep or restore the previous one, verified; record how it ended."""
+        staged = deployment.staged
+        try:
+            outcome = self.backend.discard(staged)
+        except PipelineError as err:
+            outcome = Outcome("rollback_failed", None, str(err))
+        self._finish(deployment, outcome, reason)
+        return outcome
+
+    def _finish(self, deployment: Deployment, outcome: Outcome, reason: str | None) -> None:
+        staged = deployment.staged
+        deployment.outcome = outcome
+        deployment.reason = reason
+        with self.store.transaction() as conn:
+            if outcome.status == "removed":
+                self.store.delete_endpoint(conn, staged.endpoint_name)
+            elif outcome.status != "rollback_failed":
+                self.store.set_endpoint(
+                    conn, staged.endpoint_name, backend=self.backend.TYPE, url=staged.stable_url,
+                    host=self.config.endpoint_host, port=staged.handle.get("stable_port"),
+                    pid=outcome.facts.get("pid", staged.handle.get("stable_pid")),
+                    serving_version=outcome.serving_version)
+            self.store.finish_deployment(conn, deployment.deployment_id, outcome.status, reason, self.run_id,
+                                         staged.endpoint_name, version=staged.version,
+                                         serving_version=outcome.serving_version, detail=outcome.detail)
+
+    def rollback(self, endpoint_name: str, to_version: str | None = None) -> Outcome:
+        """Manual rollback to ``to_version`` or the version served before the current one."""
+        row = self.store.require_endpoint(endpoint_name)
+        target = to_version or self._previous_version(endpoint_name, row["serving_version"])
+        if self.store.version(target) is None:
+            raise PipelineError(f"version {target!r} of endpoint {endpoint_name!r} not found (see history)")
+        try:
+            outcome = self.backend.rollback(endpoint_name, target)
+        except PipelineError as err:
+            outcome = Outcome("rollback_failed", None, str(err))
+        with self.store.transaction() as conn:
+            if outcome.status == "rolled_back":
+                self.store.set_endpoint(conn, endpoint_name, serving_version=target,
+                                        pid=outcome.facts.get("pid", row["pid"]))
+            self.store.append_event(conn, f"manual_{outcome.status}", run_id=self.run_id,
+                                    endpoint_name=endpoint_name, from_version=row["serving_version"],
+                                    to_version=target, detail=outcome.detail)
+        return outcome
+
+    def _previous_version(self, endpoint_name: str, current: str | None) -> str:
+        for deployment in self.store.deployments(endpoint_name, limit=1000):
+            if deployment["status"] == "deployed" and deployment["to_version"] != current:
+                return deployment["to_version"]
+        raise PipelineError(f"endpoint {endpoint_name!r} has no earlier deployed version to roll back to")

@@ -1,0 +1,289 @@
+"""Pipeline state in one SQLite file: runs, training jobs, endpoints, deployments, events.
+
+Why SQLite: several pipeline processes (a deployment and a ``status`` call, two CI
+jobs on one runner) read and write the same state, and SQLite gives them
+transactions and crash safety without a server. Every change of endpoint state
+is one transaction together with the event that records it.
+
+The ``events`` table is the audit trail. It is append-only (triggers refuse
+UPDATE and DELETE) and each event carries the sha256 of the one before it, so
+``verify_events`` can tell when someone edited or removed a row by hand.
+
+Schema (also in README.md):
+
+- runs(run_id, started_at, finished_at, mode, backend, status, exit_code, results_file)
+- training_jobs(name, run_id, created_at, backend, model_type, directory, model_sha256,
+  metrics_json, data_sha256, gate_decision)
+- endpoints(name, backend, url, host, port, pid, serving_version, created_at, updated_at)
+- versions(version, endpoint_name, training_job, model_sha256, created_at)
+- deployments(id, run_id, endpoint_name, from_version, to_version, training_job, status,
+  reason, started_at, finished_at)
+- events(id, at, run_id, kind, endpoint_name, detail, prev_hash, hash)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ExitCode, PipelineError
+
+DB_FILENAME = "state.db"
+GENESIS_HASH = "0" * 64
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, mode TEXT NOT NULL,
+    backend TEXT NOT NULL, status TEXT NOT NULL, exit_code INTEGER, results_file TEXT);
+CREATE TABLE IF NOT EXISTS training_jobs (
+    name TEXT PRIMARY KEY, run_id TEXT, created_at TEXT NOT NULL, backend TEXT NOT NULL,
+    model_type TEXT, directory TEXT NOT NULL, model_sha256 TEXT NOT NULL, metrics_json TEXT NOT NULL,
+    data_sha256 TEXT, gate_decision TEXT);
+CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY, backend TEXT NOT NULL, url TEXT, host TEXT, port INTEGER, pid INTEGER,
+    serving_version TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    version TEXT PRIMARY KEY, endpoint_name TEXT NOT NULL, training_job TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, endpoint_name TEXT NOT NULL,
+    from_version TEXT, to_version TEXT NOT NULL, training_job TEXT NOT NULL, status TEXT NOT NULL,
+    reason TEXT, started_at TEXT NOT NULL, finished_at TEXT);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, run_id TEXT, kind TEXT NOT NULL,
+    endpoint_name TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _event_hash(prev_hash: str, at: str, run_id: str | None, kind: str, endpoint: str | None, detail: str) -> str:
+    material = json.dumps([prev_hash, at, run_id, kind, endpoint, detail], separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class DeploymentStore:
+    """The one place pipeline state is read and written."""
+
+    def __init__(self, store_dir: str | Path) -> None:
+        self.directory = Path(store_dir)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise PipelineError(f"store_dir {str(self.directory)!r} cannot be created: {err.strerror}") from None
+        self.path = self.directory / DB_FILENAME
+        with self._connect() as conn:
+            conn.executescript(SCHEMA)
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.directory / "jobs"
+
+    @property
+    def endpoints_dir(self) -> Path:
+        return self.directory / "endpoints"
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as err:
+            raise PipelineError(f"state file {str(self.path)!r} cannot be opened: {err}") from None
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it lands, or none of it."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        conn = self._connect()
+        try:
+            return [dict(row) for row in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+
+    # --- events (the audit trail) ---
+    def append_event(self, conn: sqlite3.Connection, kind: str, *, run_id: str | None = None,
+                     endpoint_name: str | None = None, **detail: Any) -> None:
+        row = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        prev_hash = row["hash"] if row else GENESIS_HASH
+        at = utc_now()
+        detail_text = json.dumps(detail, sort_keys=True, default=str)
+        digest = _event_hash(prev_hash, at, run_id, kind, endpoint_name, detail_text)
+        conn.execute(
+            "INSERT INTO events (at, run_id, kind, endpoint_name, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+            (at, run_id, kind, endpoint_name, detail_text, prev_hash, digest),
+        )
+
+    def record_event(self, kind: str, *, run_id: str | None = None, endpoint_name: str | None = None,
+                     **detail: Any) -> None:
+        with self.transaction() as conn:
+            self.append_event(conn, kind, run_id=run_id, endpoint_name=endpoint_name, **detail)
+
+    def events(self, endpoint_name: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events"
+        params: tuple[Any, ...] = ()
+        if endpoint_name:
+            sql += " WHERE endpoint_name = ?"
+            params = (endpoint_name,)
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        rows = self._query(sql, params)
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
+    def verify_events(self) -> list[str]:
+        """Problems in the hash chain, oldest first; empty when the trail is intact."""
+        problems: list[str] = []
+        prev_hash = GENESIS_HASH
+        expected_id = None
+        for row in self._query("SELECT * FROM events ORDER BY id ASC"):
+            if expected_id is not None and row["id"] != expected_id:
+                problems.append(f"events {expected_id}..{row['id'] - 1} are missing")
+            if row["prev_hash"] != prev_hash:
+                problems.append(f"event {row['id']} does not follow the event before it")
+            digest = _event_hash(row["prev_hash"], row["at"], row["run_id"], row["kind"],
+                                 row["endpoint_name"], row["detail"])
+            if digest != row["hash"]:
+                problems.append(f"event {row['id']} was edited")
+            prev_hash = row["hash"]
+            expected_id = row["id"] + 1
+        return problems
+
+    # --- runs ---
+    def start_run(self, run_id: str, mode: str, backend: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO runs (run_id, started_at, mode, backend, status) VALUES (?,?,?,?,?)",
+                         (run_id, utc_now(), mode, backend, "running"))
+            self.append_event(conn, "run_started", run_id=run_id, mode=mode, backend=backend)
+
+    def finish_run(self, run_id: str, status: str, exit_code: int, results_file: str | None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET finished_at=?, status=?, exit_code=?, results_file=? WHERE run_id=?",
+                         (utc_now(), status, exit_code, results_file, run_id))
+            self.append_event(conn, "run_finished", run_id=run_id, status=status, exit_code=exit_code)
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
+
+    # --- training jobs ---
+    def record_training_job(self, run_id: str, backend: str, job: Any) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO training_jobs (name, run_id, created_at, backend, model_type, directory, model_sha256,"
+                " metrics_json, data_sha256) VALUES (?,?,?,?,?,?,?,?,?)",
+                (job.name, run_id, job.created_at, backend, job.model_type, str(job.directory), job.model_sha256,
+                 json.dumps(job.metrics, default=str), job.data_fingerprint.get("sha256")),
+            )
+            self.append_event(conn, "training_completed", run_id=run_id, training_job=job.name,
+                              accuracy=job.metrics.get("accuracy"), model_sha256=job.model_sha256)
+
+    def record_gate(self, run_id: str, training_job: str, decision: str, reason: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE training_jobs SET gate_decision=? WHERE name=?", (decision, training_job))
+            self.append_event(conn, "gate_decision", run_id=run_id, training_job=training_job,
+                              decision=decision, reason=reason)
+
+    def training_job(self, name: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM training_jobs WHERE name=?", (name,))
+        return rows[0] if rows else None
+
+    # --- endpoints and versions ---
+    def endpoint(self, name: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM endpoints WHERE name=?", (name,))
+        return rows[0] if rows else None
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM endpoints ORDER BY name")
+
+    def claim_version(self, endpoint_name: str, base_name: str, training_job: str, model_sha256: str) -> str:
+        """Register a new version name, unique even for two deployments in one second."""
+        for attempt in range(1, 1000):
+            version = base_name if attempt == 1 else f"{base_name}-{attempt}"
+            try:
+                with self.transaction() as conn:
+                    conn.execute(
+                        "INSERT INTO versions (version, endpoint_name, training_job, model_sha256, created_at)"
+                        " VALUES (?,?,?,?,?)", (version, endpoint_name, training_job, model_sha256, utc_now()))
+                return version
+            except sqlite3.IntegrityError:
+                continue
+        raise PipelineError(f"could not find a free version name for {base_name!r}")
+
+    def version(self, version: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM versions WHERE version=?", (version,))
+        return rows[0] if rows else None
+
+    def set_endpoint(self, conn: sqlite3.Connection, name: str, **fields: Any) -> None:
+        """Insert or update an endpoint row inside the caller's transaction."""
+        now = utc_now()
+        existing = conn.execute("SELECT name FROM endpoints WHERE name=?", (name,)).fetchone()
+        if existing is None:
+            conn.execute("INSERT INTO endpoints (name, backend, created_at, updated_at) VALUES (?,?,?,?)",
+                         (name, fields.get("backend", "local"), now, now))
+        columns = {key: value for key, value in fields.items() if key != "backend"}
+        if columns:
+            assignments = ", ".join(f"{key}=?" for key in columns)
+            conn.execute(f"UPDATE endpoints SET {assignments}, updated_at=? WHERE name=?",
+                         (*columns.values(), now, name))
+
+    def delete_endpoint(self, conn: sqlite3.Connection, name: str) -> None:
+        conn.execute("DELETE FROM endpoints WHERE name=?", (name,))
+
+    # --- deployments ---
+    def start_deployment(self, run_id: str, endpoint_name: str, from_version: str | None, to_version: str,
+                         training_job: str) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO deployments (run_id, endpoint_name, from_version, to_version, training_job, status,"
+                " started_at) VALUES (?,?,?,?,?,?,?)",
+                (run_id, endpoint_name, from_version, to_version, training_job, "in_progress", utc_now()))
+            self.append_event(conn, "deployment_started", run_id=run_id, endpoint_name=endpoint_name,
+                              from_version=from_version, to_version=to_version, training_job=training_job)
+            return int(cursor.lastrowid)
+
+    def finish_deployment(self, conn: sqlite3.Connection, deployment_id: int, status: str, reason: str | None,
+                          run_id: str | None, endpoint_name: str, **detail: Any) -> None:
+        conn.execute("UPDATE deployments SET status=?, reason=?, finished_at=? WHERE id=?",
+                     (status, reason, utc_now(), deployment_id))
+        self.append_event(conn, f"deployment_{status}", run_id=run_id, endpoint_name=endpoint_name,
+                          deployment_id=deployment_id, reason=reason, **detail)
+
+    def deployments(self, endpoint_name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if endpoint_name:
+            return self._query("SELECT * FROM deployments WHERE endpoint_name=? ORDER BY id DESC LIMIT ?",
+                               (endpoint_name, limit))
+        return self._query("SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,))
+
+    def require_endpoint(self, name: str) -> dict[str, Any]:
+        endpoint = self.endpoint(name)
+        if endpoint is None:
+            known = ", ".join(row["name"] for row in self.endpoints()) or "none"
+            raise PipelineError(f"endpoint {name!r} not found in {str(self.path)!r} (known endpoints: {known})",
+                                ExitCode.USAGE)
+        return endpoint

@@ -1,0 +1,214 @@
+"""Training and evaluation on this machine, with the same code SageMaker runs.
+
+``TrainingPipeline`` follows the steps of the script-mode entry point
+(``pipeline/container/train.py``): split, fit, evaluate. Each step is a method
+so a team can override one (the seed's "Advanced Usage")::
+
+    class CustomTrainingPipeline(TrainingPipeline):
+        def train_local_model(self, X_train, y_train):
+            return MyModel().fit(X_train, y_train)
+
+and add metrics with functions ``fn(model, X_test, y_test) -> dict``.
+A finished job is a directory of artifacts under ``<store_dir>/jobs/<name>/``:
+the model and its sha256, metrics, held-out rows, the resolved config, a
+fingerprint of the data and the library versions.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import PipelineConfig
+from pipeline.container import train as recipe
+from pipeline.data import Dataset, load_dataset
+from pipeline.errors import PipelineError
+
+CustomEvaluation = Callable[[Any, pd.DataFrame, pd.Series], dict[str, Any]]
+
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.json"
+HELDOUT_FILE = "heldout.csv"
+MANIFEST_FILE = "manifest.json"
+
+BUILTIN_METRICS = (
+    "accuracy", "cv_mean_accuracy", "precision_weighted", "recall_weighted", "f1_weighted",
+)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """A trained model and everything needed to judge, deploy and test it."""
+
+    name: str
+    directory: Path
+    model_sha256: str
+    metrics: dict[str, Any]
+    label_column: str
+    data_fingerprint: dict[str, Any]
+    created_at: str
+    model_type: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.directory / MODEL_DIR
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir / recipe.MODEL_FILENAME
+
+    @property
+    def heldout_path(self) -> Path:
+        return self.directory / HELDOUT_FILE
+
+    def heldout(self) -> tuple[pd.DataFrame, pd.Series]:
+        frame = pd.read_csv(self.heldout_path)
+        return frame.drop(columns=[self.label_column]), frame[self.label_column]
+
+    @classmethod
+    def load(cls, directory: Path) -> "TrainingJob":
+        """Read a job back from its artifacts (for ``--mode deployment --training-job``)."""
+        manifest_path = directory / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise PipelineError(f"training job {directory.name!r} has no {MANIFEST_FILE} in {str(directory)!r}")
+        manifest = json.loads(manifest_path.read_text())
+        metrics = json.loads((directory / METRICS_FILE).read_text())
+        return cls(
+            name=manifest["training_job"], directory=directory, model_sha256=manifest["model_sha256"],
+            metrics=metrics, label_column=manifest["label_column"],
+            data_fingerprint=manifest["data_fingerprint"], created_at=manifest["created_at"],
+            model_type=manifest["model_type"], manifest=manifest,
+        )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("scikit-learn", "numpy", "pandas", "scipy", "joblib"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def timestamp_name(prefix: str, now: datetime | None = None) -> str:
+    """``<prefix>-YYYYmmdd-HHMMSS``: the way SageMaker jobs and endpoint configs are named."""
+    now = now or datetime.now(timezone.utc)
+    return f"{prefix}-{now:%Y%m%d-%H%M%S}"
+
+
+def claim_unique_directory(parent: Path, base_name: str) -> Path:
+    """Create ``parent/base_name`` (or ``-2``, ``-3``...): two jobs in one second never collide.
+
+    ``mkdir`` is atomic, so this holds across processes too.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = parent / (base_name if attempt == 1 else f"{base_name}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise PipelineError(f"could not find a free name for {base_name!r} in {str(parent)!r}")
+
+
+class TrainingPipeline:
+    """Split, fit and evaluate one model; write its artifacts as a training job."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        custom_evaluations: Sequence[CustomEvaluation] = (),
+    ) -> None:
+        self.config = config
+        self.custom_evaluations = list(custom_evaluations)
+
+    # --- the steps, each overridable ---
+    def load_data(self) -> Dataset:
+        return load_dataset(self.config.dataset, self.config.label_column)
+
+    def split_data(self, dataset: Dataset):
+        try:
+            X_train, X_test, y_train, y_test = recipe.split(
+                dataset.features, dataset.labels, self.config.test_size, self.config.random_seed
+            )
+            recipe.check_cv_folds(y_train, self.config.cv_folds)
+        except recipe.TrainingInputError as err:
+            raise PipelineError(f"dataset {dataset.source!r}: {err}") from None
+        return X_train, X_test, y_train, y_test
+
+    def train_local_model(self, X_train: pd.DataFrame, y_train: pd.Series) -> Any:
+        try:
+            model = recipe.build_estimator(
+                self.config.model_type, dict(self.config.hyperparameters), self.config.random_seed
+            )
+        except recipe.TrainingInputError as err:
+            raise PipelineError(str(err)) from None
+        return model.fit(X_train, y_train)
+
+    def evaluate_model(self, model: Any, X_train, y_train, X_test, y_test) -> dict[str, Any]:
+        metrics = recipe.evaluate(
+            model, X_train, y_train, X_test, y_test, self.config.cv_folds, self.config.random_seed
+        )
+        for evaluation in self.custom_evaluations:
+            metrics.update(evaluation(model, X_test, y_test))
+        return metrics
+
+    # --- the whole job ---
+    def run(self, jobs_dir: Path) -> TrainingJob:
+        dataset = self.load_data()
+        X_train, X_test, y_train, y_test = self.split_data(dataset)
+        model = self.train_local_model(X_train, y_train)
+        metrics = self.evaluate_model(model, X_train, y_train, X_test, y_test)
+        return self.save(jobs_dir, dataset, model, metrics, X_test.assign(**{dataset.label_column: y_test}))
+
+    def save(self, jobs_dir: Path, dataset: Dataset, model: Any, metrics: dict[str, Any],
+             heldout: pd.DataFrame) -> TrainingJob:
+        directory = claim_unique_directory(jobs_dir, timestamp_name(self.config.model_name_prefix))
+        model_path = recipe.save_model(model, directory / MODEL_DIR)
+        created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        _write_json(directory / METRICS_FILE, metrics)
+        heldout.to_csv(directory / HELDOUT_FILE, index=False)
+        manifest = {
+            "training_job": directory.name,
+            "created_at": created_at,
+            "model_type": self.config.model_type,
+            "model_file": str(model_path.relative_to(directory)),
+            "model_sha256": sha256_file(model_path),
+            "label_column": dataset.label_column,
+            "data_fingerprint": dataset.fingerprint(),
+            "dataset": dataset.source,
+            "library_versions": library_versions(),
+            "config": self.config.public_dict(),
+        }
+        _write_json(directory / MANIFEST_FILE, manifest)
+        return TrainingJob(
+            name=directory.name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
+            label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],
+            created_at=created_at, model_type=self.config.model_type, manifest=manifest,
+        )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(temporary, path)
