@@ -60,7 +60,7 @@ class PipelineConfig(BaseModel):
 
     # --- backend ---
     backend: Literal["local", "sagemaker"] | None = None  # None: sagemaker when role_arn is set, else local
-    role_arn: str | None = None
+    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,128}$")
 
     # --- data and model ---
     dataset: str = "iris"  # "iris" (bundled with scikit-learn) or a path to a CSV file
@@ -306,6 +306,8 @@ def _expected(key: str, error: Mapping[str, Any]) -> str:
         return error["msg"].lower().replace("input should be", "expected a number")
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected')}"
+    if kind == "string_pattern_mismatch" and key == "role_arn":
+        return "expected an IAM role ARN like arn:aws:iam::123456789012:role/SageMakerRole"
     if kind == "string_pattern_mismatch":
         return "expected letters, digits and hyphens (at most 41 characters, as SageMaker names allow)"
     annotation = PipelineConfig.model_fields[key].annotation

@@ -77,7 +77,7 @@ class DeploymentStore:
     """The one place pipeline state is read and written."""
 
     def __init__(self, store_dir: str | Path) -> None:
-        self.directory = Path(store_dir)
+        self.directory = Path(store_dir).resolve()  # endpoint processes run from another directory
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:

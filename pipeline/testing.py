@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 VERSION_HEADER = "X-Model-Version"
 
 
+class EndpointDown(ConnectionError):
+    """The endpoint is gone for good (its process exited): waiting longer cannot make it healthy."""
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -64,7 +68,7 @@ class HttpEndpointClient:
         return session
 
     def _reply(self, response: requests.Response) -> Reply:
-        return Reply(response.status_code, dict(response.headers), response.content)
+        return Reply(response.status_code, response.headers, response.content)  # case-insensitive
 
     def ping(self) -> Reply:
         return self._reply(self._session().get(f"{self.url}/ping", timeout=self.timeout, headers=self._headers))
@@ -161,6 +165,9 @@ class EndpointTester:
                     return {"passed": True, "attempts": attempts, "seconds": round(time.monotonic() - started, 3),
                             "version": version}
                 last_problem = f"/ping answered {reply.status}" + (f" from version {version}" if version else "")
+            except EndpointDown as err:
+                return {"passed": False, "attempts": attempts, "seconds": round(time.monotonic() - started, 3),
+                        "reason": str(err)}
             except requests.RequestException as err:
                 last_problem = f"cannot reach {self.client.url}: {type(err).__name__}"
             except Exception as err:  # a backend client's own error (e.g. botocore)

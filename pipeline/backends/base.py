@@ -74,8 +74,9 @@ class Backend(ABC):
         """Make ``version`` reachable for testing without disturbing what serves now."""
 
     @abstractmethod
-    def client(self, url: str, endpoint_name: str | None = None) -> "EndpointClient":
-        """A client the endpoint tests use to reach ``url``."""
+    def client(self, url: str, endpoint_name: str | None = None,
+               handle: dict[str, Any] | None = None) -> "EndpointClient":
+        """A client the endpoint tests use to reach ``url`` (``handle``: what ``stage`` returned)."""
 
     @abstractmethod
     def promote(self, staged: Staged) -> Outcome:

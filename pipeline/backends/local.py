@@ -29,17 +29,13 @@ import requests
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
 from pipeline.errors import PipelineError
 from pipeline.serving import POINTER_ENV, TOKEN_ENV, VERSION_HEADER
-from pipeline.testing import HttpEndpointClient, Reply
+from pipeline.testing import EndpointDown, HttpEndpointClient, Reply
 from pipeline.training import TrainingJob, TrainingPipeline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CURRENT_POINTER = "current.json"
 # Environment variables an endpoint process does not need and must not inherit.
 _SECRET_ENV = re.compile(r"(SECRET|PASSWORD|WEBHOOK|SESSION_TOKEN|ACCESS_KEY)", re.IGNORECASE)
-
-
-class EndpointDown(ConnectionError):
-    """The server process is gone: waiting longer cannot make it healthy."""
 
 
 def free_port(host: str) -> int:
@@ -193,8 +189,10 @@ class LocalBackend(Backend):
                 stderr=subprocess.STDOUT, start_new_session=True,  # keeps serving after the CLI exits
             )
 
-    def client(self, url: str, endpoint_name: str | None = None, pid: int | None = None,
-               role: str = "stable") -> LocalEndpointClient:
+    def client(self, url: str, endpoint_name: str | None = None,
+               handle: dict[str, Any] | None = None) -> LocalEndpointClient:
+        pid = (handle or {}).get("pid")
+        role = (handle or {}).get("role", "stable")
         log_file = self.endpoint_dir(endpoint_name) / f"{role}.log" if endpoint_name else None
         marker = self.marker(endpoint_name, role) if endpoint_name else ""
         return LocalEndpointClient(url, self.config.request_timeout_seconds, os.environ.get(TOKEN_ENV), pid,
@@ -294,7 +292,7 @@ class LocalBackend(Backend):
 
     def _verify(self, endpoint_name: str, url: str, version: str | None, pid: int | None) -> None:
         """Healthy, and every one of several answers names ``version``: only then is a switch done."""
-        client = self.client(url, endpoint_name, pid)
+        client = self.client(url, endpoint_name, {"pid": pid, "role": "stable"})
         deadline = time.monotonic() + self.config.health_timeout_seconds
         consecutive = 0
         seen = "no answer"

@@ -1,0 +1,107 @@
+"""Shared fixtures: an isolated working directory and store, the real CLI, and server clean-up.
+
+Every test runs in its own temporary directory with the pipeline's environment
+variables cleared, so a developer's shell settings never leak into a test. Any
+endpoint server a test starts is found by its store path and stopped at
+teardown, also when the test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from pipeline.cli import cli
+from pipeline.config import ENV_VARS
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_SETTINGS = ["--set", "performance_requests=40", "--set", "health_timeout_seconds=20", "--set", "cv_folds=3"]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def stop_servers_under(path: Path) -> None:
+    """Stop every process whose command line names ``path`` (the endpoint servers' pid files do)."""
+    for pid in _processes_mentioning(str(path)):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 5
+    while _processes_mentioning(str(path)) and time.monotonic() < deadline:
+        for pid in _processes_mentioning(str(path)):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A clean working directory, no pipeline env vars; servers started inside are stopped afterwards."""
+    monkeypatch.chdir(tmp_path)
+    for name in [*ENV_VARS, "SMTP_HOST", "MLOPS_ENDPOINT_TOKEN"]:
+        monkeypatch.delenv(name, raising=False)
+    yield tmp_path
+    stop_servers_under(tmp_path)
+
+
+class Pipeline:
+    """Runs ``run_pipeline.py`` in-process through click, and reads what it wrote."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runs = 0
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, fast: bool = True) -> Result:
+        self.runs += 1
+        output = self.root / f"results-{self.runs}.json"
+        argv = list(args)
+        if not any(a in ("history", "status", "rollback", "cleanup") for a in argv[:1]):
+            argv += ["--output-file", str(output), "--log-file", str(self.root / "pipeline.log")]
+            if fast:
+                argv += FAST_SETTINGS
+        result = CliRunner().invoke(cli, argv, env=env, catch_exceptions=False)
+        self.last_output = output
+        return result
+
+    def results(self) -> dict[str, Any]:
+        return json.loads(self.last_output.read_text())
+
+
+@pytest.fixture
+def pipeline(workdir: Path) -> Pipeline:
+    return Pipeline(workdir)
+
+
+def run_script(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run a real script of the repo in a subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    full_env.update(env or {})
+    return subprocess.run([*args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+PYTHON = sys.executable

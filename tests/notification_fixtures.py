@@ -1,0 +1,260 @@
+"""Real receivers for the notification tests: an HTTP webhook, SMTP servers and a mocked SNS.
+
+They live here rather than in conftest.py so the notification tests own them;
+the test module imports the fixtures by name.
+"""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WEBHOOK_SECRET = "T0001/B0002/xSecretWebhookToken42"
+SMTP_PASSWORD = "hunter2-Sup3rSecret"
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (aiosmtpd cannot bind port 0 itself)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- Slack
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: str = "ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    slow: bool = False  # hold the request until the test ends, so the client times out
+
+
+class SlackReceiver:
+    """A stand-in for a Slack incoming webhook: records each request, answers from a script.
+
+    The script's last reply repeats, so ``script(Reply(500))`` means "500 every time".
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []  # every JSON body received, delivered or not
+        self.paths: list[str] = []
+        self._script: list[Reply] = [Reply()]
+        self._lock = threading.Lock()
+        self.release = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/services/{WEBHOOK_SECRET}"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self._script = list(replies)
+
+    def _next(self) -> Reply:
+        with self._lock:
+            return self._script.pop(0) if len(self._script) > 1 else self._script[0]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                reply = receiver._next()
+                with receiver._lock:
+                    receiver.requests.append(json.loads(body))
+                    receiver.paths.append(self.path)
+                if reply.slow:
+                    receiver.release.wait(10)
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(reply.body.encode())
+                except OSError:  # the client gave up (the timeout test)
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+                pass
+
+        return Handler
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackReceiver]:
+    receiver = SlackReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 with nothing listening: a receiver that is down."""
+    return free_port()
+
+
+# --------------------------------------------------------------------------- SMTP
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    tls: bool
+
+
+class SmtpRecorder:
+    """aiosmtpd handler and authenticator that remember what arrived and who logged in."""
+
+    def __init__(self, accept_login: bool = True) -> None:
+        self.accept_login = accept_login
+        self.messages: list[Received] = []
+        self.logins: list[tuple[str, str, str, bool]] = []  # mechanism, user, password, over TLS
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook)
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
+                                      session.ssl is not None))
+        return "250 Message accepted for delivery"
+
+    def authenticator(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        self.logins.append((mechanism, auth_data.login.decode(), auth_data.password.decode(),
+                            session.ssl is not None))
+        return AuthResult(success=self.accept_login, handled=False)  # aiosmtpd sends the 235/535 reply
+
+
+@dataclass
+class TlsFiles:
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1; tests trust it through SSL_CERT_FILE."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    files = TlsFiles(folder / "cert.pem", folder / "key.pem")
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return files
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., tuple[SmtpRecorder, int]]]:
+    """Start an aiosmtpd server on 127.0.0.1: ``smtp_server(**controller_kwargs) -> (recorder, port)``."""
+    from aiosmtpd.controller import Controller
+
+    controllers: list[Any] = []
+
+    def start(accept_login: bool = True, **kwargs: Any) -> tuple[SmtpRecorder, int]:
+        recorder = SmtpRecorder(accept_login)
+        port = free_port()
+        controller = Controller(recorder, hostname="127.0.0.1", port=port,
+                                authenticator=recorder.authenticator, **kwargs)
+        controller.start()
+        controllers.append(controller)
+        return recorder, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+# --------------------------------------------------------------------------- SNS (moto)
+
+
+@dataclass
+class SnsTopic:
+    arn: str
+    read: Callable[[], list[dict[str, Any]]]  # the SNS envelopes the subscribed queue received
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake credentials, and no user profile, so nothing can reach real AWS."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def sns_topic(aws_credentials: None) -> Iterator[SnsTopic]:
+    """A moto topic with an SQS queue subscribed (raw delivery off, so subject and attributes arrive)."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        arn = sns.create_topic(Name="mlops-notifications")["TopicArn"]
+        queue_url = sqs.create_queue(QueueName="mlops-notifications")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn,
+                      Attributes={"RawMessageDelivery": "false"})
+
+        def read() -> list[dict[str, Any]]:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            return [json.loads(message["Body"]) for message in messages]
+
+        yield SnsTopic(arn, read)
