@@ -27,7 +27,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parsedate_to_datetime
@@ -89,8 +89,13 @@ class SecretScrubber:
 
     def add_webhook(self, url: str) -> None:
         """The whole URL is the credential, but libraries often print only its path or query."""
-        parts = urlsplit(url)
-        self.add(url, redact_url(url))
+        try:
+            parts = urlsplit(url)
+            shown = redact_url(url)
+        except ValueError:  # not a URL at all: hide it whole
+            self.add(url)
+            return
+        self.add(url, shown)
         if len(parts.path) > 1:
             self.add(parts.path, "/***")
             # Slack's path is /services/<team>/<bot>/<token>; an echo may carry only its tail.
@@ -249,7 +254,7 @@ class Message:
         if version and previous and previous != version:
             version = f"{version} (previous {previous})"
         elif not version and previous:
-            version = f"{previous} (previous, kept)"
+            version = f"previous {previous}"
         backend = " ".join(filter(None, [_text(summary.get("backend")),
                                          f"({summary['mode']})" if summary.get("mode") else None])) or None
         candidates = (
@@ -356,11 +361,15 @@ class SlackChannel:
 
     def __init__(self, webhook_url: str, timeout: float) -> None:
         self._url = webhook_url
-        self._shown = redact_url(webhook_url)
         self._timeout = timeout
-        parts = urlsplit(webhook_url)
+        self._refusal: str | None = None
+        try:
+            self._shown = redact_url(webhook_url)
+            parts = urlsplit(webhook_url)
+        except ValueError:
+            self._shown, self._refusal = "***", "slack_webhook_url is not a valid URL"
+            return
         # The URL is the credential: in clear text anyone on the path could post as us.
-        self._refusal = None
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             self._refusal = (f"refusing to send the Slack webhook URL over plain http to {self._shown}; "
                              "use an https:// webhook URL")
@@ -484,8 +493,8 @@ class SmtpSettings:
     port: int
     security: str  # ssl | starttls | none
     user: str | None
-    password: str | None
-    sender: str
+    password: str | None = field(repr=False)  # a logged repr must not carry it
+    sender: str = "mlops-pipeline@localhost"
 
     _PORT_FOR = {"ssl": 465, "starttls": 587, "none": 25}
 
@@ -513,7 +522,7 @@ class SmtpSettings:
         sender = (env.get("SMTP_FROM") or "").strip()
         if not sender:
             sender = user if user and "@" in user else "mlops-pipeline@localhost"
-        return cls(host, port, security, user, env.get("SMTP_PASSWORD") or None, sender)
+        return cls(host, port, security, user, password=env.get("SMTP_PASSWORD") or None, sender=sender)
 
 
 class EmailChannel:
@@ -644,6 +653,8 @@ class Notifier:
             email = EmailChannel(env, config.email_recipients, timeout)
             if email.settings_error:
                 log.warning("%s", self._secrets.scrub(email.settings_error))
+            elif env.get("SMTP_PASSWORD") and not env.get("SMTP_USER"):
+                log.warning("SMTP_PASSWORD is set but SMTP_USER is not: email is sent without logging in")
             self._channels.append(email)
         elif config.email_recipients:
             log.warning("email_recipients is set but SMTP_HOST is not: no email notifications will be sent")

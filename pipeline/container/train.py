@@ -83,7 +83,7 @@ def build_estimator(model_type: str, hyperparameters: dict[str, Any], seed: int)
 def split(features: pd.DataFrame, labels: pd.Series, test_size: float, seed: int):
     """Stratified hold-out split; returns X_train, X_test, y_train, y_test."""
     counts = labels.value_counts()
-    smallest = counts.idxmin()
+    smallest = _plain(counts.idxmin())
     if counts.min() < 2:
         raise TrainingInputError(
             f"class {smallest!r} has {counts.min()} row(s): a stratified split needs at least 2 per class"
@@ -98,7 +98,7 @@ def check_cv_folds(labels: pd.Series, cv_folds: int) -> None:
     counts = labels.value_counts()
     if counts.min() < cv_folds:
         raise TrainingInputError(
-            f"class {counts.idxmin()!r} has {counts.min()} training row(s), fewer than cv_folds={cv_folds}: "
+            f"class {_plain(counts.idxmin())!r} has {counts.min()} training row(s), fewer than cv_folds={cv_folds}: "
             f"lower cv_folds or add data"
         )
 

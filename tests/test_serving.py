@@ -1,0 +1,75 @@
+"""The endpoint's HTTP contract, against a real gunicorn server deployed by the pipeline."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+
+@pytest.fixture
+def endpoint(pipeline) -> str:
+    assert pipeline().exit_code == 0
+    return pipeline.results()["summary"]["endpoint_url"]
+
+
+def _post(url: str, body, content_type: str = "text/csv", accept: str | None = None) -> requests.Response:
+    headers = {"Content-Type": content_type}
+    if accept:
+        headers["Accept"] = accept
+    return requests.post(f"{url}/invocations", data=body, headers=headers, timeout=10)
+
+
+def test_ping_is_healthy_and_names_the_version(endpoint):
+    reply = requests.get(f"{endpoint}/ping")
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "healthy"
+    assert reply.headers["X-Model-Version"] == reply.json()["version"]
+    assert len(reply.headers["X-Model-Sha256"]) == 64
+
+
+def test_csv_rows_in_json_out(endpoint):
+    reply = _post(endpoint, "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    assert reply.json() == {"predictions": [0, 2]}
+
+
+@pytest.mark.parametrize("body", [[[5.1, 3.5, 1.4, 0.2]], {"instances": [[5.1, 3.5, 1.4, 0.2]]}])
+def test_json_rows_or_instances(endpoint, body):
+    assert _post(endpoint, json.dumps(body), "application/json").json() == {"predictions": [0]}
+
+
+def test_csv_out_when_accept_asks_for_it(endpoint):
+    reply = _post(endpoint, "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", accept="text/csv")
+    assert reply.headers["Content-Type"].startswith("text/csv")
+    assert reply.text == "0\n2\n"
+
+
+@pytest.mark.parametrize("body, content_type, fragment", [
+    ("1,2,3", "text/csv", "each row must have 4 features, got 3"),
+    ("a,b,c,d", "text/csv", "rows must be numbers only"),
+    ("nan,1,2,3", "text/csv", "NaN or infinity"),
+    ("", "text/csv", "empty request body"),
+    ("[[1, 2", "application/json", "malformed JSON"),
+    ('[["a", 1, 2, 3]]', "application/json", "rows must be numbers only"),
+])
+def test_malformed_input_is_400_with_a_message_and_the_server_stays_up(endpoint, body, content_type, fragment):
+    reply = _post(endpoint, body, content_type)
+    assert reply.status_code == 400
+    assert fragment in reply.text
+    assert requests.get(f"{endpoint}/ping").status_code == 200
+
+
+def test_unsupported_content_type_is_415(endpoint):
+    assert _post(endpoint, "x", "application/x-npy").status_code == 415
+
+
+def test_body_over_the_limit_is_413(endpoint):
+    body = ("5.1,3.5,1.4,0.2\n" * 400_000).encode()  # ~6.4 MB, over SageMaker's 6 MB
+    assert _post(endpoint, body).status_code == 413
+    assert requests.get(f"{endpoint}/ping").status_code == 200
+
+
+def test_sagemaker_runtime_path_is_served(endpoint):
+    reply = requests.post(f"{endpoint}/endpoints/iris-model/invocations", data="5.1,3.5,1.4,0.2",
+                          headers={"Content-Type": "text/csv"})
+    assert reply.json() == {"predictions": [0]}
