@@ -1,0 +1,96 @@
+"""The real entry points: the bash wrapper as a subprocess, and the CLI's documentation."""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from tests.conftest import REPO, run_script
+
+WRAPPER = str(REPO / "run_mlops_pipeline.sh")
+SEED = (REPO.parent / "shared" / "seed" / "README.md")
+
+
+def test_wrapper_runs_the_full_pipeline_and_maps_accuracy(workdir):
+    result = run_script(WRAPPER, "--accuracy", "0.96", "--output-file", "out.json", "--set",
+                        "performance_requests=40", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((workdir / "out.json").read_text())
+    assert results["config"]["accuracy_threshold"] == 0.96
+    assert results["config_sources"]["accuracy_threshold"] == "flag:--accuracy-threshold"
+    assert "ENTERPRISE MLOPS PIPELINE COMPLETED" in result.stdout
+    url = results["summary"]["endpoint_url"]
+    assert requests.get(f"{url}/ping", timeout=5).status_code == 200  # still serving after the command
+
+
+def test_wrapper_help_lists_its_flags(workdir):
+    result = run_script(WRAPPER, "--help", cwd=workdir)
+    assert result.returncode == 0
+    for flag in ("--accuracy", "--minimum-accuracy", "--mode", "--training-job", "--endpoint-name",
+                 "--instance-type", "--disable-auto-deploy", "--verbose", "--role-arn"):
+        assert flag in result.stdout
+
+
+def test_wrapper_refuses_an_unknown_flag_with_usage_and_exit_2(workdir):
+    result = run_script(WRAPPER, "--no-such-flag", cwd=workdir)
+    assert result.returncode == 2
+    assert "No such option '--no-such-flag'" in result.stderr
+    assert "Usage:" in result.stderr
+
+
+def test_wrapper_passes_subcommands_through(workdir):
+    result = run_script(WRAPPER, "history", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["deployments"] == []
+
+
+def test_help_documents_exit_codes_and_examples():
+    output = CliRunner().invoke(cli, ["--help"]).output
+    assert "Exit codes:" in output and "3  the accuracy gate held or rejected" in output
+    assert "Examples:" in output
+
+
+def test_every_subcommand_is_documented_with_an_example():
+    for name, command in cli.commands.items():
+        assert command.help and "Example" in command.help, name
+
+
+def _seed_invocations() -> list[list[str]]:
+    """Every run_pipeline.py / run_mlops_pipeline.sh call in the seed README, as argv lists."""
+    text = SEED.read_text()
+    calls = []
+    for block in text.split("```")[1::2]:
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            line = line.strip().lstrip("- ")
+            for marker in ("run_pipeline.py", "./run_mlops_pipeline.sh"):
+                if marker in line and not line.startswith("#"):
+                    argv = shlex.split(line.split(marker, 1)[1].split("#")[0])
+                    calls.append([marker, *argv])
+    return calls
+
+
+def _wrapper_to_cli(argv: list[str]) -> list[str]:
+    mapped = []
+    for arg in argv:
+        mapped.append("--accuracy-threshold" if arg == "--accuracy" else arg)
+    return mapped
+
+
+@pytest.mark.skipif(not SEED.is_file(), reason="shared/seed/README.md is not beside the checkout")
+def test_every_seed_invocation_parses():
+    calls = _seed_invocations()
+    assert len(calls) >= 10
+    for marker, *argv in calls:
+        argv = [a.replace("$ROLE_ARN", "arn:aws:iam::123456789012:role/SageMakerRole")
+                 .replace("$ACCURACY_THRESHOLD", "0.95").replace("$AWS_REGION", "us-east-1")
+                 .replace("$TRAINING_JOB_NAME", "iris-classifier-20250823-120000") for a in argv]
+        if marker.endswith(".sh"):
+            argv = _wrapper_to_cli(argv)
+        context = cli.make_context("run_pipeline.py", list(argv), resilient_parsing=False)
+        assert context.params is not None, argv
