@@ -18,7 +18,7 @@ import click
 from pipeline.backends import BACKENDS
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.logs import configure_logging
+from pipeline.logs import LOG_FORMATS, configure_logging, set_run_id
 from pipeline.orchestrator import MODES, write_results
 
 EXIT_CODES_HELP = """
@@ -91,6 +91,14 @@ def _build_config(config_file: str | None, flags: dict[str, Any], settings: tupl
 @click.option("--store-dir", type=click.Path(file_okay=False), help="State directory (default .mlops).")
 @click.option("--endpoint-port", type=int, help="Port of a new local endpoint (default: a free one).")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Log file (default /tmp/mlops_pipeline_<ts>.log).")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+              help="Log lines for people, or one JSON object per line (time, level, phase, message, run_id).")
+@click.option("--dotenv-file", type=click.Path(dir_okay=False),
+              help="Write MLOPS_*=value lines for GitLab's dotenv report (whatever the exit code).")
+@click.option("--junit-xml", type=click.Path(dir_okay=False),
+              help="Write gate checks and endpoint tests as JUnit XML for GitLab's test report.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False),
+              help="Write 'name value' lines for GitLab's metrics report.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Set any config key (JSON value).")
 @click.option("--verbose", is_flag=True, help="DEBUG logging and tracebacks.")
 @click.pass_context
@@ -126,7 +134,9 @@ def cli(ctx: click.Context, **options: Any) -> None:
         }
         config, sources = _build_config(options["config_file"], flags, options["settings"])
         results, exit_code = run_pipeline(config, sources, mode=mode, endpoint_name=options["endpoint_name"],
-                                          training_job=options["training_job"], output_file=options["output_file"])
+                                          training_job=options["training_job"], output_file=options["output_file"],
+                                          log_format=options["log_format"], dotenv_file=options["dotenv_file"],
+                                          junit_xml=options["junit_xml"], metrics_file=options["metrics_file"])
     except PipelineError as err:
         _fail(err, verbose)
         return
@@ -134,43 +144,71 @@ def cli(ctx: click.Context, **options: Any) -> None:
 
 
 def run_pipeline(config: PipelineConfig, sources: dict[str, str], *, mode: str, endpoint_name: str | None,
-                 training_job: str | None, output_file: str | None) -> tuple[dict[str, Any], int]:
-    """Run one pipeline invocation end to end: log, orchestrate, write results, print the summary."""
-    from pipeline.orchestrator import Orchestrator
+                 training_job: str | None, output_file: str | None, log_format: str = "text",
+                 dotenv_file: str | None = None, junit_xml: str | None = None,
+                 metrics_file: str | None = None) -> tuple[dict[str, Any], int]:
+    """Run one pipeline invocation end to end: log, orchestrate, write results and reports, print the summary.
 
-    log_file = configure_logging(config.log_level, config.log_file)
+    The reports (dotenv, JUnit, metrics) are written for every run that started, whatever its exit code.
+    """
+    from pipeline.orchestrator import Orchestrator
+    from pipeline.reports import write_reports
+
+    log_file = configure_logging(config.log_level, config.log_file, log_format=log_format)
     orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
                                 log_file=str(log_file))
+    set_run_id(orchestrator.run_id)
     results = orchestrator.run()
     path = output_file or f"/tmp/mlops_pipeline_results_{datetime.now():%Y%m%d_%H%M%S}.json"
     results["results_file"] = str(path)
-    write_results(results, path)
+    try:
+        write_results(results, path)
+    finally:  # the CI reports even when the results JSON cannot be written
+        for problem in write_reports(results, dotenv_file=dotenv_file, junit_xml=junit_xml,
+                                     metrics_file=metrics_file):
+            logging.getLogger("pipeline").error("report not written: %s", problem)
     print_summary(results)
     logging.getLogger("pipeline").debug("results written to %s", path)
     return results, results["exit_code"]
 
 
-def _tick(value: Any) -> str:
+def _on_terminal() -> bool:
+    """Emoji and colour are for a person at a terminal; CI logs, pipes and files get the plain words."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
+
+
+def _tick(value: Any, emoji: bool = True) -> str:
+    if not emoji:
+        return "Yes" if value else "No"
     return "✅ Yes" if value else "❌ No"
 
 
-def print_summary(results: dict[str, Any]) -> None:
+def print_summary(results: dict[str, Any], emoji: bool | None = None) -> None:
+    emoji = _on_terminal() if emoji is None else emoji
     summary = results["summary"]
     status = results["pipeline_status"]
     line = "=" * 80
-    title = "🎉 ENTERPRISE MLOPS PIPELINE COMPLETED" if status == "success" else "⚠️ ENTERPRISE MLOPS PIPELINE FINISHED"
+    title = "ENTERPRISE MLOPS PIPELINE COMPLETED" if status == "success" else "ENTERPRISE MLOPS PIPELINE FINISHED"
+    if emoji:
+        title = ("🎉 " if status == "success" else "⚠️ ") + title
+    colour = {"success": "green", "held": "yellow", "rejected": "yellow"}.get(status, "red")
     accuracy = summary.get("training_accuracy")
-    rows = [f"Status: {status.upper()}", f"Duration: {results['total_duration_seconds']:.2f} seconds"]
+    rows = [click.style(f"Status: {status.upper()}", fg=colour, bold=True),  # click.echo drops it off a terminal
+            f"Duration: {results['total_duration_seconds']:.2f} seconds"]
     if accuracy is not None:
         rows.append(f"Training Accuracy: {accuracy:.2%}")
     if results.get("gate"):
         rows.append(f"Gate: {results['gate']['decision']} ({results['gate']['reason']})")
-    rows.append(f"Deployment Occurred: {_tick(summary.get('deployment_occurred'))}")
+    rows.append(f"Deployment Occurred: {_tick(summary.get('deployment_occurred'), emoji)}")
     if summary.get("endpoint_name"):
         rows.append(f"Endpoint: {summary['endpoint_name']} ({summary.get('endpoint_url')}, "
                     f"version {summary.get('endpoint_version')})")
     if summary.get("testing_passed") is not None:
-        rows.append(f"Testing: {'✅ Passed' if summary['testing_passed'] else '❌ Failed'}")
+        passed = summary["testing_passed"]
+        rows.append(f"Testing: {('✅ ' if passed else '❌ ') if emoji else ''}{'Passed' if passed else 'Failed'}")
     if results.get("rollback"):
         rows.append(f"Rollback: {results['rollback']['final_state']} ({results['rollback']['reason']})")
     if results.get("error"):
@@ -178,19 +216,41 @@ def print_summary(results: dict[str, Any]) -> None:
     if results.get("resume_command"):
         rows.append(f"To resume: {results['resume_command']}")
     click.echo("\n".join(["", line, title, line, *rows, line, "",
-                          f"📄 Detailed results saved to: {results.get('results_file')}"]))
+                          f"{'📄 ' if emoji else ''}Detailed results saved to: {results.get('results_file')}"]))
 
 
 @cli.command()
 @click.option("--endpoint-name", help="Only this endpoint's history.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--at", "at_time", help="Which version served --endpoint-name at this ISO time (UTC).")
+@click.option("--verify", is_flag=True, help="Check the audit trail's hash chain; exit 1 if it was edited.")
 @click.pass_context
-def history(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None:
+def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_time: str | None,
+            verify: bool) -> None:
     """Deployments and rollbacks, newest first.
 
-    Example: python3 run_pipeline.py history --endpoint-name iris-model
+    Example: python3 run_pipeline.py history --endpoint-name iris-model --at 2026-11-26T10:00:00
     """
     store = _store(ctx)
+    if verify:
+        problems = store.verify_events()
+        for problem in problems:
+            click.echo(f"Error: audit trail: {problem}", err=True)
+        if problems:
+            sys.exit(int(ExitCode.FAILURE))
+        click.echo("audit trail intact")
+        return
+    if at_time:
+        if not endpoint_name:
+            _fail(PipelineError("history --at needs --endpoint-name"), False)
+        try:
+            version = store.serving_version_at(endpoint_name, at_time)
+        except PipelineError as err:
+            _fail(err, False)
+            return
+        click.echo(json.dumps({"endpoint_name": endpoint_name, "at": at_time, "serving_version": version})
+                   if as_json else (version or "nothing was serving"))
+        return
     rows = store.deployments(endpoint_name)
     if as_json:
         click.echo(json.dumps({"deployments": rows, "runs": store.runs()}, indent=2, default=str))
@@ -198,6 +258,80 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> Non
     for row in rows:
         click.echo(f"{row['started_at'][:19]}  {row['endpoint_name']}  {row['from_version'] or '-'} -> "
                    f"{row['to_version']}  {row['status']}" + (f"  ({row['reason']})" if row["reason"] else ""))
+
+
+@cli.command()
+@click.option("--endpoint-name", help="Only this endpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None:
+    """Each endpoint: URL, serving version, health, and whether its process is alive.
+
+    Example: python3 run_pipeline.py status
+    """
+    backend, store, _ = _backend(ctx)
+    names = [endpoint_name] if endpoint_name else [row["name"] for row in store.endpoints()]
+    try:
+        rows = [backend.describe(name) for name in names]
+    except PipelineError as err:
+        _fail(err, bool(ctx.obj.get("verbose")))
+        return
+    if as_json:
+        click.echo(json.dumps({"endpoints": rows}, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no endpoints")
+    for row in rows:
+        health = "healthy" if row.get("healthy") else "UNHEALTHY"
+        alive = "" if row.get("process_alive", True) else "  process DEAD: the next deployment or rollback restarts it"
+        click.echo(f"{row['name']}  {row['url']}  {row['serving_version']}  {health}{alive}")
+
+
+@cli.command()
+@click.option("--endpoint-name", required=True, help="Endpoint to roll back.")
+@click.option("--to-version", help="Version to serve again (default: the one deployed before the current one).")
+@click.pass_context
+def rollback(ctx: click.Context, endpoint_name: str, to_version: str | None) -> None:
+    """Serve an earlier version again, verified by health check and version header.
+
+    Example: python3 run_pipeline.py rollback --endpoint-name iris-model
+    """
+    from pipeline.deployment import DeploymentPipeline
+    from pipeline.locking import EndpointLock
+    from pipeline.orchestrator import new_run_id
+
+    backend, store, config = _backend(ctx)
+    run_id = new_run_id()
+    try:
+        with EndpointLock(store.directory / "locks", endpoint_name, f"rollback {run_id}",
+                          config.lock_timeout_seconds):
+            outcome = DeploymentPipeline(config, store, backend, run_id).rollback(endpoint_name, to_version)
+    except PipelineError as err:
+        _fail(err, bool(ctx.obj.get("verbose")))
+        return
+    if outcome.status != "rolled_back":
+        click.echo(f"Error: rollback of {endpoint_name!r} failed: {outcome.detail}", err=True)
+        click.echo(f"Check `python3 run_pipeline.py status --endpoint-name {endpoint_name}`, then run "
+                   f"`python3 run_pipeline.py rollback --endpoint-name {endpoint_name} --to-version VERSION`.",
+                   err=True)
+        sys.exit(int(ExitCode.FAILURE))
+    click.echo(f"rolled_back: {endpoint_name} serves {outcome.serving_version} ({outcome.detail})")
+
+
+def _backend(ctx: click.Context):
+    from pipeline.backends import load_backend
+
+    options = ctx.obj or {}
+    try:
+        config, _ = _build_config(options.get("config_file"), {"store_dir": options.get("store_dir"),
+                                                               "backend": options.get("backend"),
+                                                               "role_arn": options.get("role_arn")},
+                                  options.get("settings", ()))
+        store = _store(ctx)
+        return load_backend(config.backend_name, config, store), store, config
+    except PipelineError as err:
+        _fail(err, bool(options.get("verbose")))
+        raise
 
 
 def _store(ctx: click.Context):

@@ -78,6 +78,7 @@ class PipelineConfig(BaseModel):
     endpoint_port: int = Field(0, ge=0, le=65535)  # 0: a free port is chosen at first deployment
     endpoint_workers: int = Field(2, ge=1, le=64)
     max_payload_mb: float = Field(6.0, gt=0.0)
+    lock_timeout_seconds: float = Field(600.0, ge=0.0)  # how long a deployment waits for another one
 
     # --- testing the live endpoint ---
     health_timeout_seconds: float = Field(60.0, gt=0.0)

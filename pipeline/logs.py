@@ -2,19 +2,82 @@
 
 Secrets are never logged on purpose; the ``SecretFilter`` is the second line
 of defence, for a library that puts a URL in an exception message.
+
+Two formats: ``text`` (the default, for people) and ``json`` (``--log-format
+json``): one JSON object per line with ``time``, ``level``, ``phase``,
+``message``, ``run_id`` and ``logger``, for log collectors. The phase comes
+from the logger name (``pipeline.training`` -> ``training``) and, for the
+orchestrator, from the step of the diagram that logged (``gate``,
+``roll_back``, ...); the run id is the one ``set_run_id`` was given.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterable
-from datetime import datetime
+from contextvars import ContextVar
+from datetime import datetime, timezone
 from pathlib import Path
 
 SECRET_ENV_VARS = ("SLACK_WEBHOOK_URL", "SMTP_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                    "MLOPS_ENDPOINT_TOKEN")
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_FORMATS = ("text", "json")
+
+_RUN_ID: ContextVar[str | None] = ContextVar("mlops_run_id", default=None)
+_process_run_id: str | None = None  # worker threads start with an empty context: they fall back to this
+
+
+def set_run_id(run_id: str | None) -> None:
+    """The run id every log line of this run carries (``run_id`` in JSON lines)."""
+    global _process_run_id
+    _process_run_id = run_id
+    _RUN_ID.set(run_id)
+
+
+def current_run_id() -> str | None:
+    return _RUN_ID.get() or _process_run_id
+
+
+# The orchestrator's steps, by the method that logs, and the phase each belongs to.
+_ORCHESTRATOR_PHASES = {
+    "train": "training", "load_training_job": "training", "gate": "gate", "deploy": "deployment",
+    "test": "testing", "_run_tests": "testing", "test_live_endpoint": "testing", "keep": "deployment",
+    "roll_back": "rollback", "cleanup": "cleanup", "notify": "notifications",
+}
+_MODULE_PHASES = {"orchestrator": "pipeline", "cli": "pipeline", "logs": "pipeline", "backends": "backend"}
+
+
+def phase_of(record: logging.LogRecord) -> str:
+    """``pipeline.training`` -> ``training``; the orchestrator's lines by the step that logged them."""
+    parts = record.name.split(".")
+    if parts[0] != "pipeline" or len(parts) == 1:
+        return "pipeline" if parts[0] == "pipeline" else parts[0]
+    if parts[1] == "orchestrator":
+        return _ORCHESTRATOR_PHASES.get(record.funcName, "pipeline")
+    return _MODULE_PHASES.get(parts[1], parts[1])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: never a raw newline inside a record, whatever the message holds."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "phase": phase_of(record),
+            "message": record.getMessage(),
+            "run_id": current_run_id(),
+            "logger": record.name,
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # the SecretFilter leaves the scrubbed traceback here
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class SecretFilter(logging.Filter):
@@ -41,8 +104,15 @@ def default_log_file() -> Path:
     return Path(f"/tmp/mlops_pipeline_{datetime.now():%Y%m%d_%H%M%S}.log")
 
 
-def configure_logging(level: str, log_file: str | os.PathLike[str] | None, secrets: Iterable[str] = ()) -> Path:
-    """Console (stderr) and file handlers on the ``pipeline`` logger; returns the log file path."""
+def configure_logging(level: str, log_file: str | os.PathLike[str] | None, secrets: Iterable[str] = (),
+                      log_format: str = "text") -> Path:
+    """Console (stderr) and file handlers on the ``pipeline`` logger; returns the log file path.
+
+    ``log_format`` "json" makes both handlers write JSON lines (see ``JsonFormatter``).
+    """
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log_format {log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
+    as_json = log_format == "json"
     path = Path(log_file) if log_file else default_log_file()
     logger = logging.getLogger("pipeline")
     for handler in list(logger.handlers):
@@ -52,12 +122,12 @@ def configure_logging(level: str, log_file: str | os.PathLike[str] | None, secre
     logger.propagate = False
     secret_filter = SecretFilter([*secrets, *(os.environ.get(name, "") for name in SECRET_ENV_VARS)])
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    console.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [console]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(path, encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter(FORMAT))
+        file_handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(FORMAT))
         handlers.append(file_handler)
     except OSError as err:
         logger.addHandler(console)

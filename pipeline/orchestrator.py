@@ -25,6 +25,7 @@ from pipeline.config import PipelineConfig
 from pipeline.container import inference
 from pipeline.deployment import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.locking import EndpointLock
 from pipeline.store import DeploymentStore
 from pipeline.testing import EndpointTester, TestReport
 from pipeline.training import TrainingJob, TrainingPipeline
@@ -157,21 +158,23 @@ class Orchestrator:
         self.notify("pipeline_started")
         try:
             if self.mode == "cleanup":
-                self.cleanup()
+                with self.endpoint_lock():
+                    self.cleanup()
             elif self.mode == "testing":
                 self.test_live_endpoint()
             else:
                 job = self.train() if self.mode in ("full", "training") else self.load_training_job()
                 decision = self.gate(job)
                 if self.mode != "training" and decision.deploys:
-                    deployment = self.deploy(job)
-                    report = self.test(deployment, job)
-                    if report.passed:
-                        self.keep(deployment)
-                    elif self.config.rollback_on_failure:
-                        self.roll_back(deployment, report.failure_reason or "endpoint tests failed")
-                    else:
-                        self.keep(deployment, failed_reason=report.failure_reason)
+                    with self.endpoint_lock():
+                        deployment = self.deploy(job)
+                        report = self.test(deployment, job)
+                        if report.passed:
+                            self.keep(deployment)
+                        elif self.config.rollback_on_failure:
+                            self.roll_back(deployment, report.failure_reason or "endpoint tests failed")
+                        else:
+                            self.keep(deployment, failed_reason=report.failure_reason)
         except PipelineError as err:
             self.fail(err.message, err.exit_code, err.hint)
         except Exception as err:  # a bug or an environment problem: still record and report it
@@ -294,6 +297,10 @@ class Orchestrator:
         log.info("endpoint %s stopped and removed", self.endpoint_name)
 
     # ----------------------------------------------------------------- helpers
+    def endpoint_lock(self) -> EndpointLock:
+        return EndpointLock(self.store.directory / "locks", self.endpoint_name, f"run {self.run_id}",
+                            self.config.lock_timeout_seconds)
+
     def _run_tests(self, client: Any, job: TrainingJob, version: str | None) -> TestReport:
         features, labels = job.heldout()
         model = inference.model_fn(str(job.model_dir))

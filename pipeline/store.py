@@ -280,6 +280,29 @@ class DeploymentStore:
                                (endpoint_name, limit))
         return self._query("SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,))
 
+    def serving_version_at(self, endpoint_name: str, at: str) -> str | None:
+        """Which version served ``endpoint_name`` at time ``at``, from the audit trail alone."""
+        try:
+            moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise PipelineError(f"--at {at!r}: expected an ISO time such as 2026-11-26T10:00:00") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        serving: str | None = None
+        for event in reversed(self.events(endpoint_name)):
+            if datetime.fromisoformat(event["at"]) > moment:
+                break
+            detail = event["detail"]
+            if event["kind"] == "endpoint_started":
+                serving = detail.get("version")
+            elif event["kind"].startswith("deployment_") and "serving_version" in detail:
+                serving = detail["serving_version"]
+            elif event["kind"] == "manual_rolled_back":
+                serving = detail.get("to_version")
+            elif event["kind"] == "endpoint_removed":
+                serving = None
+        return serving
+
     def require_endpoint(self, name: str) -> dict[str, Any]:
         endpoint = self.endpoint(name)
         if endpoint is None:

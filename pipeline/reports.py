@@ -1,0 +1,346 @@
+"""The run's verdict for machines: GitLab's dotenv, JUnit and metrics reports.
+
+Each writer takes the results dict of one run (what ``Orchestrator.run``
+returns, whatever the exit code) and writes one file atomically, so a CI job
+never uploads half a report:
+
+``--dotenv-file``   ``MLOPS_*=value`` lines for ``artifacts:reports:dotenv``.
+                    GitLab reads each line as ``^(.*?)=(.*)$``, strips both
+                    sides and keeps quotes as part of the value; it refuses
+                    blank lines, comments, more variables than its plan limit
+                    (20 on the smallest plans) and files of 5 KiB or more.
+                    Values are therefore written bare and limited to
+                    characters that mean the same to GitLab and to a shell's
+                    ``source`` (letters, digits and ``_.:/@+,%=-``); any other
+                    character (space, quote, ``$``, newline) becomes ``_``.
+                    A value that is not known is empty (``MLOPS_ENDPOINT_NAME=``).
+``--junit-xml``     ``artifacts:reports:junit``: each gate check and each
+                    endpoint test is a test case; a failed one carries the
+                    numbers in its message, so the pipeline's test tab says
+                    why a model was held or a deployment rolled back.
+``--metrics-file``  ``artifacts:reports:metrics``: ``name value`` lines
+                    (accuracy, cv mean, p95 latency, throughput), only those
+                    the run measured.
+
+A usage or config error found before the run starts (exit code 2 with an
+``Error:`` line) produces no results, and so no reports.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DOTENV_PREFIX = "MLOPS_"
+DOTENV_MAX_VARIABLES = 20  # the smallest per-plan limit GitLab applies
+DOTENV_MAX_BYTES = 5 * 1024  # GitLab accepts a file only if it is smaller than this
+DOTENV_MAX_VALUE_CHARS = 255
+DOTENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNSAFE_VALUE_CHARS = re.compile(r"[^A-Za-z0-9_.:/@+,%=-]+")
+
+ENDPOINT_CHECKS = ("health", "prediction_accuracy", "performance", "robustness")
+GATE_MODES = ("full", "training", "deployment")
+ENDPOINT_TEST_MODES = ("full", "deployment", "testing")
+_INVALID_XML_CHARS = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+# --------------------------------------------------------------------------- writing
+def write_reports(results: Mapping[str, Any], *, dotenv_file: str | os.PathLike[str] | None = None,
+                  junit_xml: str | os.PathLike[str] | None = None,
+                  metrics_file: str | os.PathLike[str] | None = None) -> list[str]:
+    """Write each report asked for; return one line per report that could not be written."""
+    problems = []
+    for option, path, render in (("--dotenv-file", dotenv_file, render_dotenv),
+                                 ("--junit-xml", junit_xml, render_junit),
+                                 ("--metrics-file", metrics_file, render_metrics)):
+        if not path:
+            continue
+        try:
+            write_atomically(path, render(results))
+        except OSError as err:
+            problems.append(f"{option} {str(path)!r}: cannot write: {err.strerror or err}")
+    return problems
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return target
+
+
+# --------------------------------------------------------------------------- dotenv
+def dotenv_variables(results: Mapping[str, Any]) -> dict[str, str]:
+    """The variables a later CI job needs, by name (with the ``MLOPS_`` prefix), as safe strings."""
+    summary = results.get("summary") or {}
+    gate = results.get("gate") or {}
+    deployment = _deployment(results)
+    values = {
+        "PIPELINE_STATUS": results.get("pipeline_status"),
+        "EXIT_CODE": results.get("exit_code"),
+        "RUN_ID": results.get("run_id"),
+        "MODE": results.get("mode"),
+        "TRAINING_JOB": summary.get("training_job"),
+        "TRAINING_ACCURACY": summary.get("training_accuracy"),
+        "GATE_DECISION": gate.get("decision"),
+        "ENDPOINT_NAME": summary.get("endpoint_name"),
+        "ENDPOINT_URL": summary.get("endpoint_url"),
+        "ENDPOINT_VERSION": summary.get("endpoint_version"),
+        "DEPLOYMENT_OCCURRED": summary.get("deployment_occurred"),
+        "DEPLOYMENT_STATE": deployment.get("final_state"),
+        "TESTING_PASSED": summary.get("testing_passed"),
+    }
+    return {DOTENV_PREFIX + key: dotenv_value(value) for key, value in values.items()}
+
+
+def dotenv_value(value: Any) -> str:
+    """One line that GitLab and ``source`` read alike: no quoting needed, none added."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _number(value)
+    text = _UNSAFE_VALUE_CHARS.sub("_", str(value).strip())
+    return text[:DOTENV_MAX_VALUE_CHARS]
+
+
+def render_dotenv(results: Mapping[str, Any]) -> bytes:
+    lines: list[str] = []
+    size = 0
+    for key, value in dotenv_variables(results).items():
+        if not DOTENV_KEY.fullmatch(key):
+            continue
+        line = f"{key}={value}\n"
+        if len(lines) == DOTENV_MAX_VARIABLES or size + len(line.encode()) >= DOTENV_MAX_BYTES:
+            break  # unreachable with today's variables; the order above is the priority
+        lines.append(line)
+        size += len(line.encode())
+    return "".join(lines).encode()
+
+
+# --------------------------------------------------------------------------- metrics
+def metric_values(results: Mapping[str, Any]) -> dict[str, float]:
+    phases = results.get("phases") or {}
+    evaluation = (phases.get("training") or {}).get("evaluation_results") or {}
+    tests = (phases.get("testing") or {}).get("test_summary") or {}
+    values = {
+        "mlops_training_accuracy": evaluation.get("accuracy", (results.get("summary") or {}).get("training_accuracy")),
+        "mlops_cv_mean_accuracy": evaluation.get("cv_mean_accuracy"),
+        "mlops_endpoint_latency_p95_ms": tests.get("p95_latency_ms"),
+        "mlops_endpoint_throughput_rps": tests.get("throughput_rps"),
+    }
+    return {name: float(value) for name, value in values.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
+
+
+def render_metrics(results: Mapping[str, Any]) -> bytes:
+    return "".join(f"{name} {_number(value)}\n" for name, value in metric_values(results).items()).encode()
+
+
+# --------------------------------------------------------------------------- JUnit
+class _Suite:
+    def __init__(self, parent: ET.Element, name: str) -> None:
+        self.element = ET.SubElement(parent, "testsuite", name=name)
+        self.classname = "mlops." + name.replace(" ", "_")
+        self.counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        self.time = 0.0
+
+    def case(self, name: str, *, failure: str | None = None, error: str | None = None, skipped: str | None = None,
+             details: Mapping[str, Any] | None = None, seconds: float | None = None) -> ET.Element:
+        case = ET.SubElement(self.element, "testcase", classname=self.classname, name=name)
+        if seconds is not None:
+            case.set("time", _number(seconds))
+            self.time += seconds
+        text = _details(details or {})
+        self.counts["tests"] += 1
+        if failure is not None:
+            ET.SubElement(case, "failure", message=_xml(failure), type="failure").text = _xml(f"{failure}\n\n{text}")
+            self.counts["failures"] += 1
+        elif error is not None:
+            ET.SubElement(case, "error", message=_xml(error), type="error").text = _xml(f"{error}\n\n{text}")
+            self.counts["errors"] += 1
+        elif skipped is not None:
+            ET.SubElement(case, "skipped", message=_xml(skipped))
+            self.counts["skipped"] += 1
+        elif text:
+            ET.SubElement(case, "system-out").text = _xml(text)
+        return case
+
+    def close(self) -> None:
+        for key, count in self.counts.items():
+            self.element.set(key, str(count))
+        self.element.set("time", _number(self.time))
+
+
+def junit_tree(results: Mapping[str, Any]) -> ET.ElementTree:
+    """Test suites ``gate``, ``endpoint tests``, ``deployment`` and ``pipeline``, each when it applies."""
+    root = ET.Element("testsuites", name="mlops-pipeline")
+    suites: list[_Suite] = []
+    mode = results.get("mode") or "full"
+    error = results.get("error") or {}
+    not_run = f"not run: {error['message']}" if error.get("message") else "not run: the run stopped before it"
+
+    gate = results.get("gate")
+    if gate or mode in GATE_MODES:
+        suite = _Suite(root, "gate")
+        suites.append(suite)
+        if gate:
+            _gate_cases(suite, gate, results)
+        else:
+            suite.case("minimum_accuracy", skipped=not_run)
+            suite.case("accuracy_threshold", skipped=not_run)
+
+    testing = (results.get("phases") or {}).get("testing")
+    if testing or mode in ENDPOINT_TEST_MODES:
+        suite = _Suite(root, "endpoint tests")
+        suites.append(suite)
+        if testing:
+            _endpoint_cases(suite, testing)
+        else:
+            reason = not_run
+            if gate and not gate.get("deploys", gate.get("decision") == "deploy") and not error:
+                reason = f"not run: nothing was deployed (gate {gate.get('decision')}: {gate.get('reason')})"
+            for name in ENDPOINT_CHECKS:
+                suite.case(name, skipped=reason)
+
+    deployment = _deployment(results)
+    if deployment:
+        suite = _Suite(root, "deployment")
+        suites.append(suite)
+        _deployment_case(suite, deployment, results)
+
+    if error:
+        suite = _Suite(root, "pipeline")
+        suites.append(suite)
+        message = f"exit code {error.get('exit_code')}: {error.get('message')}"
+        suite.case("run", error=message, details={"hint": error.get("hint"), "run_id": results.get("run_id"),
+                                                  "resume_command": results.get("resume_command")})
+
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    total_time = 0.0
+    for suite in suites:
+        suite.close()
+        total_time += suite.time
+        for key in totals:
+            totals[key] += suite.counts[key]
+    for key, count in totals.items():
+        root.set(key, str(count))
+    root.set("time", _number(total_time))
+    tree = ET.ElementTree(root)
+    ET.indent(tree)
+    return tree
+
+
+def render_junit(results: Mapping[str, Any]) -> bytes:
+    return ET.tostring(junit_tree(results).getroot(), encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def _gate_cases(suite: _Suite, gate: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    metric = gate.get("metric", "accuracy")
+    value, threshold, minimum = gate.get("value"), gate.get("threshold"), gate.get("minimum")
+    properties = ET.SubElement(suite.element, "properties")
+    for key in ("decision", "metric", "value", "threshold", "minimum"):
+        ET.SubElement(properties, "property", name=key, value=_xml(_plain(gate.get(key))))
+    ET.SubElement(properties, "property", name="run_id", value=_xml(_plain(results.get("run_id"))))
+    details = {"decision": gate.get("decision"), "metric": metric, "value": value, "accuracy_threshold": threshold,
+               "minimum_accuracy": minimum, "interval_95": gate.get("interval"), "reason": gate.get("reason"),
+               "warning": gate.get("warning"),
+               "training_job": (results.get("summary") or {}).get("training_job")}
+    if not all(isinstance(x, (int, float)) for x in (value, threshold, minimum)):
+        suite.case("minimum_accuracy", error=f"gate without numbers: {gate.get('reason')}", details=details)
+        return
+    shown = f"{metric} {_number(value)}"
+    if value < minimum:
+        suite.case("minimum_accuracy", details=details,
+                   failure=f"{shown} is below minimum_accuracy {_number(minimum)}: the model is rejected")
+    else:
+        suite.case("minimum_accuracy", details=details)
+    if value < threshold:
+        outcome = "rejected" if value < minimum else "held"
+        suite.case("accuracy_threshold", details=details,
+                   failure=f"{shown} is below accuracy_threshold {_number(threshold)} (minimum_accuracy "
+                           f"{_number(minimum)}): the model is {outcome}, nothing was deployed")
+    else:
+        suite.case("accuracy_threshold", details=details)
+
+
+def _endpoint_cases(suite: _Suite, testing: Mapping[str, Any]) -> None:
+    checks = testing.get("checks") or {}
+    health_failed = not (checks.get("health") or {}).get("passed", False)
+    names = list(ENDPOINT_CHECKS) + [name for name in checks if name not in ENDPOINT_CHECKS]
+    for name in names:
+        check = checks.get(name)
+        if check is None:
+            suite.case(name, skipped="not run: the health check failed" if health_failed else "not run")
+            continue
+        details = {key: value for key, value in check.items() if key not in ("passed", "reason")}
+        seconds = check.get("seconds") if isinstance(check.get("seconds"), (int, float)) else None
+        if check.get("passed"):
+            suite.case(name, details=details, seconds=seconds)
+        else:
+            suite.case(name, failure=f"{name}: {check.get('reason') or 'failed'}", details=details, seconds=seconds)
+
+
+def _deployment_case(suite: _Suite, deployment: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    state = deployment.get("final_state")
+    rollback = results.get("rollback") or {}
+    details = {key: deployment.get(key) for key in ("final_state", "endpoint_name", "version", "previous_version",
+                                                    "serving_version", "training_job", "detail")}
+    details["rollback_reason"] = rollback.get("reason")
+    seconds = deployment.get("deployment_duration")
+    seconds = seconds if isinstance(seconds, (int, float)) else None
+    version = deployment.get("version")
+    if state == "deployed":
+        suite.case("deployment", details=details, seconds=seconds)
+        return
+    reason = rollback.get("reason") or deployment.get("reason") or (results.get("error") or {}).get("message")
+    serving = deployment.get("serving_version") or "nothing"
+    if state == "failed":
+        message = f"version {version} failed its tests and stays serving (rollback_on_failure is off): {reason}"
+    elif state == "rollback_failed":
+        message = f"version {version} failed and the rollback failed too: {reason}"
+    else:
+        message = f"version {version} was not kept ({state}, now serving {serving}): {reason}"
+    suite.case("deployment", failure=message, details=details, seconds=seconds)
+
+
+# --------------------------------------------------------------------------- helpers
+def _deployment(results: Mapping[str, Any]) -> Mapping[str, Any]:
+    return ((results.get("phases") or {}).get("deployment") or {}).get("deployment_results") or {}
+
+
+def _number(value: float | int) -> str:
+    return repr(round(float(value), 6)) if math.isfinite(value) else str(value)
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _number(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _details(details: Mapping[str, Any]) -> str:
+    return "\n".join(f"{key}: {_plain(value)}" for key, value in details.items() if value is not None)
+
+
+def _xml(text: str) -> str:
+    """Text XML 1.0 can hold (ElementTree escapes markup but not control characters)."""
+    return _INVALID_XML_CHARS.sub("\ufffd", text)

@@ -1,0 +1,160 @@
+"""Deployment safety: manual rollback, status, locking, zero downtime, audit trail."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+
+import requests
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.locking import EndpointLock
+from pipeline.store import DeploymentStore
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _deploy_twice(pipeline) -> tuple[str, str, str]:
+    pipeline()
+    v1 = pipeline.results()["summary"]["endpoint_version"]
+    pipeline()
+    results = pipeline.results()
+    return results["summary"]["endpoint_url"], v1, results["summary"]["endpoint_version"]
+
+
+def test_manual_rollback_serves_the_previous_version_verified(pipeline):
+    url, v1, v2 = _deploy_twice(pipeline)
+    result = _invoke("rollback", "--endpoint-name", "iris-model")
+    assert result.exit_code == 0, result.output
+    assert f"rolled_back: iris-model serves {v1}" in result.output
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
+    assert DeploymentStore(".mlops").endpoint("iris-model")["serving_version"] == v1
+
+
+def test_manual_rollback_to_a_named_version(pipeline):
+    url, v1, v2 = _deploy_twice(pipeline)
+    _invoke("rollback", "--endpoint-name", "iris-model")
+    assert _invoke("rollback", "--endpoint-name", "iris-model", "--to-version", v2).exit_code == 0
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v2
+
+
+def test_rollback_of_an_unknown_endpoint_is_a_usage_error(pipeline):
+    result = _invoke("rollback", "--endpoint-name", "nope")
+    assert result.exit_code == 2
+    assert "Error: endpoint 'nope' not found" in result.output
+
+
+def test_status_reports_a_dead_endpoint_process_and_rollback_brings_it_back(pipeline):
+    url, v1, v2 = _deploy_twice(pipeline)
+    row = DeploymentStore(".mlops").endpoint("iris-model")
+    import os
+    import signal
+    os.killpg(row["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    status = json.loads(_invoke("status", "--json").output)["endpoints"][0]
+    assert status["process_alive"] is False and status["healthy"] is False
+    assert _invoke("rollback", "--endpoint-name", "iris-model").exit_code == 0
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
+
+
+def test_history_answers_which_version_served_at_a_time(pipeline):
+    pipeline()
+    v1 = pipeline.results()["summary"]["endpoint_version"]
+    between = DeploymentStore(".mlops").events()[0]["at"]
+    time.sleep(0.01)
+    pipeline()
+    result = _invoke("history", "--endpoint-name", "iris-model", "--at", between, "--json")
+    assert json.loads(result.output)["serving_version"] == v1
+
+
+def test_history_verify_detects_an_edited_event(pipeline):
+    pipeline("--mode", "training")
+    assert _invoke("history", "--verify").exit_code == 0
+    connection = sqlite3.connect(".mlops/state.db")
+    connection.execute("DROP TRIGGER events_append_only_update")
+    connection.execute("UPDATE events SET detail = '{}' WHERE id = 2")
+    connection.commit()
+    connection.close()
+    result = _invoke("history", "--verify")
+    assert result.exit_code == 1
+    assert "event 2 was edited" in result.output
+
+
+def test_events_are_append_only(pipeline):
+    pipeline("--mode", "training")
+    connection = sqlite3.connect(".mlops/state.db")
+    try:
+        connection.execute("DELETE FROM events")
+        deleted = True
+    except sqlite3.DatabaseError:
+        deleted = False
+    assert not deleted
+
+
+def test_second_deployment_waits_for_the_lock_and_names_the_holder(pipeline):
+    pipeline("--mode", "training")
+    job = pipeline.results()["summary"]["training_job"]
+    store = DeploymentStore(".mlops")
+    with EndpointLock(store.directory / "locks", "iris-model", "run other-run", 600):
+        result = pipeline("--mode", "deployment", "--training-job", job, "--set", "lock_timeout_seconds=0.2")
+    assert result.exit_code == 1
+    assert "endpoint 'iris-model' is locked by run other-run" in result.output
+    assert store.endpoints() == []
+
+
+def test_training_is_not_blocked_by_a_deployment_lock(pipeline):
+    store = DeploymentStore(".mlops")
+    with EndpointLock(store.directory / "locks", "iris-model", "run other-run", 600):
+        assert pipeline("--mode", "training", "--set", "lock_timeout_seconds=0.2").exit_code == 0
+
+
+class _Client(threading.Thread):
+    """Sends requests to the stable URL until stopped; counts every answer and failure."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.ok = 0
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + 120
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                reply = session.post(f"{self.url}/invocations", data="5.1,3.5,1.4,0.2",
+                                     headers={"Content-Type": "text/csv"}, timeout=10)
+                if reply.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.failed.append(str(reply.status_code))
+            except requests.RequestException as err:
+                self.failed.append(type(err).__name__)
+
+    def until(self, count: int) -> None:
+        deadline = time.monotonic() + 60
+        while self.ok < count and time.monotonic() < deadline and not self.failed:
+            time.sleep(0.05)
+        self.stop.set()
+        self.join()
+
+
+def test_no_request_fails_while_a_version_is_deployed_and_rolled_back(pipeline):
+    pipeline()
+    url = pipeline.results()["summary"]["endpoint_url"]
+    client = _Client(url)
+    client.start()
+    assert pipeline().exit_code == 0
+    client.until(2000)
+    assert client.failed == [] and client.ok >= 2000
+
+    client = _Client(url)
+    client.start()
+    assert _invoke("rollback", "--endpoint-name", "iris-model").exit_code == 0
+    client.until(2000)
+    assert client.failed == [] and client.ok >= 2000
