@@ -166,10 +166,14 @@ def redact_url(url: str) -> str:
     """Keep scheme and host so a user can tell which webhook it was; drop the secret path."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unbalanced IPv6 bracket: say nothing of it
         return "***"
-    return f"{parts.scheme}://{parts.hostname}/***"
+    if not parts.scheme or not host:
+        return "***"
+    return f"{parts.scheme}://{host}/***"
 
 
 def _describe(value: Any) -> str:
