@@ -305,7 +305,9 @@ def rollback(ctx: click.Context, endpoint_name: str, to_version: str | None) -> 
     try:
         with EndpointLock(store.directory / "locks", endpoint_name, f"rollback {run_id}",
                           config.lock_timeout_seconds):
-            outcome = DeploymentPipeline(config, store, backend, run_id).rollback(endpoint_name, to_version)
+            deployer = DeploymentPipeline(config, store, backend, run_id)
+            deployer.reconcile(endpoint_name)
+            outcome = deployer.rollback(endpoint_name, to_version)
     except PipelineError as err:
         _fail(err, bool(ctx.obj.get("verbose")))
         return

@@ -122,6 +122,33 @@ class DeploymentPipeline:
                                          staged.endpoint_name, version=staged.version,
                                          serving_version=outcome.serving_version, detail=outcome.detail)
 
+    def reconcile(self, endpoint_name: str) -> list[dict[str, Any]]:
+        """Finish deployments left ``in_progress`` by a pipeline that died (SIGKILL, power loss).
+
+        Called while holding the endpoint lock, so no live pipeline can own them.
+        """
+        repaired = []
+        for row in self.store.deployments(endpoint_name, limit=1000):
+            if row["status"] != "in_progress":
+                continue
+            try:
+                outcome = self.backend.reconcile(endpoint_name, row)
+            except PipelineError as err:
+                outcome = Outcome("rollback_failed", None, str(err))
+            reason = f"the pipeline of run {row['run_id']} stopped during this deployment; {outcome.detail}"
+            with self.store.transaction() as conn:
+                if outcome.status == "removed":
+                    self.store.delete_endpoint(conn, endpoint_name)
+                elif outcome.serving_version is not None:
+                    self.store.set_endpoint(conn, endpoint_name, serving_version=outcome.serving_version)
+                status = "rollback_failed" if outcome.status == "rollback_failed" else "interrupted"
+                self.store.finish_deployment(conn, row["id"], status, reason, self.run_id, endpoint_name,
+                                             serving_version=outcome.serving_version, detail=outcome.detail)
+            log.warning("deployment %s of %s was interrupted: %s", row["to_version"], endpoint_name, outcome.detail)
+            repaired.append({"deployment_id": row["id"], "version": row["to_version"], "status": status,
+                             "serving_version": outcome.serving_version, "detail": outcome.detail})
+        return repaired
+
     def rollback(self, endpoint_name: str, to_version: str | None = None) -> Outcome:
         """Manual rollback to ``to_version`` or the version served before the current one."""
         row = self.store.require_endpoint(endpoint_name)

@@ -219,6 +219,7 @@ class Orchestrator:
         return decision
 
     def deploy(self, job: TrainingJob) -> Deployment:
+        self.results["reconciled"] = self.deployer.reconcile(self.endpoint_name)
         deployment = self.deployer.stage(job, self.endpoint_name)
         self._deployment = deployment
         self._record_deployment(deployment)
@@ -286,6 +287,7 @@ class Orchestrator:
             self.notify("tests_failed", rollback_reason=report.failure_reason)
 
     def cleanup(self) -> None:
+        self.results["reconciled"] = self.deployer.reconcile(self.endpoint_name)
         row = self.store.require_endpoint(self.endpoint_name)
         self.backend.remove(self.endpoint_name)
         with self.store.transaction() as conn:

@@ -158,3 +158,31 @@ def test_no_request_fails_while_a_version_is_deployed_and_rolled_back(pipeline):
     assert _invoke("rollback", "--endpoint-name", "iris-model").exit_code == 0
     client.until(2000)
     assert client.failed == [] and client.ok >= 2000
+
+
+def test_rollback_to_a_tampered_version_is_refused_and_the_current_version_keeps_serving(pipeline):
+    from pathlib import Path
+    url, v1, v2 = _deploy_twice(pipeline)
+    job = DeploymentStore(".mlops").version(v1)["training_job"]
+    model = Path(f".mlops/jobs/{job}/model/model.joblib")
+    model.write_bytes(model.read_bytes()[:-10])
+    result = _invoke("rollback", "--endpoint-name", "iris-model")
+    assert result.exit_code == 1
+    assert "rollback of 'iris-model' failed" in result.output and "refusing to serve it" in result.output
+    assert "run_pipeline.py rollback --endpoint-name iris-model --to-version" in result.output
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v2
+
+
+def test_endpoint_token_guards_invocations_and_never_reaches_results_or_logs(pipeline):
+    from pathlib import Path
+    token = "tok-3f9a8c7d6e5b4a"
+    result = pipeline(env={"MLOPS_ENDPOINT_TOKEN": token})
+    assert result.exit_code == 0, result.output
+    url = pipeline.results()["summary"]["endpoint_url"]
+    body, headers = "5.1,3.5,1.4,0.2", {"Content-Type": "text/csv"}
+    assert requests.post(f"{url}/invocations", data=body, headers=headers).status_code == 401
+    authorized = {**headers, "Authorization": f"Bearer {token}"}
+    assert requests.post(f"{url}/invocations", data=body, headers=authorized).status_code == 200
+    assert token not in pipeline.last_output.read_text()
+    assert token not in Path("pipeline.log").read_text()
+    assert token not in result.output

@@ -94,6 +94,13 @@ class Backend(ABC):
     def remove(self, endpoint_name: str) -> None:
         """Stop and delete an endpoint."""
 
+    def reconcile(self, endpoint_name: str, deployment: dict[str, Any]) -> Outcome:
+        """Repair what a pipeline that died during ``deployment`` left behind (called under the lock).
+
+        Returns ``interrupted`` with the version that serves now, or ``removed``.
+        """
+        return Outcome("interrupted", deployment["from_version"], "nothing to repair")
+
     @abstractmethod
     def describe(self, endpoint_name: str) -> dict[str, Any]:
         """URL, serving version, health and liveness of an endpoint."""

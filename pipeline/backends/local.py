@@ -28,7 +28,14 @@ import requests
 
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
 from pipeline.errors import PipelineError
-from pipeline.serving import POINTER_ENV, TOKEN_ENV, VERSION_HEADER
+from pipeline.serving import (
+    POINTER_ENV,
+    SHA_HEADER,
+    TOKEN_ENV,
+    VERSION_HEADER,
+    ModelIntegrityError,
+    verified_model_dir,
+)
 from pipeline.testing import EndpointDown, HttpEndpointClient, Reply
 from pipeline.training import TrainingJob, TrainingPipeline
 
@@ -160,10 +167,24 @@ class LocalBackend(Backend):
         return path
 
     def _point_current(self, name: str, version: str) -> None:
+        """Point the stable server at ``version``, after checking that its model is intact.
+
+        Checked here, before the switch: a worker that refuses a tampered model would
+        otherwise take the whole endpoint down on the next reload.
+        """
         source = self.pointer_path(name, version)
         if not source.is_file():
             raise DeploymentError(f"version {version!r} of endpoint {name!r} has no pointer file {str(source)!r}")
+        try:
+            verified_model_dir(json.loads(source.read_text()))
+        except (ModelIntegrityError, OSError) as err:
+            raise DeploymentError(f"version {version!r}: {err}") from None
         _atomic_write(self.endpoint_dir(name) / CURRENT_POINTER, source.read_text())
+
+    def serving_pointer(self, name: str) -> dict[str, Any] | None:
+        """The version the stable server is pointed at (what it serves after its next reload)."""
+        path = self.endpoint_dir(name) / CURRENT_POINTER
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def _start_server(self, name: str, role: str, port: int, pointer: Path) -> subprocess.Popen[bytes]:
         directory = self.endpoint_dir(name)
@@ -239,6 +260,10 @@ class LocalBackend(Backend):
     def discard(self, staged: Staged) -> Outcome:
         if staged.kind == "candidate":
             stop_process(staged.handle["pid"], self.marker(staged.endpoint_name, staged.handle["role"]))
+            pointer = self.serving_pointer(staged.endpoint_name)
+            if pointer and staged.previous_version and pointer["version"] != staged.previous_version:
+                # The switch had happened (its verification failed): switch back.
+                return self.rollback(staged.endpoint_name, staged.previous_version, pid=staged.handle["stable_pid"])
             self._verify(staged.endpoint_name, staged.stable_url, staged.previous_version, staged.handle["stable_pid"])
             return Outcome("kept_previous", staged.previous_version,
                            f"{staged.previous_version} kept serving; candidate {staged.version} stopped")
@@ -263,12 +288,44 @@ class LocalBackend(Backend):
         row = self.store.endpoint(endpoint_name)
         if row:
             stop_process(row["pid"], self.marker(endpoint_name))
+        self._stop_candidates(endpoint_name)
+
+    def _stop_candidates(self, endpoint_name: str) -> list[str]:
+        """Stop candidate servers left behind by a pipeline that died; returns their roles."""
+        stopped = []
         for pidfile in self.endpoint_dir(endpoint_name).glob("candidate-*.pid"):
             try:
                 pid = int(pidfile.read_text().strip())
             except (OSError, ValueError):
                 continue
-            stop_process(pid, self.marker(endpoint_name, pidfile.stem))
+            if process_alive(pid, self.marker(endpoint_name, pidfile.stem)):
+                stop_process(pid, self.marker(endpoint_name, pidfile.stem))
+                stopped.append(pidfile.stem)
+            pidfile.unlink(missing_ok=True)
+        return stopped
+
+    def reconcile(self, endpoint_name: str, deployment: dict[str, Any]) -> Outcome:
+        """After a pipeline died mid-deployment: stop its candidates, serve the last verified version."""
+        stopped = self._stop_candidates(endpoint_name)
+        notes = [f"stopped orphaned {', '.join(stopped)}"] if stopped else []
+        row = self.store.endpoint(endpoint_name)
+        known_good = deployment["from_version"]
+        if row is None:
+            return Outcome("interrupted", None, "; ".join(notes + ["endpoint was not running"]))
+        alive = self._stable_alive(row)
+        if known_good is None:  # an interrupted first deployment was never verified: remove it
+            stop_process(row["pid"], self.marker(endpoint_name))
+            return Outcome("removed", None, "; ".join(notes + ["unverified first deployment removed"]))
+        if not alive:
+            return Outcome("interrupted", known_good, "; ".join(
+                notes + ["server not running: the next deployment or rollback restarts it"]))
+        pointer = self.serving_pointer(endpoint_name)
+        if pointer is None or pointer["version"] != known_good:
+            self._point_current(endpoint_name, known_good)
+            self._reload(row["pid"])
+            notes.append(f"switched back from {pointer['version'] if pointer else 'nothing'} to {known_good}")
+        self._verify(endpoint_name, row["url"], known_good, row["pid"])
+        return Outcome("interrupted", known_good, "; ".join(notes + [f"{known_good} serves, verified"]))
 
     def describe(self, endpoint_name: str) -> dict[str, Any]:
         row = self.store.require_endpoint(endpoint_name)
@@ -293,6 +350,8 @@ class LocalBackend(Backend):
     def _verify(self, endpoint_name: str, url: str, version: str | None, pid: int | None) -> None:
         """Healthy, and every one of several answers names ``version``: only then is a switch done."""
         client = self.client(url, endpoint_name, {"pid": pid, "role": "stable"})
+        pointer = self.pointer_path(endpoint_name, version) if version else None
+        expected_sha = json.loads(pointer.read_text())["sha256"] if pointer and pointer.is_file() else None
         deadline = time.monotonic() + self.config.health_timeout_seconds
         consecutive = 0
         seen = "no answer"
@@ -300,6 +359,10 @@ class LocalBackend(Backend):
             try:
                 reply = client.ping()
                 seen = f"/ping {reply.status} from {reply.headers.get(VERSION_HEADER)}"
+                if expected_sha and reply.ok and reply.headers.get(VERSION_HEADER) == version \
+                        and reply.headers.get(SHA_HEADER) != expected_sha:
+                    raise DeploymentError(f"endpoint {endpoint_name!r} serves {version} with model sha256 "
+                                          f"{reply.headers.get(SHA_HEADER)}, expected {expected_sha}")
                 if reply.ok and reply.headers.get(VERSION_HEADER) == version:
                     consecutive += 1
                     # Old workers may still answer for a moment after a HUP; wait until they are gone.

@@ -1,0 +1,81 @@
+"""A pipeline killed with SIGKILL mid-deployment is reconciled by the next command on that endpoint."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from pipeline.store import DeploymentStore
+from tests.conftest import PYTHON, REPO, _processes_mentioning
+
+ENDPOINT_DIR = Path(".mlops/endpoints/iris-model")
+
+
+def _start_deployment(job: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, str(REPO / "run_pipeline.py"), "--mode", "deployment", "--training-job", job, "--output-file",
+         "killed.json", "--set", "performance_requests=3000", "--set", "cv_folds=3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for(condition, seconds: float = 60.0, interval: float = 0.002) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(interval)
+
+
+def _current_version() -> str | None:
+    try:
+        return json.loads((ENDPOINT_DIR / "current.json").read_text())["version"]
+    except (OSError, ValueError):
+        return None
+
+
+def _first_and_job(pipeline) -> tuple[str, str]:
+    assert pipeline().exit_code == 0
+    v1 = pipeline.results()["summary"]["endpoint_version"]
+    assert pipeline("--mode", "training").exit_code == 0
+    return v1, pipeline.results()["summary"]["training_job"]
+
+
+def test_killed_before_the_switch_leaves_the_old_version_and_is_recorded_interrupted(pipeline):
+    v1, job = _first_and_job(pipeline)
+    process = _start_deployment(job)
+    _wait_for(lambda: list(ENDPOINT_DIR.glob("candidate-*.pid")))
+    time.sleep(0.5)  # the candidate is being tested
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    candidate_marker = "mlops-iris-model-candidate-"
+    assert _processes_mentioning(candidate_marker)  # the orphan is still there ...
+
+    assert pipeline().exit_code == 0  # ... until the next command on the endpoint
+    results = pipeline.results()
+    assert results["reconciled"][0]["status"] == "interrupted"
+    _wait_for(lambda: not _processes_mentioning(candidate_marker), seconds=15, interval=0.1)
+    statuses = [row["status"] for row in DeploymentStore(".mlops").deployments("iris-model")]
+    assert statuses == ["deployed", "interrupted", "deployed"]
+
+
+def test_killed_right_after_the_switch_returns_to_the_verified_version(pipeline):
+    v1, job = _first_and_job(pipeline)
+    process = _start_deployment(job)
+    _wait_for(lambda: _current_version() not in (None, v1))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert DeploymentStore(".mlops").deployments("iris-model")[0]["status"] == "in_progress"
+
+    from click.testing import CliRunner
+    from pipeline.cli import cli
+    result = CliRunner().invoke(cli, ["rollback", "--endpoint-name", "iris-model", "--to-version", v1])
+    assert result.exit_code == 0, result.output
+    url = DeploymentStore(".mlops").endpoint("iris-model")["url"]
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
+    history = DeploymentStore(".mlops").deployments("iris-model")
+    assert history[0]["status"] == "interrupted"
+    assert "switched back" in history[0]["reason"] or v1 in history[0]["reason"]
