@@ -320,6 +320,54 @@ def rollback(ctx: click.Context, endpoint_name: str, to_version: str | None) -> 
     click.echo(f"rolled_back: {endpoint_name} serves {outcome.serving_version} ({outcome.detail})")
 
 
+@cli.command()
+@click.option("--endpoint-name", help="Stop and remove this endpoint.")
+@click.option("--prefix", help="Stop and remove every endpoint whose name starts with this.")
+@click.option("--prune", is_flag=True, help="Keep the endpoints; delete the artifacts of old versions.")
+@click.option("--keep", type=int, help="With --prune: versions to keep per endpoint (default retain_versions).")
+@click.pass_context
+def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, prune: bool,
+            keep: int | None) -> None:
+    """Stop and remove endpoints by name or prefix, or prune old versions' artifacts.
+
+    Example: python3 run_pipeline.py cleanup --prefix iris-
+    """
+    from pipeline.deployment import DeploymentPipeline
+    from pipeline.locking import EndpointLock
+    from pipeline.orchestrator import new_run_id
+
+    backend, store, config = _backend(ctx)
+    if not (endpoint_name or prefix or prune):
+        _fail(PipelineError("cleanup needs --endpoint-name NAME, --prefix PREFIX or --prune"), False)
+    if keep is not None and keep < 1:
+        _fail(PipelineError(f"--keep {keep}: expected at least 1"), False)
+    run_id = new_run_id()
+    deployer = DeploymentPipeline(config, store, backend, run_id)
+    names = [row["name"] for row in store.endpoints()
+             if (endpoint_name and row["name"] == endpoint_name) or (prefix and row["name"].startswith(prefix))]
+    try:
+        if endpoint_name:
+            store.require_endpoint(endpoint_name)
+    except PipelineError as err:
+        _fail(err, False)
+    try:
+        for name in names:
+            with EndpointLock(store.directory / "locks", name, f"cleanup {run_id}", config.lock_timeout_seconds):
+                deployer.reconcile(name)
+                deployer.remove(name)
+                click.echo(f"removed endpoint {name}")
+        if prune:
+            for name in sorted({row["endpoint_name"] for row in store.versions()}):
+                with EndpointLock(store.directory / "locks", name, f"cleanup {run_id}",
+                                  config.lock_timeout_seconds):
+                    pruned = deployer.prune(name, keep or config.retain_versions)
+                click.echo(f"{name}: pruned {len(pruned)} old version(s)")
+    except PipelineError as err:
+        _fail(err, bool(ctx.obj.get("verbose")))
+    if not names and not prune:
+        click.echo("no endpoints matched")
+
+
 def _backend(ctx: click.Context):
     from pipeline.backends import load_backend
 

@@ -79,6 +79,7 @@ class PipelineConfig(BaseModel):
     endpoint_workers: int = Field(2, ge=1, le=64)
     max_payload_mb: float = Field(6.0, gt=0.0)
     lock_timeout_seconds: float = Field(600.0, ge=0.0)  # how long a deployment waits for another one
+    retain_versions: int = Field(5, ge=1)  # cleanup keeps the artifacts of this many newest versions per endpoint
 
     # --- testing the live endpoint ---
     health_timeout_seconds: float = Field(60.0, gt=0.0)

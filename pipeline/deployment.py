@@ -9,6 +9,7 @@ orchestrator's call.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +168,41 @@ class DeploymentPipeline:
                                     endpoint_name=endpoint_name, from_version=row["serving_version"],
                                     to_version=target, detail=outcome.detail)
         return outcome
+
+    def remove(self, endpoint_name: str) -> str | None:
+        """Stop an endpoint and forget it (its history stays); returns the version it served."""
+        row = self.store.require_endpoint(endpoint_name)
+        self.backend.remove(endpoint_name)
+        with self.store.transaction() as conn:
+            self.store.delete_endpoint(conn, endpoint_name)
+            self.store.append_event(conn, "endpoint_removed", run_id=self.run_id, endpoint_name=endpoint_name,
+                                    serving_version=row["serving_version"])
+        log.info("endpoint %s stopped and removed", endpoint_name)
+        return row["serving_version"]
+
+    def prune(self, endpoint_name: str, keep: int) -> list[str]:
+        """Delete the artifacts of all but the newest ``keep`` versions (never the serving one).
+
+        A training job's directory goes only when no kept version of any endpoint uses it.
+        """
+        row = self.store.endpoint(endpoint_name)
+        serving = row["serving_version"] if row else None
+        versions = self.store.versions(endpoint_name)  # newest first
+        kept = {v["version"] for v in versions[:keep]} | ({serving} if serving else set())
+        doomed = [v for v in versions if v["version"] not in kept]
+        in_use = {v["training_job"] for v in self.store.versions() if v["version"] in kept or
+                  v["endpoint_name"] != endpoint_name}
+        pruned = []
+        for version in doomed:
+            self.backend.delete_version_artifacts(endpoint_name, version["version"])
+            job = self.store.training_job(version["training_job"])
+            if job and version["training_job"] not in in_use:
+                shutil.rmtree(job["directory"], ignore_errors=True)
+            pruned.append(version["version"])
+        if pruned:
+            self.store.record_event("artifacts_pruned", run_id=self.run_id, endpoint_name=endpoint_name,
+                                    versions=pruned, kept=sorted(kept))
+        return pruned
 
     def _previous_version(self, endpoint_name: str, current: str | None) -> str:
         for deployment in self.store.deployments(endpoint_name, limit=1000):

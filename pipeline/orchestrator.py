@@ -288,15 +288,9 @@ class Orchestrator:
 
     def cleanup(self) -> None:
         self.results["reconciled"] = self.deployer.reconcile(self.endpoint_name)
-        row = self.store.require_endpoint(self.endpoint_name)
-        self.backend.remove(self.endpoint_name)
-        with self.store.transaction() as conn:
-            self.store.delete_endpoint(conn, self.endpoint_name)
-            self.store.append_event(conn, "endpoint_removed", run_id=self.run_id, endpoint_name=self.endpoint_name,
-                                    serving_version=row["serving_version"])
+        removed_version = self.deployer.remove(self.endpoint_name)
         self.results["phases"]["cleanup"] = {"pipeline_status": "success", "endpoint_name": self.endpoint_name,
-                                             "removed_version": row["serving_version"]}
-        log.info("endpoint %s stopped and removed", self.endpoint_name)
+                                             "removed_version": removed_version}
 
     # ----------------------------------------------------------------- helpers
     def endpoint_lock(self) -> EndpointLock:

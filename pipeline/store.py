@@ -235,6 +235,13 @@ class DeploymentStore:
                 continue
         raise PipelineError(f"could not find a free version name for {base_name!r}")
 
+    def versions(self, endpoint_name: str | None = None) -> list[dict[str, Any]]:
+        """Versions, newest first."""
+        if endpoint_name:
+            return self._query("SELECT * FROM versions WHERE endpoint_name=? ORDER BY created_at DESC",
+                               (endpoint_name,))
+        return self._query("SELECT * FROM versions ORDER BY created_at DESC")
+
     def version(self, version: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM versions WHERE version=?", (version,))
         return rows[0] if rows else None

@@ -186,3 +186,57 @@ def test_endpoint_token_guards_invocations_and_never_reaches_results_or_logs(pip
     assert token not in pipeline.last_output.read_text()
     assert token not in Path("pipeline.log").read_text()
     assert token not in result.output
+
+
+def test_cleanup_by_prefix_removes_every_matching_endpoint(pipeline):
+    pipeline("--endpoint-name", "iris-a")
+    pipeline("--endpoint-name", "iris-b")
+    url = pipeline.results()["summary"]["endpoint_url"]
+    result = _invoke("cleanup", "--prefix", "iris-")
+    assert result.exit_code == 0, result.output
+    assert "removed endpoint iris-a" in result.output and "removed endpoint iris-b" in result.output
+    assert DeploymentStore(".mlops").endpoints() == []
+    try:
+        requests.get(f"{url}/ping", timeout=2)
+        raise AssertionError("endpoint still answers")
+    except requests.ConnectionError:
+        pass
+
+
+def test_cleanup_prune_keeps_the_newest_versions_and_the_serving_one(pipeline):
+    from pathlib import Path
+    versions = []
+    for _ in range(3):
+        pipeline()
+        versions.append(pipeline.results()["summary"]["endpoint_version"])
+    oldest_job = DeploymentStore(".mlops").version(versions[0])["training_job"]
+    result = _invoke("cleanup", "--prune", "--keep", "2")
+    assert result.exit_code == 0, result.output
+    assert "iris-model: pruned 1 old version(s)" in result.output
+    assert not Path(f".mlops/jobs/{oldest_job}").exists()
+    assert not Path(f".mlops/endpoints/iris-model/versions/{versions[0]}.json").exists()
+    assert Path(f".mlops/endpoints/iris-model/versions/{versions[1]}.json").exists()
+    assert _invoke("rollback", "--endpoint-name", "iris-model").exit_code == 0
+
+
+def test_cleanup_of_an_unknown_endpoint_is_a_usage_error(pipeline):
+    result = _invoke("cleanup", "--endpoint-name", "nope")
+    assert result.exit_code == 2 and "Error: endpoint 'nope' not found" in result.output
+
+
+def test_concurrent_deployments_are_serialized_and_the_store_stays_intact(pipeline):
+    import subprocess
+    from tests.conftest import PYTHON, REPO
+    pipeline("--mode", "training")
+    job = pipeline.results()["summary"]["training_job"]
+    command = [PYTHON, str(REPO / "run_pipeline.py"), "--mode", "deployment", "--training-job", job,
+               "--set", "performance_requests=40"]
+    processes = [subprocess.Popen(command + ["--output-file", f"c{i}.json"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for i in range(2)]
+    assert [p.wait(timeout=180) for p in processes] == [0, 0]
+    rows = DeploymentStore(".mlops").deployments("iris-model")
+    assert [row["status"] for row in rows] == ["deployed", "deployed"]
+    assert rows[0]["from_version"] == rows[1]["to_version"]  # the second saw the first's result
+    connection = sqlite3.connect(".mlops/state.db")
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert _invoke("history", "--verify").exit_code == 0

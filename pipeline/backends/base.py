@@ -101,6 +101,9 @@ class Backend(ABC):
         """
         return Outcome("interrupted", deployment["from_version"], "nothing to repair")
 
+    def delete_version_artifacts(self, endpoint_name: str, version: str) -> None:
+        """Forget what the backend keeps for an old version (retention); by default nothing."""
+
     @abstractmethod
     def describe(self, endpoint_name: str) -> dict[str, Any]:
         """URL, serving version, health and liveness of an endpoint."""

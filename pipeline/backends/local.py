@@ -327,6 +327,10 @@ class LocalBackend(Backend):
         self._verify(endpoint_name, row["url"], known_good, row["pid"])
         return Outcome("interrupted", known_good, "; ".join(notes + [f"{known_good} serves, verified"]))
 
+    def delete_version_artifacts(self, endpoint_name: str, version: str) -> None:
+        self.pointer_path(endpoint_name, version).unlink(missing_ok=True)
+        (self.endpoint_dir(endpoint_name) / f"candidate-{version}.log").unlink(missing_ok=True)
+
     def describe(self, endpoint_name: str) -> dict[str, Any]:
         row = self.store.require_endpoint(endpoint_name)
         alive = self._stable_alive(row)
