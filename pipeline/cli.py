@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -158,7 +162,8 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], *, mode: str, 
     orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
                                 log_file=str(log_file))
     set_run_id(orchestrator.run_id)
-    results = orchestrator.run()
+    with _sigterm_as_interrupt():
+        results = orchestrator.run()
     path = output_file or f"/tmp/mlops_pipeline_results_{datetime.now():%Y%m%d_%H%M%S}.json"
     results["results_file"] = str(path)
     try:
@@ -170,6 +175,22 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], *, mode: str, 
     print_summary(results)
     logging.getLogger("pipeline").debug("results written to %s", path)
     return results, results["exit_code"]
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A cancelled CI job sends SIGTERM: unwind like Ctrl-C, so an unfinished candidate is dropped."""
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _on_terminal() -> bool:

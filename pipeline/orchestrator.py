@@ -177,6 +177,8 @@ class Orchestrator:
                             self.keep(deployment, failed_reason=report.failure_reason)
         except PipelineError as err:
             self.fail(err.message, err.exit_code, err.hint)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a cancelled CI job (see cli.run_pipeline)
+            self.fail("stopped by Ctrl-C or SIGTERM", ExitCode.FAILURE)
         except Exception as err:  # a bug or an environment problem: still record and report it
             log.debug("unexpected error", exc_info=True)
             self.fail(f"unexpected {type(err).__name__}: {err}", ExitCode.FAILURE)

@@ -79,3 +79,18 @@ def test_killed_right_after_the_switch_returns_to_the_verified_version(pipeline)
     history = DeploymentStore(".mlops").deployments("iris-model")
     assert history[0]["status"] == "interrupted"
     assert "switched back" in history[0]["reason"] or v1 in history[0]["reason"]
+
+
+def test_sigterm_during_a_deployment_drops_the_candidate_and_keeps_the_old_version(pipeline):
+    v1, job = _first_and_job(pipeline)
+    process = _start_deployment(job)
+    _wait_for(lambda: list(ENDPOINT_DIR.glob("candidate-*.pid")))
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 1
+    results = json.loads(Path("killed.json").read_text())
+    assert results["rollback"]["final_state"] == "kept_previous"
+    assert results["rollback"]["reason"] == "interrupted: stopped by Ctrl-C or SIGTERM"
+    _wait_for(lambda: not _processes_mentioning("mlops-iris-model-candidate-"), seconds=15, interval=0.1)
+    url = DeploymentStore(".mlops").endpoint("iris-model")["url"]
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
