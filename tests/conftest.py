@@ -23,7 +23,7 @@ from pipeline.cli import cli
 from pipeline.config import ENV_VARS
 
 REPO = Path(__file__).resolve().parents[1]
-FAST_SETTINGS = ["--set", "performance_requests=40", "--set", "health_timeout_seconds=20", "--set", "cv_folds=3"]
+FAST_SETTINGS = ["--set", "performance_requests=40", "--set", "health_timeout_seconds=60", "--set", "cv_folds=3"]
 
 
 def _processes_mentioning(text: str) -> list[int]:

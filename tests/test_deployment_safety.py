@@ -149,7 +149,8 @@ def test_no_request_fails_while_a_version_is_deployed_and_rolled_back(pipeline):
     url = pipeline.results()["summary"]["endpoint_url"]
     client = _Client(url)
     client.start()
-    assert pipeline().exit_code == 0
+    result = pipeline("--set", "max_p95_latency_ms=null")  # this test is about availability, not latency
+    assert result.exit_code == 0, result.output
     client.until(2000)
     assert client.failed == [] and client.ok >= 2000
 

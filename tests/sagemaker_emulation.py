@@ -1,0 +1,528 @@
+"""SageMaker's scikit-learn container, emulated at moto's boundary.
+
+moto records SageMaker calls but runs nothing: a training job is ``Completed``
+at once with no output, an endpoint is ``InService`` at once, and
+``invoke_endpoint`` answers from a queue. ``SageMakerEmulation`` patches moto's
+classes (so it applies in-process under ``mock_aws`` and inside a
+``ThreadedMotoServer`` started in the test process alike) to do what the
+container would:
+
+- Training: ``create_training_job`` runs the entry point (``sagemaker_program``)
+  from the uploaded ``sourcedir.tar.gz`` in a fresh Python process, as the
+  sagemaker-training toolkit does: channels downloaded, ``SM_MODEL_DIR``,
+  ``SM_OUTPUT_DATA_DIR``, ``SM_CHANNEL_*``, ``SM_HPS``, hyperparameters
+  JSON-decoded and passed as ``--name value`` arguments, ``sagemaker_*`` ones
+  left out. It then puts ``model.tar.gz`` and ``output.tar.gz`` under
+  ``<S3OutputPath>/<job>/output/``. The job reads ``InProgress`` once, then
+  ``Completed``; a failing script makes it ``Failed`` with the script's last
+  error line in ``FailureReason``.
+- Serving: ``invoke_endpoint`` loads the endpoint's current model
+  (``ModelDataUrl``, ``SAGEMAKER_PROGRAM``, ``SAGEMAKER_SUBMIT_DIRECTORY``) and
+  answers through its ``model_fn``, ``input_fn``, ``predict_fn`` and
+  ``output_fn``; a hook error is a ``ModelError`` whose ``OriginalStatusCode``
+  is the error's ``status_code`` (the inference-toolkit convention our hooks
+  follow), else 500. The answer names the production variant.
+  Training is deterministic (the seed is a hyperparameter), so a run with the
+  same script, data and hyperparameters as an earlier one in this test session
+  reuses that run's outputs instead of fitting again.
+- Endpoints read ``Creating``/``Updating`` once before they settle.
+- moto 5.2.5 has no ``update_endpoint`` and no ``stop_training_job``; both are
+  added here (the endpoint swaps to the new config when it settles; a stopped
+  job reads ``Stopped``).
+
+Faults a test can ask for: a failing endpoint creation, an update that AWS
+rolls back, a model whose hooks fail at request time, and an error (access
+denied, throttling, a limit) returned by any SageMaker API action.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
+from moto.s3.models import s3_backends
+from moto.sagemaker.exceptions import ValidationError
+from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker_backends
+from moto.sagemaker.responses import SageMakerResponse
+from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+UTF8_TYPES = ("application/json", "text/csv")  # the toolkit hands these to input_fn as text
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    assert uri.startswith("s3://"), uri
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def last_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def to_cmd_args(hyperparameters: dict[str, Any]) -> list[str]:
+    """The sagemaker-training toolkit's ``mapping.to_cmd_args``: sorted ``--key value``, dicts as k=v,k=v."""
+    args: list[str] = []
+    for key in sorted(hyperparameters):
+        value = hyperparameters[key]
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def decode_hyperparameter(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+@dataclass
+class TrainingRun:
+    """One emulated run of the entry point: what the container was given and what it did."""
+
+    job_name: str
+    argv: list[str]
+    env: dict[str, str]
+    returncode: int
+    stdout: str
+    stderr: str
+    reused: bool = False  # the outputs of an identical earlier run
+
+
+# Outputs of finished runs by a digest of (script, data, hyperparameters): returncode, stdout, stderr, tarballs.
+_RUNS: dict[str, tuple[int, str, str, bytes, bytes]] = {}
+
+
+@dataclass
+class ServedModel:
+    module: Any
+    model: Any
+    variant: str
+
+
+@dataclass
+class _Pending:
+    """What an endpoint or training job becomes when next described."""
+
+    apply: Any
+    seen: bool = False
+
+
+@dataclass
+class SageMakerEmulation:
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sagemaker-emulation-")))
+    training_runs: list[TrainingRun] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    invocations: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._pending: dict[tuple[str, str, str, str], _Pending] = {}
+        self._served: dict[tuple[str, ...], ServedModel] = {}
+        self._creation_faults: list[str] = []
+        self._update_faults: list[tuple[str, bool]] = []
+        self._broken_models: dict[str, str] = {}
+        self._model_faults: list[str] = []
+        self._hold_training = False
+        self.stopped_training_jobs: list[str] = []
+        self._injected: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self._saved: list[tuple[type, str, Any]] = []
+
+    # ----------------------------------------------------------------- faults a test can ask for
+    def fail_next_creation(self, reason: str) -> None:
+        """The next new endpoint ends ``Failed`` with ``reason``."""
+        self._creation_faults.append(reason)
+
+    def fail_next_update(self, reason: str, keep_new_config: bool = False) -> None:
+        """The next update ends ``InService`` with ``FailureReason``; AWS rolled it back unless ``keep_new_config``."""
+        self._update_faults.append((reason, keep_new_config))
+
+    def break_next_model(self, message: str = "ModuleNotFoundError: No module named 'sklearn.linear_model._base'") \
+            -> None:
+        """Every request to the next model created fails in the container (a 500 from its hooks), as when the
+        container's libraries cannot run the model; the endpoint itself stays healthy."""
+        self._model_faults.append(message)
+
+    def hold_training_jobs(self) -> None:
+        """Training jobs stay ``InProgress`` until stopped (a job slower than the pipeline's timeout)."""
+        self._hold_training = True
+
+    def inject_error(self, action: str, code: str, message: str, times: int = 1) -> None:
+        """The next ``times`` calls of SageMaker API ``action`` (snake_case) fail with ``code``."""
+        self._injected[action] += [(code, message)] * times
+
+    # ----------------------------------------------------------------- installing
+    def install(self) -> "SageMakerEmulation":
+        emulation = self
+        original_create_job = SageMakerModelBackend.create_training_job
+        original_describe_job = SageMakerModelBackend.describe_training_job
+        original_create_endpoint = SageMakerModelBackend.create_endpoint
+        original_describe_endpoint = SageMakerModelBackend.describe_endpoint
+        original_call_action = SageMakerResponse.call_action
+        original_create_model = SageMakerModelBackend.create_model
+
+        def create_model(backend: SageMakerModelBackend, *args: Any, **kwargs: Any) -> Any:
+            model = original_create_model(backend, *args, **kwargs)
+            with emulation._lock:
+                if emulation._model_faults:
+                    emulation._broken_models[model.model_name] = emulation._model_faults.pop(0)
+            return model
+
+        def create_training_job(backend: SageMakerModelBackend, *args: Any, **kwargs: Any) -> Any:
+            job = original_create_job(backend, *args, **kwargs)
+            emulation._train(backend, job)
+            return job
+
+        def describe_training_job(backend: SageMakerModelBackend, training_job_name: str) -> Any:
+            emulation._settle(backend, "training-job", training_job_name)
+            return original_describe_job(backend, training_job_name)
+
+        def create_endpoint(backend: SageMakerModelBackend, *args: Any, **kwargs: Any) -> FakeEndpoint:
+            endpoint = original_create_endpoint(backend, *args, **kwargs)
+            emulation._created(backend, endpoint)
+            return endpoint
+
+        def describe_endpoint(backend: SageMakerModelBackend, endpoint_name: str) -> Any:
+            emulation._settle(backend, "endpoint", endpoint_name)
+            return original_describe_endpoint(backend, endpoint_name)
+
+        # moto 5.2.5 implements no UpdateEndpoint; the pipeline's blue/green deployments need it.
+        def update_endpoint(backend: SageMakerModelBackend, endpoint_name: str, endpoint_config_name: str,
+                            deployment_config: dict[str, Any] | None = None) -> FakeEndpoint:
+            return emulation._update(backend, endpoint_name, endpoint_config_name, deployment_config)
+
+        def update_endpoint_response(response: SageMakerResponse) -> ActionResult:
+            endpoint = response.sagemaker_backend.update_endpoint(
+                endpoint_name=response._get_param("EndpointName"),
+                endpoint_config_name=response._get_param("EndpointConfigName"),
+                deployment_config=response._get_param("DeploymentConfig"))
+            return ActionResult({"EndpointArn": endpoint.arn})
+
+        # Nor StopTrainingJob, which the pipeline calls when a job outlasts its timeout.
+        def stop_training_job(backend: SageMakerModelBackend, training_job_name: str) -> None:
+            emulation._stop(backend, training_job_name)
+
+        def stop_training_job_response(response: SageMakerResponse) -> ActionResult:
+            response.sagemaker_backend.stop_training_job(training_job_name=response._get_param("TrainingJobName"))
+            return ActionResult({})
+
+        def call_action(response: SageMakerResponse) -> Any:
+            from moto.core.utils import camelcase_to_underscores
+
+            action = camelcase_to_underscores(response._get_action())
+            with emulation._lock:
+                injected = emulation._injected.get(action)
+                fault = injected.pop(0) if injected else None
+            if fault:
+                code, message = fault
+                status = 400
+                body = json.dumps({"__type": code, "message": message})
+                return status, {"status": status, "Content-Type": "application/x-amz-json-1.1",
+                                "x-amzn-ErrorType": code}, body
+            return original_call_action(response)
+
+        def invoke_endpoint(response: SageMakerRuntimeResponse) -> Any:
+            return emulation._invoke(response)
+
+        self._patch(SageMakerModelBackend, "create_training_job", create_training_job)
+        self._patch(SageMakerModelBackend, "describe_training_job", describe_training_job)
+        self._patch(SageMakerModelBackend, "create_endpoint", create_endpoint)
+        self._patch(SageMakerModelBackend, "create_model", create_model)
+        self._patch(SageMakerModelBackend, "describe_endpoint", describe_endpoint)
+        self._patch(SageMakerModelBackend, "update_endpoint", update_endpoint)
+        self._patch(SageMakerResponse, "update_endpoint", update_endpoint_response)
+        self._patch(SageMakerModelBackend, "stop_training_job", stop_training_job)
+        self._patch(SageMakerResponse, "stop_training_job", stop_training_job_response)
+        self._patch(SageMakerResponse, "call_action", call_action)
+        self._patch(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+        return self
+
+    def _patch(self, owner: type, name: str, value: Any) -> None:
+        self._saved.append((owner, name, owner.__dict__.get(name, _MISSING)))
+        setattr(owner, name, value)
+
+    def uninstall(self) -> None:
+        for owner, name, value in reversed(self._saved):
+            if value is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+        self._saved.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "SageMakerEmulation":
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    # ----------------------------------------------------------------- state changes
+    def _key(self, backend: SageMakerModelBackend, kind: str, name: str) -> tuple[str, str, str, str]:
+        return (backend.account_id, backend.region_name, kind, name)
+
+    def _settle(self, backend: SageMakerModelBackend, kind: str, name: str) -> None:
+        """A resource reads its in-between status once, then what it became."""
+        with self._lock:
+            pending = self._pending.get(self._key(backend, kind, name))
+            if pending is None:
+                return
+            if not pending.seen:
+                pending.seen = True
+                return
+            del self._pending[self._key(backend, kind, name)]
+            pending.apply()
+
+    def _created(self, backend: SageMakerModelBackend, endpoint: FakeEndpoint) -> None:
+        with self._lock:
+            fault = self._creation_faults.pop(0) if self._creation_faults else None
+            endpoint.endpoint_status = "Creating"
+
+            def settle() -> None:
+                endpoint.endpoint_status = "Failed" if fault else "InService"
+                endpoint.failure_reason = fault
+                endpoint.last_modified_time = utcnow()
+
+            self._pending[self._key(backend, "endpoint", endpoint.endpoint_name)] = _Pending(settle)
+
+    def _update(self, backend: SageMakerModelBackend, name: str, config_name: str,
+                deployment_config: dict[str, Any] | None) -> FakeEndpoint:
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            arn = FakeEndpoint.arn_formatter(name, backend.account_id, backend.region_name)
+            raise ValidationError(message=f"Could not find endpoint \"{arn}\".")
+        config = backend.endpoint_configs.get(config_name)
+        if config is None:
+            raise ValidationError(message=f"Could not find endpoint configuration \"{config_name}\".")
+        with self._lock:
+            if endpoint.endpoint_status != "InService":
+                raise ValidationError(message=f"Cannot update in-progress endpoint \"{endpoint.arn}\".")
+            fault = self._update_faults.pop(0) if self._update_faults else None
+            self.updates.append({"endpoint": name, "endpoint_config": config_name,
+                                 "from_endpoint_config": endpoint.endpoint_config_name,
+                                 "deployment_config": deployment_config})
+            endpoint.endpoint_status = "Updating"
+            endpoint.failure_reason = None
+
+            def settle() -> None:
+                if fault is None or fault[1]:
+                    endpoint.endpoint_config_name = config_name
+                    endpoint.production_variants = endpoint._process_production_variants(config.production_variants)
+                endpoint.endpoint_status = "InService"
+                endpoint.failure_reason = fault[0] if fault else None
+                endpoint.last_modified_time = utcnow()
+
+            self._pending[self._key(backend, "endpoint", name)] = _Pending(settle)
+        return endpoint
+
+    # ----------------------------------------------------------------- S3 inside moto
+    @staticmethod
+    def _s3(account: str) -> Any:
+        return s3_backends[account]["aws"]
+
+    def _read(self, account: str, uri: str) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        found = self._s3(account).get_object(bucket, key)
+        if found is None:
+            raise FileNotFoundError(uri)
+        return bytes(found.value)
+
+    def _download_prefix(self, account: str, uri: str, target: Path) -> None:
+        bucket_name, prefix = split_s3_uri(uri)
+        bucket = self._s3(account).get_bucket(bucket_name)
+        for key in list(bucket.keys.keys()):
+            if key.startswith(prefix) and not key.endswith("/"):
+                path = target / key[len(prefix):].lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(self._read(account, f"s3://{bucket_name}/{key}"))
+
+    @staticmethod
+    def _untar(data: bytes, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            archive.extractall(target, filter="data")
+
+    @staticmethod
+    def _tar(source: Path) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for path in sorted(source.rglob("*")):
+                archive.add(path, arcname=str(path.relative_to(source)), recursive=False)
+        return buffer.getvalue()
+
+    # ----------------------------------------------------------------- the training container
+    def _train(self, backend: SageMakerModelBackend, job: Any) -> None:
+        account = backend.account_id
+        name = job.training_job_name
+        hyperparameters = {key: decode_hyperparameter(value) for key, value in (job.hyper_parameters or {}).items()}
+        program = hyperparameters["sagemaker_program"]
+        user_hyperparameters = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
+        base = self.root / "training" / name
+        shutil.rmtree(base, ignore_errors=True)
+        code, model_dir = base / "code", base / "model"
+        output_dir, output_data = base / "output", base / "output" / "data"
+        for directory in (code, model_dir, output_data):
+            directory.mkdir(parents=True)
+        self._untar(self._read(account, hyperparameters["sagemaker_submit_directory"]), code)
+        channels = []
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(base), "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        for channel in job.input_data_config:
+            channel_dir = base / "input" / "data" / channel["ChannelName"]
+            channel_dir.mkdir(parents=True)
+            self._download_prefix(account, channel["DataSource"]["S3DataSource"]["S3Uri"], channel_dir)
+            channels.append(channel["ChannelName"])
+            env[f"SM_CHANNEL_{channel['ChannelName'].upper()}"] = str(channel_dir)
+        args = to_cmd_args(user_hyperparameters)
+        env.update({
+            "SM_MODEL_DIR": str(model_dir), "SM_OUTPUT_DIR": str(output_dir), "SM_OUTPUT_DATA_DIR": str(output_data),
+            "SM_INPUT_DIR": str(base / "input"), "SM_CHANNELS": json.dumps(sorted(channels)),
+            "SM_HPS": json.dumps(user_hyperparameters), "SM_USER_ARGS": json.dumps(args),
+            "SM_CURRENT_HOST": "algo-1", "SM_HOSTS": json.dumps(["algo-1"]), "SM_NUM_GPUS": "0",
+            "SM_NUM_CPUS": str(os.cpu_count() or 1), "SM_MODULE_NAME": Path(program).stem,
+            "SM_MODULE_DIR": hyperparameters["sagemaker_submit_directory"], "SM_USER_ENTRY_POINT": program,
+            "SM_FRAMEWORK_MODULE": "sagemaker_sklearn_container.training:main",
+        })
+        env.update({f"SM_HP_{key.upper()}": value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+                    for key, value in user_hyperparameters.items()})
+        argv = [sys.executable, program, *args]
+        digest = hashlib.sha256(json.dumps(args).encode())
+        for path in sorted(p for p in base.rglob("*") if p.is_file() and model_dir not in p.parents):
+            digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes())
+        reused = digest.hexdigest() in _RUNS
+        if not reused:
+            # The container has no `pipeline` package: the script runs with only its own directory importable.
+            result = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, timeout=300)
+            done = result.returncode == 0
+            _RUNS[digest.hexdigest()] = (result.returncode, result.stdout, result.stderr,
+                                         self._tar(model_dir) if done else b"", self._tar(output_data) if done else b"")
+        returncode, stdout, stderr, model_tar, output_tar = _RUNS[digest.hexdigest()]
+        with self._lock:
+            self.training_runs.append(TrainingRun(name, argv, env, returncode, stdout, stderr, reused))
+        if returncode == 0:
+            bucket, prefix = split_s3_uri(job.output_data_config["S3OutputPath"])
+            prefix = f"{prefix.rstrip('/')}/" if prefix.strip("/") else ""
+            self._s3(account).put_object(bucket, f"{prefix}{name}/output/model.tar.gz", model_tar)
+            self._s3(account).put_object(bucket, f"{prefix}{name}/output/output.tar.gz", output_tar)
+            final = ("Completed", "Completed", None)
+        else:
+            line = last_error_line(stderr or stdout)
+            final = ("Failed", "Failed", f"AlgorithmError: ExecuteUserScriptError: ExitCode {returncode} "
+                                         f"ErrorMessage \"{line}\"")
+        job.training_job_status, job.secondary_status = "InProgress", "Training"
+
+        def settle() -> None:
+            job.training_job_status, job.secondary_status, reason = final
+            if reason:
+                job.failure_reason = reason
+            job.training_end_time = job.last_modified_time = utcnow()
+
+        with self._lock:
+            if not self._hold_training:
+                self._pending[self._key(backend, "training-job", name)] = _Pending(settle)
+
+    def _stop(self, backend: SageMakerModelBackend, name: str) -> None:
+        job = backend.training_jobs.get(name)
+        if job is None:
+            raise ValidationError(message=f"Could not find training job '{name}'.")
+        with self._lock:
+            if job.training_job_status != "InProgress":
+                raise ValidationError(message=f"The training job {name} is not in progress.")
+            self._pending.pop(self._key(backend, "training-job", name), None)
+            self.stopped_training_jobs.append(name)
+            job.training_job_status = job.secondary_status = "Stopped"
+
+    # ----------------------------------------------------------------- the serving container
+    def _model_for(self, account: str, region: str, endpoint: FakeEndpoint) -> tuple[str, ServedModel]:
+        backend = sagemaker_backends[account][region]
+        config = backend.endpoint_configs[endpoint.endpoint_config_name]
+        variant = config.production_variants[0]
+        model_name = variant["ModelName"]
+        container = backend._models[model_name].primary_container
+        environment = container.get("Environment", {})
+        key = (container["ModelDataUrl"], environment["SAGEMAKER_SUBMIT_DIRECTORY"], environment["SAGEMAKER_PROGRAM"],
+               variant["VariantName"])
+        with self._lock:
+            if key not in self._served:
+                base = Path(tempfile.mkdtemp(dir=self.root, prefix="serving-"))
+                self._untar(self._read(account, container["ModelDataUrl"]), base / "model")
+                self._untar(self._read(account, environment["SAGEMAKER_SUBMIT_DIRECTORY"]), base / "code")
+                program = base / "code" / environment["SAGEMAKER_PROGRAM"]
+                spec = importlib.util.spec_from_file_location(f"served_{base.name.replace('-', '_')}", program)
+                assert spec and spec.loader
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                self._served[key] = ServedModel(module, module.model_fn(str(base / "model")), variant["VariantName"])
+            return model_name, self._served[key]
+
+    def _invoke(self, response: SageMakerRuntimeResponse) -> Any:
+        account, region = response.current_account, response.region
+        name = unquote(response.path.split("/")[2])
+        endpoint = sagemaker_backends[account][region].endpoints.get(name)
+        with self._lock:
+            self.invocations += 1
+        if endpoint is None:
+            return _runtime_error(400, "ValidationError", f"Endpoint {name} of account {account} not found.")
+        if endpoint.endpoint_status not in ("InService", "Updating", "SystemUpdating", "RollingBack"):
+            return _runtime_error(400, "ValidationError",
+                                  f"Endpoint {name} of account {account} is {endpoint.endpoint_status}.")
+        content_type = response.headers.get("Content-Type") or "application/octet-stream"
+        accept = response.headers.get("Accept")
+        if not accept or accept == "*/*":
+            accept = "application/json"
+        raw = response.raw_body if isinstance(response.raw_body, bytes) else str(response.raw_body or "").encode()
+        try:
+            model_name, served = self._model_for(account, region, endpoint)
+            if model_name in self._broken_models:
+                raise RuntimeError(self._broken_models[model_name])
+            data: Any = raw
+            if content_type.split(";")[0].strip().lower() in UTF8_TYPES:
+                data = raw.decode("utf-8")
+            rows = served.module.input_fn(data, content_type)
+            prediction = served.module.predict_fn(rows, served.model)
+            result = served.module.output_fn(prediction, accept)
+        except Exception as err:  # what the container does with a hook error: its status, else 500
+            status = int(getattr(err, "status_code", 500))
+            return _runtime_error(424, "ModelError",
+                                  f"Received {'client' if status < 500 else 'server'} error ({status}) from primary "
+                                  f"with message \"{err}\". See https://{region}.console.aws.amazon.com/cloudwatch/ "
+                                  f"in account {account} for more information.",
+                                  OriginalStatusCode=status, OriginalMessage=str(err),
+                                  LogStreamArn=f"arn:aws:logs:{region}:{account}:log-group:"
+                                               f"/aws/sagemaker/Endpoints/{name}")
+        body, mimetype = result if isinstance(result, tuple) else (result, accept)
+        return 200, {"status": 200, "Content-Type": mimetype,
+                     "x-Amzn-Invoked-Production-Variant": served.variant}, body
+
+
+def _runtime_error(status: int, code: str, message: str, **fields: Any) -> tuple[int, dict[str, Any], str]:
+    body = json.dumps({"message": message, **fields})
+    return status, {"status": status, "x-amzn-ErrorType": code, "Content-Type": "application/json"}, body
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+__all__ = ["SageMakerEmulation", "TrainingRun", "to_cmd_args"]

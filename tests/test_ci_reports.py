@@ -1,0 +1,451 @@
+"""What CI machines read: the dotenv, JUnit and metrics reports, JSON log lines, the plain summary,
+and examples/gitlab-ci.yml run job by job the way a GitLab runner would."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline import cli as cli_module
+from pipeline.config import load_config
+from pipeline.logs import configure_logging, phase_of, set_run_id
+from pipeline.orchestrator import Orchestrator
+from pipeline.reports import DOTENV_KEY, render_dotenv, render_junit, render_metrics
+from pipeline.training import TrainingPipeline
+from tests.conftest import REPO, run_script, stop_servers_under
+from tests.served_models import ServedDifferently
+
+EMOJI = re.compile("[\u2600-\u27bf\U0001f300-\U0001faff]")
+
+
+# --------------------------------------------------------------------------- how GitLab reads the reports
+def gitlab_dotenv(data: bytes) -> dict[str, str]:
+    """Ci::ParseDotenvArtifactService: under 5 KiB, every line ``^(.*?)=(.*)$`` (both sides stripped, quotes
+    kept), keys GitLab accepts, at most 20 variables (the smallest plan limit)."""
+    assert len(data) < 5 * 1024
+    variables = {}
+    for line in data.decode().splitlines(keepends=True):
+        found = re.findall(r"^(.*?)=(.*)$", line, flags=re.MULTILINE)
+        assert found, f"GitLab: Invalid Format: {line!r}"
+        key, value = (part.strip() for part in found[-1])
+        assert DOTENV_KEY.fullmatch(key), key
+        variables[key] = value
+    assert len(variables) <= 20
+    return variables
+
+
+def gitlab_metrics(data: bytes) -> dict[str, float]:
+    """Gitlab::Ci::Parsers::Metrics::Generic: drop comments, shell-split, name then value."""
+    metrics = {}
+    for line in data.decode().splitlines():
+        name, *values = shlex.split(re.sub(r"#.*$", "", line))
+        assert values, line
+        assert re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", name), name
+        metrics[name] = float(values[0])
+    return metrics
+
+
+def junit_cases(data: bytes) -> dict[str, dict[str, str]]:
+    """``suite/case`` -> status and message, checking the counts each suite claims."""
+    root = ET.fromstring(data)
+    assert root.tag == "testsuites"
+    cases = {}
+    for suite in root.iter("testsuite"):
+        statuses = []
+        for case in suite.iter("testcase"):
+            status, message = "passed", ""
+            for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+                element = case.find(tag)
+                if element is not None:
+                    status, message = name, element.get("message", "") + "\n" + (element.text or "")
+            statuses.append(status)
+            cases[f"{suite.get('name')}/{case.get('name')}"] = {"status": status, "message": message}
+        assert int(suite.get("tests")) == len(statuses)
+        assert int(suite.get("failures")) == statuses.count("failed")
+        assert int(suite.get("skipped")) == statuses.count("skipped")
+    assert int(root.get("tests")) == len(cases)
+    return cases
+
+
+def _results(**changes: Any) -> dict[str, Any]:
+    """A held model's results, as the orchestrator writes them."""
+    results: dict[str, Any] = {
+        "run_id": "20250823T120000Z-0123abcd", "mode": "full", "pipeline_status": "held", "exit_code": 3,
+        "summary": {"training_accuracy": 0.9333333333, "training_job": "iris-classifier-20250823-120000",
+                    "deployment_occurred": False, "endpoint_name": None, "testing_passed": None},
+        "gate": {"decision": "held", "metric": "accuracy", "value": 0.9333333333, "threshold": 0.95, "minimum": 0.9,
+                 "interval": [0.83, 0.98], "deploys": False,
+                 "reason": "accuracy 93.33% is below the deploy threshold 95.00% (minimum 90.00%)",
+                 "warning": "the 95% interval of accuracy [83.00%, 98.00%] straddles the threshold 95.00%"},
+        "phases": {"training": {"evaluation_results": {"accuracy": 0.9333333333, "cv_mean_accuracy": 0.95}}},
+        "rollback": None, "error": None,
+    }
+    results.update(changes)
+    return results
+
+
+# --------------------------------------------------------------------------- dotenv
+def test_dotenv_reads_the_same_to_gitlab_and_to_a_shell_whatever_the_values(tmp_path):
+    hostile = "iris job$HOME `id` 'q' \"dq\" ;rm -rf / \\\nSECOND=line\t# not a comment"
+    results = _results(summary={"training_accuracy": 1.0, "training_job": hostile, "deployment_occurred": True,
+                                "endpoint_name": "iris-model", "endpoint_url": "http://127.0.0.1:8080",
+                                "endpoint_version": "iris-model-20250823-120000", "testing_passed": None})
+    data = render_dotenv(results)
+    variables = gitlab_dotenv(data)
+    assert variables["MLOPS_PIPELINE_STATUS"] == "held"
+    assert variables["MLOPS_EXIT_CODE"] == "3"
+    assert variables["MLOPS_GATE_DECISION"] == "held"
+    assert variables["MLOPS_TRAINING_ACCURACY"] == "1.0"
+    assert variables["MLOPS_DEPLOYMENT_OCCURRED"] == "true"
+    assert variables["MLOPS_TESTING_PASSED"] == ""  # not tested: empty, not "false"
+    assert variables["MLOPS_ENDPOINT_URL"] == "http://127.0.0.1:8080"
+    assert "SECOND" not in variables and len(data.splitlines()) == len(variables)
+    assert re.fullmatch(r"[A-Za-z0-9_.:/@+,%=-]+", variables["MLOPS_TRAINING_JOB"])
+    assert variables["MLOPS_TRAINING_JOB"].startswith("iris_job_HOME_")
+    (tmp_path / "ci.env").write_bytes(data)
+    script = "set -a; . ./ci.env; for k in $(cut -d= -f1 ci.env); do printf '%s=%s\\n' \"$k\" \"${!k}\"; done"
+    sourced = run_script("bash", "-c", script, cwd=tmp_path)
+    assert sourced.returncode == 0, sourced.stderr
+    assert dict(line.split("=", 1) for line in sourced.stdout.splitlines()) == variables
+
+
+def test_dotenv_stays_within_gitlab_limits_however_long_the_values():
+    long = "x" * 10_000
+    results = _results(run_id=long, mode=long, pipeline_status=long,
+                       summary={key: long for key in ("training_job", "endpoint_name", "endpoint_url",
+                                                      "endpoint_version")})
+    variables = gitlab_dotenv(render_dotenv(results))
+    assert all(key.startswith("MLOPS_") for key in variables)
+    assert max(len(value) for value in variables.values()) <= 255
+
+
+# --------------------------------------------------------------------------- JUnit and metrics
+def test_junit_says_why_the_gate_held_the_model_with_the_numbers():
+    cases = junit_cases(render_junit(_results()))
+    assert cases["gate/minimum_accuracy"]["status"] == "passed"
+    held = cases["gate/accuracy_threshold"]
+    assert held["status"] == "failed"
+    assert "accuracy 0.933333 is below accuracy_threshold 0.95 (minimum_accuracy 0.9)" in held["message"]
+    assert "held, nothing was deployed" in held["message"]
+    assert "straddles the threshold" in held["message"]  # the interval warning travels with it
+    for check in ("health", "prediction_accuracy", "performance", "robustness"):
+        skipped = cases[f"endpoint tests/{check}"]
+        assert skipped["status"] == "skipped" and "nothing was deployed (gate held" in skipped["message"]
+
+
+def test_junit_rejected_model_fails_both_gate_checks():
+    gate = {**_results()["gate"], "decision": "rejected", "value": 0.8}
+    cases = junit_cases(render_junit(_results(gate=gate, pipeline_status="rejected")))
+    assert "0.8 is below minimum_accuracy 0.9: the model is rejected" in cases["gate/minimum_accuracy"]["message"]
+    assert "the model is rejected, nothing was deployed" in cases["gate/accuracy_threshold"]["message"]
+
+
+def test_junit_endpoint_checks_after_a_failed_health_check_are_skipped_not_passed():
+    testing = {"checks": {"health": {"passed": False, "seconds": 20.0, "attempts": 9,
+                                     "reason": "not healthy within 20s: /ping answered 503"}}}
+    results = _results(mode="testing", gate=None, phases={"testing": testing}, pipeline_status="failed")
+    data = render_junit(results)
+    cases = junit_cases(data)
+    assert cases["endpoint tests/health"] == {
+        "status": "failed",
+        "message": "health: not healthy within 20s: /ping answered 503\n"
+                   "health: not healthy within 20s: /ping answered 503\n\nseconds: 20.0\nattempts: 9"}
+    assert cases["endpoint tests/performance"]["message"].startswith("not run: the health check failed")
+    assert not any(name.startswith("gate/") for name in cases)  # --mode testing has no gate
+    assert ET.fromstring(data).find(".//testcase[@name='health']").get("time") == "20.0"
+
+
+def test_junit_text_is_valid_xml_whatever_the_reason_holds():
+    testing = {"checks": {"health": {"passed": True},
+                          "prediction_accuracy": {"passed": False, "reason": "<b>&\x00\x1b[31m]]>\u2603"}}}
+    cases = junit_cases(render_junit(_results(phases={"testing": testing})))
+    assert "<b>&" in cases["endpoint tests/prediction_accuracy"]["message"]
+
+
+def test_metrics_are_name_value_lines_of_what_was_measured():
+    assert gitlab_metrics(render_metrics(_results())) == {"mlops_training_accuracy": 0.933333,
+                                                          "mlops_cv_mean_accuracy": 0.95}
+    testing = {"test_summary": {"p95_latency_ms": 4.2, "throughput_rps": 812.5}}
+    metrics = gitlab_metrics(render_metrics(_results(phases={"testing": testing}, summary={})))
+    assert metrics == {"mlops_endpoint_latency_p95_ms": 4.2, "mlops_endpoint_throughput_rps": 812.5}
+
+
+# --------------------------------------------------------------------------- through the CLI
+def _report_flags(root: Path) -> list[str]:
+    return ["--dotenv-file", str(root / "out" / "ci.env"), "--junit-xml", str(root / "out" / "junit.xml"),
+            "--metrics-file", str(root / "out" / "metrics.txt")]
+
+
+def _reports(root: Path) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, float]]:
+    out = root / "out"
+    assert not list(out.glob(".*.tmp"))  # written atomically: no temporary left behind
+    return (gitlab_dotenv((out / "ci.env").read_bytes()), junit_cases((out / "junit.xml").read_bytes()),
+            gitlab_metrics((out / "metrics.txt").read_bytes()))
+
+
+def test_cli_writes_the_reports_when_the_gate_holds(pipeline, workdir):
+    result = pipeline("--accuracy-threshold", "1.0", "--minimum-accuracy", "0.5", "--model-type", "random_forest",
+                      *_report_flags(workdir))
+    assert result.exit_code == 3
+    results = pipeline.results()
+    dotenv, cases, metrics = _reports(workdir)
+    assert dotenv["MLOPS_PIPELINE_STATUS"] == "held" and dotenv["MLOPS_EXIT_CODE"] == "3"
+    assert dotenv["MLOPS_RUN_ID"] == results["run_id"]
+    assert dotenv["MLOPS_TRAINING_JOB"] == results["summary"]["training_job"]
+    assert dotenv["MLOPS_DEPLOYMENT_OCCURRED"] == "false" and dotenv["MLOPS_ENDPOINT_NAME"] == ""
+    value = round(results["gate"]["value"], 6)
+    assert f"accuracy {value!r} is below accuracy_threshold 1.0" in cases["gate/accuracy_threshold"]["message"]
+    assert metrics["mlops_training_accuracy"] == value
+    assert metrics["mlops_cv_mean_accuracy"] == round(results["phases"]["training"]["evaluation_results"]
+                                                      ["cv_mean_accuracy"], 6)
+
+
+class ServedDifferentlyPipeline(TrainingPipeline):
+    def train_local_model(self, X_train, y_train):
+        return ServedDifferently().fit(X_train, y_train)
+
+
+def test_cli_reports_say_why_a_deployment_was_rolled_back(pipeline, workdir):
+    config, sources = load_config(env={}, flags={"cv_folds": 3}, search_default_file=False)
+    job = Orchestrator(config, sources, mode="training",
+                       training_pipeline=ServedDifferentlyPipeline(config)).run()["summary"]["training_job"]
+    result = pipeline("--mode", "deployment", "--training-job", job, *_report_flags(workdir))
+    assert result.exit_code == 1
+    dotenv, cases, metrics = _reports(workdir)
+    assert dotenv["MLOPS_PIPELINE_STATUS"] == "failed" and dotenv["MLOPS_EXIT_CODE"] == "1"
+    assert dotenv["MLOPS_DEPLOYMENT_STATE"] == "removed" and dotenv["MLOPS_TESTING_PASSED"] == "false"
+    assert dotenv["MLOPS_ENDPOINT_NAME"] == "iris-model"
+    assert dotenv["MLOPS_ENDPOINT_VERSION"] == dotenv["MLOPS_ENDPOINT_URL"] == ""  # nothing serves: removed
+    parity = cases["endpoint tests/prediction_accuracy"]
+    assert parity["status"] == "failed" and "30 of 30 predictions differ from the offline model" in parity["message"]
+    assert cases["endpoint tests/health"]["status"] == "passed"
+    assert cases["gate/accuracy_threshold"]["status"] == "passed"
+    rolled_back = cases["deployment/deployment"]
+    assert rolled_back["status"] == "failed"
+    assert "was not kept (removed, now serving nothing): prediction_accuracy: 30 of 30" in rolled_back["message"]
+    assert set(metrics) == {"mlops_training_accuracy", "mlops_cv_mean_accuracy", "mlops_endpoint_latency_p95_ms",
+                            "mlops_endpoint_throughput_rps"}
+
+
+def test_cli_error_during_the_run_is_a_junit_error(pipeline, workdir):
+    result = pipeline("--mode", "testing", "--endpoint-name", "nope", *_report_flags(workdir))
+    assert result.exit_code == 2
+    dotenv, cases, metrics = _reports(workdir)
+    assert dotenv["MLOPS_EXIT_CODE"] == "2"
+    assert cases["pipeline/run"]["status"] == "error"
+    assert "exit code 2: endpoint 'nope' not found" in cases["pipeline/run"]["message"]
+    assert cases["endpoint tests/health"]["status"] == "skipped"
+    assert metrics == {}
+
+
+def test_cli_usage_error_before_the_run_writes_no_reports(pipeline, workdir):
+    result = pipeline("--set", "no_such_key=1", *_report_flags(workdir))
+    assert result.exit_code == 2
+    assert not (workdir / "out").exists()  # documented: no run, no results, no reports
+
+
+def test_cli_report_that_cannot_be_written_is_an_error_line_and_the_others_are_written(pipeline, workdir):
+    (workdir / "a-file").write_text("")
+    result = pipeline("--mode", "training", "--junit-xml", str(workdir / "a-file" / "junit.xml"),
+                      "--dotenv-file", str(workdir / "ci.env"))
+    assert result.exit_code == 0  # the run's verdict stands; the missing report is GitLab's to flag
+    assert f"report not written: --junit-xml {str(workdir / 'a-file' / 'junit.xml')!r}: cannot write" \
+        in result.stderr
+    assert gitlab_dotenv((workdir / "ci.env").read_bytes())["MLOPS_EXIT_CODE"] == "0"
+
+
+def test_cli_json_log_lines_carry_time_level_phase_message_and_run_id(pipeline, workdir):
+    result = pipeline("--mode", "training", "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    run_id = pipeline.results()["run_id"]
+    for text in ((workdir / "pipeline.log").read_text(), result.stderr):
+        entries = [json.loads(line) for line in text.splitlines()]
+        assert entries
+        assert all(set(entry) >= {"time", "level", "phase", "message", "run_id"} for entry in entries)
+        assert {entry["run_id"] for entry in entries} == {run_id}
+        assert {"training", "gate"} <= {entry["phase"] for entry in entries}
+        gate = next(entry for entry in entries if entry["phase"] == "gate")
+        assert gate["level"] == "INFO" and gate["message"].startswith("gate: deploy")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", gate["time"])
+
+
+def test_text_logs_stay_the_default(pipeline, workdir):
+    pipeline("--mode", "training")
+    assert not (workdir / "pipeline.log").read_text().startswith("{")
+
+
+def test_json_log_lines_are_scrubbed_and_hold_the_traceback_on_one_line(tmp_path):
+    path = configure_logging("INFO", tmp_path / "x.log", secrets=["s3cr3t-token"], log_format="json")
+    set_run_id("run-1")
+    log = logging.getLogger("pipeline.deployment")
+    try:
+        raise RuntimeError("failed with s3cr3t-token\nsecond line")
+    except RuntimeError:
+        log.exception("calling https://hooks.example/s3cr3t-token")
+    for handler in logging.getLogger("pipeline").handlers:
+        handler.flush()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["phase"] == "deployment" and entry["run_id"] == "run-1" and entry["level"] == "ERROR"
+    assert "s3cr3t-token" not in lines[0] and "RuntimeError" in entry["exception"]
+
+
+@pytest.mark.parametrize(("name", "function", "phase"), [
+    ("pipeline.training", "fit", "training"),
+    ("pipeline.testing", "check_health", "testing"),
+    ("pipeline.notifications", "notify", "notifications"),
+    ("pipeline.orchestrator", "gate", "gate"),
+    ("pipeline.orchestrator", "roll_back", "rollback"),
+    ("pipeline.orchestrator", "run", "pipeline"),
+    ("pipeline", "run_pipeline", "pipeline"),
+])
+def test_phase_comes_from_the_logger_and_the_orchestrator_step(name, function, phase):
+    record = logging.LogRecord(name, logging.INFO, __file__, 1, "x", (), None, func=function)
+    assert phase_of(record) == phase
+
+
+# --------------------------------------------------------------------------- the console summary
+def test_summary_has_emoji_only_on_a_terminal(capsys, monkeypatch):
+    results = {**_results(pipeline_status="success"), "total_duration_seconds": 1.0, "results_file": "r.json"}
+    results["summary"] = {**results["summary"], "deployment_occurred": True, "testing_passed": True}
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    cli_module.print_summary(results)
+    plain = capsys.readouterr().out
+    assert not EMOJI.search(plain) and "\x1b[" not in plain
+    for line in ("ENTERPRISE MLOPS PIPELINE COMPLETED", "Status: SUCCESS", "Deployment Occurred: Yes",
+                 "Testing: Passed", "Detailed results saved to: r.json"):
+        assert line in plain
+    cli_module.print_summary(results, emoji=True)
+    assert "Deployment Occurred: ✅ Yes" in capsys.readouterr().out
+
+
+def test_cli_output_to_a_pipe_has_no_emoji_and_no_colour(pipeline):
+    result = pipeline("--mode", "training")
+    assert "Status: SUCCESS" in result.stdout
+    assert not EMOJI.search(result.stdout) and "\x1b[" not in result.stdout
+
+
+# --------------------------------------------------------------------------- examples/gitlab-ci.yml, run
+EXAMPLE = REPO / "examples" / "gitlab-ci.yml"
+COPIED = ("pipeline", "run_pipeline.py", "run_mlops_pipeline.sh", "requirements.txt", "pipeline_config.json")
+GLOBAL_KEYWORDS = {"stages", "variables", "default", "workflow", "include", "image", "services", "cache",
+                   "before_script", "after_script"}
+
+
+def _jobs(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    jobs = [(name, job) for name, job in config.items() if name not in GLOBAL_KEYWORDS and not name.startswith(".")]
+    return sorted(jobs, key=lambda item: config["stages"].index(item[1]["stage"]))  # stable: file order in a stage
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """GitLab's expansion of ``variables:`` values: $VAR and ${VAR}, $$ for a literal $."""
+    return re.sub(r"\$\$|\$\{(\w+)\}|\$(\w+)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1) or m.group(2), m.group(0)), value)
+
+
+def _needed(job: dict[str, Any], done: list[str]) -> list[str]:
+    """Jobs whose artifacts (and dotenv) this job gets: its needs with artifacts, else every earlier job."""
+    if "needs" not in job:
+        return done
+    names = []
+    for need in job["needs"]:
+        need = {"job": need} if isinstance(need, str) else need
+        if need.get("artifacts", True):
+            names.append(need["job"])
+    return names
+
+
+def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
+    project = workdir / "project"
+    project.mkdir()
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, project / name)
+    shutil.copy2(EXAMPLE, project / ".gitlab-ci.yml")
+    config = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
+
+    assert config["stages"] == ["train", "deploy", "test"]
+    jobs = _jobs(config)
+    assert [job["stage"] for _, job in jobs] == ["train", "deploy", "test"]
+    by_name = dict(jobs)
+    assert 3 in by_name["train"]["allow_failure"]["exit_codes"]
+    assert [rule.get("when") for rule in by_name["deploy_production"]["rules"]] == ["manual"]
+
+    runner = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3 is this .venv's
+        "CI": "true", "GITLAB_CI": "true", "CI_PROJECT_DIR": str(project), "CI_COMMIT_BRANCH": "main",
+        "CI_DEFAULT_BRANCH": "main", "ROLE_ARN": "",  # the local backend
+        "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",  # pip may only confirm what is installed
+    }
+    global_vars = {key: _expand(str(value), runner) for key, value in config.get("variables", {}).items()}
+    dotenvs: dict[str, dict[str, str]] = {}
+    done: list[str] = []
+    seen: dict[str, Any] = {}
+    try:
+        for name, job in jobs:
+            assert any('$CI_COMMIT_BRANCH == "main"' in rule["if"] for rule in job["rules"]), name
+            env = {**runner, **global_vars, "CI_JOB_NAME": name, "CI_JOB_STAGE": job["stage"]}
+            env.update({key: _expand(str(value), env) for key, value in job.get("variables", {}).items()})
+            for needed in _needed(job, done):
+                env.update(dotenvs.get(needed, {}))  # dotenv beats job and global variables
+            lines = [*job.get("before_script", config.get("default", {}).get("before_script", [])), *job["script"]]
+            result = run_script("bash", "-c", "set -eo pipefail\n" + "\n".join(lines), cwd=project, env=env)
+            assert result.returncode == 0, f"{name}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+            artifacts = job["artifacts"]
+            assert artifacts["when"] == "always"  # the reports of a held or rolled-back run are uploaded too
+            for path in artifacts["paths"]:
+                assert list(project.glob(path.rstrip("/"))), f"{name}: artifact {path} missing"
+            reports = artifacts["reports"]
+            dotenvs[name] = gitlab_dotenv((project / reports["dotenv"]).read_bytes())
+            cases = junit_cases((project / reports["junit"]).read_bytes())
+            metrics = gitlab_metrics((project / reports["metrics"]).read_bytes())
+            logs = [path for path in artifacts["paths"] if path.endswith(".log")]
+            for path in logs:
+                entries = [json.loads(line) for line in (project / path).read_text().splitlines()]
+                assert {entry["run_id"] for entry in entries} == {dotenvs[name]["MLOPS_RUN_ID"]}
+            assert all(line.startswith("{") for line in result.stderr.splitlines()), result.stderr
+            seen[name] = (dotenvs[name], cases, metrics, result)
+            done.append(name)
+    finally:
+        stop_servers_under(project)
+
+    dotenv, cases, metrics, _ = seen["train"]
+    assert dotenv["MLOPS_PIPELINE_STATUS"] == "success" and dotenv["MLOPS_GATE_DECISION"] == "deploy"
+    assert dotenv["MLOPS_TRAINING_JOB"].startswith("iris-classifier-")
+    assert {case: value["status"] for case, value in cases.items()} == {
+        "gate/minimum_accuracy": "passed", "gate/accuracy_threshold": "passed"}
+    assert set(metrics) == {"mlops_training_accuracy", "mlops_cv_mean_accuracy"}
+
+    dotenv, cases, metrics, result = seen["deploy_production"]
+    assert f"Deploying {seen['train'][0]['MLOPS_TRAINING_JOB']} (accuracy 1.0, gate deploy) to iris-model" \
+        in result.stdout  # train.env's variables reached the next job
+    assert dotenv["MLOPS_ENDPOINT_NAME"] == "iris-model" and dotenv["MLOPS_DEPLOYMENT_STATE"] == "deployed"
+    assert dotenv["MLOPS_DEPLOYMENT_OCCURRED"] == "true" and dotenv["MLOPS_TESTING_PASSED"] == "true"
+    assert dotenv["MLOPS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert {value["status"] for value in cases.values()} == {"passed"}
+    assert {"gate/accuracy_threshold", "endpoint tests/health", "endpoint tests/prediction_accuracy",
+            "endpoint tests/performance", "endpoint tests/robustness", "deployment/deployment"} <= set(cases)
+    assert len(metrics) == 4
+
+    dotenv, cases, metrics, _ = seen["test_production"]
+    assert dotenv["MLOPS_PIPELINE_STATUS"] == "success" and dotenv["MLOPS_MODE"] == "testing"
+    assert dotenv["MLOPS_ENDPOINT_VERSION"] == seen["deploy_production"][0]["MLOPS_ENDPOINT_VERSION"]
+    assert {case: value["status"] for case, value in cases.items()} == {
+        f"endpoint tests/{check}": "passed" for check in ("health", "prediction_accuracy", "performance",
+                                                          "robustness")}
+    assert set(metrics) == {"mlops_endpoint_latency_p95_ms", "mlops_endpoint_throughput_rps"}
