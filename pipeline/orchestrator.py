@@ -26,6 +26,7 @@ from pipeline.container import inference
 from pipeline.deployment import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.locking import EndpointLock
+from pipeline.logs import set_run_id
 from pipeline.store import DeploymentStore
 from pipeline.testing import EndpointTester, TestReport
 from pipeline.training import TrainingJob, TrainingPipeline
@@ -125,6 +126,7 @@ class Orchestrator:
         self.training_job_name = training_job
         self.training = training_pipeline or TrainingPipeline(config)
         self.run_id = new_run_id()
+        set_run_id(self.run_id)  # every log line of this run carries it (--log-format json)
         self.started = time.monotonic()
         self.exit_code = ExitCode.SUCCESS
         self.results: dict[str, Any] = {

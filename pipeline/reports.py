@@ -86,6 +86,10 @@ def dotenv_variables(results: Mapping[str, Any]) -> dict[str, str]:
     summary = results.get("summary") or {}
     gate = results.get("gate") or {}
     deployment = _deployment(results)
+    version, url = summary.get("endpoint_version"), summary.get("endpoint_url")
+    if deployment:  # what serves now: nothing after a failed first deployment was removed
+        version = deployment.get("serving_version")
+        url = url if version else None
     values = {
         "PIPELINE_STATUS": results.get("pipeline_status"),
         "EXIT_CODE": results.get("exit_code"),
@@ -95,8 +99,8 @@ def dotenv_variables(results: Mapping[str, Any]) -> dict[str, str]:
         "TRAINING_ACCURACY": summary.get("training_accuracy"),
         "GATE_DECISION": gate.get("decision"),
         "ENDPOINT_NAME": summary.get("endpoint_name"),
-        "ENDPOINT_URL": summary.get("endpoint_url"),
-        "ENDPOINT_VERSION": summary.get("endpoint_version"),
+        "ENDPOINT_URL": url,
+        "ENDPOINT_VERSION": version,
         "DEPLOYMENT_OCCURRED": summary.get("deployment_occurred"),
         "DEPLOYMENT_STATE": deployment.get("final_state"),
         "TESTING_PASSED": summary.get("testing_passed"),
@@ -237,7 +241,8 @@ def junit_tree(results: Mapping[str, Any]) -> ET.ElementTree:
             totals[key] += suite.counts[key]
     for key, count in totals.items():
         root.set(key, str(count))
-    root.set("time", _number(total_time))
+    duration = results.get("total_duration_seconds")
+    root.set("time", _number(duration if isinstance(duration, (int, float)) else total_time))
     tree = ET.ElementTree(root)
     ET.indent(tree)
     return tree
@@ -254,19 +259,19 @@ def _gate_cases(suite: _Suite, gate: Mapping[str, Any], results: Mapping[str, An
     for key in ("decision", "metric", "value", "threshold", "minimum"):
         ET.SubElement(properties, "property", name=key, value=_xml(_plain(gate.get(key))))
     ET.SubElement(properties, "property", name="run_id", value=_xml(_plain(results.get("run_id"))))
-    details = {"decision": gate.get("decision"), "metric": metric, "value": value, "accuracy_threshold": threshold,
-               "minimum_accuracy": minimum, "interval_95": gate.get("interval"), "reason": gate.get("reason"),
-               "warning": gate.get("warning"),
-               "training_job": (results.get("summary") or {}).get("training_job")}
+    minimum_details = {"metric": metric, "value": value, "minimum_accuracy": minimum,
+                       "training_job": (results.get("summary") or {}).get("training_job")}
+    details = {**minimum_details, "accuracy_threshold": threshold, "interval_95": gate.get("interval"),
+               "decision": gate.get("decision"), "reason": gate.get("reason"), "warning": gate.get("warning")}
     if not all(isinstance(x, (int, float)) for x in (value, threshold, minimum)):
         suite.case("minimum_accuracy", error=f"gate without numbers: {gate.get('reason')}", details=details)
         return
     shown = f"{metric} {_number(value)}"
     if value < minimum:
-        suite.case("minimum_accuracy", details=details,
+        suite.case("minimum_accuracy", details=minimum_details,
                    failure=f"{shown} is below minimum_accuracy {_number(minimum)}: the model is rejected")
     else:
-        suite.case("minimum_accuracy", details=details)
+        suite.case("minimum_accuracy", details=minimum_details)
     if value < threshold:
         outcome = "rejected" if value < minimum else "held"
         suite.case("accuracy_threshold", details=details,
@@ -333,8 +338,18 @@ def _plain(value: Any) -> str:
     if isinstance(value, float):
         return _number(value)
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, default=str)
+        return json.dumps(_rounded(value), default=str)
     return str(value)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    return value
 
 
 def _details(details: Mapping[str, Any]) -> str:
