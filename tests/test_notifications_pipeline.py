@@ -1,0 +1,54 @@
+"""Notifications through the real CLI: a broken channel never changes the pipeline's own result."""
+from __future__ import annotations
+
+import pytest
+
+from tests.notification_fixtures import WEBHOOK_SECRET, Reply, SlackReceiver, closed_port, slack  # noqa: F401
+
+FEW_RETRIES = ["--set", "notification_retries=1", "--set", "notification_timeout_seconds=1"]
+
+
+def _deliveries(results: dict) -> dict[str, dict]:
+    return {d["event"]: d for d in results["notifications"] if d["channel"] == "slack"}
+
+
+def test_a_deploying_run_tells_slack_the_decision_and_the_finish(pipeline, slack: SlackReceiver):
+    result = pipeline(*FEW_RETRIES, env={"SLACK_WEBHOOK_URL": slack.url})
+    assert result.exit_code == 0, result.output
+    deliveries = _deliveries(pipeline.results())
+    assert deliveries["gate_decision"]["delivered"] and deliveries["pipeline_finished"]["delivered"]
+    assert len(slack.requests) == 2
+    assert "iris-model" in str(slack.requests[-1])
+
+
+@pytest.mark.parametrize("script", [Reply(500), Reply(status=200, slow=True)], ids=["500 every time", "too slow"])
+def test_a_failing_slack_leaves_the_result_unchanged_and_says_what_happened(pipeline, slack: SlackReceiver, script):
+    slack.script(script)
+    result = pipeline(*FEW_RETRIES, env={"SLACK_WEBHOOK_URL": slack.url})
+    assert result.exit_code == 0, result.output
+    results = pipeline.results()
+    assert results["pipeline_status"] == "success"
+    finished = _deliveries(results)["pipeline_finished"]
+    assert finished["delivered"] is False and finished["attempts"] == 2 and finished["error"]
+    assert WEBHOOK_SECRET not in pipeline.last_output.read_text()
+
+
+def test_slack_down_leaves_the_result_unchanged(pipeline, closed_port: int):
+    url = f"http://127.0.0.1:{closed_port}/services/{WEBHOOK_SECRET}"
+    assert pipeline(*FEW_RETRIES, env={"SLACK_WEBHOOK_URL": url}).exit_code == 0
+    assert _deliveries(pipeline.results())["pipeline_finished"]["delivered"] is False
+
+
+def test_429_then_200_delivers_once(pipeline, slack: SlackReceiver):
+    slack.script(Reply(429, headers={"Retry-After": "0"}), Reply(200))
+    assert pipeline(*FEW_RETRIES, env={"SLACK_WEBHOOK_URL": slack.url}).exit_code == 0
+    deliveries = _deliveries(pipeline.results())
+    assert deliveries["gate_decision"]["delivered"] and deliveries["gate_decision"]["attempts"] == 2
+
+
+def test_notify_strict_fails_the_run_when_a_notification_was_not_delivered(pipeline, closed_port: int):
+    url = f"http://127.0.0.1:{closed_port}/services/{WEBHOOK_SECRET}"
+    result = pipeline(*FEW_RETRIES, "--set", "notify_strict=true", env={"SLACK_WEBHOOK_URL": url})
+    assert result.exit_code == 1
+    assert pipeline.results()["error"]["message"] == "a notification was not delivered and notify_strict is on"
+
