@@ -272,13 +272,23 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
         click.echo(json.dumps({"endpoint_name": endpoint_name, "at": at_time, "serving_version": version})
                    if as_json else (version or "nothing was serving"))
         return
-    rows = store.deployments(endpoint_name)
+    rows = store.deployments(endpoint_name, limit=1000)
+    rollbacks = [event for event in store.events(endpoint_name) if event["kind"].startswith("manual_")]
+    runs = store.runs()
     if as_json:
-        click.echo(json.dumps({"deployments": rows, "runs": store.runs()}, indent=2, default=str))
+        click.echo(json.dumps({"deployments": rows, "rollbacks": rollbacks, "runs": runs}, indent=2, default=str))
         return
-    for row in rows:
-        click.echo(f"{row['started_at'][:19]}  {row['endpoint_name']}  {row['from_version'] or '-'} -> "
-                   f"{row['to_version']}  {row['status']}" + (f"  ({row['reason']})" if row["reason"] else ""))
+    lines = [(row["started_at"], f"deployment  {row['endpoint_name']}  {row['from_version'] or '-'} -> "
+              f"{row['to_version']}  {row['status']}" + (f"  ({row['reason']})" if row["reason"] else ""))
+             for row in rows]
+    lines += [(event["at"], f"rollback    {event['endpoint_name']}  {event['detail'].get('from_version') or '-'} -> "
+               f"{event['detail'].get('to_version')}  {event['kind'].removeprefix('manual_')}") for event in rollbacks]
+    if not endpoint_name:
+        lines += [(run["started_at"], f"run         {run['run_id']}  {run['mode']}  {run['backend']}  "
+                   f"{run['status']}" + (f"  exit {run['exit_code']}" if run["exit_code"] is not None else ""))
+                  for run in runs]
+    for at, text in sorted(lines, key=lambda item: item[0], reverse=True):
+        click.echo(f"{at[:19]}  {text}")
 
 
 @cli.command()

@@ -241,3 +241,15 @@ def test_concurrent_deployments_are_serialized_and_the_store_stays_intact(pipeli
     connection = sqlite3.connect(".mlops/state.db")
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert _invoke("history", "--verify").exit_code == 0
+
+
+def test_history_lists_runs_deployments_and_rollbacks_newest_first(pipeline):
+    url, v1, v2 = _deploy_twice(pipeline)
+    _invoke("rollback", "--endpoint-name", "iris-model")
+    lines = _invoke("history").output.splitlines()
+    assert f"rollback    iris-model  {v2} -> {v1}  rolled_back" in lines[0]
+    assert any(f"deployment  iris-model  {v1} -> {v2}  deployed" in line for line in lines)
+    assert sum(" run " in f" {line} " for line in lines) == 2
+    only = json.loads(_invoke("history", "--endpoint-name", "iris-model", "--json").output)
+    assert [row["to_version"] for row in only["deployments"]] == [v2, v1]
+    assert only["rollbacks"][0]["detail"]["to_version"] == v1
