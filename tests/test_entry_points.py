@@ -10,7 +10,7 @@ import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from tests.conftest import REPO, run_script
+from tests.conftest import PYTHON, REPO, run_script
 
 WRAPPER = str(REPO / "run_mlops_pipeline.sh")
 SEED = (REPO.parent / "shared" / "seed" / "README.md")
@@ -94,3 +94,20 @@ def test_every_seed_invocation_parses():
             argv = _wrapper_to_cli(argv)
         context = cli.make_context("run_pipeline.py", list(argv), resilient_parsing=False)
         assert context.params is not None, argv
+
+
+def test_the_local_pipeline_imports_neither_boto3_nor_the_sagemaker_sdk(workdir):
+    code = (
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        f"sys.argv = ['run_pipeline.py', '--output-file', 'o.json', '--set', 'performance_requests=20']\n"
+        "try:\n"
+        f"    runpy.run_path({str(REPO / 'run_pipeline.py')!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'sagemaker'}))\n"
+    )
+    result = run_script(PYTHON, "-c", code, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert json.loads((workdir / "o.json").read_text())["summary"]["deployment_occurred"] is True
