@@ -99,7 +99,7 @@ class PipelineConfig(BaseModel):
 
     # --- SageMaker (pipeline/backends/sagemaker.py) ---
     s3_bucket: str | None = None  # None: the SDK's convention, sagemaker-<region>-<account>
-    sklearn_framework_version: str = "1.2-1"
+    sklearn_framework_version: str = "1.9-0"  # the container's scikit-learn matches requirements.txt, for parity
     training_instance_type: str = "ml.m5.large"
     instance_count: int = Field(1, ge=1)
     traffic_routing: Literal["ALL_AT_ONCE", "CANARY", "LINEAR"] = "ALL_AT_ONCE"

@@ -76,7 +76,7 @@ class DeploymentPipeline:
         if staged.kind == "direct":  # the stable server itself now runs the new version
             with self.store.transaction() as conn:
                 self.store.set_endpoint(conn, endpoint_name, backend=self.backend.TYPE, url=staged.stable_url,
-                                        host=self.config.endpoint_host, port=staged.handle.get("stable_port"),
+                                        host=self.config.endpoint_host if self.backend.TYPE == "local" else None, port=staged.handle.get("stable_port"),
                                         pid=staged.handle.get("stable_pid"), serving_version=version)
                 self.store.append_event(conn, "endpoint_started", run_id=self.run_id, endpoint_name=endpoint_name,
                                         version=version, url=staged.stable_url)
@@ -116,7 +116,7 @@ class DeploymentPipeline:
             elif outcome.status != "rollback_failed":
                 self.store.set_endpoint(
                     conn, staged.endpoint_name, backend=self.backend.TYPE, url=staged.stable_url,
-                    host=self.config.endpoint_host, port=staged.handle.get("stable_port"),
+                    host=self.config.endpoint_host if self.backend.TYPE == "local" else None, port=staged.handle.get("stable_port"),
                     pid=outcome.facts.get("pid", staged.handle.get("stable_pid")),
                     serving_version=outcome.serving_version)
             self.store.finish_deployment(conn, deployment.deployment_id, outcome.status, reason, self.run_id,

@@ -148,11 +148,29 @@ class Orchestrator:
         }
         # Nothing below touches the machine until the config and inputs are known good.
         self.store = DeploymentStore(config.store_dir)
-        self.backend: Backend = load_backend(config.backend_name, config, self.store)
+        if endpoint_name and self.store.endpoint(endpoint_name) is None:
+            named = self.store.version(endpoint_name)
+            if named is not None:  # the seed names endpoints after a version, e.g. iris-model-20250823-120000
+                self.endpoint_name = named["endpoint_name"]
+        self.backend: Backend = load_backend(self._backend_name(), config, self.store)
+        self.results["backend"] = self.backend.TYPE
+        if hasattr(self.backend, "run_id"):
+            self.backend.run_id = self.run_id  # resource tags carry this run's id
         self.deployer = DeploymentPipeline(config, self.store, self.backend, self.run_id)
         from pipeline.notifications import Notifier
 
         self.notifier = Notifier(config, self.run_id)
+
+    def _backend_name(self) -> str:
+        """--backend or --role-arn decide; otherwise the backend that trained the job or runs the endpoint."""
+        if self.config.backend or self.config.role_arn:
+            return self.config.backend_name
+        row = None
+        if self.mode == "deployment" and self.training_job_name:
+            row = self.store.training_job(self.training_job_name)
+        elif self.mode in ("testing", "cleanup"):
+            row = self.store.endpoint(self.endpoint_name)
+        return (row or {}).get("backend") or self.config.backend_name
 
     # ----------------------------------------------------------------- the diagram
     def run(self) -> dict[str, Any]:

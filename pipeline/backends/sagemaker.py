@@ -1,0 +1,1015 @@
+"""The SageMaker backend: training jobs, models, endpoint configs and endpoints, through boto3.
+
+Every SageMaker, SageMaker Runtime and S3 call goes through boto3 (standard
+retry mode, so throttling is retried with backoff). The SageMaker SDK is used
+for one thing only: ``sagemaker.core.image_uris``, whose bundled table gives
+the scikit-learn framework image offline. Nothing on the local path imports
+this module.
+
+Training
+    The dataset is written to CSV and uploaded as the ``train`` channel; the
+    files of ``pipeline/container/`` (``train.py``, ``inference.py``) are
+    uploaded as ``sourcedir.tar.gz``; ``create_training_job`` runs
+    ``train.py`` in the framework image (script mode). When the job is done,
+    ``model.tar.gz`` and ``output.tar.gz`` (the ``metrics.json`` and held-out
+    rows the script wrote) are downloaded into a local job directory with the
+    same artifacts a local training job has, so the gate, the offline parity
+    check and ``--mode deployment``/``--mode testing`` work unchanged. S3
+    layout, one prefix per job::
+
+        s3://<bucket>/<job>/input/train/train.csv
+        s3://<bucket>/<job>/source/sourcedir.tar.gz
+        s3://<bucket>/<job>/output/{model,output}.tar.gz
+
+Deployment
+    A version is a model and an endpoint config, both named after the
+    version (``<endpoint_prefix>-YYYYmmdd-HHMMSS``) and served by the image
+    that trained it; its production variant carries the same name, so every
+    answer says which version gave it. The
+    endpoint keeps a stable name: ``create_endpoint`` the first time,
+    afterwards ``update_endpoint`` with a blue/green ``DeploymentConfig``.
+    After ``InService`` the endpoint must run the intended config and carry
+    no ``FailureReason``: an update that AWS rolled back is a failed
+    deployment. The endpoint tests run after the update (on SageMaker the
+    blue/green update is the switch); ``discard`` updates back to the
+    previous config, or deletes a first endpoint.
+
+Waiting is polling with backoff under ``sagemaker_timeout_minutes``; AWS
+errors become one-line ``PipelineError`` messages that say what to change.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+
+from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
+from pipeline.container import inference
+from pipeline.container import train as recipe
+from pipeline.errors import ExitCode, PipelineError
+from pipeline.testing import VERSION_HEADER, EndpointDown, Reply
+from pipeline.training import (
+    HELDOUT_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    TrainingJob,
+    TrainingPipeline,
+    claim_unique_directory,
+    library_versions,
+    sha256_file,
+    timestamp_name,
+)
+
+if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
+    from pipeline.store import DeploymentStore
+
+log = logging.getLogger(__name__)
+
+TRAIN_PROGRAM = "train.py"
+SERVE_PROGRAM = "inference.py"
+TRAIN_CHANNEL = "train"
+TAG_TRAINING_JOB = "mlops:training-job"
+TAG_ACCURACY = "mlops:accuracy"
+TAG_RUN_ID = "mlops:run-id"
+# Endpoint states that end by themselves; anything else is where an endpoint stays.
+TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+TRAINING_DONE = frozenset({"Completed", "Failed", "Stopped"})
+MAX_WAIT_SECONDS = 3600  # TrafficRoutingConfig.WaitIntervalInSeconds and TerminationWaitInSeconds allow at most this
+_VERSION_SUFFIX = r"-\d{8}-\d{6}(?:-\d+)?"
+
+
+# --------------------------------------------------------------------------- AWS errors -> one line
+_ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
+                  "Forbidden", "403"}
+_BAD_CREDENTIALS = {"UnrecognizedClientException", "InvalidClientTokenId", "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
+                    "InvalidToken", "RequestExpired"}
+_THROTTLING = {"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+               "TooManyRequestsException", "RequestLimitExceeded", "SlowDown", "PriorRequestNotComplete",
+               "ProvisionedThroughputExceededException", "BandwidthLimitExceeded"}
+_VALIDATION = {"ValidationException", "ValidationError", "InvalidParameterValue", "InvalidParameterException",
+               "InvalidRequest"}
+# IAM actions of the S3 operations we call (the API name is not always the permission's).
+_S3_PERMISSIONS = {"HeadBucket": "s3:ListBucket", "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject",
+                   "PutObject": "s3:PutObject", "CreateBucket": "s3:CreateBucket",
+                   "ListObjectsV2": "s3:ListBucket"}
+_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
+
+
+def _scrub(text: str) -> str:
+    """Never let a credential reach a message: key ids by shape, secrets by value."""
+    text = _KEY_ID.sub("***", text)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _validation_fix(message: str, region: str | None) -> str:
+    lowered = message.lower()
+    where = f" in {region}" if region else ""
+    if "instance" in lowered and "type" in lowered or "instancetype" in lowered:
+        return (f"choose an instance type SageMaker offers{where} for this use: --instance-type (endpoint) or "
+                f"--set training_instance_type=... (training)")
+    if "role" in lowered or "assume" in lowered:
+        return ("check --role-arn: the role must exist in this account, trust sagemaker.amazonaws.com and "
+                "allow S3 access to the bucket")
+    if "already exist" in lowered or "must be unique" in lowered or "already in use" in lowered:
+        return "the name is taken: change model_name_prefix or endpoint_prefix, or delete the old resource"
+    if "bucket" in lowered or "s3" in lowered:
+        return f"check s3_bucket: it must exist{where} and the role must be able to read and write it"
+    if "image" in lowered or "ecr" in lowered:
+        return "check sklearn_framework_version and aws_region"
+    if "update in-progress" in lowered or "in progress" in lowered:
+        return "another update of the endpoint is running: wait until it is InService and run again"
+    return ("change the value the message names (instance_type, training_instance_type, instance_count, role_arn, "
+            "aws_region, s3_bucket, traffic_routing, baking_period_minutes)")
+
+
+def aws_error(err: Exception, action: str, service: str = "sagemaker", region: str | None = None) -> PipelineError:
+    """One line saying what failed and what to change; exit 2 when the fix is the user's, else 1."""
+    if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
+        return PipelineError(f"cannot {action}: no AWS credentials found; run `aws configure` (or `aws sso login`), "
+                             f"or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", ExitCode.USAGE)
+    if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
+        return DeploymentError(f"cannot {action}: AWS is unreachable ({_scrub(_short(str(err), 200))}); "
+                               f"check the network, the proxy and aws_region")
+    if isinstance(err, ReadTimeoutError):
+        return DeploymentError(f"cannot {action}: AWS did not answer in time; run again")
+    if not isinstance(err, ClientError):
+        return DeploymentError(f"cannot {action}: {type(err).__name__}: {_scrub(_short(str(err)))}")
+    error = err.response.get("Error", {}) if isinstance(err.response, dict) else {}
+    code = str(error.get("Code") or "")
+    message = _scrub(_short(error.get("Message") or ""))
+    operation = getattr(err, "operation_name", "") or ""
+    if code in _ACCESS_DENIED:
+        wanted = re.search(r"not authorized to perform:?\s*([\w-]+:[\w*-]+)", message)
+        permission = wanted.group(1) if wanted else (
+            _S3_PERMISSIONS.get(operation, f"s3:{operation}") if service == "s3" else f"{service}:{operation}")
+        principal = re.search(r"User: (\S+)", message)
+        who = f" to {principal.group(1)}" if principal else ""
+        return PipelineError(
+            f"cannot {action}: access denied, missing IAM permission {permission}; grant it{who} (for example attach "
+            f"the AmazonSageMakerFullAccess policy, plus iam:PassRole on the SageMaker role)", ExitCode.USAGE)
+    if code in _BAD_CREDENTIALS:
+        return PipelineError(f"cannot {action}: AWS rejected the credentials ({code}); refresh them (`aws sso login`, "
+                             f"`aws configure`) or check AWS_PROFILE", ExitCode.USAGE)
+    if code in _THROTTLING:
+        return DeploymentError(f"cannot {action}: AWS kept throttling the requests ({code}) after retries; run again "
+                               f"later or raise the API rate quota in Service Quotas")
+    if code == "ResourceLimitExceeded":
+        return PipelineError(
+            f"cannot {action}: an AWS account limit is reached ({message}); lower instance_count, choose another "
+            f"instance type (--instance-type, training_instance_type), delete endpoints you no longer need "
+            f"(--mode cleanup) or request a higher quota in Service Quotas (Amazon SageMaker)", ExitCode.USAGE)
+    if code in _VALIDATION:
+        return PipelineError(f"cannot {action}: AWS rejected the request ({message}); "
+                             f"{_validation_fix(message, region)}", ExitCode.USAGE)
+    if code == "ModelError":
+        return DeploymentError(f"cannot {action}: the model container answered an error ({message})")
+    return DeploymentError(f"cannot {action}: AWS {code or 'error'}: {message}")
+
+
+class WaitTimeout(DeploymentError):
+    """A SageMaker resource did not reach its end state within ``sagemaker_timeout_minutes``."""
+
+
+def _not_found(err: ClientError) -> bool:
+    error = err.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    message = str(error.get("Message") or "")
+    if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound", "ResourceNotFound"):
+        return True
+    return code in _VALIDATION and bool(re.search(r"could not find|not found|does not exist", message, re.I))
+
+
+# --------------------------------------------------------------------------- small helpers
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
+    if not match:
+        raise PipelineError(f"{uri!r} is not an s3:// URI")
+    return match.group(1), match.group(2)
+
+
+def _tar_gz(files: Iterable[tuple[str, bytes]]) -> bytes:
+    """A reproducible tar.gz (fixed times and owners): the same files give the same bytes."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed:
+        with tarfile.open(fileobj=compressed, mode="w") as archive:
+            for name, data in files:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _extract(archive: Path, target: Path) -> None:
+    """Unpack a tar.gz from S3, refusing links and paths that leave ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            resolved = (root / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or (resolved != root and root not in resolved.parents):
+                raise DeploymentError(f"{archive.name} contains an unsafe entry {member.name!r}: not unpacked")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the standard library checks too
+            tar.extractall(root, filter="data")
+        else:
+            tar.extractall(root)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(temporary, path)
+
+
+def _sklearn_minor(version: str) -> str:
+    return ".".join(version.split("-")[0].split(".")[:2])
+
+
+# --------------------------------------------------------------------------- the endpoint client
+class SageMakerEndpointClient:
+    """What the endpoint tests need, over ``describe_endpoint`` and ``sagemaker-runtime invoke_endpoint``.
+
+    ``ping`` is 200 while the endpoint is ``InService`` and names its endpoint config (the version) in
+    ``X-Model-Version``; ``invoke`` names the production variant that answered (also the version). A
+    container error (``ModelError``) becomes a reply with the container's own status. boto3 clients are
+    thread-safe, so the performance check may call ``invoke`` from several threads.
+    """
+
+    def __init__(self, backend: "SageMakerBackend", endpoint_name: str, url: str) -> None:
+        self.backend = backend
+        self.endpoint_name = endpoint_name
+        self.url = url
+        self.runtime = backend.runtime  # created here, once: the performance check invokes from threads
+
+    def ping(self) -> Reply:
+        try:
+            description = self.backend.sagemaker.describe_endpoint(EndpointName=self.endpoint_name)
+        except ClientError as err:
+            if _not_found(err):
+                raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} does not exist in "
+                                   f"{self.backend.region}") from None
+            problem = self.backend.error(err, f"describe endpoint {self.endpoint_name}")
+            if problem.exit_code == ExitCode.USAGE:  # no permission, bad credentials: waiting cannot help
+                raise EndpointDown(problem.message) from None
+            raise problem from None
+        except BotoCoreError as err:
+            raise self.backend.error(err, f"describe endpoint {self.endpoint_name}") from None
+        status = description["EndpointStatus"]
+        headers = {VERSION_HEADER: description.get("EndpointConfigName", "")}
+        if status == "InService":
+            return Reply(200, headers, b"")
+        if status not in TRANSITIONAL:  # Failed, UpdateRollbackFailed, OutOfService: it will not heal
+            raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} is {status}: "
+                               f"{description.get('FailureReason') or 'no reason given'}")
+        return Reply(503, headers, status.encode())
+
+    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> Reply:
+        try:
+            answer = self.runtime.invoke_endpoint(EndpointName=self.endpoint_name, Body=body,
+                                                          ContentType=content_type, Accept=accept)
+        except ClientError as err:
+            error = err.response.get("Error", {})
+            code = str(error.get("Code") or "")
+            if code == "ModelError":  # the container answered, with a status of its own
+                status = int(err.response.get("OriginalStatusCode") or 500)
+                text = err.response.get("OriginalMessage") or error.get("Message") or ""
+                return Reply(status, {"X-Amzn-ErrorType": code}, str(text).encode())
+            if _not_found(err):
+                raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} does not exist in "
+                                   f"{self.backend.region}") from None
+            status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
+            return Reply(status, {"X-Amzn-ErrorType": code}, str(error.get("Message") or "").encode())
+        headers = {"Content-Type": answer.get("ContentType") or ""}
+        if answer.get("InvokedProductionVariant"):
+            headers[VERSION_HEADER] = answer["InvokedProductionVariant"]
+        return Reply(200, headers, answer["Body"].read())
+
+
+# --------------------------------------------------------------------------- the backend
+class SageMakerBackend(Backend):
+    TYPE = "sagemaker"
+
+    # The files shipped as sourcedir.tar.gz: the script-mode entry point and the serving hooks.
+    SOURCE_DIR = Path(__file__).resolve().parents[1] / "container"
+    # Polling: first wait, growth factor, longest wait (seconds). Training and endpoint updates take minutes.
+    POLL_INITIAL_SECONDS = 0.5
+    POLL_FACTOR = 1.5
+    POLL_MAX_SECONDS = 20.0
+
+    def __init__(self, config: "PipelineConfig", store: "DeploymentStore") -> None:
+        super().__init__(config, store)
+        self.region = config.aws_region
+        self.run_id: str | None = None  # the orchestrator's run id, for tags (see _run_id)
+        if config.baking_period_minutes * 60 > MAX_WAIT_SECONDS:
+            raise PipelineError(f"baking_period_minutes {config.baking_period_minutes}: SageMaker allows at most "
+                                f"{MAX_WAIT_SECONDS // 60} minutes; lower it")
+        self._session = boto3.session.Session(region_name=self.region)
+        self._clients: dict[str, Any] = {}
+        self._bucket_name: str | None = None
+        self._image: str | None = None
+
+    # ----------------------------------------------------------------- clients and errors
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            options: dict[str, Any] = {"retries": {"mode": "standard"}, "user_agent_extra": "mlops-pipeline"}
+            if service == "sagemaker-runtime":
+                options.update(read_timeout=self.config.request_timeout_seconds,
+                               connect_timeout=self.config.request_timeout_seconds,
+                               max_pool_connections=max(10, self.config.performance_concurrency))
+            # AWS_ENDPOINT_URL (e.g. a moto server) is honoured by boto3 itself.
+            self._clients[service] = self._session.client(service, config=BotoConfig(**options))
+        return self._clients[service]
+
+    @property
+    def sagemaker(self) -> Any:
+        return self._client("sagemaker")
+
+    @property
+    def runtime(self) -> Any:
+        return self._client("sagemaker-runtime")
+
+    @property
+    def s3(self) -> Any:
+        return self._client("s3")
+
+    def error(self, err: Exception, action: str, service: str = "sagemaker") -> PipelineError:
+        return aws_error(err, action, service, self.region)
+
+    def _call(self, client: Any, operation: str, action: str, **params: Any) -> Any:
+        try:
+            return getattr(client, operation)(**params)
+        except (ClientError, BotoCoreError) as err:
+            raise self.error(err, action, client.meta.service_model.signing_name) from None
+
+    def _try_delete(self, operation: str, action: str, **params: Any) -> bool:
+        """Delete one resource; a resource that is already gone is not an error."""
+        try:
+            getattr(self.sagemaker, operation)(**params)
+            return True
+        except ClientError as err:
+            if _not_found(err):
+                return False
+            raise self.error(err, action) from None
+        except BotoCoreError as err:
+            raise self.error(err, action) from None
+
+    # ----------------------------------------------------------------- settings
+    def _role(self, job: TrainingJob | None = None) -> str:
+        role = self.config.role_arn or (job.manifest.get("role_arn") if job else None)
+        if not role:
+            raise PipelineError("the SageMaker backend needs an IAM role for SageMaker: pass "
+                                "--role-arn arn:aws:iam::<account>:role/<name>")
+        return role
+
+    def image_uri(self) -> str:
+        """The scikit-learn framework image, from the SageMaker SDK's bundled table (no AWS call)."""
+        if self._image is None:
+            from sagemaker.core import image_uris
+
+            try:
+                self._image = image_uris.retrieve("sklearn", region=self.region,
+                                                  version=self.config.sklearn_framework_version, py_version="py3",
+                                                  instance_type=self.config.training_instance_type)
+            except ValueError as err:
+                problem = str(err).split(". You may need")[0]
+                supported = re.search(r"Supported [^:]+: .*", str(err))
+                raise PipelineError(f"no SageMaker scikit-learn image for sklearn_framework_version "
+                                    f"{self.config.sklearn_framework_version!r} in aws_region {self.region!r}: "
+                                    f"{problem}" + (f"; {supported.group(0)}" if supported else "")) from None
+        return self._image
+
+    def _bucket(self) -> str:
+        """``s3_bucket``, or the SDK's convention ``sagemaker-<region>-<account>`` (created when missing)."""
+        if self._bucket_name:
+            return self._bucket_name
+        name = self.config.s3_bucket
+        if name is None:
+            account = self._call(self._client("sts"), "get_caller_identity", "look up the AWS account")["Account"]
+            name = f"sagemaker-{self.region}-{account}"
+        try:
+            self.s3.head_bucket(Bucket=name)
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                if self.config.s3_bucket:
+                    raise PipelineError(f"s3_bucket {name!r} does not exist: create it (aws s3 mb s3://{name} "
+                                        f"--region {self.region}) or unset s3_bucket to use "
+                                        f"sagemaker-{self.region}-<account>") from None
+                log.info("creating S3 bucket %s", name)
+                params: dict[str, Any] = {"Bucket": name}
+                if self.region != "us-east-1":
+                    params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+                self._call(self.s3, "create_bucket", f"create the S3 bucket {name}", **params)
+            elif code in ("403", "AccessDenied"):
+                raise PipelineError(f"S3 bucket {name!r} exists but cannot be used (403): it belongs to another "
+                                    f"account or denies s3:ListBucket; set s3_bucket to a bucket you own") from None
+            else:
+                raise self.error(err, f"check the S3 bucket {name}", "s3") from None
+        except BotoCoreError as err:
+            raise self.error(err, f"check the S3 bucket {name}", "s3") from None
+        self._bucket_name = name
+        return name
+
+    def _run_id(self) -> str:
+        """The run to tag resources with: set by the orchestrator, else the store's newest running run."""
+        if self.run_id:
+            return self.run_id
+        for run in self.store.runs(limit=20):
+            if run["status"] == "running":
+                return str(run["run_id"])
+        return "unknown"
+
+    def _tags(self, training_job: str, accuracy: Any) -> list[dict[str, str]]:
+        numeric = isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+        shown = f"{accuracy:.4f}" if numeric else "unknown"
+        return [{"Key": TAG_TRAINING_JOB, "Value": training_job}, {"Key": TAG_ACCURACY, "Value": shown},
+                {"Key": TAG_RUN_ID, "Value": self._run_id()}]
+
+    def _url(self, endpoint_name: str) -> str:
+        return f"{self.runtime.meta.endpoint_url}/endpoints/{endpoint_name}/invocations"
+
+    # ----------------------------------------------------------------- S3
+    def _put(self, bucket: str, key: str, body: Any) -> str:
+        self._call(self.s3, "put_object", f"upload s3://{bucket}/{key}", Bucket=bucket, Key=key, Body=body)
+        return f"s3://{bucket}/{key}"
+
+    def _get(self, uri: str, path: Path) -> str:
+        """Download an object to ``path``; returns its ETag."""
+        bucket, key = split_s3_uri(uri)
+        answer = self._call(self.s3, "get_object", f"download {uri}", Bucket=bucket, Key=key)
+        with open(path, "wb") as handle:
+            shutil.copyfileobj(answer["Body"], handle)
+        return str(answer.get("ETag", ""))
+
+    def sourcedir(self) -> bytes:
+        files = sorted(path for path in Path(self.SOURCE_DIR).glob("*.py") if path.name != "__init__.py")
+        names = {path.name for path in files}
+        missing = {TRAIN_PROGRAM, SERVE_PROGRAM} - names
+        if missing:
+            raise PipelineError(f"{', '.join(sorted(missing))} missing from {str(self.SOURCE_DIR)!r}")
+        return _tar_gz((path.name, path.read_bytes()) for path in files)
+
+    # ----------------------------------------------------------------- waiting
+    def _wait(self, what: str, fetch: Callable[[], Any], done: Callable[[Any], bool],
+              show: Callable[[Any], str]) -> Any:
+        """Poll ``fetch`` with growing pauses until ``done``, at most ``sagemaker_timeout_minutes``."""
+        minutes = self.config.sagemaker_timeout_minutes
+        deadline = time.monotonic() + minutes * 60
+        delay = self.POLL_INITIAL_SECONDS
+        shown = None
+        while True:
+            state = fetch()
+            text = show(state)
+            if text != shown:
+                log.info("%s: %s", what, text)
+                shown = text
+            if done(state):
+                return state
+            if time.monotonic() + delay > deadline:
+                raise WaitTimeout(f"{what} did not finish within sagemaker_timeout_minutes={minutes:g} "
+                                  f"(last status: {text})")
+            time.sleep(delay)
+            delay = min(delay * self.POLL_FACTOR, self.POLL_MAX_SECONDS)
+
+    # ----------------------------------------------------------------- training
+    def train(self, training: TrainingPipeline) -> TrainingJob:
+        # Everything that can be checked here is checked before the first AWS call.
+        role = self._role()
+        image = self.image_uri()
+        dataset = training.load_data()
+        training.split_data(dataset)  # the same input errors as a local run
+        try:
+            recipe.build_estimator(self.config.model_type, dict(self.config.hyperparameters), self.config.random_seed)
+        except recipe.TrainingInputError as err:
+            raise PipelineError(str(err)) from None
+        self._warn_about_local_only_overrides(training)
+        local_minor, image_minor = _sklearn_minor(library_versions().get("scikit-learn", "")), \
+            _sklearn_minor(self.config.sklearn_framework_version)
+        if local_minor and local_minor != image_minor:
+            log.warning("the model is trained with scikit-learn %s (sklearn_framework_version %s) but checked offline "
+                        "with scikit-learn %s here; set sklearn_framework_version to match if the parity check fails",
+                        image_minor, self.config.sklearn_framework_version, local_minor)
+
+        bucket = self._bucket()
+        source = self.sourcedir()
+        base = timestamp_name(self.config.model_name_prefix)
+        claimed: list[Path] = []
+        try:
+            with tempfile.TemporaryDirectory(prefix="mlops-sagemaker-") as scratch:
+                data_file = Path(scratch) / "train.csv"
+                dataset.frame.to_csv(data_file, index=False)
+                for _attempt in range(5):
+                    directory = claim_unique_directory(self.store.jobs_dir, base)
+                    claimed.append(directory)
+                    name = directory.name
+                    with open(data_file, "rb") as handle:
+                        data_uri = self._put(bucket, f"{name}/input/{TRAIN_CHANNEL}/train.csv", handle)
+                    source_uri = self._put(bucket, f"{name}/source/sourcedir.tar.gz", source)
+                    if self._create_training_job(name, role, image, bucket, source_uri, dataset.label_column):
+                        break
+                    log.info("training job name %s is taken in this account; trying the next one", name)
+                else:
+                    raise PipelineError(f"no free training job name after {base!r}; change model_name_prefix")
+                job = self._finish_training(name, directory, training, dataset, image, role, source_uri, data_uri)
+        except BaseException:
+            for directory in claimed:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+        for directory in claimed[:-1]:  # names another account user had taken
+            shutil.rmtree(directory, ignore_errors=True)
+        return job
+
+    def _warn_about_local_only_overrides(self, training: TrainingPipeline) -> None:
+        overridden = [name for name in ("split_data", "train_local_model", "evaluate_model", "run", "save")
+                      if getattr(type(training), name) is not getattr(TrainingPipeline, name)]
+        if overridden:
+            log.warning("%s overrides %s: SageMaker runs pipeline/container/train.py, so these overrides are not "
+                        "used there (load_data and custom evaluations are)", type(training).__name__,
+                        ", ".join(overridden))
+
+    def _hyperparameters(self, name: str, source_uri: str, label_column: str) -> dict[str, str]:
+        values: dict[str, Any] = {
+            "model_type": self.config.model_type,
+            "hyperparameters": json.dumps(dict(self.config.hyperparameters), sort_keys=True),
+            "label_column": label_column,
+            "test_size": self.config.test_size,
+            "random_seed": self.config.random_seed,
+            "cv_folds": self.config.cv_folds,
+            "sagemaker_program": TRAIN_PROGRAM,
+            "sagemaker_submit_directory": source_uri,
+            "sagemaker_region": self.region,
+            "sagemaker_job_name": name,
+            "sagemaker_container_log_level": logging.INFO,
+        }
+        # As the SageMaker SDK does: every value JSON-encoded. The container's toolkit JSON-decodes each one,
+        # so the "hyperparameters" JSON object reaches train.py as one string argument, not as k=v pairs.
+        return {key: json.dumps(value) for key, value in values.items()}
+
+    def _create_training_job(self, name: str, role: str, image: str, bucket: str, source_uri: str,
+                             label_column: str) -> bool:
+        """Create the job; False when the name is already taken in this account and region."""
+        params = dict(
+            TrainingJobName=name,
+            HyperParameters=self._hyperparameters(name, source_uri, label_column),
+            AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+            RoleArn=role,
+            InputDataConfig=[{
+                "ChannelName": TRAIN_CHANNEL,
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3DataDistributionType": "FullyReplicated",
+                                                "S3Uri": f"s3://{bucket}/{name}/input/{TRAIN_CHANNEL}/"}},
+                "ContentType": "text/csv",
+                "InputMode": "File",
+            }],
+            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/"},
+            ResourceConfig={"InstanceType": self.config.training_instance_type, "InstanceCount": 1,
+                            "VolumeSizeInGB": 30},
+            StoppingCondition={"MaxRuntimeInSeconds": max(60, int(self.config.sagemaker_timeout_minutes * 60))},
+            Tags=self._tags(name, None),
+        )
+        log.info("creating SageMaker training job %s (%s on %s)", name, self.config.model_type,
+                 self.config.training_instance_type)
+        try:
+            self.sagemaker.create_training_job(**params)
+        except ClientError as err:
+            text = str(err.response.get("Error", {}).get("Message") or "").lower()
+            if err.response.get("Error", {}).get("Code") == "ResourceInUse" or "must be unique" in text \
+                    or "already exists" in text:
+                return False
+            raise self.error(err, f"create training job {name}") from None
+        except BotoCoreError as err:
+            raise self.error(err, f"create training job {name}") from None
+        return True
+
+    def _finish_training(self, name: str, directory: Path, training: TrainingPipeline, dataset: Any, image: str,
+                         role: str, source_uri: str, data_uri: str) -> TrainingJob:
+        try:
+            description = self._wait(
+                f"training job {name}",
+                lambda: self._call(self.sagemaker, "describe_training_job", f"describe training job {name}",
+                                   TrainingJobName=name),
+                lambda d: d["TrainingJobStatus"] in TRAINING_DONE,
+                lambda d: f"{d['TrainingJobStatus']} ({d.get('SecondaryStatus', '-')})")
+        except WaitTimeout as err:  # do not leave it running (and billing) unobserved
+            try:
+                self.sagemaker.stop_training_job(TrainingJobName=name)
+                stopped = "stopped it"
+            except (ClientError, BotoCoreError):
+                stopped = "could not stop it: stop it in the SageMaker console"
+            raise WaitTimeout(f"{err.message}; {stopped}") from None
+        status = description["TrainingJobStatus"]
+        if status != "Completed":
+            reason = _short(description.get("FailureReason") or "no reason given", 500)
+            raise DeploymentError(f"training job {name} {status.lower()}: {reason}",
+                                  hint=f"The job's log is in CloudWatch, log group /aws/sagemaker/TrainingJobs, "
+                                       f"stream {name}/algo-1-...")
+        model_uri = description["ModelArtifacts"]["S3ModelArtifacts"]
+        output_uri = model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+        with tempfile.TemporaryDirectory(prefix="mlops-sagemaker-") as scratch:
+            model_archive, output_archive = Path(scratch) / "model.tar.gz", Path(scratch) / "output.tar.gz"
+            model_etag = self._get(model_uri, model_archive)
+            self._get(output_uri, output_archive)
+            _extract(model_archive, directory / MODEL_DIR)
+            _extract(output_archive, Path(scratch) / "output")
+            written = Path(scratch) / "output"
+            for wanted in (recipe.METRICS_FILENAME, HELDOUT_FILE):
+                if not (written / wanted).is_file():
+                    raise DeploymentError(f"training job {name} wrote no {wanted} to {output_uri}: the entry point "
+                                          f"must write it to SM_OUTPUT_DATA_DIR")
+            metrics = json.loads((written / recipe.METRICS_FILENAME).read_text())
+            shutil.copyfile(written / HELDOUT_FILE, directory / HELDOUT_FILE)
+        model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
+        if not model_path.is_file():
+            raise DeploymentError(f"training job {name}: {model_uri} holds no {recipe.MODEL_FILENAME}")
+        if training.custom_evaluations:  # evaluated here, on the model SageMaker trained
+            import pandas as pd
+
+            model = inference.model_fn(str(directory / MODEL_DIR))
+            heldout = pd.read_csv(directory / HELDOUT_FILE)
+            features, labels = heldout.drop(columns=[dataset.label_column]), heldout[dataset.label_column]
+            for evaluation in training.custom_evaluations:
+                metrics.update(evaluation(model, features, labels))
+        _write_json(directory / METRICS_FILE, metrics)
+        created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        manifest = {
+            "training_job": name,
+            "created_at": created_at,
+            "model_type": self.config.model_type,
+            "model_file": str(model_path.relative_to(directory)),
+            "model_sha256": sha256_file(model_path),
+            "label_column": dataset.label_column,
+            "data_fingerprint": dataset.fingerprint(),
+            "dataset": dataset.source,
+            "library_versions": library_versions(),
+            "config": self.config.public_dict(),
+            "backend": self.TYPE,
+            "region": self.region,
+            "role_arn": role,
+            "training_job_arn": description.get("TrainingJobArn"),
+            "training_image": image,
+            "sklearn_framework_version": self.config.sklearn_framework_version,
+            "training_data_url": data_uri,
+            "sourcedir_url": source_uri,
+            "model_data_url": model_uri,
+            "model_data_etag": model_etag,
+            "output_data_url": output_uri,
+            "billable_seconds": description.get("BillableTimeInSeconds"),
+        }
+        _write_json(directory / MANIFEST_FILE, manifest)
+        self._call(self.sagemaker, "add_tags", f"tag training job {name}", ResourceArn=description["TrainingJobArn"],
+                   Tags=self._tags(name, metrics.get("accuracy")))
+        return TrainingJob(name=name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
+                           label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],
+                           created_at=created_at, model_type=self.config.model_type, manifest=manifest)
+
+    # ----------------------------------------------------------------- endpoints
+    def _describe_endpoint(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.sagemaker.describe_endpoint(EndpointName=name)
+        except ClientError as err:
+            if _not_found(err):
+                return None
+            raise self.error(err, f"describe endpoint {name}") from None
+        except BotoCoreError as err:
+            raise self.error(err, f"describe endpoint {name}") from None
+
+    def _settle(self, name: str) -> dict[str, Any] | None:
+        """Wait while the endpoint is Creating/Updating/...; its description then, None once it is gone."""
+        description = self._describe_endpoint(name)
+        if description is None or description["EndpointStatus"] not in TRANSITIONAL:
+            return description
+        return self._wait(f"endpoint {name}", lambda: self._describe_endpoint(name),
+                          lambda d: d is None or d["EndpointStatus"] not in TRANSITIONAL,
+                          lambda d: "deleted" if d is None else d["EndpointStatus"])
+
+    def _verify(self, name: str, version: str, previous: str | None = None) -> dict[str, Any]:
+        """``InService`` on config ``version`` with no ``FailureReason``, else DeploymentError."""
+        description = self._settle(name)
+        if description is None:
+            raise DeploymentError(f"SageMaker endpoint {name!r} does not exist in {self.region}")
+        status = description["EndpointStatus"]
+        config = description.get("EndpointConfigName")
+        reason = description.get("FailureReason")
+        if status != "InService":
+            raise DeploymentError(f"SageMaker endpoint {name!r} is {status} instead of InService"
+                                  f"{': ' + _short(reason) if reason else ''}")
+        if config != version:
+            rolled = "AWS rolled the update back: " if previous and config == previous else ""
+            raise DeploymentError(f"SageMaker endpoint {name!r} runs endpoint config {config}, not {version}; "
+                                  f"{rolled}{_short(reason) if reason else 'no failure reason given'}")
+        if reason:
+            raise DeploymentError(f"SageMaker endpoint {name!r} on {version} reports a failure: {_short(reason)}")
+        return description
+
+    def _deployment_config(self, rollback: bool = False) -> dict[str, Any]:
+        """Blue/green: traffic routing and baking period from the config; a rollback goes at once."""
+        if rollback:  # no alarms: the alarms that fired may still be firing and would undo the rollback
+            return {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE",
+                                                                              "WaitIntervalInSeconds": 0},
+                                              "TerminationWaitInSeconds": 0}}
+        baking = int(self.config.baking_period_minutes * 60)
+        routing: dict[str, Any] = {"Type": self.config.traffic_routing, "WaitIntervalInSeconds": baking}
+        step = {"Type": "CAPACITY_PERCENT", "Value": self.config.canary_percent}
+        if self.config.traffic_routing == "CANARY":
+            routing["CanarySize"] = step
+        elif self.config.traffic_routing == "LINEAR":
+            routing["LinearStepSize"] = step
+        deployment: dict[str, Any] = {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing,
+                                                                "TerminationWaitInSeconds": 0}}
+        if self.config.rollback_alarm_names:
+            deployment["AutoRollbackConfiguration"] = {
+                "Alarms": [{"AlarmName": alarm} for alarm in self.config.rollback_alarm_names]}
+        return deployment
+
+    def _model_artifacts(self, job: TrainingJob) -> tuple[str, str]:
+        """The S3 model data and sourcedir of a job; a job trained on this machine is uploaded first."""
+        manifest = job.manifest
+        if manifest.get("region") and manifest["region"] != self.region:
+            raise PipelineError(f"training job {job.name} was trained in {manifest['region']}, and SageMaker serves "
+                                f"models from S3 in its own region: deploy it with --region {manifest['region']}, "
+                                f"or train again in {self.region}")
+        if manifest.get("model_data_url") and manifest.get("sourcedir_url"):
+            expected = manifest.get("model_data_etag")
+            bucket, key = split_s3_uri(manifest["model_data_url"])
+            try:
+                head = self.s3.head_object(Bucket=bucket, Key=key)
+            except ClientError as err:
+                if _not_found(err):
+                    raise DeploymentError(f"model data {manifest['model_data_url']} of training job {job.name} is "
+                                          f"gone from S3; train again") from None
+                raise self.error(err, f"read {manifest['model_data_url']}", "s3") from None
+            if expected and head.get("ETag") != expected:
+                raise DeploymentError(f"model data {manifest['model_data_url']} changed since training job {job.name} "
+                                      f"wrote it (ETag {head.get('ETag')}, expected {expected}): refusing to deploy it")
+            return manifest["model_data_url"], manifest["sourcedir_url"]
+        bucket = self._bucket()
+        model_file = job.model_path
+        log.info("uploading the model of local training job %s to S3", job.name)
+        model_uri = self._put(bucket, f"{job.name}/output/model.tar.gz",
+                              _tar_gz([(recipe.MODEL_FILENAME, model_file.read_bytes())]))
+        source_uri = self._put(bucket, f"{job.name}/source/sourcedir.tar.gz", self.sourcedir())
+        return model_uri, source_uri
+
+    def _create_version(self, version: str, job: TrainingJob, tags: list[dict[str, str]]) -> None:
+        """A model and an endpoint config, both named ``version``."""
+        role = self._role(job)
+        model_uri, source_uri = self._model_artifacts(job)
+        # A model is served by the image that trained it: the same scikit-learn unpickles it.
+        image = job.manifest.get("training_image") or self.image_uri()
+        trained_with = job.manifest.get("sklearn_framework_version")
+        if trained_with and trained_with != self.config.sklearn_framework_version:
+            log.info("serving %s with the scikit-learn %s image it was trained with (sklearn_framework_version is %s)",
+                     job.name, trained_with, self.config.sklearn_framework_version)
+        self._call(self.sagemaker, "create_model", f"create model {version}", ModelName=version,
+                   ExecutionRoleArn=role, Tags=tags,
+                   PrimaryContainer={"Image": image, "ModelDataUrl": model_uri, "Environment": {
+                       "SAGEMAKER_PROGRAM": SERVE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": source_uri,
+                       "SAGEMAKER_REGION": self.region, "SAGEMAKER_CONTAINER_LOG_LEVEL": str(logging.INFO)}})
+        self._call(self.sagemaker, "create_endpoint_config", f"create endpoint config {version}",
+                   EndpointConfigName=version, Tags=tags,
+                   ProductionVariants=[{"VariantName": version, "ModelName": version,
+                                        "InitialInstanceCount": self.config.instance_count,
+                                        "InstanceType": self.config.instance_type, "InitialVariantWeight": 1.0}])
+
+    def stage(self, endpoint_name: str, version: str, job: TrainingJob) -> Staged:
+        current = self._settle(endpoint_name)  # an update still running would refuse ours
+        if current is not None and current["EndpointStatus"] != "InService":
+            # Failed (or stuck) endpoints cannot be updated; a new one takes its place.
+            log.warning("endpoint %s is %s (%s): deleting it to create it again", endpoint_name,
+                        current["EndpointStatus"], current.get("FailureReason") or "no reason given")
+            self._delete_endpoint(endpoint_name)
+            current = None
+        previous = current["EndpointConfigName"] if current else None
+        tags = self._tags(job.name, job.metrics.get("accuracy"))
+        self._create_version(version, job, tags)
+        url = self._url(endpoint_name)
+        if current is None:
+            log.info("creating SageMaker endpoint %s with %s (%d x %s)", endpoint_name, version,
+                     self.config.instance_count, self.config.instance_type)
+            self._call(self.sagemaker, "create_endpoint", f"create endpoint {endpoint_name}",
+                       EndpointName=endpoint_name, EndpointConfigName=version, Tags=tags)
+        else:
+            log.info("updating SageMaker endpoint %s from %s to %s (blue/green, %s)", endpoint_name, previous,
+                     version, self.config.traffic_routing)
+            self._call(self.sagemaker, "update_endpoint", f"update endpoint {endpoint_name}",
+                       EndpointName=endpoint_name, EndpointConfigName=version,
+                       DeploymentConfig=self._deployment_config())
+        try:
+            description = self._verify(endpoint_name, version, previous)
+        except WaitTimeout as failure:  # still changing: nothing can be undone before it ends
+            raise WaitTimeout(f"{failure.message}; the endpoint is still changing: check it in the SageMaker console "
+                              f"and run again (or roll back) once it is InService") from None
+        except DeploymentError as failure:
+            raise DeploymentError(failure.message + self._undo_stage(endpoint_name, previous)) from None
+        self._call(self.sagemaker, "add_tags", f"tag endpoint {endpoint_name}", ResourceArn=description["EndpointArn"],
+                   Tags=tags)
+        return Staged(endpoint_name, version, previous, url, url, "direct",
+                      {"endpoint_config": version, "previous_config": previous, "region": self.region,
+                       "created": current is None})
+
+    def _undo_stage(self, endpoint_name: str, previous: str | None) -> str:
+        """After a failed stage, leave what served before (or no endpoint); says what was done."""
+        try:
+            if previous is None:  # a first endpoint that failed serves nothing: do not leave it behind
+                self._delete_endpoint(endpoint_name)
+                return "; the endpoint was deleted"
+            current = self._describe_endpoint(endpoint_name)
+            if current is not None and current.get("EndpointConfigName") == previous:
+                return f"; {previous} still serves"
+            self.rollback(endpoint_name, previous)
+            return f"; rolled back to {previous}"
+        except PipelineError as err:
+            return f"; undoing it failed too: {err.message}"
+
+    def client(self, url: str, endpoint_name: str | None = None,
+               handle: dict[str, Any] | None = None) -> SageMakerEndpointClient:
+        name = endpoint_name
+        if not name:
+            match = re.search(r"/endpoints/([^/]+)/invocations", url)
+            if not match:
+                raise PipelineError(f"{url!r} names no SageMaker endpoint")
+            name = match.group(1)
+        if self._describe_endpoint(name) is None:
+            raise DeploymentError(f"SageMaker endpoint {name!r} does not exist in {self.region} (deleted outside the "
+                                  f"pipeline?): deploy again, or forget it with --mode cleanup --endpoint-name {name}")
+        return SageMakerEndpointClient(self, name, url)
+
+    def promote(self, staged: Staged) -> Outcome:
+        self._verify(staged.endpoint_name, staged.version, staged.previous_version)
+        return Outcome("deployed", staged.version,
+                       f"{staged.version} serves at {staged.stable_url} ({self.config.instance_count} x "
+                       f"{self.config.instance_type})")
+
+    def discard(self, staged: Staged) -> Outcome:
+        previous = staged.handle.get("previous_config") or staged.previous_version
+        if previous:
+            outcome = self.rollback(staged.endpoint_name, previous)
+            return Outcome("rolled_back", previous, f"{outcome.detail}; {staged.version} discarded")
+        self._delete_endpoint(staged.endpoint_name)
+        return Outcome("removed", None, f"first deployment of {staged.endpoint_name} failed: endpoint deleted")
+
+    def rollback(self, endpoint_name: str, to_version: str) -> Outcome:
+        try:
+            self.sagemaker.describe_endpoint_config(EndpointConfigName=to_version)
+        except ClientError as err:
+            if _not_found(err):
+                raise DeploymentError(f"endpoint config {to_version} no longer exists in {self.region}: cannot roll "
+                                      f"back to it; deploy its training job again") from None
+            raise self.error(err, f"describe endpoint config {to_version}") from None
+        current = self._settle(endpoint_name)
+        if current is not None and current["EndpointStatus"] != "InService":
+            self._delete_endpoint(endpoint_name)
+            current = None
+        if current is not None and current.get("EndpointConfigName") == to_version:
+            # Already there, e.g. after AWS rolled a failed update back; its FailureReason is that update's.
+            log.info("endpoint %s already serves %s%s", endpoint_name, to_version,
+                     f" (the last update failed: {current['FailureReason']})" if current.get("FailureReason") else "")
+            return Outcome("rolled_back", to_version, f"{to_version} serves at {self._url(endpoint_name)}")
+        if current is None:
+            log.info("endpoint %s is gone: creating it again with %s", endpoint_name, to_version)
+            self._call(self.sagemaker, "create_endpoint", f"create endpoint {endpoint_name}",
+                       EndpointName=endpoint_name, EndpointConfigName=to_version)
+        else:
+            log.info("rolling endpoint %s back from %s to %s", endpoint_name, current.get("EndpointConfigName"),
+                     to_version)
+            self._call(self.sagemaker, "update_endpoint", f"roll endpoint {endpoint_name} back",
+                       EndpointName=endpoint_name, EndpointConfigName=to_version,
+                       DeploymentConfig=self._deployment_config(rollback=True))
+        description = self._verify(endpoint_name, to_version)
+        self._retag(description["EndpointArn"], to_version)
+        return Outcome("rolled_back", to_version, f"{to_version} serves again at {self._url(endpoint_name)}")
+
+    def _retag(self, endpoint_arn: str, version: str) -> None:
+        """The endpoint's tags describe what it serves: copy them from the version's model."""
+        try:
+            model_arn = self.sagemaker.describe_model(ModelName=version)["ModelArn"]
+            tags = [tag for tag in self.sagemaker.list_tags(ResourceArn=model_arn)["Tags"]
+                    if tag["Key"] in (TAG_TRAINING_JOB, TAG_ACCURACY, TAG_RUN_ID)]
+            if tags:
+                self.sagemaker.add_tags(ResourceArn=endpoint_arn, Tags=tags)
+        except (ClientError, BotoCoreError) as err:
+            log.warning("could not copy the tags of %s to its endpoint: %s", version, self.error(err, "tag").message)
+
+    # ----------------------------------------------------------------- removal
+    def _delete_endpoint(self, name: str) -> None:
+        if self._try_delete("delete_endpoint", f"delete endpoint {name}", EndpointName=name):
+            log.info("deleting SageMaker endpoint %s", name)
+        if self._settle(name) is not None:  # Deleting ends with the endpoint gone
+            raise DeploymentError(f"SageMaker endpoint {name!r} was not deleted")
+
+    def _delete_versions(self, names: Iterable[str]) -> list[str]:
+        """Delete endpoint configs and their models; names that do not exist are skipped."""
+        deleted = []
+        for name in sorted(set(names)):
+            models = {name}
+            try:
+                config = self.sagemaker.describe_endpoint_config(EndpointConfigName=name)
+                models |= {variant["ModelName"] for variant in config.get("ProductionVariants", [])}
+            except ClientError as err:
+                if not _not_found(err):
+                    raise self.error(err, f"describe endpoint config {name}") from None
+            if self._try_delete("delete_endpoint_config", f"delete endpoint config {name}", EndpointConfigName=name):
+                deleted.append(name)
+            for model in sorted(models):
+                self._try_delete("delete_model", f"delete model {model}", ModelName=model)
+        return deleted
+
+    def remove(self, endpoint_name: str) -> None:
+        """Delete the endpoint and every endpoint config and model of its versions (S3 artifacts stay)."""
+        names: set[str] = set()
+        row = self.store.endpoint(endpoint_name)
+        if row and row.get("serving_version"):
+            names.add(row["serving_version"])
+        for deployment in self.store.deployments(endpoint_name, limit=100_000):
+            names.update(filter(None, (deployment["to_version"], deployment["from_version"])))
+        description = self._describe_endpoint(endpoint_name)
+        if description is not None:
+            names.add(description["EndpointConfigName"])
+            self._delete_endpoint(endpoint_name)
+        deleted = self._delete_versions(names)
+        log.info("deleted endpoint %s and %d endpoint config(s) with their models", endpoint_name, len(deleted))
+
+    def cleanup_prefix(self, prefix: str) -> dict[str, list[str]]:
+        """Delete endpoints named ``prefix`` or ``prefix-YYYYmmdd-HHMMSS``, then such endpoint configs and models
+        that no remaining endpoint uses (the seed's cleanup script, by name pattern)."""
+        pattern = re.compile(rf"^{re.escape(prefix)}(?:{_VERSION_SUFFIX})?$")
+
+        def names(operation: str, key: str, field: str) -> list[str]:
+            found = []
+            try:
+                for page in self.sagemaker.get_paginator(operation).paginate(NameContains=prefix):
+                    found += [item[field] for item in page.get(key, [])]
+            except (ClientError, BotoCoreError) as err:
+                raise self.error(err, f"list SageMaker resources named {prefix}*") from None
+            return [name for name in found if pattern.match(name)]
+
+        endpoints = names("list_endpoints", "Endpoints", "EndpointName")
+        for endpoint in endpoints:
+            self._delete_endpoint(endpoint)
+        in_use: set[str] = set()
+        try:
+            for page in self.sagemaker.get_paginator("list_endpoints").paginate():
+                for item in page.get("Endpoints", []):
+                    description = self._describe_endpoint(item["EndpointName"])
+                    if description:
+                        in_use.add(description["EndpointConfigName"])
+                        config = self.sagemaker.describe_endpoint_config(
+                            EndpointConfigName=description["EndpointConfigName"])
+                        in_use |= {variant["ModelName"] for variant in config.get("ProductionVariants", [])}
+        except (ClientError, BotoCoreError) as err:
+            raise self.error(err, "list the endpoints still in use") from None
+        configs = [name for name in names("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName")
+                   if name not in in_use]
+        for config in configs:
+            self._try_delete("delete_endpoint_config", f"delete endpoint config {config}", EndpointConfigName=config)
+        models = [name for name in names("list_models", "Models", "ModelName") if name not in in_use]
+        for model in models:
+            self._try_delete("delete_model", f"delete model {model}", ModelName=model)
+        return {"endpoints": endpoints, "endpoint_configs": configs, "models": models}
+
+    def describe(self, endpoint_name: str) -> dict[str, Any]:
+        row = self.store.require_endpoint(endpoint_name)
+        description = self._describe_endpoint(endpoint_name)
+        facts: dict[str, Any] = {"name": endpoint_name, "backend": self.TYPE, "region": self.region,
+                                 "url": row["url"] or self._url(endpoint_name)}
+        if description is None:
+            return {**facts, "exists": False, "healthy": False, "serving_version": None,
+                    "recorded_version": row["serving_version"]}
+        status = description["EndpointStatus"]
+        return {**facts, "exists": True, "status": status, "serving_version": description.get("EndpointConfigName"),
+                "recorded_version": row["serving_version"], "failure_reason": description.get("FailureReason"),
+                "healthy": status == "InService", "version": description.get("EndpointConfigName")}
