@@ -387,6 +387,11 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, p
                 deployer.reconcile(name)
                 deployer.remove(name)
                 click.echo(f"removed endpoint {name}")
+        if prefix and hasattr(backend, "cleanup_prefix"):
+            # SageMaker may hold resources this store never recorded (the seed's cleanup script).
+            for kind, deleted in backend.cleanup_prefix(prefix).items():
+                for name in deleted:
+                    click.echo(f"deleted {kind} {name}")
         if prune:
             for name in sorted({row["endpoint_name"] for row in store.versions()}):
                 with EndpointLock(store.directory / "locks", name, f"cleanup {run_id}",
