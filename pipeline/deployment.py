@@ -73,6 +73,11 @@ class DeploymentPipeline:
             with self.store.transaction() as conn:
                 self.store.finish_deployment(conn, deployment_id, "failed", str(err), self.run_id, endpoint_name)
             raise
+        if staged.handle.get("restarted_pid"):  # the dead stable server was restarted with `previous`
+            with self.store.transaction() as conn:
+                self.store.set_endpoint(conn, endpoint_name, pid=staged.handle["restarted_pid"])
+                self.store.append_event(conn, "endpoint_restarted", run_id=self.run_id, endpoint_name=endpoint_name,
+                                        version=previous, pid=staged.handle["restarted_pid"])
         if staged.kind == "direct":  # the stable server itself now runs the new version
             with self.store.transaction() as conn:
                 self.store.set_endpoint(conn, endpoint_name, backend=self.backend.TYPE, url=staged.stable_url,

@@ -57,7 +57,8 @@ def test_status_reports_a_dead_endpoint_process_and_rollback_brings_it_back(pipe
     time.sleep(0.3)
     status = json.loads(_invoke("status", "--json").output)["endpoints"][0]
     assert status["process_alive"] is False and status["healthy"] is False
-    assert _invoke("rollback", "--endpoint-name", "iris-model").exit_code == 0
+    result = _invoke("rollback", "--endpoint-name", "iris-model")
+    assert result.exit_code == 0, result.output
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
 
 
@@ -253,3 +254,33 @@ def test_history_lists_runs_deployments_and_rollbacks_newest_first(pipeline):
     only = json.loads(_invoke("history", "--endpoint-name", "iris-model", "--json").output)
     assert [row["to_version"] for row in only["deployments"]] == [v2, v1]
     assert only["rollbacks"][0]["detail"]["to_version"] == v1
+
+
+def _kill_stable() -> None:
+    import os
+    import signal
+    row = DeploymentStore(".mlops").endpoint("iris-model")
+    os.killpg(row["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+
+
+def test_next_deployment_brings_a_dead_endpoint_back_and_switches_to_the_new_version(pipeline):
+    url, v1, v2 = _deploy_twice(pipeline)
+    _kill_stable()
+    result = pipeline()
+    assert result.exit_code == 0, result.output
+    v3 = pipeline.results()["summary"]["endpoint_version"]
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v3
+    events = [event["kind"] for event in DeploymentStore(".mlops").events("iris-model")]
+    assert "endpoint_restarted" in events
+
+
+def test_a_failing_version_is_never_served_when_the_endpoint_had_died(pipeline, workdir):
+    from tests.test_pipeline_local import ServedDifferentlyPipeline, _train_job
+    pipeline()
+    url, v1 = pipeline.results()["summary"]["endpoint_url"], pipeline.results()["summary"]["endpoint_version"]
+    _kill_stable()
+    job = _train_job(workdir, ServedDifferentlyPipeline)
+    assert pipeline("--mode", "deployment", "--training-job", job).exit_code == 1
+    assert pipeline.results()["rollback"]["final_state"] == "kept_previous"
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1

@@ -41,6 +41,7 @@ from pipeline.training import TrainingJob, TrainingPipeline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CURRENT_POINTER = "current.json"
+START_MARKER = "=== mlops: starting"
 # Environment variables an endpoint process does not need and must not inherit.
 _SECRET_ENV = re.compile(r"(SECRET|PASSWORD|WEBHOOK|SESSION_TOKEN|ACCESS_KEY)", re.IGNORECASE)
 
@@ -53,6 +54,8 @@ def free_port(host: str) -> int:
 
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As gunicorn binds: connections it closed linger in TIME_WAIT and must not count as "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -129,7 +132,8 @@ def last_error_line(log_file: Path | None) -> str:
     """The most telling line of a server log, for a one-line failure reason."""
     if log_file is None or not log_file.is_file():
         return "no log"
-    lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    text = log_file.read_text(errors="replace").rsplit(START_MARKER, 1)[-1]  # this start's lines only
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
     for line in reversed(lines):
         if "Error" in line or "refusing" in line:
             return line[-300:]
@@ -205,6 +209,8 @@ class LocalBackend(Backend):
         env[POINTER_ENV] = str(pointer.resolve())
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
         with open(log_path, "ab") as log:
+            log.write(f"{START_MARKER} {role} on port {port}\n".encode())
+            log.flush()
             return subprocess.Popen(
                 command, env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,  # keeps serving after the CLI exits
@@ -227,13 +233,19 @@ class LocalBackend(Backend):
         pointer = self._write_pointer(endpoint_name, version, job)
         row = self.store.endpoint(endpoint_name)
         previous = row["serving_version"] if row else None
+        restarted = None
+        if row and previous and not self._stable_alive(row):
+            # The stable server died: bring back the verified version first, so the new one is still
+            # tested beside it and never served untested.
+            restarted = self._restart_stable(endpoint_name, row, previous)
+            row = {**row, "pid": restarted}
         if self._stable_alive(row):
             port = free_port(self.config.endpoint_host)
             process = self._start_server(endpoint_name, f"candidate-{version}", port, pointer)
             return Staged(endpoint_name, version, previous, self.url(port), row["url"], "candidate",
                           {"pid": process.pid, "port": port, "role": f"candidate-{version}",
-                           "stable_pid": row["pid"], "stable_port": row["port"]})
-        # No live stable server (first deployment, or its process died): start one with this version.
+                           "stable_pid": row["pid"], "stable_port": row["port"], "restarted_pid": restarted})
+        # A first deployment (or one whose endpoint never served a version): start the stable server with it.
         port = row["port"] if row and row["port"] else (self.config.endpoint_port or free_port(self.config.endpoint_host))
         if port_in_use(self.config.endpoint_host, port):
             raise PipelineError(
@@ -244,6 +256,17 @@ class LocalBackend(Backend):
         return Staged(endpoint_name, version, previous, self.url(port), self.url(port), "direct",
                       {"pid": process.pid, "port": port, "role": "stable", "stable_pid": process.pid,
                        "stable_port": port})
+
+    def _restart_stable(self, endpoint_name: str, row: dict[str, Any], version: str) -> int:
+        """Start the stable server again on its port with ``version``; verified, returns its pid."""
+        if port_in_use(self.config.endpoint_host, row["port"]):
+            raise DeploymentError(f"endpoint {endpoint_name!r}: its port {row['port']} is taken by another "
+                                  f"program; stop it, or run cleanup and deploy again")
+        self._point_current(endpoint_name, version)
+        pid = self._start_server(endpoint_name, "stable", row["port"],
+                                 self.endpoint_dir(endpoint_name) / CURRENT_POINTER).pid
+        self._verify(endpoint_name, row["url"], version, pid)
+        return pid
 
     def promote(self, staged: Staged) -> Outcome:
         if staged.kind == "candidate":
@@ -278,10 +301,9 @@ class LocalBackend(Backend):
         self._point_current(endpoint_name, to_version)
         if process_alive(pid, self.marker(endpoint_name)):
             self._reload(pid)
+            self._verify(endpoint_name, row["url"], to_version, pid)
         else:  # the server died: bring the endpoint back on its port
-            pid = self._start_server(endpoint_name, "stable", row["port"],
-                                     self.endpoint_dir(endpoint_name) / CURRENT_POINTER).pid
-        self._verify(endpoint_name, row["url"], to_version, pid)
+            pid = self._restart_stable(endpoint_name, row, to_version)
         return Outcome("rolled_back", to_version, f"{to_version} serves again at {row['url']}", {"pid": pid})
 
     def remove(self, endpoint_name: str) -> None:
