@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from pipeline.backends import BACKENDS
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import PipelineConfig, load_config, validate_endpoint_name
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.logs import LOG_FORMATS, configure_logging, set_run_id
 from pipeline.orchestrator import MODES, write_results
@@ -46,6 +46,16 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             settings[key.strip()] = raw  # a bare string
     return settings
+
+
+def _endpoint_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Endpoint names become file and resource names: refuse anything else before it is used."""
+    if value is None:
+        return None
+    try:
+        return validate_endpoint_name(value)
+    except PipelineError as err:
+        raise click.BadParameter(err.message.split(": ", 1)[-1]) from None
 
 
 def _fail(err: PipelineError, verbose: bool) -> None:
@@ -241,7 +251,7 @@ def print_summary(results: dict[str, Any], emoji: bool | None = None) -> None:
 
 
 @cli.command()
-@click.option("--endpoint-name", help="Only this endpoint's history.")
+@click.option("--endpoint-name", help="Only this endpoint's history.", callback=_endpoint_name)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--at", "at_time", help="Which version served --endpoint-name at this ISO time (UTC).")
 @click.option("--verify", is_flag=True, help="Check the audit trail's hash chain; exit 1 if it was edited.")
@@ -292,7 +302,7 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
 
 
 @cli.command()
-@click.option("--endpoint-name", help="Only this endpoint.")
+@click.option("--endpoint-name", help="Only this endpoint.", callback=_endpoint_name)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None:
@@ -300,9 +310,17 @@ def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None
 
     Example: python3 run_pipeline.py status
     """
-    backend, store, _ = _backend(ctx)
+    from pipeline.deployment import DeploymentPipeline
+    from pipeline.locking import EndpointLock
+    from pipeline.orchestrator import new_run_id, reconcile_if_idle
+
+    backend, store, config = _backend(ctx)
     names = [endpoint_name] if endpoint_name else [row["name"] for row in store.endpoints()]
+    deployer = DeploymentPipeline(config, store, backend, new_run_id())
     try:
+        for name in names:  # a deployment interrupted by a crash is repaired first, so status tells the truth
+            if store.endpoint(name):
+                reconcile_if_idle(deployer, EndpointLock(store.directory / "locks", name, "status", 0))
         rows = [backend.describe(name) for name in names]
     except PipelineError as err:
         _fail(err, bool(ctx.obj.get("verbose")))
@@ -319,7 +337,7 @@ def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None
 
 
 @cli.command()
-@click.option("--endpoint-name", required=True, help="Endpoint to roll back.")
+@click.option("--endpoint-name", required=True, help="Endpoint to roll back.", callback=_endpoint_name)
 @click.option("--to-version", help="Version to serve again (default: the one deployed before the current one).")
 @click.pass_context
 def rollback(ctx: click.Context, endpoint_name: str, to_version: str | None) -> None:
@@ -352,7 +370,7 @@ def rollback(ctx: click.Context, endpoint_name: str, to_version: str | None) -> 
 
 
 @cli.command()
-@click.option("--endpoint-name", help="Stop and remove this endpoint.")
+@click.option("--endpoint-name", help="Stop and remove this endpoint.", callback=_endpoint_name)
 @click.option("--prefix", help="Stop and remove every endpoint whose name starts with this.")
 @click.option("--prune", is_flag=True, help="Keep the endpoints; delete the artifacts of old versions.")
 @click.option("--keep", type=int, help="With --prune: versions to keep per endpoint (default retain_versions).")
@@ -368,14 +386,14 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, p
     from pipeline.orchestrator import new_run_id
 
     backend, store, config = _backend(ctx)
-    if not (endpoint_name or prefix or prune):
+    if not (endpoint_name or prefix is not None or prune):
         _fail(PipelineError("cleanup needs --endpoint-name NAME, --prefix PREFIX or --prune"), False)
     if keep is not None and keep < 1:
         _fail(PipelineError(f"--keep {keep}: expected at least 1"), False)
     run_id = new_run_id()
     deployer = DeploymentPipeline(config, store, backend, run_id)
     names = [row["name"] for row in store.endpoints()
-             if (endpoint_name and row["name"] == endpoint_name) or (prefix and row["name"].startswith(prefix))]
+             if (endpoint_name and row["name"] == endpoint_name) or (prefix is not None and row["name"].startswith(prefix))]
     try:
         if endpoint_name:
             store.require_endpoint(endpoint_name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -204,6 +205,17 @@ def _parse_env_value(name: str, key: str, raw: str) -> Any:
         except ValueError:
             raise PipelineError(f"environment variable {name}={raw!r}: expected a number") from None
     return raw
+
+
+ENDPOINT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker's rule for endpoint names
+
+
+def validate_endpoint_name(name: str) -> str:
+    """Endpoint names become file and resource names: letters, digits and hyphens only."""
+    if not ENDPOINT_NAME_PATTERN.match(name):
+        raise PipelineError(f"--endpoint-name {name!r}: expected letters, digits and hyphens "
+                            f"(at most 63 characters, starting with a letter or digit)")
+    return name
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

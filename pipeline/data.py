@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
@@ -78,6 +79,11 @@ def _load_csv(path: Path, label_column: str) -> Dataset:
                 f"dataset {name}: feature column {column!r} is not numeric "
                 f"({features[column].iloc[bad]!r} on line {bad + 2}); encode it as numbers"
             )
+    for column in features.columns:
+        finite = np.isfinite(features[column].to_numpy(dtype=float))
+        if not finite.all():
+            line = int((~finite).argmax()) + 2
+            raise PipelineError(f"dataset {name}: feature column {column!r} has an infinite value on line {line}")
     if frame[label_column].nunique() < 2:
         raise PipelineError(f"dataset {name}: label column {label_column!r} has fewer than 2 classes")
     return Dataset(frame=frame, label_column=label_column, source=str(path))

@@ -150,6 +150,8 @@ class DeploymentPipeline:
                 status = "rollback_failed" if outcome.status == "rollback_failed" else "interrupted"
                 self.store.finish_deployment(conn, row["id"], status, reason, self.run_id, endpoint_name,
                                              serving_version=outcome.serving_version, detail=outcome.detail)
+                if row["run_id"]:
+                    self.store.close_run(conn, row["run_id"], "interrupted")
             log.warning("deployment %s of %s was interrupted: %s", row["to_version"], endpoint_name, outcome.detail)
             repaired.append({"deployment_id": row["id"], "version": row["to_version"], "status": status,
                              "serving_version": outcome.serving_version, "detail": outcome.detail})

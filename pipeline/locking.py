@@ -44,6 +44,18 @@ class EndpointLock:
                  traceback: TracebackType | None) -> None:
         self._lock.release()
 
+    def try_acquire(self) -> bool:
+        """Take the lock only if it is free right now (for commands that must not wait)."""
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        self.holder_file.write_text(json.dumps({"holder": self.holder, "pid": os.getpid()}))
+        return True
+
+    def release(self) -> None:
+        self._lock.release()
+
     def _current_holder(self) -> str:
         try:
             data = json.loads(self.holder_file.read_text())

@@ -379,7 +379,11 @@ class SlackChannel:
             raise DeliveryError(self._refusal)
         try:
             response = requests.post(self._url, json=self.payload(message), timeout=self._timeout)
-        except (requests.Timeout, requests.ConnectionError) as exc:
+        except requests.ReadTimeout as exc:
+            # The message was sent and may have been posted: trying again could post it twice.
+            raise DeliveryError(f"{type(exc).__name__} posting to {self._shown}: no answer within "
+                                f"{self._timeout:g}s; not retried, the message may have been delivered") from None
+        except (requests.Timeout, requests.ConnectionError) as exc:  # never reached the receiver: safe to retry
             raise DeliveryError(f"{type(exc).__name__} posting to {self._shown}: {_reason(exc)}",
                                 retryable=True) from None
         except requests.RequestException as exc:
@@ -479,7 +483,10 @@ class SnsChannel:
             retryable = code in self._THROTTLING or status == 429 or status >= 500
             raise DeliveryError(f"SNS publish to {self._topic_arn} failed: {code}: {error.get('Message', '')}",
                                 retryable=retryable) from None
-        except (ConnectTimeoutError, ReadTimeoutError, BotoConnectionError) as exc:
+        except ReadTimeoutError as exc:  # SNS may have published it: a retry could publish it twice
+            raise DeliveryError(f"SNS publish to {self._topic_arn} failed: {exc}; not retried, the message may "
+                                f"have been delivered") from None
+        except (ConnectTimeoutError, BotoConnectionError) as exc:
             raise DeliveryError(f"SNS publish to {self._topic_arn} failed: {exc}", retryable=True) from None
         except BotoCoreError as exc:  # no credentials, bad parameters: trying again will not help
             raise DeliveryError(f"SNS publish to {self._topic_arn} failed: {type(exc).__name__}: {exc}") from None

@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.backends import load_backend
 from pipeline.backends.base import Backend
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, validate_endpoint_name
 from pipeline.container import inference
 from pipeline.deployment import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
@@ -29,7 +29,7 @@ from pipeline.locking import EndpointLock
 from pipeline.logs import set_run_id
 from pipeline.store import DeploymentStore
 from pipeline.testing import EndpointTester, TestReport
-from pipeline.training import TrainingJob, TrainingPipeline
+from pipeline.training import BUILTIN_METRICS, TrainingJob, TrainingPipeline
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,10 @@ class Gate:
     def decide(self, metrics: dict[str, Any]) -> GateDecision:
         name = self.config.gate_metric
         value = metrics.get(name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-            raise PipelineError(f"gate_metric {name!r} is not an evaluated metric (available: {', '.join(numeric)})")
+        if name in NOT_GATEABLE or not _is_score(value):
+            scores = sorted(k for k, v in metrics.items() if _is_score(v) and k not in NOT_GATEABLE)
+            raise PipelineError(f"gate_metric {name!r} is not an evaluated score between 0 and 1 where higher is "
+                                f"better (available: {', '.join(scores)})")
         threshold, minimum = self.config.accuracy_threshold, self.config.minimum_accuracy
         interval = tuple(metrics["accuracy_ci95"]) if name == "accuracy" and metrics.get("accuracy_ci95") else None
         shown = f"{name} {value:.2%}"
@@ -97,6 +98,13 @@ class Gate:
             warning = (f"the 95% interval of {name} [{interval[0]:.2%}, {interval[1]:.2%}] straddles the threshold "
                        f"{threshold:.2%}: the test set is too small to be sure")
         return GateDecision(decision, name, float(value), threshold, minimum, interval, reason, warning)  # type: ignore[arg-type]
+
+
+NOT_GATEABLE = {"cv_std", "test_size", "train_size"}  # numbers, but not "higher is better" scores
+
+
+def _is_score(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
 
 
 # --------------------------------------------------------------------------- the run
@@ -120,6 +128,12 @@ class Orchestrator:
             raise PipelineError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
         if mode == "deployment" and not training_job:
             raise PipelineError("--mode deployment needs --training-job NAME (the names are in `history`)")
+        if mode in ("full", "training") and config.gate_metric not in BUILTIN_METRICS and \
+                not getattr(training_pipeline, "custom_evaluations", None):
+            raise PipelineError(f"gate_metric {config.gate_metric!r}: expected one of {', '.join(BUILTIN_METRICS)} "
+                                f"or a metric added by a custom evaluation")
+        if endpoint_name is not None:
+            validate_endpoint_name(endpoint_name)
         self.config = config
         self.mode = mode
         self.endpoint_name = endpoint_name or config.endpoint_prefix
@@ -192,7 +206,8 @@ class Orchestrator:
                         if report.passed:
                             self.keep(deployment)
                         elif self.config.rollback_on_failure:
-                            self.roll_back(deployment, report.failure_reason or "endpoint tests failed")
+                            self.roll_back(deployment, report.failure_reason or "endpoint tests failed",
+                                           tests_failed=True)
                         else:
                             self.keep(deployment, failed_reason=report.failure_reason)
         except PipelineError as err:
@@ -250,10 +265,7 @@ class Orchestrator:
     def test(self, deployment: Deployment, job: TrainingJob) -> TestReport:
         staged = deployment.staged
         client = self.backend.client(staged.test_url, staged.endpoint_name, staged.handle)
-        report = self._run_tests(client, job, staged.version)
-        if not report.passed:
-            self.notify("tests_failed", rollback_reason=report.failure_reason)
-        return report
+        return self._run_tests(client, job, staged.version)  # notified after the rollback: never delay it
 
     def keep(self, deployment: Deployment, failed_reason: str | None = None) -> None:
         """Make the tested version the serving one (or, with rollback off, the failed one stays)."""
@@ -272,8 +284,10 @@ class Orchestrator:
         self.results["summary"]["deployment_occurred"] = True
         if failed_reason is None:
             self.notify("deployment_succeeded")
+        else:
+            self.notify("tests_failed", rollback_reason=failed_reason)
 
-    def roll_back(self, deployment: Deployment, reason: str) -> None:
+    def roll_back(self, deployment: Deployment, reason: str, tests_failed: bool = False) -> None:
         outcome = self.deployer.discard(deployment, reason)
         self._record_deployment(deployment)
         self.results["rollback"] = {"performed": outcome.status in ("rolled_back", "kept_previous", "removed"),
@@ -281,6 +295,8 @@ class Orchestrator:
                                     "serving_version": outcome.serving_version, "detail": outcome.detail}
         self.exit_code = ExitCode.FAILURE
         log.error("deployment of %s failed (%s): %s", deployment.staged.version, reason, outcome.detail)
+        if tests_failed:
+            self.notify("tests_failed", rollback_reason=reason)
         if outcome.status == "rollback_failed":
             self.results["resume_command"] = (f"python3 run_pipeline.py rollback --endpoint-name "
                                               f"{deployment.staged.endpoint_name}")
@@ -290,6 +306,8 @@ class Orchestrator:
 
     def test_live_endpoint(self) -> None:
         """--mode testing: test what serves now, with the held-out data of the version it serves."""
+        self.store.require_endpoint(self.endpoint_name)
+        self.results["reconciled"] = reconcile_if_idle(self.deployer, self.endpoint_lock())
         row = self.store.require_endpoint(self.endpoint_name)
         version = self.store.version(row["serving_version"] or "")
         if version is None:
@@ -401,6 +419,16 @@ class Orchestrator:
             "duration_seconds": round(time.monotonic() - self.started, 3),
             "message": (self.results["error"] or {}).get("message") or (self.results["gate"] or {}).get("reason"),
         })
+
+
+def reconcile_if_idle(deployer: DeploymentPipeline, lock: EndpointLock) -> list[dict[str, Any]]:
+    """Repair an interrupted deployment when no pipeline is deploying now; never wait for one."""
+    if not lock.try_acquire():
+        return []
+    try:
+        return deployer.reconcile(lock.endpoint_name)
+    finally:
+        lock.release()
 
 
 def write_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -173,6 +173,11 @@ class DeploymentStore:
                 problems.append(f"event {row['id']} was edited")
             prev_hash = row["hash"]
             expected_id = row["id"] + 1
+        # AUTOINCREMENT never reuses an id: a sequence ahead of the last row means rows were cut off the end.
+        sequence = self._query("SELECT seq FROM sqlite_sequence WHERE name='events'")
+        last = (expected_id or 1) - 1
+        if sequence and sequence[0]["seq"] > last:
+            problems.append(f"events {last + 1}..{sequence[0]['seq']} are missing")
         return problems
 
     # --- runs ---
@@ -187,6 +192,11 @@ class DeploymentStore:
             conn.execute("UPDATE runs SET finished_at=?, status=?, exit_code=?, results_file=? WHERE run_id=?",
                          (utc_now(), status, exit_code, results_file, run_id))
             self.append_event(conn, "run_finished", run_id=run_id, status=status, exit_code=exit_code)
+
+    def close_run(self, conn: sqlite3.Connection, run_id: str, status: str) -> None:
+        """Close a run whose process died (only if it is still marked running)."""
+        conn.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=? AND status='running'",
+                     (utc_now(), status, run_id))
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))

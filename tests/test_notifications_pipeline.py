@@ -29,7 +29,8 @@ def test_a_failing_slack_leaves_the_result_unchanged_and_says_what_happened(pipe
     results = pipeline.results()
     assert results["pipeline_status"] == "success"
     finished = _deliveries(results)["pipeline_finished"]
-    assert finished["delivered"] is False and finished["attempts"] == 2 and finished["error"]
+    assert finished["delivered"] is False and finished["error"]
+    assert finished["attempts"] == (2 if script.status == 500 else 1)  # a timed-out post may have landed
     assert WEBHOOK_SECRET not in pipeline.last_output.read_text()
 
 
@@ -44,6 +45,7 @@ def test_429_then_200_delivers_once(pipeline, slack: SlackReceiver):
     assert pipeline(*FEW_RETRIES, env={"SLACK_WEBHOOK_URL": slack.url}).exit_code == 0
     deliveries = _deliveries(pipeline.results())
     assert deliveries["gate_decision"]["delivered"] and deliveries["gate_decision"]["attempts"] == 2
+    assert len(slack.requests) == 3  # gate decision twice (429, then 200), finish once
 
 
 def test_notify_strict_fails_the_run_when_a_notification_was_not_delivered(pipeline, closed_port: int):

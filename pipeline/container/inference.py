@@ -86,7 +86,7 @@ def input_fn(input_data: bytes | str, content_type: str) -> np.ndarray:
         raise
     except json.JSONDecodeError as err:
         raise BadRequestError(f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OverflowError) as err:
         raise BadRequestError(f"rows must be numbers only, all of the same length: {err}") from None
     if rows.ndim != 2 or rows.shape[0] == 0:
         raise BadRequestError("expected a non-empty list of rows")
@@ -103,12 +103,35 @@ def predict_fn(input_data: np.ndarray, model: Any) -> np.ndarray:
         return model.predict(input_data)
 
 
+_ACCEPTABLE = {"": JSON, "*/*": JSON, JSON: JSON, "application/*": JSON, CSV: CSV, "text/*": CSV}
+
+
+def _negotiate(accept: str | None) -> str | None:
+    """The best of JSON and CSV for an Accept header such as ``text/csv, application/json;q=0.5``."""
+    if not (accept or "").strip():
+        return JSON
+    offers = []
+    for position, item in enumerate(accept.split(",")):
+        media_type, *params = [part.strip() for part in item.split(";")]
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0 and media_type.lower() in _ACCEPTABLE:
+            offers.append((-quality, position, _ACCEPTABLE[media_type.lower()]))
+    return min(offers)[2] if offers else None
+
+
 def output_fn(prediction: np.ndarray, accept: str | None) -> tuple[str, str]:
     """Serialise predictions as JSON (``{"predictions": [...]}``) or CSV, one per line."""
-    media_type = _media_type(accept)
+    media_type = _negotiate(accept)
     values = prediction.tolist()
-    if media_type in ("", "*/*", JSON, "application/*"):
+    if media_type == JSON:
         return json.dumps({"predictions": values}), JSON
-    if media_type in (CSV, "text/*"):
+    if media_type == CSV:
         return "\n".join(str(value) for value in values) + "\n", CSV
     raise UnsupportedAcceptError(f"unsupported Accept {accept!r}: ask for application/json or text/csv")
