@@ -132,6 +132,8 @@ def _rows(n: int, label=lambda i: i % 2) -> str:
      "class 2 has 1 row(s): a stratified split needs at least 2 per class"),
     (lambda: _csv("d.csv", _rows(40, label=lambda i: 2 if i in (5, 9, 13) else i % 2)),
      ["--dataset", "d.csv"], "fewer than cv_folds=3"),
+    (lambda: _csv("d.csv", _rows(40).replace("\n3,4,", "\ninf,4,", 1)), ["--dataset", "d.csv"],
+     "feature column 'a' has an infinite value on line"),
     (lambda: _csv("d.csv", _rows(40)), ["--dataset", "d.csv", "--set", 'hyperparameters={"depth": 3}'],
      "'depth' is not a hyperparameter of logistic_regression"),
 ])
@@ -151,3 +153,18 @@ def test_csv_dataset_trains_with_its_label_column(pipeline):
     evaluation = pipeline.results()["phases"]["training"]["evaluation_results"]
     assert evaluation["accuracy"] == 1.0
     assert evaluation["test_size"] == 12
+
+
+@pytest.mark.parametrize("metric", ["test_size", "cv_std", "no_such_metric"])
+def test_gate_metric_must_be_a_score_where_higher_is_better(pipeline, metric):
+    result = pipeline("--mode", "training", "--set", f"gate_metric={metric}")
+    assert result.exit_code == 2
+    assert f"gate_metric {metric!r}" in _error_line(result)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "-x", "a_b"])
+def test_endpoint_name_must_be_a_plain_name(pipeline, name):
+    result = pipeline("--endpoint-name", name)
+    assert result.exit_code == 2
+    assert "expected letters, digits and hyphens" in result.output
+    assert not Path("escaped").exists() and not Path(".mlops").exists()

@@ -284,3 +284,25 @@ def test_a_failing_version_is_never_served_when_the_endpoint_had_died(pipeline, 
     assert pipeline("--mode", "deployment", "--training-job", job).exit_code == 1
     assert pipeline.results()["rollback"]["final_state"] == "kept_previous"
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
+
+
+def test_history_verify_detects_events_cut_off_the_end(pipeline):
+    pipeline("--mode", "training")
+    connection = sqlite3.connect(".mlops/state.db")
+    connection.execute("DROP TRIGGER events_append_only_delete")
+    connection.execute("DELETE FROM events WHERE id >= (SELECT max(id) - 1 FROM events)")
+    connection.commit()
+    connection.close()
+    result = _invoke("history", "--verify")
+    assert result.exit_code == 1 and "are missing" in result.output
+
+
+def test_subcommands_refuse_an_endpoint_name_that_is_not_a_plain_name(pipeline):
+    result = _invoke("rollback", "--endpoint-name", "../x")
+    assert result.exit_code == 2 and "Invalid value for '--endpoint-name'" in result.output
+
+
+def test_cleanup_with_an_empty_prefix_removes_every_endpoint(pipeline):
+    pipeline()
+    assert _invoke("cleanup", "--prefix", "").exit_code == 0
+    assert DeploymentStore(".mlops").endpoints() == []

@@ -51,6 +51,7 @@ def test_csv_out_when_accept_asks_for_it(endpoint):
     ("", "text/csv", "empty request body"),
     ("[[1, 2", "application/json", "malformed JSON"),
     ('[["a", 1, 2, 3]]', "application/json", "rows must be numbers only"),
+    ("[[1" + "0" * 400 + ", 1, 1, 1]]", "application/json", "rows must be numbers only"),
 ])
 def test_malformed_input_is_400_with_a_message_and_the_server_stays_up(endpoint, body, content_type, fragment):
     reply = _post(endpoint, body, content_type)
@@ -73,3 +74,17 @@ def test_sagemaker_runtime_path_is_served(endpoint):
     reply = requests.post(f"{endpoint}/endpoints/iris-model/invocations", data="5.1,3.5,1.4,0.2",
                           headers={"Content-Type": "text/csv"})
     assert reply.json() == {"predictions": [0]}
+
+
+@pytest.mark.parametrize("accept, content_type", [
+    ("text/plain, */*", "application/json"),
+    ("text/csv, application/json;q=0.5", "text/csv"),
+    ("text/csv;q=0.2, application/json", "application/json"),
+])
+def test_accept_lists_are_negotiated(endpoint, accept, content_type):
+    reply = _post(endpoint, "5.1,3.5,1.4,0.2", accept=accept)
+    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith(content_type)
+
+
+def test_unacceptable_accept_is_406(endpoint):
+    assert _post(endpoint, "5.1,3.5,1.4,0.2", accept="image/png").status_code == 406
