@@ -102,15 +102,15 @@ class _Ping:
 
 
 class _Invocations:
-    def __init__(self, model: _Model, max_payload_bytes: int, token: str | None) -> None:
+    def __init__(self, model: _Model, max_payload_bytes: int, token_sha256: str | None) -> None:
         self.model = model
         self.max_payload_bytes = max_payload_bytes
-        self.token = token
+        self.token_sha256 = token_sha256
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str | None = None) -> None:
-        if self.token is not None:
-            supplied = req.get_header("Authorization") or ""
-            if not hmac.compare_digest(supplied.encode(), f"Bearer {self.token}".encode()):
+        if self.token_sha256 is not None:
+            supplied = (req.get_header("Authorization") or "").removeprefix("Bearer ")
+            if not hmac.compare_digest(hashlib.sha256(supplied.encode()).hexdigest(), self.token_sha256):
                 raise falcon.HTTPUnauthorized(title="missing or wrong token",
                                               challenges=["Bearer"])
         length = req.content_length
@@ -132,15 +132,24 @@ class _Invocations:
         resp.text = text
 
 
+def _token_sha256(spec: dict[str, Any]) -> str | None:
+    """The endpoint's token hash, if it has one (written by each deployment and rollback)."""
+    auth_file = spec.get("auth_file")
+    if auth_file and Path(auth_file).is_file():
+        return json.loads(Path(auth_file).read_text()).get("token_sha256")
+    token = os.environ.get(TOKEN_ENV)
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
 def create_app(pointer: str | None = None) -> falcon.App:
     """Load the pointed-to model (checking its sha256) and build the WSGI app."""
     spec = read_pointer(pointer or os.environ[POINTER_ENV])
     model = _Model(spec)
     max_payload_bytes = int(float(spec.get("max_payload_mb", 6.0)) * 1024 * 1024)
-    token = os.environ.get(TOKEN_ENV) or None
+    token_sha256 = _token_sha256(spec)
     app = falcon.App(middleware=[_VersionHeaders(model)])
     app.add_route("/ping", _Ping(model))
-    invocations = _Invocations(model, max_payload_bytes, token)
+    invocations = _Invocations(model, max_payload_bytes, token_sha256)
     app.add_route("/invocations", invocations)
     app.add_route("/endpoints/{name}/invocations", invocations)
     # Everything loaded from here on lives as long as the worker: keep the collector

@@ -306,3 +306,14 @@ def test_cleanup_with_an_empty_prefix_removes_every_endpoint(pipeline):
     pipeline()
     assert _invoke("cleanup", "--prefix", "").exit_code == 0
     assert DeploymentStore(".mlops").endpoints() == []
+
+
+def test_a_token_set_by_a_later_deployment_applies_to_the_running_endpoint(pipeline):
+    pipeline()
+    url = pipeline.results()["summary"]["endpoint_url"]
+    body, headers = "5.1,3.5,1.4,0.2", {"Content-Type": "text/csv"}
+    assert requests.post(f"{url}/invocations", data=body, headers=headers).status_code == 200
+    assert pipeline(env={"MLOPS_ENDPOINT_TOKEN": "tok-later-1234567"}).exit_code == 0
+    assert requests.post(f"{url}/invocations", data=body, headers=headers).status_code == 401
+    authorized = {**headers, "Authorization": "Bearer tok-later-1234567"}
+    assert requests.post(f"{url}/invocations", data=body, headers=authorized).status_code == 200

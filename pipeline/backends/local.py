@@ -13,7 +13,9 @@ Imports neither boto3 nor the SageMaker SDK.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -39,8 +41,10 @@ from pipeline.serving import (
 from pipeline.testing import EndpointDown, HttpEndpointClient, Reply
 from pipeline.training import TrainingJob, TrainingPipeline
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CURRENT_POINTER = "current.json"
+AUTH_FILE = "auth.json"
 START_MARKER = "=== mlops: starting"
 # Environment variables an endpoint process does not need and must not inherit.
 _SECRET_ENV = re.compile(r"(SECRET|PASSWORD|WEBHOOK|SESSION_TOKEN|ACCESS_KEY)", re.IGNORECASE)
@@ -166,9 +170,21 @@ class LocalBackend(Backend):
         path.parent.mkdir(parents=True, exist_ok=True)
         spec = {"endpoint": name, "version": version, "training_job": job.name,
                 "model_dir": str(job.model_dir.resolve()), "sha256": job.model_sha256,
-                "max_payload_mb": self.config.max_payload_mb}
+                "max_payload_mb": self.config.max_payload_mb,
+                "auth_file": str((self.endpoint_dir(name) / AUTH_FILE).resolve())}
         _atomic_write(path, json.dumps(spec, indent=2))
         return path
+
+    def _write_auth(self, name: str) -> None:
+        """The endpoint's token is a setting of the endpoint, not of a version: every worker (re)start
+        reads it, so a token set by a later deployment or rollback applies at once. Only its hash is kept."""
+        token = os.environ.get(TOKEN_ENV)
+        path = self.endpoint_dir(name) / AUTH_FILE
+        if token:
+            _atomic_write(path, json.dumps({"token_sha256": hashlib.sha256(token.encode()).hexdigest()}))
+        elif path.is_file():
+            log.warning("endpoint %s is token-protected and %s is not set: requests without the token get 401 "
+                        "(delete %s to open it)", name, TOKEN_ENV, path)
 
     def _point_current(self, name: str, version: str) -> None:
         """Point the stable server at ``version``, after checking that its model is intact.
@@ -203,9 +219,8 @@ class LocalBackend(Backend):
             "--pid", str(directory / f"{role}.pid"),
             "pipeline.serving:create_app()",
         ]
-        env = {key: value for key, value in os.environ.items() if not _SECRET_ENV.search(key)}
-        if os.environ.get(TOKEN_ENV):
-            env[TOKEN_ENV] = os.environ[TOKEN_ENV]
+        env = {key: value for key, value in os.environ.items()
+               if not _SECRET_ENV.search(key) and key != TOKEN_ENV}  # the server knows only the token's hash
         env[POINTER_ENV] = str(pointer.resolve())
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
         with open(log_path, "ab") as log:
@@ -231,6 +246,7 @@ class LocalBackend(Backend):
     # --- the deployment steps ---
     def stage(self, endpoint_name: str, version: str, job: TrainingJob) -> Staged:
         pointer = self._write_pointer(endpoint_name, version, job)
+        self._write_auth(endpoint_name)
         row = self.store.endpoint(endpoint_name)
         previous = row["serving_version"] if row else None
         restarted = None
@@ -298,6 +314,7 @@ class LocalBackend(Backend):
     def rollback(self, endpoint_name: str, to_version: str, pid: int | None = None) -> Outcome:
         row = self.store.require_endpoint(endpoint_name)
         pid = pid or row["pid"]
+        self._write_auth(endpoint_name)
         self._point_current(endpoint_name, to_version)
         if process_alive(pid, self.marker(endpoint_name)):
             self._reload(pid)
