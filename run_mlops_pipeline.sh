@@ -41,8 +41,11 @@ Exit codes: 0 success, 1 pipeline failure, 2 usage/config/input error, 3 gate he
 USAGE
 }
 
+# Subcommands take their own options (and their own --help): pass them through untouched.
+SUBCOMMANDS=" history status rollback cleanup "
 args=()
 while [[ $# -gt 0 ]]; do
+  if [[ "$SUBCOMMANDS" == *" $1 "* ]]; then args+=("$@"); break; fi
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --accuracy) [[ $# -ge 2 ]] || { echo "Error: --accuracy needs a value" >&2; usage >&2; exit 2; }

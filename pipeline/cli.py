@@ -246,7 +246,19 @@ def print_summary(results: dict[str, Any], emoji: bool | None = None) -> None:
         rows.append(f"Error: {results['error']['message']}")
     if results.get("resume_command"):
         rows.append(f"To resume: {results['resume_command']}")
-    click.echo("\n".join(["", line, title, line, *rows, line, "",
+    testing = results["phases"].get("testing", {}).get("test_summary", {})
+    metrics = [f"{'📊 ' if emoji else ''}Key Metrics:", f"   Status: {status}"]
+    if accuracy is not None:
+        metrics.append(f"   Training Accuracy: {accuracy:.2%}")
+    metrics.append(f"   Deployment: {_tick(summary.get('deployment_occurred'), emoji)}")
+    if summary.get("endpoint_name"):
+        metrics.append(f"   Endpoint: {summary['endpoint_name']}")
+    if summary.get("testing_passed") is not None:
+        metrics.append(f"   Testing: {'Passed' if summary['testing_passed'] else 'Failed'}")
+    if testing.get("p95_latency_ms") is not None:
+        metrics.append(f"   Latency: avg {testing['avg_latency_ms']} ms, p95 {testing['p95_latency_ms']} ms, "
+                       f"{testing['throughput_rps']} requests/s")
+    click.echo("\n".join(["", line, title, line, *rows, line, "", *metrics, "",
                           f"{'📄 ' if emoji else ''}Detailed results saved to: {results.get('results_file')}"]))
 
 

@@ -111,3 +111,9 @@ def test_the_local_pipeline_imports_neither_boto3_nor_the_sagemaker_sdk(workdir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert json.loads((workdir / "o.json").read_text())["summary"]["deployment_occurred"] is True
+
+
+def test_wrapper_passes_a_subcommand_help_through(workdir):
+    result = run_script(WRAPPER, "rollback", "--help", cwd=workdir)
+    assert result.returncode == 0
+    assert "Serve an earlier version again" in result.stdout

@@ -52,7 +52,8 @@ def test_results_json_has_the_seed_shape(pipeline):
 def test_console_summary_follows_the_seed_example(pipeline):
     result = pipeline()
     for line in ("ENTERPRISE MLOPS PIPELINE COMPLETED", "Status: SUCCESS", "Training Accuracy: 100.00%",
-                 "Deployment Occurred: Yes", "Testing: Passed", "Detailed results saved to"):
+                 "Deployment Occurred: Yes", "Testing: Passed", "Key Metrics:", "   Endpoint: iris-model",
+                 "Detailed results saved to"):
         assert line in result.output
 
 
