@@ -113,54 +113,85 @@ def test_training_is_not_blocked_by_a_deployment_lock(pipeline):
         assert pipeline("--mode", "training", "--set", "lock_timeout_seconds=0.2").exit_code == 0
 
 
-class _Client(threading.Thread):
-    """Sends requests to the stable URL until stopped; counts every answer and failure."""
+class _Clients:
+    """Threads that keep calling the stable URL; only requests made while ``counting`` is on are counted."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
+    def __init__(self, url: str, threads: int = 4) -> None:
         self.url = url
-        self.ok = 0
-        self.failed: list[str] = []
+        self.counting = threading.Event()
         self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.counted = 0
+        self.failed: list[str] = []
+        self.versions: set[str] = set()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
-    def run(self) -> None:
+    def _run(self) -> None:
         session = requests.Session()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not self.stop.is_set() and time.monotonic() < deadline:
+            counted = self.counting.is_set()
             try:
                 reply = session.post(f"{self.url}/invocations", data="5.1,3.5,1.4,0.2",
                                      headers={"Content-Type": "text/csv"}, timeout=10)
-                if reply.status_code == 200:
-                    self.ok += 1
-                else:
-                    self.failed.append(str(reply.status_code))
+                problem = None if reply.status_code == 200 else str(reply.status_code)
             except requests.RequestException as err:
-                self.failed.append(type(err).__name__)
+                reply, problem = None, type(err).__name__
+            with self.lock:
+                if problem:
+                    self.failed.append(problem)
+                elif counted and self.counting.is_set():  # the whole request fell inside the command
+                    self.counted += 1
+                    self.versions.add(reply.headers["X-Model-Version"])
 
-    def until(self, count: int) -> None:
-        deadline = time.monotonic() + 60
-        while self.ok < count and time.monotonic() < deadline and not self.failed:
-            time.sleep(0.05)
+    def __enter__(self) -> "_Clients":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
         self.stop.set()
-        self.join()
+        for thread in self.threads:
+            thread.join()
+
+    def during(self, command) -> None:
+        """Run ``command`` while counting; every request counted was sent while it ran."""
+        self.counting.set()
+        try:
+            command()
+        finally:
+            self.counting.clear()
 
 
-def test_no_request_fails_while_a_version_is_deployed_and_rolled_back(pipeline):
-    pipeline()
-    url = pipeline.results()["summary"]["endpoint_url"]
-    client = _Client(url)
-    client.start()
-    result = pipeline("--set", "max_p95_latency_ms=null")  # this test is about availability, not latency
+def _check(result) -> None:
     assert result.exit_code == 0, result.output
-    client.until(2000)
-    assert client.failed == [] and client.ok >= 2000
 
-    client = _Client(url)
-    client.start()
-    assert _invoke("rollback", "--endpoint-name", "iris-model").exit_code == 0
-    client.until(2000)
-    assert client.failed == [] and client.ok >= 2000
 
+def test_no_request_fails_while_versions_are_deployed(pipeline):
+    pipeline()
+    url, first = pipeline.results()["summary"]["endpoint_url"], pipeline.results()["summary"]["endpoint_version"]
+    with _Clients(url) as clients:
+        for _ in range(10):  # each deployment is one window; at least 2,000 requests inside the windows
+            clients.during(lambda: _check(pipeline("--set", "max_p95_latency_ms=null")))
+            if clients.counted >= 2000:
+                break
+    assert clients.failed == []
+    assert clients.counted >= 2000
+    assert first in clients.versions and len(clients.versions) >= 2  # the switches happened while counting
+
+
+def test_no_request_fails_while_versions_are_rolled_back(pipeline):
+    url, v1, v2 = _deploy_twice(pipeline)
+    with _Clients(url) as clients:
+        for attempt in range(40):
+            target = v1 if attempt % 2 == 0 else v2
+            clients.during(lambda: _check(_invoke("rollback", "--endpoint-name", "iris-model",
+                                                  "--to-version", target)))
+            if clients.counted >= 2000 and attempt >= 1:
+                break
+    assert clients.failed == []
+    assert clients.counted >= 2000
+    assert clients.versions == {v1, v2}
 
 def test_rollback_to_a_tampered_version_is_refused_and_the_current_version_keeps_serving(pipeline):
     from pathlib import Path
