@@ -17,11 +17,22 @@ container would:
   ``Completed``; a failing script makes it ``Failed`` with the script's last
   error line in ``FailureReason``.
 - Serving: ``invoke_endpoint`` loads the endpoint's current model
-  (``ModelDataUrl``, ``SAGEMAKER_PROGRAM``, ``SAGEMAKER_SUBMIT_DIRECTORY``) and
-  answers through its ``model_fn``, ``input_fn``, ``predict_fn`` and
-  ``output_fn``; a hook error is a ``ModelError`` whose ``OriginalStatusCode``
-  is the error's ``status_code`` (the inference-toolkit convention our hooks
-  follow), else 500. The answer names the production variant.
+  (``ModelDataUrl``, ``SAGEMAKER_PROGRAM``, ``SAGEMAKER_SUBMIT_DIRECTORY``; the
+  program imported with the other files of the sourcedir importable as
+  top-level modules, as the container's pip install of the sourcedir makes
+  them) and answers as the scikit-learn container's single-model server does
+  (``sagemaker_sklearn_container.serving`` over ``sagemaker_containers``'
+  ``Transformer`` and Flask ``Worker``): through the program's
+  ``transform_fn`` if it has one (a program with ``transform_fn`` and any of
+  ``input_fn``/``predict_fn``/``output_fn`` is refused), else through
+  ``input_fn -> predict_fn -> output_fn``. The body reaches the hooks as text
+  when the Content-Type is exactly ``application/json`` or ``text/csv``
+  (decoded with replacement characters, as werkzeug does), else as bytes. Any
+  exception a hook raises is a 500, whatever status it carries (the container
+  re-raises it as its own ``ClientError``); a ``(body, content_type)`` result
+  is a 200; a response object is sent with its own status. A 4xx/5xx from the
+  container is a ``ModelError`` with that ``OriginalStatusCode`` and the body
+  as ``OriginalMessage``. The answer names the production variant.
   Training is deterministic (the seed is a hyperparameter), so a run with the
   same script, data and hyperparameters as an earlier one in this test session
   reuses that run's outputs instead of fitting again.
@@ -61,7 +72,15 @@ from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker
 from moto.sagemaker.responses import SageMakerResponse
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
-UTF8_TYPES = ("application/json", "text/csv")  # the toolkit hands these to input_fn as text
+UTF8_TYPES = ("application/json", "text/csv")  # sagemaker_containers hands exactly these to the hooks as text
+# What Flask answers when a view raises: the body SageMaker passes on for any hook exception.
+FLASK_500_BODY = ('<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n<title>500 Internal Server Error</title>\n'
+                  '<h1>Internal Server Error</h1>\n<p>The server encountered an internal error and was unable to '
+                  'complete your request. Either the server is overloaded or there is an error in the '
+                  'application.</p>\n')
+HOOKS = ("input_fn", "predict_fn", "output_fn")
+# Imports of served programs change sys.path and sys.modules: one at a time.
+_IMPORT_LOCK = threading.Lock()
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -466,11 +485,12 @@ class SageMakerEmulation:
                 base = Path(tempfile.mkdtemp(dir=self.root, prefix="serving-"))
                 self._untar(self._read(account, container["ModelDataUrl"]), base / "model")
                 self._untar(self._read(account, environment["SAGEMAKER_SUBMIT_DIRECTORY"]), base / "code")
-                program = base / "code" / environment["SAGEMAKER_PROGRAM"]
-                spec = importlib.util.spec_from_file_location(f"served_{base.name.replace('-', '_')}", program)
-                assert spec and spec.loader
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
+                module = import_program(base / "code", environment["SAGEMAKER_PROGRAM"],
+                                        f"served_{base.name.replace('-', '_')}")
+                if getattr(module, "transform_fn", None) and any(getattr(module, hook, None) for hook in HOOKS):
+                    # sagemaker_sklearn_container.serving raises UserError: the worker never serves.
+                    raise RuntimeError("UserError: Cannot use transform_fn implementation with input_fn, predict_fn, "
+                                       "and/or output_fn")
                 self._served[key] = ServedModel(module, module.model_fn(str(base / "model")), variant["VariantName"])
             return model_name, self._served[key]
 
@@ -485,7 +505,7 @@ class SageMakerEmulation:
         if endpoint.endpoint_status not in ("InService", "Updating", "SystemUpdating", "RollingBack"):
             return _runtime_error(400, "ValidationError",
                                   f"Endpoint {name} of account {account} is {endpoint.endpoint_status}.")
-        content_type = response.headers.get("Content-Type") or "application/octet-stream"
+        content_type = response.headers.get("Content-Type") or "application/json"
         accept = response.headers.get("Accept")
         if not accept or accept == "*/*":
             accept = "application/json"
@@ -494,24 +514,67 @@ class SageMakerEmulation:
             model_name, served = self._model_for(account, region, endpoint)
             if model_name in self._broken_models:
                 raise RuntimeError(self._broken_models[model_name])
-            data: Any = raw
-            if content_type.split(";")[0].strip().lower() in UTF8_TYPES:
-                data = raw.decode("utf-8")
-            rows = served.module.input_fn(data, content_type)
-            prediction = served.module.predict_fn(rows, served.model)
-            result = served.module.output_fn(prediction, accept)
-        except Exception as err:  # what the container does with a hook error: its status, else 500
-            status = int(getattr(err, "status_code", 500))
+        except Exception:  # the worker could not load the program or the model
+            status, body, mimetype = 500, FLASK_500_BODY, "text/html"
+        else:
+            status, body, mimetype = serve_request(served, raw, content_type, accept)
+        if status >= 400:  # SageMaker passes a container error on as a ModelError
+            text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
             return _runtime_error(424, "ModelError",
                                   f"Received {'client' if status < 500 else 'server'} error ({status}) from primary "
-                                  f"with message \"{err}\". See https://{region}.console.aws.amazon.com/cloudwatch/ "
+                                  f"with message \"{text}\". See https://{region}.console.aws.amazon.com/cloudwatch/ "
                                   f"in account {account} for more information.",
-                                  OriginalStatusCode=status, OriginalMessage=str(err),
+                                  OriginalStatusCode=status, OriginalMessage=text,
                                   LogStreamArn=f"arn:aws:logs:{region}:{account}:log-group:"
                                                f"/aws/sagemaker/Endpoints/{name}")
-        body, mimetype = result if isinstance(result, tuple) else (result, accept)
         return 200, {"status": 200, "Content-Type": mimetype,
                      "x-Amzn-Invoked-Production-Variant": served.variant}, body
+
+
+def import_program(code: Path, program: str, module_name: str) -> Any:
+    """Import ``program`` from an unpacked sourcedir with its sibling files importable as top-level modules (the
+    container pip-installs the sourcedir, so ``import inference`` works there), without leaving them in
+    ``sys.modules`` or ``sys.path`` for the next model."""
+    siblings = {path.stem for path in code.glob("*.py")}
+    with _IMPORT_LOCK:
+        saved = {name: sys.modules.pop(name) for name in siblings if name in sys.modules}
+        sys.path.insert(0, str(code))
+        try:
+            spec = importlib.util.spec_from_file_location(module_name, code / program)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(code))
+            for name in siblings:
+                sys.modules.pop(name, None)
+            sys.modules.update(saved)
+    return module
+
+
+def serve_request(served: ServedModel, raw: bytes, content_type: str, accept: str) -> tuple[int, Any, str]:
+    """What the container's Flask worker answers to one ``/invocations`` request: status, body, content type.
+
+    As ``sagemaker_containers``' ``Transformer.transform``: the hooks are wrapped so that any exception becomes a
+    500; a tuple result is ``(body, content_type)`` with 200; a response object is sent as it is, status included.
+    """
+    module = served.module
+    content: Any = raw.decode("utf-8", errors="replace") if content_type in UTF8_TYPES else raw
+    try:
+        transform_fn = getattr(module, "transform_fn", None)
+        if transform_fn is not None:
+            result = transform_fn(served.model, content, content_type, accept)
+        else:
+            data = module.input_fn(content, content_type)
+            result = module.output_fn(module.predict_fn(data, served.model), accept)
+    except Exception:
+        return 500, FLASK_500_BODY, "text/html"
+    if isinstance(result, tuple):
+        return 200, result[0], result[1]
+    status = getattr(result, "status_code", None)
+    if status is not None and hasattr(result, "get_data"):  # a Flask/werkzeug response
+        return int(status), result.get_data(), result.mimetype or accept
+    return 200, result, accept
 
 
 def _runtime_error(status: int, code: str, message: str, **fields: Any) -> tuple[int, dict[str, Any], str]:
@@ -525,4 +588,4 @@ class _Missing:
 
 _MISSING = _Missing()
 
-__all__ = ["SageMakerEmulation", "TrainingRun", "to_cmd_args"]
+__all__ = ["SageMakerEmulation", "TrainingRun", "import_program", "serve_request", "to_cmd_args"]

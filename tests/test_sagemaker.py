@@ -140,7 +140,8 @@ def test_metrics_come_from_the_metrics_json_the_script_wrote(pipeline, sagemaker
 def test_failing_training_script_fails_the_run_with_its_last_error_line(pipeline, sagemaker, workdir, monkeypatch):
     broken = workdir / "container"
     broken.mkdir()
-    (broken / "inference.py").write_bytes((CONTAINER / "inference.py").read_bytes())
+    for name in ("inference.py", "serve.py"):
+        (broken / name).write_bytes((CONTAINER / name).read_bytes())
     (broken / "train.py").write_text("import sys\nprint('reading the train channel', file=sys.stderr)\n"
                                      "raise ValueError('the label column holds one class only')\n")
     monkeypatch.setattr(SageMakerBackend, "SOURCE_DIR", broken)
@@ -321,6 +322,171 @@ def test_seed_deployment_and_testing_commands_without_role_arn_use_the_recorded_
     assert pipeline.results()["backend"] == "sagemaker"
     assert sm().describe_endpoint(EndpointName="iris-model")["EndpointStatus"] == "InService"
     assert pipeline("--mode", "testing", "--endpoint-name", "iris-model").exit_code == 0  # example 4
+
+
+# --------------------------------------------------------------------------- serving: statuses the container keeps
+# The scikit-learn container answers 500 to any exception a hook raises (sagemaker_containers wraps the hooks and
+# re-raises as its own ClientError); only a response object returned by transform_fn keeps its status. serve.py is
+# the program that does this; the emulation answers as the container does.
+@pytest.fixture(scope="module")
+def iris_model():
+    from sklearn.datasets import load_iris
+
+    from pipeline.container import train
+
+    features, labels = load_iris(return_X_y=True)
+    return train.build_estimator("logistic_regression", {}, 0).fit(features, labels)
+
+
+@pytest.mark.parametrize("body, content_type, accept, status, error", [
+    pytest.param(b"a,b,c\n", "text/csv", "application/json", 400, "BadRequestError", id="non-numeric-csv"),
+    pytest.param("1,2,3,4,5", "text/csv", "application/json", 400, "BadRequestError", id="wrong-feature-count"),
+    pytest.param("[[1, 2", "application/json", "application/json", 400, "BadRequestError", id="broken-json"),
+    pytest.param(b"\xff\xfe1,2,3,4", "text/csv; charset=utf-8", "application/json", 400, "BadRequestError",
+                 id="not-utf8"),
+    pytest.param(b"<rows/>", "application/xml", "application/json", 415, "UnsupportedContentTypeError",
+                 id="unsupported-content-type"),
+    pytest.param("5.1,3.5,1.4,0.2", "text/csv", "application/xml", 406, "UnsupportedAcceptError",
+                 id="unsupported-accept"),
+])
+def test_serve_answers_a_clients_mistake_with_a_response_of_its_status(iris_model, body, content_type, accept,
+                                                                       status, error):
+    from pipeline.container import serve
+
+    response = serve.transform_fn(iris_model, body, content_type, accept)
+    assert response.status_code == status and response.mimetype == "application/json"
+    answer = json.loads(response.get_data())
+    assert answer["error"] == error and answer["status"] == status and answer["message"]
+
+
+def test_serve_answers_predictions_as_a_body_and_content_type_and_lets_its_own_faults_be_500s(iris_model):
+    from pipeline.container import inference, serve
+
+    body, content_type = serve.transform_fn(iris_model, "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3", "text/csv",
+                                            "application/json")
+    assert content_type == "application/json" and json.loads(body) == {"predictions": [0, 2]}
+    assert serve.transform_fn(iris_model, b"[[5.1, 3.5, 1.4, 0.2]]", "application/json", "text/csv") == \
+        ("0\n", "text/csv")
+
+    class Broken:
+        def predict(self, rows):
+            raise MemoryError("out of memory")
+
+    with pytest.raises(MemoryError):  # not the client's fault: the container answers 500
+        serve.transform_fn(Broken(), "1,2,3,4", "text/csv", "application/json")
+    # The container refuses a program with transform_fn and any of these; model_fn is the hooks' own.
+    assert not [hook for hook in ("input_fn", "predict_fn", "output_fn") if hasattr(serve, hook)]
+    assert serve.model_fn is inference.model_fn
+
+
+def test_serve_runs_as_a_top_level_module_without_the_pipeline_package_or_flask(tmp_path):
+    """As in the container: the sourcedir's files are top-level modules. Flask is imported only to answer an error,
+    and werkzeug's response does where Flask is missing."""
+    for path in CONTAINER.glob("*.py"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    script = (
+        "import json, sys\n"
+        "sys.modules['pipeline'] = None\n"
+        "sys.modules['flask'] = None\n"
+        "from sklearn.datasets import load_iris\n"
+        "import serve, train\n"
+        "model = train.build_estimator('logistic_regression', {}, 0).fit(*load_iris(return_X_y=True))\n"
+        "good = serve.transform_fn(model, '5.1,3.5,1.4,0.2', 'text/csv', 'application/json')\n"
+        "bad = serve.transform_fn(model, 'a,b', 'text/csv', 'application/json')\n"
+        "print(json.dumps({'good': list(good), 'status': bad.status_code, 'class': type(bad).__module__,\n"
+        "                  'inference': serve.inference.__file__}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer["good"] == ['{"predictions": [0]}', "application/json"]
+    assert answer["status"] == 400 and answer["class"].startswith("werkzeug")
+    assert answer["inference"] == str(tmp_path / "inference.py")
+
+
+def test_malformed_requests_to_the_endpoint_are_model_errors_with_the_containers_4xx(pipeline, sagemaker):
+    assert pipeline("--role-arn", ROLE).exit_code == 0
+    results = pipeline.results()
+    robustness = results["phases"]["testing"]["checks"]["robustness"]
+    assert robustness == {"passed": True, "answers": {"non-numeric CSV": 400, "wrong feature count": 400,
+                                                      "broken JSON": 400}}
+    version, job = results["summary"]["endpoint_version"], results["summary"]["training_job"]
+    environment = sm().describe_model(ModelName=version)["PrimaryContainer"]["Environment"]
+    assert environment["SAGEMAKER_PROGRAM"] == "serve.py"
+    assert environment["SAGEMAKER_SUBMIT_DIRECTORY"] == f"s3://{BUCKET}/{job}/source/sourcedir.tar.gz"
+    runtime = boto3.client("sagemaker-runtime", region_name=REGION)
+    for body, content_type, accept, status in [(b"a,b,c\n", "text/csv", "application/json", 400),
+                                               (b"[[1, 2", "application/json", "application/json", 400),
+                                               (b"<rows/>", "application/xml", "application/json", 415),
+                                               (b"5.1,3.5,1.4,0.2", "text/csv", "application/xml", 406)]:
+        with pytest.raises(ClientError) as caught:
+            runtime.invoke_endpoint(EndpointName="iris-model", Body=body, ContentType=content_type, Accept=accept)
+        error = caught.value.response
+        assert error["Error"]["Code"] == "ModelError" and error["OriginalStatusCode"] == status, content_type
+        assert f"Received client error ({status}) from primary" in error["Error"]["Message"]
+        assert json.loads(error["OriginalMessage"])["status"] == status
+    answer = runtime.invoke_endpoint(EndpointName="iris-model", Body=b"5.1,3.5,1.4,0.2", ContentType="text/csv")
+    assert json.loads(answer["Body"].read()) == {"predictions": [0]}
+    assert answer["InvokedProductionVariant"] == version
+
+
+def test_serving_the_hooks_directly_answers_500_to_malformed_requests_and_fails_the_deployment(pipeline, sagemaker,
+                                                                                             monkeypatch):
+    """Why serve.py exists: with inference.py as the program, the container turns every hook error into a 500."""
+    monkeypatch.setattr("pipeline.backends.sagemaker.SERVE_PROGRAM", "inference.py")
+    result = pipeline("--role-arn", ROLE)
+    assert result.exit_code == 1
+    results = pipeline.results()
+    robustness = results["phases"]["testing"]["checks"]["robustness"]
+    assert robustness["passed"] is False
+    assert robustness["answers"] == {"non-numeric CSV": 500, "wrong feature count": 500, "broken JSON": 500}
+    assert sm().list_endpoints()["Endpoints"] == []  # a first endpoint that failed its tests is deleted
+
+
+def test_a_program_with_transform_fn_and_the_hooks_is_refused_as_the_container_refuses_it(pipeline, sagemaker,
+                                                                                           workdir, monkeypatch):
+    source = workdir / "container"
+    source.mkdir()
+    for path in CONTAINER.glob("*.py"):
+        (source / path.name).write_bytes(path.read_bytes())
+    with open(source / "serve.py", "a") as handle:
+        handle.write("from inference import input_fn  # noqa: E402\n")
+    monkeypatch.setattr(SageMakerBackend, "SOURCE_DIR", source)
+    result = pipeline("--role-arn", ROLE)
+    assert result.exit_code == 1
+    assert "answered 500" in pipeline.results()["rollback"]["reason"]
+
+
+def test_a_job_trained_before_serve_py_is_deployed_with_the_current_serving_code(pipeline, sagemaker):
+    assert pipeline("--role-arn", ROLE, "--mode", "training").exit_code == 0
+    job = pipeline.results()["summary"]["training_job"]
+    manifest_path = Path(f".mlops/jobs/{job}/manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["serve_program"] == "serve.py"
+    # What the backend recorded before serve.py: no serve_program, a sourcedir of train.py and inference.py.
+    del manifest["serve_program"]
+    manifest_path.write_text(json.dumps(manifest))
+    old = {name: data for name, data in tar_members(s3_object(manifest["sourcedir_url"])).items() if name != "serve.py"}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in old.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    bucket, key = manifest["sourcedir_url"][5:].split("/", 1)
+    boto3.client("s3", region_name=REGION).put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+
+    result = deploy_again(pipeline, job)
+    assert result.exit_code == 0, result.output
+    results = pipeline.results()
+    assert results["phases"]["testing"]["checks"]["robustness"]["passed"] is True
+    environment = sm().describe_model(ModelName=results["summary"]["endpoint_version"])["PrimaryContainer"][
+        "Environment"]
+    assert environment["SAGEMAKER_SUBMIT_DIRECTORY"] == f"s3://{BUCKET}/{job}/source/serving/sourcedir.tar.gz"
+    assert tar_members(s3_object(environment["SAGEMAKER_SUBMIT_DIRECTORY"])) == \
+        {path.name: path.read_bytes() for path in CONTAINER.glob("*.py")}
+    assert sorted(tar_members(s3_object(manifest["sourcedir_url"]))) == ["inference.py", "train.py"]  # left alone
 
 
 # --------------------------------------------------------------------------- tags, settings, errors

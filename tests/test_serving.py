@@ -88,3 +88,8 @@ def test_accept_lists_are_negotiated(endpoint, accept, content_type):
 
 def test_unacceptable_accept_is_406(endpoint):
     assert _post(endpoint, "5.1,3.5,1.4,0.2", accept="image/png").status_code == 406
+
+
+def test_a_body_that_is_not_utf8_is_400(endpoint):
+    reply = _post(endpoint, b"\xff\xfe1,2,3,4")
+    assert reply.status_code == 400 and "not UTF-8" in reply.text

@@ -8,8 +8,8 @@ this module.
 
 Training
     The dataset is written to CSV and uploaded as the ``train`` channel; the
-    files of ``pipeline/container/`` (``train.py``, ``inference.py``) are
-    uploaded as ``sourcedir.tar.gz``; ``create_training_job`` runs
+    files of ``pipeline/container/`` (``train.py``, ``inference.py``,
+    ``serve.py``) are uploaded as ``sourcedir.tar.gz``; ``create_training_job`` runs
     ``train.py`` in the framework image (script mode). When the job is done,
     ``model.tar.gz`` and ``output.tar.gz`` (the ``metrics.json`` and held-out
     rows the script wrote) are downloaded into a local job directory with the
@@ -24,7 +24,9 @@ Training
 Deployment
     A version is a model and an endpoint config, both named after the
     version (``<endpoint_prefix>-YYYYmmdd-HHMMSS``) and served by the image
-    that trained it; its production variant carries the same name, so every
+    that trained it, running ``serve.py`` (its ``transform_fn`` answers a
+    malformed request with a 4xx, which the container would otherwise turn
+    into a 500); its production variant carries the same name, so every
     answer says which version gave it. The
     endpoint keeps a stable name: ``create_endpoint`` the first time,
     afterwards ``update_endpoint`` with a blue/green ``DeploymentConfig``.
@@ -91,7 +93,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRAIN_PROGRAM = "train.py"
-SERVE_PROGRAM = "inference.py"
+SERVE_PROGRAM = "serve.py"  # SAGEMAKER_PROGRAM of every model: transform_fn over the hooks of inference.py
+SOURCE_FILES = (TRAIN_PROGRAM, "inference.py", SERVE_PROGRAM)  # what sourcedir.tar.gz must hold
 TRAIN_CHANNEL = "train"
 TAG_TRAINING_JOB = "mlops:training-job"
 TAG_ACCURACY = "mlops:accuracy"
@@ -324,7 +327,7 @@ class SageMakerEndpointClient:
 class SageMakerBackend(Backend):
     TYPE = "sagemaker"
 
-    # The files shipped as sourcedir.tar.gz: the script-mode entry point and the serving hooks.
+    # The files shipped as sourcedir.tar.gz: the script-mode entry point, the serving hooks and program.
     SOURCE_DIR = Path(__file__).resolve().parents[1] / "container"
     # Polling: first wait, growth factor, longest wait (seconds). Training and endpoint updates take minutes.
     POLL_INITIAL_SECONDS = 0.5
@@ -479,7 +482,7 @@ class SageMakerBackend(Backend):
     def sourcedir(self) -> bytes:
         files = sorted(path for path in Path(self.SOURCE_DIR).glob("*.py") if path.name != "__init__.py")
         names = {path.name for path in files}
-        missing = {TRAIN_PROGRAM, SERVE_PROGRAM} - names
+        missing = set(SOURCE_FILES) - names
         if missing:
             raise PipelineError(f"{', '.join(sorted(missing))} missing from {str(self.SOURCE_DIR)!r}")
         return _tar_gz((path.name, path.read_bytes()) for path in files)
@@ -684,6 +687,7 @@ class SageMakerBackend(Backend):
             "sklearn_framework_version": self.config.sklearn_framework_version,
             "training_data_url": data_uri,
             "sourcedir_url": source_uri,
+            "serve_program": SERVE_PROGRAM,
             "model_data_url": model_uri,
             "model_data_etag": model_etag,
             "output_data_url": output_uri,
@@ -775,7 +779,13 @@ class SageMakerBackend(Backend):
             if expected and head.get("ETag") != expected:
                 raise DeploymentError(f"model data {manifest['model_data_url']} changed since training job {job.name} "
                                       f"wrote it (ETag {head.get('ETag')}, expected {expected}): refusing to deploy it")
-            return manifest["model_data_url"], manifest["sourcedir_url"]
+            if manifest.get("serve_program") == SERVE_PROGRAM:
+                return manifest["model_data_url"], manifest["sourcedir_url"]
+            # Trained before serve.py existed: its sourcedir cannot run SERVE_PROGRAM; serve with today's files.
+            log.info("training job %s was trained without %s: serving it with the current serving code", job.name,
+                     SERVE_PROGRAM)
+            source_uri = self._put(self._bucket(), f"{job.name}/source/serving/sourcedir.tar.gz", self.sourcedir())
+            return manifest["model_data_url"], source_uri
         bucket = self._bucket()
         model_file = job.model_path
         log.info("uploading the model of local training job %s to S3", job.name)

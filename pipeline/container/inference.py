@@ -63,7 +63,10 @@ def input_fn(input_data: bytes | str, content_type: str) -> np.ndarray:
         raise UnsupportedContentTypeError(
             f"unsupported content type {content_type!r}: send text/csv or application/json"
         )
-    text = input_data.decode("utf-8", errors="strict") if isinstance(input_data, (bytes, bytearray)) else input_data
+    try:
+        text = input_data.decode("utf-8") if isinstance(input_data, (bytes, bytearray)) else input_data
+    except UnicodeDecodeError:
+        raise BadRequestError("request body is not UTF-8 text") from None
     if not text.strip():
         raise BadRequestError("empty request body: send at least one row")
     try:
