@@ -84,7 +84,7 @@ class PipelineConfig(BaseModel):
 
     # --- testing the live endpoint ---
     health_timeout_seconds: float = Field(60.0, gt=0.0)
-    test_batch_size: int = Field(500, ge=1)
+    test_batch_size: int = Field(5000, ge=1)  # rows per request of the accuracy test (capped by max_payload_mb)
     performance_requests: int = Field(200, ge=1)
     performance_concurrency: int = Field(4, ge=1, le=256)
     min_success_rate: float = Field(1.0, ge=0.0, le=1.0)

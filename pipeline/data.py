@@ -20,6 +20,7 @@ class Dataset:
     frame: pd.DataFrame  # features and the label column
     label_column: str
     source: str
+    known_fingerprint: dict[str, Any] | None = None  # set by without_rows(), when the rows are gone
 
     @property
     def features(self) -> pd.DataFrame:
@@ -29,8 +30,19 @@ class Dataset:
     def labels(self) -> pd.Series:
         return self.frame[self.label_column]
 
+    def without_rows(self) -> "Dataset":
+        """The same dataset described (columns, source, fingerprint) without holding its rows.
+
+        Training keeps this instead of the whole frame once the split has copied the rows
+        it needs, so the frame is not held in memory beside them while the model is fitted.
+        """
+        # .copy(): a zero-row slice is still a view that would keep the whole array alive.
+        return Dataset(self.frame.iloc[:0].copy(), self.label_column, self.source, self.fingerprint())
+
     def fingerprint(self) -> dict[str, Any]:
         """What data a model was trained on: a content hash and the shape."""
+        if self.known_fingerprint is not None:
+            return self.known_fingerprint
         digest = hashlib.sha256(pd.util.hash_pandas_object(self.frame, index=False).values.tobytes())
         digest.update(",".join(map(str, self.frame.columns)).encode())
         return {"sha256": digest.hexdigest(), "rows": int(self.frame.shape[0]), "columns": int(self.frame.shape[1])}

@@ -6,8 +6,22 @@ dropping a request, and it measured fastest here for CPU-bound single-row
 predictions (see docs/PERFORMANCE.md). Its listener sets TCP_NODELAY, so no
 40 ms Nagle stall per response.
 """
+import gc
+
 import pipeline.serving  # noqa: F401  -- import numpy, scikit-learn and falcon once in the master:
 # forked workers inherit them, so a worker (re)start costs only the model load.
+# The estimator modules a pickled model imports when it is loaded: imported once here and
+# shared by every worker, instead of imported again, and held privately, in each of them.
+import sklearn.ensemble  # noqa: F401
+import sklearn.linear_model  # noqa: F401
+import sklearn.pipeline  # noqa: F401
+import sklearn.preprocessing  # noqa: F401
+
+# Put everything imported so far out of the collector's reach before the workers fork: a
+# worker's garbage collection then never writes to these objects, so their memory pages
+# stay shared with the master instead of being copied into every worker (gc.freeze docs).
+gc.collect()
+gc.freeze()
 
 worker_class = "sync"
 accesslog = None

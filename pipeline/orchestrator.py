@@ -340,8 +340,10 @@ class Orchestrator:
     def _run_tests(self, client: Any, job: TrainingJob, version: str | None) -> TestReport:
         features, labels = job.heldout()
         model = inference.model_fn(str(job.model_dir))
-        offline = inference.predict_fn(features.to_numpy(dtype=float), model)
-        report = EndpointTester(client, self.config, expected_version=version).run(features, labels, offline)
+        # scikit-learn's own predict, not predict_fn's fast path: parity then checks that path too.
+        offline = model.predict(features.to_numpy(dtype=float))
+        report = EndpointTester(client, self.config, expected_version=version).run(
+            features, labels, offline, feature_lines=job.heldout_feature_lines())
         self.results["phases"]["testing"] = report.to_dict()
         self.results["summary"]["testing_passed"] = report.passed
         return report

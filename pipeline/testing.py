@@ -117,8 +117,13 @@ class TestReport:
 
 
 def to_csv(rows: np.ndarray) -> bytes:
-    frame = pd.DataFrame(rows)
-    return frame.to_csv(header=False, index=False, float_format="%.17g").encode()
+    """Rows as CSV with the shortest text that reads back as the same float (``repr``).
+
+    Exact like ``%.17g`` but shorter (``0.1``, not ``0.10000000000000001``) and 4x faster
+    to produce than pandas' ``to_csv``.
+    """
+    return ("\n".join(",".join(map(repr, row)) for row in np.asarray(rows, dtype=np.float64).tolist()) +
+            "\n").encode()
 
 
 class EndpointTester:
@@ -129,14 +134,16 @@ class EndpointTester:
         self.config = config
         self.expected_version = expected_version
 
-    def run(self, features: pd.DataFrame, labels: pd.Series, offline_predictions: np.ndarray) -> TestReport:
+    def run(self, features: pd.DataFrame, labels: pd.Series, offline_predictions: np.ndarray,
+            feature_lines: list[str] | None = None) -> TestReport:
         report = TestReport()
         rows = features.to_numpy(dtype=np.float64)
         self._record(report, "health", self.check_health())
         if not report.checks["health"]["passed"]:
             return report
         self._record(report, "prediction_accuracy",
-                     self.check_predictions(rows, np.asarray(labels), np.asarray(offline_predictions)))
+                     self.check_predictions(rows, np.asarray(labels), np.asarray(offline_predictions),
+                                            feature_lines))
         self._record(report, "performance", self.check_performance(rows))
         self._record(report, "robustness", self.check_robustness(rows.shape[1]))
         return report
@@ -176,29 +183,55 @@ class EndpointTester:
                 return {"passed": False, "attempts": attempts, "seconds": round(time.monotonic() - started, 3),
                         "reason": f"not healthy within {self.config.health_timeout_seconds:g}s: {last_problem}"}
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            # Every 50 ms while a freshly started server is likely to come up (a doubling delay
+            # found it up to 0.8 s late), then every 0.5 s.
+            delay = 0.05 if time.monotonic() - started < 10 else 0.5
 
-    def check_predictions(self, rows: np.ndarray, labels: np.ndarray, offline: np.ndarray) -> dict[str, Any]:
-        """Send the held-out rows in batches; each answer must equal the offline model's."""
+    def check_predictions(self, rows: np.ndarray, labels: np.ndarray, offline: np.ndarray,
+                          feature_lines: list[str] | None = None) -> dict[str, Any]:
+        """Send the held-out rows in batches; each answer must equal the offline model's.
+
+        Batch bodies are cut from ``feature_lines`` (the held-out file's text) when given,
+        else formatted here. Batches go out two at a time (the endpoint has a worker per
+        core), and each is kept under half of max_payload_mb.
+        """
+        if feature_lines is not None and len(feature_lines) != len(rows):
+            feature_lines = None
+        sample = feature_lines[:200] if feature_lines is not None else None
+        row_bytes = (sum(map(len, sample)) + len(sample)) / len(sample) if sample else \
+            len(to_csv(rows[:200])) / max(1, min(200, len(rows)))
+        budget = int(self.config.max_payload_mb * 1024 * 1024 / 2 / max(row_bytes, 1.0))
+        batch = max(1, min(self.config.test_batch_size, budget))
+        starts = list(range(0, len(rows), batch))
+
+        def body(start: int) -> bytes:
+            if feature_lines is not None:
+                return ("\n".join(feature_lines[start:start + batch]) + "\n").encode()
+            return to_csv(rows[start:start + batch])
+
+        def send(start: int) -> tuple[int, Reply | None, str | None]:
+            try:
+                return start, self.client.invoke(body(start), "text/csv", "application/json"), None
+            except Exception as err:  # noqa: BLE001 -- reported as the batch's failure
+                return start, None, f"{type(err).__name__}: {err}"
+
         predictions: list[Any] = []
         versions: set[str] = set()
-        batch = self.config.test_batch_size
-        for start in range(0, len(rows), batch):
-            chunk = rows[start:start + batch]
-            try:
-                reply = self.client.invoke(to_csv(chunk), "text/csv", "application/json")
-            except Exception as err:
-                return {"passed": False, "reason": f"batch at row {start} failed: {type(err).__name__}: {err}"}
-            if not reply.ok:
-                return {"passed": False, "reason": f"batch at row {start} answered {reply.status}: "
-                                                   f"{reply.body[:200].decode(errors='replace')}"}
-            answer = json.loads(reply.body)["predictions"]
-            if len(answer) != len(chunk):
-                return {"passed": False, "reason": f"batch at row {start}: {len(answer)} predictions for "
-                                                   f"{len(chunk)} rows"}
-            predictions.extend(answer)
-            if reply.headers.get(VERSION_HEADER):
-                versions.add(reply.headers[VERSION_HEADER])
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for start, reply, error in pool.map(send, starts):
+                chunk_rows = min(batch, len(rows) - start)
+                if reply is None:
+                    return {"passed": False, "reason": f"batch at row {start} failed: {error}"}
+                if not reply.ok:
+                    return {"passed": False, "reason": f"batch at row {start} answered {reply.status}: "
+                                                       f"{reply.body[:200].decode(errors='replace')}"}
+                answer = json.loads(reply.body)["predictions"]
+                if len(answer) != chunk_rows:
+                    return {"passed": False, "reason": f"batch at row {start}: {len(answer)} predictions for "
+                                                       f"{chunk_rows} rows"}
+                predictions.extend(answer)
+                if reply.headers.get(VERSION_HEADER):
+                    versions.add(reply.headers[VERSION_HEADER])
         served = np.asarray(predictions)
         accuracy = float(np.mean(served == labels)) if len(labels) else 0.0
         differs = np.flatnonzero(served != offline)

@@ -75,6 +75,24 @@ class TrainingJob:
         frame = pd.read_csv(self.heldout_path)
         return frame.drop(columns=[self.label_column]), frame[self.label_column]
 
+    def heldout_feature_lines(self) -> list[str] | None:
+        """The held-out features as the CSV lines the endpoint takes, cut from heldout.csv's own text.
+
+        That text is what pandas wrote (shortest round-trip floats) and what ``heldout()``
+        parsed, so the endpoint gets exactly the values the offline predictions used,
+        without formatting a float again. None when the label is not the last column or a
+        line is not plain (a quoted field), and the tester formats the rows itself.
+        """
+        lines = self.heldout_path.read_text().splitlines()
+        if not lines:
+            return None
+        header = lines[0].split(",")
+        if header[-1] != self.label_column or '"' in lines[0]:
+            return None
+        commas = len(header) - 1
+        features = [line.rpartition(",")[0] for line in lines[1:] if line.count(",") == commas]
+        return features if len(features) == len(lines) - 1 else None
+
     @classmethod
     def load(cls, directory: Path) -> "TrainingJob":
         """Read a job back from its artifacts (for ``--mode deployment --training-job``)."""
@@ -177,6 +195,8 @@ class TrainingPipeline:
     def run(self, jobs_dir: Path) -> TrainingJob:
         dataset = self.load_data()
         X_train, X_test, y_train, y_test = self.split_data(dataset)
+        # The split copied the rows; let the whole frame go before fitting (peak memory).
+        dataset = dataset.without_rows()
         model = self.train_local_model(X_train, y_train)
         metrics = self.evaluate_model(model, X_train, y_train, X_test, y_test)
         return self.save(jobs_dir, dataset, model, metrics, X_test.assign(**{dataset.label_column: y_test}))

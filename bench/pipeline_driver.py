@@ -1,0 +1,92 @@
+"""Run ``run_pipeline.py`` (the real CLI, in this process) with a timer around every phase.
+
+    python bench/pipeline_driver.py TIMINGS.json -- [run_pipeline.py arguments]
+
+The wrappers only read the clock; the work done is exactly the CLI's. Timings are
+written to TIMINGS.json as {"t0_wall", "imports", "phases": [[name, depth, seconds], ...]}.
+Run with the benchmarked project first on PYTHONPATH.
+"""
+import time
+
+T0 = time.perf_counter()
+T0_WALL = time.time()
+
+import functools  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+import pipeline.cli as cli  # noqa: E402
+import pipeline.orchestrator as orchestrator  # noqa: E402  (run_pipeline imports it lazily; same cost)
+
+IMPORTED = time.perf_counter()
+
+RECORDS: list[list] = []
+_DEPTH = [0]
+
+
+def timed(owner: object, name: str, label: str) -> None:
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        depth = _DEPTH[0]
+        _DEPTH[0] += 1
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _DEPTH[0] = depth
+            RECORDS.append([label, depth, time.perf_counter() - began, began - T0])
+
+    setattr(owner, name, wrapper)
+
+
+def install() -> None:
+    from pipeline import testing, training
+    from pipeline.backends import local
+
+    Orchestrator = orchestrator.Orchestrator
+    timed(cli, "configure_logging", "logging setup")
+    timed(cli, "_build_config", "config")
+    timed(Orchestrator, "__init__", "orchestrator init (store, backend, notifier)")
+    timed(Orchestrator, "train", "train")
+    timed(Orchestrator, "gate", "gate")
+    timed(Orchestrator, "deploy", "deploy (stage)")
+    timed(Orchestrator, "test", "test")
+    timed(Orchestrator, "keep", "keep (promote + verify)")
+    timed(Orchestrator, "roll_back", "roll back")
+    timed(Orchestrator, "finish", "finish (record, notify)")
+    timed(Orchestrator, "notify", "notify")
+    timed(cli, "write_results", "write results")
+    timed(cli, "print_summary", "print summary")
+    pipeline_cls = training.TrainingPipeline
+    for name in ("load_data", "split_data", "train_local_model", "evaluate_model", "save"):
+        timed(pipeline_cls, name, f"train: {name}")
+    timed(Orchestrator, "_run_tests", "test: load held-out + offline predictions + checks")
+    tester = testing.EndpointTester
+    for name in ("check_health", "check_predictions", "check_performance", "check_robustness"):
+        timed(tester, name, f"test: {name}")
+    timed(local.LocalBackend, "_start_server", "deploy: spawn gunicorn")
+    timed(local.LocalBackend, "_verify", "verify (/ping x N)")
+
+
+def main() -> int:
+    out = sys.argv[1]
+    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    install()
+    code = 0
+    sys.argv = ["run_pipeline.py", *argv]
+    try:
+        cli.main()
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    finally:
+        ended = time.perf_counter()
+        with open(out, "w") as handle:
+            json.dump({"t0_wall": T0_WALL, "imports": IMPORTED - T0, "main_end": ended - T0,
+                       "records": RECORDS, "exit_code": code}, handle)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

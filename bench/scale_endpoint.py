@@ -1,0 +1,121 @@
+"""The endpoint accuracy test over a training job's held-out rows (a child of bench/scale.py).
+
+    PYTHONPATH=<project> python bench/scale_endpoint.py JOB_DIR URL VERSION
+
+Runs the orchestrator's own test step (``Orchestrator._run_tests``: held-out rows,
+offline predictions, then the EndpointTester checks) against a running endpoint,
+with a clock around ``check_predictions`` -- the accuracy test, every held-out row
+sent through the endpoint in batches of ``test_batch_size``. Then, in this process,
+the rate of parse + predict + serialize (``input_fn -> predict_fn -> output_fn``) over
+the same batch bodies the tester sends, which bounds what any server can do.
+"""
+import argparse
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import testing
+from pipeline.config import load_config
+from pipeline.container import inference
+from pipeline.orchestrator import Orchestrator
+from pipeline.training import TrainingJob
+
+TIMES: dict[str, float] = {}
+
+
+def timed(owner: object, name: str) -> None:
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            TIMES[name] = TIMES.get(name, 0.0) + time.perf_counter() - began
+
+    setattr(owner, name, wrapper)
+
+
+class _Run:
+    """Just what ``Orchestrator._run_tests`` reads and writes."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.results = {"phases": {}, "summary": {}}
+
+
+def inprocess_rate(model_dir: str, bodies: list[bytes], rows: int) -> dict[str, float]:
+    model = inference.model_fn(model_dir)
+    parse = predict = serialize = 0.0
+    for body in bodies:
+        t0 = time.perf_counter()
+        matrix = inference.input_fn(body, "text/csv")
+        t1 = time.perf_counter()
+        prediction = inference.predict_fn(matrix, model)
+        t2 = time.perf_counter()
+        inference.output_fn(prediction, "application/json")
+        t3 = time.perf_counter()
+        parse, predict, serialize = parse + t1 - t0, predict + t2 - t1, serialize + t3 - t2
+    total = parse + predict + serialize
+    return {"rows_per_s": round(rows / total, 1), "seconds": round(total, 4), "parse_s": round(parse, 4),
+            "predict_s": round(predict, 4), "serialize_s": round(serialize, 4),
+            "bytes": sum(map(len, bodies))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("job_dir")
+    parser.add_argument("url")
+    parser.add_argument("version")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=JSON")
+    args = parser.parse_args()
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.settings)}
+    config, _ = load_config(None, {}, overrides, search_default_file=False)
+    job = TrainingJob.load(Path(args.job_dir))
+    for name in ("check_health", "check_predictions", "check_performance", "check_robustness"):
+        timed(testing.EndpointTester, name)
+    if hasattr(testing, "to_csv"):
+        timed(testing, "to_csv")
+    run = _Run(config)
+    client = testing.HttpEndpointClient(args.url, config.request_timeout_seconds)
+    began = time.perf_counter()
+    report = Orchestrator._run_tests(run, client, job, args.version)
+    test_phase = time.perf_counter() - began
+    accuracy = report.checks.get("prediction_accuracy", {})
+    rows = int(accuracy.get("rows") or 0)
+
+    # The same batches, in this process: bodies exactly as the current tester builds them.
+    features, _ = job.heldout()
+    matrix = features.to_numpy(dtype=np.float64)
+    batch = config.test_batch_size
+    began = time.perf_counter()
+    tester_bodies = [testing.to_csv(matrix[start:start + batch]) for start in range(0, len(matrix), batch)]
+    format_seconds = time.perf_counter() - began
+    # ...and bodies cut from the held-out file's own text (no float formatting at all).
+    lines = job.heldout_path.read_text().splitlines()[1:]
+    label_last = lines and job.label_column == job.heldout_path.read_text().split("\n", 1)[0].split(",")[-1]
+    text_rows = [line.rpartition(",")[0] for line in lines] if label_last else []
+    text_bodies = [("\n".join(text_rows[start:start + batch]) + "\n").encode()
+                   for start in range(0, len(text_rows), batch)]
+    model_dir = str(job.model_dir)
+    result = {
+        "passed": report.passed, "failures": report.failures, "rows": rows,
+        "mismatches": accuracy.get("mismatches"), "batch_rows": batch,
+        "check_predictions_s": TIMES.get("check_predictions"),
+        "endpoint_rows_per_s": round(rows / TIMES["check_predictions"], 1) if rows else None,
+        "client_body_formatting_s": TIMES.get("to_csv"),
+        "test_phase_s": test_phase, "checks_s": dict(TIMES),
+        "inprocess_tester_bodies": inprocess_rate(model_dir, tester_bodies, len(matrix)),
+        "tester_body_formatting_rows_per_s": round(len(matrix) / format_seconds, 1),
+        "inprocess_text_bodies": inprocess_rate(model_dir, text_bodies, len(text_rows)) if text_bodies else None,
+    }
+    sys.stdout.write("BENCH_JSON " + json.dumps(result, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The pipeline's training phase on a CSV, timed per step (a child of bench/scale.py).
+
+    PYTHONPATH=<project> python bench/scale_train.py DATA.csv STORE_DIR [--test-size 0.1]
+
+Runs ``TrainingPipeline(config).run(jobs_dir)`` -- what the local backend's train
+phase runs -- with clock-only wrappers around its steps.
+"""
+import time
+
+T0 = time.perf_counter()
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from pipeline import data, training  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+
+IMPORTED = time.perf_counter()
+STEPS: dict[str, float] = {}
+
+
+def timed(owner: object, name: str, label: str) -> None:
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            STEPS[label] = STEPS.get(label, 0.0) + time.perf_counter() - began
+
+    setattr(owner, name, wrapper)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("csv")
+    parser.add_argument("store")
+    parser.add_argument("--test-size", type=float, default=0.1)
+    parser.add_argument("--model-type", default="logistic_regression")
+    args = parser.parse_args()
+    config, _ = load_config(None, {}, {"dataset": args.csv, "label_column": "target", "test_size": args.test_size,
+                                       "model_type": args.model_type, "store_dir": args.store},
+                            search_default_file=False)
+    pipeline_cls = training.TrainingPipeline
+    for name in ("load_data", "split_data", "train_local_model", "evaluate_model", "save"):
+        timed(pipeline_cls, name, name)
+    timed(data.Dataset, "fingerprint", "save: data fingerprint")
+    timed(training.recipe, "save_model", "save: model (joblib)")
+    timed(training, "sha256_file", "save: model sha256")
+    timed(pd.DataFrame, "to_csv", "save: held-out CSV")
+    timed(data.pd, "read_csv", "load_data: read_csv")
+    began = time.perf_counter()
+    job = pipeline_cls(config).run(Path(args.store) / "jobs")
+    seconds = time.perf_counter() - began
+    sys.stdout.write("BENCH_JSON " + json.dumps({
+        "training_seconds": seconds, "imports": IMPORTED - T0, "steps": STEPS, "job_dir": str(job.directory),
+        "model_sha256": job.model_sha256, "accuracy": job.metrics["accuracy"],
+        "cv_mean_accuracy": job.metrics["cv_mean_accuracy"], "heldout_rows": job.metrics["test_size"],
+    }) + "\n")
+
+
+if __name__ == "__main__":
+    main()

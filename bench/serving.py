@@ -1,0 +1,320 @@
+"""Serving: the local endpoint (gunicorn + falcon) against MLflow's scoring server, same model, same load.
+
+    python -m bench.serving                   # ~10 s per load run, both models
+    python -m bench.serving --quick           # 3 s runs, one startup sample
+    python -m bench.serving --compare-patch bench/patches/X.diff   # a proposed project change as a
+                                              # third server, side by side in the same session
+
+For each model (logistic regression and a 100-tree random forest, fitted on iris
+with the project's own recipe), both servers serve the *same fitted object*
+(joblib for the endpoint, ``mlflow.sklearn.save_model`` of it for MLflow) and get
+the same wrk load (bench/post.lua): single-row requests at 1 and 8 clients and
+1,000-row requests at 1 client. Startup is launch -> first 200 on /ping; memory is
+the resident memory of the whole process tree after warm-up (PSS, and RSS summed).
+
+Bodies are CSV: headerless for the endpoint (SageMaker's contract), with the
+header row MLflow's CSV parser requires (pandas.read_csv) for MLflow.
+
+The machine may be shared: the servers take turns in alternating order, each measured run
+first waits (bounded) for other work to quieten, and records the cores other work used
+during it and the requests per CPU-second of the server's own processes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import mlflow_env
+from bench.common import (
+    BENCH, HOST, REPO, WRK_MISSING, Server, free_port, http_request, load_generator_name, machine_info, median,
+    print_table, project_env, project_root, python_child_json, ratio, run_child, run_load, temp_dir,
+    children_cpu, system_cpu, tree_cpu_seconds, tree_memory, wait_for_quiet, wrk_path, write_result,
+)
+
+MODELS = ("logistic_regression", "random_forest")
+SCENARIOS = (  # name, payload, connections
+    ("single_c1", "single", 1),
+    ("single_c8", "single", 8),
+    ("rows1000_c1", "rows1000", 1),
+)
+TARGETS = {  # ours / MLflow, from issue 6
+    ("logistic_regression", "single_c8"): 10.0,
+    ("random_forest", "single_c8"): 4.5,
+    ("logistic_regression", "single_c1"): 6.0,
+    ("logistic_regression", "rows1000_c1"): 3.5,
+}
+P99_TARGET_MS = 4.0
+STARTUP_TARGET = 0.3
+MEMORY_TARGET = 0.5
+
+
+# --------------------------------------------------------------------------- models and payloads
+def fit_models(workdir: Path, models: list[str]) -> dict[str, dict[str, Any]]:
+    """Fit with the project's recipe; write joblib + pointer (endpoint) and an MLflow model of the same object."""
+    sys.path.insert(0, str(REPO))
+    from sklearn.datasets import load_iris
+
+    from pipeline.container import train as recipe
+
+    frame = load_iris(as_frame=True).frame
+    features, labels = frame.drop(columns=["target"]), frame["target"]
+    X_train, X_test, y_train, _ = recipe.split(features, labels, 0.2, 42)
+    single = X_test.iloc[[0]]
+    rows1000 = pd.concat([X_test] * (1000 // len(X_test) + 1)).iloc[:1000]
+    fitted = {}
+    for model_type in models:
+        model = recipe.build_estimator(model_type, {}, 42).fit(X_train, y_train)
+        base = workdir / model_type
+        model_dir = base / "model"
+        path = recipe.save_model(model, model_dir)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        pointer = base / "pointer.json"
+        pointer.write_text(json.dumps({"version": f"bench-{model_type}", "model_dir": str(model_dir), "sha256": sha,
+                                       "max_payload_mb": 6.0}))
+        mlflow_dir = base / "mlflow-model"
+        mlflow_env.save_model(path, mlflow_dir)
+        bodies = {}
+        for payload, frame_rows in (("single", single), ("rows1000", rows1000)):
+            ours = base / f"{payload}.csv"
+            ours.write_text(frame_rows.to_csv(header=False, index=False))
+            theirs = base / f"{payload}-with-header.csv"
+            theirs.write_text(frame_rows.to_csv(header=True, index=False))
+            bodies[payload] = {"gunicorn": ours, "mlflow": theirs}
+        fitted[model_type] = {"model_dir": model_dir, "pointer": pointer, "mlflow_dir": mlflow_dir, "bodies": bodies,
+                              "expected_1000": model.predict(rows1000).tolist()}
+    return fitted
+
+
+def gunicorn_server(root: Path, pointer: Path, workdir: Path, tag: str, workers: int) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:pipeline.gunicorn_conf",
+               "--bind", f"{HOST}:{port}", "--workers", str(workers), "--name", f"bench-{tag}",
+               "pipeline.serving:create_app()"]  # the command pipeline/backends/local.py runs
+    env = project_env(root, {"MLOPS_MODEL_POINTER": str(pointer)})
+    return Server(f"gunicorn[{tag}]", command, env, root, workdir / f"gunicorn-{tag}.log", port)
+
+
+def mlflow_server(model_dir: Path, workdir: Path, tag: str, workers: int | None) -> Server:
+    port = free_port()
+    command = [str(mlflow_env.MLFLOW), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+               "-p", str(port), "-h", HOST]
+    if workers:
+        command += ["-w", str(workers)]
+    env = project_env(REPO, {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"})
+    env.pop("PYTHONPATH", None)
+    # As with an activated venv: MLflow execs `uvicorn` by name.
+    env["PATH"] = f"{mlflow_env.VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    return Server(f"mlflow[{tag}]", command, env, workdir, workdir / f"mlflow-{tag}.log", port)
+
+
+def check_answers(server: Server, body: Path, expected: list[Any]) -> None:
+    status, _, answer = http_request(server.port, "POST", "/invocations", body.read_bytes(),
+                                     {"Content-Type": "text/csv", "Accept": "application/json"})
+    if status != 200:
+        raise RuntimeError(f"{server.name}: 1,000-row request answered {status}: {answer[:300]!r}")
+    got = json.loads(answer)["predictions"]
+    if got != expected:
+        raise RuntimeError(f"{server.name}: predictions differ from the fitted model's")
+
+
+def bench_pair(makers: dict[str, Any], bodies: dict[str, dict[str, Path]], expected: list[Any],
+               args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Both servers side by side: startups alternate, then both stay up (idle one costs nothing) and
+    every load scenario runs on one right after the other, in alternating order, so a burst of
+    foreign load on the shared machine hits both rather than one."""
+    kinds = list(makers)
+    results: dict[str, dict[str, Any]] = {kind: {"startup_samples_s": []} for kind in kinds}
+    servers: dict[str, Server] = {}
+    try:
+        for attempt in range(args.startup_runs):
+            for kind in (kinds if attempt % 2 == 0 else kinds[::-1]):
+                server = makers[kind](f"{kind}-{attempt}").start()
+                servers[kind] = server
+                results[kind]["startup_samples_s"].append(round(server.wait_ready(timeout=180), 3))
+                if attempt < args.startup_runs - 1:
+                    server.stop()
+                    del servers[kind]
+                    time.sleep(0.3)
+        for kind, server in servers.items():
+            results[kind]["startup_s"] = median(results[kind]["startup_samples_s"])
+            check_answers(server, bodies["rows1000"][kind], expected)
+            run_load(server.port, "/invocations", bodies["single"][kind], "text/csv", 8, args.warmup)
+            results[kind]["memory_after_warmup"] = tree_memory(server.process.pid)
+        for index, (name, payload, connections) in enumerate(SCENARIOS):
+            for kind in (kinds if index % 2 == 0 else kinds[::-1]):
+                server = servers[kind]
+                if payload != "single":
+                    run_load(server.port, "/invocations", bodies[payload][kind], "text/csv", connections,
+                             min(args.warmup, 1.0))
+                waited, busy_before = wait_for_quiet(args.quiet_cores, args.quiet_wait)
+                loadavg = os.getloadavg()[0]
+                cpu_before = tree_cpu_seconds(server.process.pid)
+                system_before, children_before = system_cpu()[0], children_cpu()
+                began = time.perf_counter()
+                measured = run_load(server.port, "/invocations", bodies[payload][kind], "text/csv", connections,
+                                    args.duration)
+                wall = time.perf_counter() - began
+                cpu = tree_cpu_seconds(server.process.pid) - cpu_before
+                generator_cpu = children_cpu() - children_before
+                foreign = system_cpu()[0] - system_before - cpu - generator_cpu
+                measured["loadavg_1m_before"] = loadavg
+                measured["waited_for_quiet_s"] = round(waited, 1)
+                # CPU the rest of the machine (other people's work) used during the run, in cores.
+                measured["foreign_busy_cores"] = round(max(0.0, foreign) / wall, 2)
+                measured["load_generator_cpu_s"] = round(generator_cpu, 2)
+                # Requests per CPU-second of the server's own processes: what a request costs,
+                # whatever share of the cores the foreign load on a shared machine left it.
+                measured["server_cpu_s"] = round(cpu, 2)
+                measured["req_per_cpu_s"] = round(measured["requests"] / cpu, 1) if cpu > 0 else None
+                results[kind][name] = measured
+                print(f"  {server.name:24s} {name:12s} {measured['rps']:>9,.0f} req/s  "
+                      f"p99 {measured['p99_ms']:.2f} ms  {measured['req_per_cpu_s'] or 0:>7,.0f} req/CPU-s  "
+                      f"errors {measured['errors']}  (foreign load {measured['foreign_busy_cores']:.2f} cores)",
+                      flush=True)
+        for kind, server in servers.items():
+            results[kind]["memory_after_load"] = tree_memory(server.process.pid)
+    finally:
+        for server in servers.values():
+            server.stop()
+    return results
+
+
+def inprocess(root: Path, model_dir: Path, body: Path, seconds: float) -> dict[str, Any]:
+    # Run as a script (not -m from REPO, which would put this checkout's pipeline/ first on sys.path):
+    # the benchmarked project's pipeline/ first, then REPO for the bench package.
+    run = run_child([sys.executable, str(BENCH / "inprocess.py"), "--model-dir", str(model_dir), "--body", str(body),
+                     "--seconds", str(seconds)],
+                    env=project_env(root, {"PYTHONPATH": f"{root}:{REPO}"}), cwd=root, timeout=120)
+    if run["returncode"] != 0:
+        raise RuntimeError(f"in-process measurement failed: {run['stderr'][-1000:]}")
+    return python_child_json(run["stdout"])
+
+
+# --------------------------------------------------------------------------- report
+def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    for model_type, per_model in results["models"].items():
+        theirs = per_model["mlflow"]
+        for kind in [k for k in ("gunicorn", "patched") if k in per_model]:
+            ours = per_model[kind]
+            label = "" if kind == "gunicorn" else " [patched]"
+            for name, _, _ in SCENARIOS:
+                target = TARGETS.get((model_type, name))
+                value = ratio(ours[name]["rps"], theirs[name]["rps"])
+                checks.append({"model": model_type + label, "metric": f"throughput {name} (x MLflow)",
+                               "value": value, "target": f">= {target}" if target else None,
+                               "met": (value is not None and value >= target) if target else None})
+                checks.append({"model": model_type + label, "metric": f"  req per server CPU-s {name} (x MLflow)",
+                               "value": ratio(ours[name].get("req_per_cpu_s"), theirs[name].get("req_per_cpu_s")),
+                               "target": None, "met": None})
+            if model_type == "logistic_regression":
+                p99 = ours["single_c8"]["p99_ms"]
+                checks.append({"model": model_type + label, "metric": "p99 ms single_c8 (ours)", "value": p99,
+                               "target": f"<= {P99_TARGET_MS}", "met": p99 <= P99_TARGET_MS})
+            value = ratio(ours["startup_s"], theirs["startup_s"])
+            checks.append({"model": model_type + label, "metric": "startup to first /ping 200 (x MLflow)",
+                           "value": value, "target": f"<= {STARTUP_TARGET}",
+                           "met": value is not None and value <= STARTUP_TARGET})
+            for basis in ("pss_mb", "rss_mb"):
+                value = ratio(ours["memory_after_warmup"][basis], theirs["memory_after_warmup"][basis])
+                checks.append({"model": model_type + label,
+                               "metric": f"memory after warm-up, {basis[:3].upper()} (x MLflow)", "value": value,
+                               "target": f"<= {MEMORY_TARGET}" if basis == "pss_mb" else None,
+                               "met": (value is not None and value <= MEMORY_TARGET) if basis == "pss_mb" else None})
+    return checks
+
+
+def print_report(results: dict[str, Any]) -> None:
+    rows = []
+    for model_type, per_model in results["models"].items():
+        for kind in [k for k in ("gunicorn", "patched", "mlflow") if k in per_model]:
+            r = per_model[kind]
+            rows.append([model_type, kind, r["single_c1"]["rps"], r["single_c8"]["rps"], r["single_c8"]["p99_ms"],
+                         r["rows1000_c1"]["rps"], r["startup_s"], r["memory_after_warmup"]["pss_mb"],
+                         r["memory_after_warmup"]["rss_mb"],
+                         round(sum(r[n].get("foreign_busy_cores", 0) for n, _, _ in SCENARIOS) / len(SCENARIOS), 2),
+                         sum(r[n]["errors"] for n, _, _ in SCENARIOS)])
+        for key, label in (("inprocess", "in-process"), ("inprocess_patched", "in-process [patched]")):
+            for payload, measured in per_model.get(key, {}).items():
+                rows.append([model_type, f"{label} {payload}", measured["calls_per_s"], None, None, None, None,
+                             None, None, None, f"{measured['median_us']} us/call"])
+    print_table(f"Serving ({results['load_generator']}, {results['duration_s']:g} s per run)",
+                ["model", "server", "1-row c1 req/s", "1-row c8 req/s", "c8 p99 ms", "1000-row c1 req/s",
+                 "startup s", "PSS MB", "RSS MB", "foreign cores", "errors"], rows)
+    print_table("Serving: ratios against targets", ["model", "metric", "value", "target", "met"],
+                [[c["model"], c["metric"], c["value"], c["target"], c["met"]] for c in results["checks"]])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description="Local endpoint vs MLflow's scoring server")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load before measuring")
+    parser.add_argument("--startup-runs", type=int, default=3, help="launches per server for the startup median")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (the pipeline's default: 2)")
+    parser.add_argument("--mlflow-workers", type=int, default=None,
+                        help="MLflow uvicorn workers (default: MLflow's own default, 1)")
+    parser.add_argument("--patch", help="benchmark a copy of the project with this patch applied")
+    parser.add_argument("--compare-patch", help="also run a copy of the project with this patch (comma-separated "
+                        "patches) as a third server, side by side with the current one and MLflow")
+    parser.add_argument("--quiet-cores", type=float, default=0.3,
+                        help="before each measured run, wait until other work uses at most this many cores...")
+    parser.add_argument("--quiet-wait", type=float, default=20.0, help="...but at most this many seconds")
+    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, 1 startup sample")
+    parser.add_argument("--output", default="serving", help="results name (bench/results/<name>.json)")
+    parser.add_argument("--keep-temp", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.startup_runs = 3.0, 1.0, 1
+    if not wrk_path():
+        print(WRK_MISSING, file=sys.stderr)
+    mlflow_version = mlflow_env.ensure()
+    results: dict[str, Any] = {
+        "benchmark": "serving", "machine": machine_info(), "load_generator": load_generator_name(),
+        "mlflow_version": mlflow_version, "duration_s": args.duration, "warmup_s": args.warmup,
+        "gunicorn_workers": args.workers, "mlflow_workers": args.mlflow_workers or 1, "patch": args.patch,
+        "compare_patch": args.compare_patch,
+        "models": {},
+    }
+    started = time.perf_counter()
+    with temp_dir("bench-serving-", keep=args.keep_temp) as workdir:
+        root = project_root(args.patch, workdir)
+        patched_root = project_root(args.compare_patch, workdir) if args.compare_patch else None
+        fitted = fit_models(workdir, [m for m in args.models.split(",") if m])
+        for model_type, info in fitted.items():
+            print(f"-- {model_type}", flush=True)
+            makers = {
+                "gunicorn": lambda tag, info=info: gunicorn_server(root, info["pointer"], workdir, tag, args.workers),
+                "mlflow": lambda tag, info=info: mlflow_server(info["mlflow_dir"], workdir, tag, args.mlflow_workers),
+            }
+            if patched_root is not None:
+                makers["patched"] = lambda tag, info=info: gunicorn_server(patched_root, info["pointer"], workdir,
+                                                                           tag, args.workers)
+                for payload in info["bodies"]:
+                    info["bodies"][payload]["patched"] = info["bodies"][payload]["gunicorn"]
+            per_model: dict[str, Any] = bench_pair(makers, info["bodies"], info["expected_1000"], args)
+            per_model["inprocess"] = {
+                payload: inprocess(root, info["model_dir"], info["bodies"][payload]["gunicorn"], 1.0)
+                for payload in ("single", "rows1000")}
+            if patched_root is not None:
+                per_model["inprocess_patched"] = {
+                    payload: inprocess(patched_root, info["model_dir"], info["bodies"][payload]["gunicorn"], 1.0)
+                    for payload in ("single", "rows1000")}
+            results["models"][model_type] = per_model
+    results["checks"] = summarise(results)
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    write_result(args.output, results)
+    print_report(results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
