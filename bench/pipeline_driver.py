@@ -13,6 +13,7 @@ T0_WALL = time.time()
 
 import functools  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 import pipeline.cli as cli  # noqa: E402
@@ -77,7 +78,7 @@ def main() -> int:
     code = 0
     sys.argv = ["run_pipeline.py", *argv]
     try:
-        cli.main()
+        cli.cli(prog_name="run_pipeline.py")  # what cli.main() runs, before its os._exit
     except SystemExit as stop:
         code = int(stop.code or 0)
     finally:
@@ -85,7 +86,9 @@ def main() -> int:
         with open(out, "w") as handle:
             json.dump({"t0_wall": T0_WALL, "imports": IMPORTED - T0, "main_end": ended - T0,
                        "records": RECORDS, "exit_code": code}, handle)
-    return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # as cli.main() leaves: no interpreter teardown
 
 
 if __name__ == "__main__":

@@ -197,6 +197,8 @@ class Orchestrator:
             elif self.mode == "testing":
                 self.test_live_endpoint()
             else:
+                if self.mode == "full" and self.config.auto_deploy_enabled:
+                    self.backend.prestart(self.endpoint_name, self.run_id)  # its start-up overlaps training
                 job = self.train() if self.mode in ("full", "training") else self.load_training_job()
                 decision = self.gate(job)
                 if self.mode != "training" and decision.deploys:
@@ -385,6 +387,7 @@ class Orchestrator:
             self.results["resume_command"] = f"python3 run_pipeline.py --mode deployment --training-job {job}"
 
     def finish(self) -> None:
+        self.backend.release_prestart()  # unused when the gate held or something failed first
         if self.exit_code == ExitCode.SUCCESS:
             self.results["pipeline_status"] = "success"
         elif self.exit_code != ExitCode.GATE or self.results["pipeline_status"] == "running":

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 from pipeline.container import inference
 
 POINTER_ENV = "MLOPS_MODEL_POINTER"
+POINTER_WAIT_ENV = "MLOPS_POINTER_WAIT"
 TOKEN_ENV = "MLOPS_ENDPOINT_TOKEN"
 VERSION_HEADER = "X-Model-Version"
 SHA_HEADER = "X-Model-Sha256"
@@ -141,9 +143,18 @@ def _token_sha256(spec: dict[str, Any]) -> str | None:
     return hashlib.sha256(token.encode()).hexdigest() if token else None
 
 
+def _wait_for_pointer(path: Path) -> dict[str, Any]:
+    """A prestarted server does its imports while the model is still training; its workers wait
+    here until the deployment writes the pointer (at most ``MLOPS_POINTER_WAIT`` seconds)."""
+    deadline = time.monotonic() + float(os.environ.get(POINTER_WAIT_ENV, "0"))
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return read_pointer(path)
+
+
 def create_app(pointer: str | None = None) -> falcon.App:
     """Load the pointed-to model (checking its sha256) and build the WSGI app."""
-    spec = read_pointer(pointer or os.environ[POINTER_ENV])
+    spec = _wait_for_pointer(Path(pointer or os.environ[POINTER_ENV]))
     model = _Model(spec)
     max_payload_bytes = int(float(spec.get("max_payload_mb", 6.0)) * 1024 * 1024)
     token_sha256 = _token_sha256(spec)

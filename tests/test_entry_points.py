@@ -97,12 +97,12 @@ def test_every_seed_invocation_parses():
 
 
 def test_the_local_pipeline_imports_neither_boto3_nor_the_sagemaker_sdk(workdir):
-    code = (
-        "import runpy, sys\n"
+    code = (  # what run_pipeline.py runs, short of its final os._exit, then the modules it loaded
+        "import sys\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        f"sys.argv = ['run_pipeline.py', '--output-file', 'o.json', '--set', 'performance_requests=20']\n"
+        "from pipeline.cli import cli\n"
         "try:\n"
-        f"    runpy.run_path({str(REPO / 'run_pipeline.py')!r}, run_name='__main__')\n"
+        "    cli(['--output-file', 'o.json', '--set', 'performance_requests=20'], prog_name='run_pipeline.py')\n"
         "except SystemExit as exit:\n"
         "    assert exit.code == 0, exit.code\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'sagemaker'}))\n"

@@ -12,6 +12,7 @@ from pipeline.config import load_config
 from pipeline.orchestrator import Orchestrator
 from pipeline.store import DeploymentStore
 from pipeline.training import TrainingPipeline
+from tests.conftest import _processes_mentioning
 from tests.served_models import ServedDifferently
 
 
@@ -57,13 +58,14 @@ def test_console_summary_follows_the_seed_example(pipeline):
         assert line in result.output
 
 
-def test_gate_holds_a_model_between_minimum_and_threshold_with_exit_3(pipeline):
+def test_gate_holds_a_model_between_minimum_and_threshold_with_exit_3(pipeline, workdir):
     result = pipeline("--accuracy-threshold", "1.0", "--minimum-accuracy", "0.5", "--model-type", "random_forest")
     assert result.exit_code == 3
     results = pipeline.results()
     assert results["gate"]["decision"] == "held"
     assert results["summary"]["deployment_occurred"] is False
     assert DeploymentStore(".mlops").endpoints() == []
+    assert _processes_mentioning(str(workdir)) == []  # the server prestarted during training was stopped
 
 
 def test_gate_rejects_below_minimum_and_deployment_mode_refuses_it_too(pipeline):

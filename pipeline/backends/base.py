@@ -101,6 +101,12 @@ class Backend(ABC):
         """
         return Outcome("interrupted", deployment["from_version"], "nothing to repair")
 
+    def prestart(self, endpoint_name: str, run_id: str) -> None:
+        """Start what serving needs while the model trains (a backend may do nothing)."""
+
+    def release_prestart(self) -> None:
+        """Stop whatever ``prestart`` started and ``stage`` did not use."""
+
     def delete_version_artifacts(self, endpoint_name: str, version: str) -> None:
         """Forget what the backend keeps for an old version (retention); by default nothing."""
 

@@ -32,6 +32,7 @@ from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
 from pipeline.errors import PipelineError
 from pipeline.serving import (
     POINTER_ENV,
+    POINTER_WAIT_ENV,
     SHA_HEADER,
     TOKEN_ENV,
     VERSION_HEADER,
@@ -206,7 +207,49 @@ class LocalBackend(Backend):
         path = self.endpoint_dir(name) / CURRENT_POINTER
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def _start_server(self, name: str, role: str, port: int, pointer: Path) -> subprocess.Popen[bytes]:
+    # --- prestarting: the server's imports overlap training ---
+    _prestarted: dict[str, Any] | None = None
+
+    def prestart(self, endpoint_name: str, run_id: str) -> None:
+        """Start the next server now, waiting for its pointer, so its ~1 s of imports overlap training.
+
+        Beside a live endpoint it is a candidate on a free port; for a new endpoint it is the stable
+        server itself. ``stage`` uses it if nothing changed meanwhile; otherwise it is stopped.
+        """
+        row = self.store.endpoint(endpoint_name)
+        if row and self._stable_alive(row):
+            kind, role, port = "candidate", f"candidate-{run_id}", free_port(self.config.endpoint_host)
+            pointer = self.endpoint_dir(endpoint_name) / "versions" / f".pending-{run_id}.json"
+        elif row is None:
+            kind, role = "direct", "stable"
+            port = self.config.endpoint_port or free_port(self.config.endpoint_host)
+            pointer = self.endpoint_dir(endpoint_name) / CURRENT_POINTER
+            if port_in_use(self.config.endpoint_host, port) or pointer.exists():
+                return  # stage() will say why
+        else:
+            return  # a dead endpoint: stage() restarts it on its verified version first
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        process = self._start_server(endpoint_name, role, port, pointer, wait_for_pointer=True)
+        self._prestarted = {"endpoint": endpoint_name, "kind": kind, "role": role, "port": port,
+                            "pointer": pointer, "pid": process.pid}
+
+    def release_prestart(self) -> None:
+        if self._prestarted is not None:
+            prestarted, self._prestarted = self._prestarted, None
+            stop_process(prestarted["pid"], self.marker(prestarted["endpoint"], prestarted["role"]))
+
+    def _take_prestarted(self, endpoint_name: str, kind: str) -> dict[str, Any] | None:
+        prestarted, self._prestarted = self._prestarted, None
+        if prestarted and prestarted["endpoint"] == endpoint_name and prestarted["kind"] == kind and \
+                process_alive(prestarted["pid"], self.marker(endpoint_name, prestarted["role"])):
+            return prestarted
+        if prestarted:
+            self._prestarted = prestarted
+            self.release_prestart()
+        return None
+
+    def _start_server(self, name: str, role: str, port: int, pointer: Path,
+                      wait_for_pointer: bool = False) -> subprocess.Popen[bytes]:
         directory = self.endpoint_dir(name)
         directory.mkdir(parents=True, exist_ok=True)
         log_path = directory / f"{role}.log"
@@ -222,6 +265,8 @@ class LocalBackend(Backend):
         env = {key: value for key, value in os.environ.items()
                if not _SECRET_ENV.search(key) and key != TOKEN_ENV}  # the server knows only the token's hash
         env[POINTER_ENV] = str(pointer.resolve())
+        if wait_for_pointer:  # a prestarted server gives up if no deployment comes within 10 minutes
+            env[POINTER_WAIT_ENV] = "600"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
         with open(log_path, "ab") as log:
             log.write(f"{START_MARKER} {role} on port {port}\n".encode())
@@ -256,11 +301,23 @@ class LocalBackend(Backend):
             restarted = self._restart_stable(endpoint_name, row, previous)
             row = {**row, "pid": restarted}
         if self._stable_alive(row):
-            port = free_port(self.config.endpoint_host)
-            process = self._start_server(endpoint_name, f"candidate-{version}", port, pointer)
+            prestarted = self._take_prestarted(endpoint_name, "candidate")
+            if prestarted:  # hand the waiting server its version
+                _atomic_write(prestarted["pointer"], pointer.read_text())
+                pid, port, role = prestarted["pid"], prestarted["port"], prestarted["role"]
+            else:
+                port, role = free_port(self.config.endpoint_host), f"candidate-{version}"
+                pid = self._start_server(endpoint_name, role, port, pointer).pid
             return Staged(endpoint_name, version, previous, self.url(port), row["url"], "candidate",
-                          {"pid": process.pid, "port": port, "role": f"candidate-{version}",
+                          {"pid": pid, "port": port, "role": role,
                            "stable_pid": row["pid"], "stable_port": row["port"], "restarted_pid": restarted})
+        prestarted = self._take_prestarted(endpoint_name, "direct") if row is None else None
+        if prestarted:  # the new endpoint's server is up and waiting for current.json
+            self._point_current(endpoint_name, version)
+            port = prestarted["port"]
+            return Staged(endpoint_name, version, previous, self.url(port), self.url(port), "direct",
+                          {"pid": prestarted["pid"], "port": port, "role": "stable",
+                           "stable_pid": prestarted["pid"], "stable_port": port})
         # A first deployment (or one whose endpoint never served a version): start the stable server with it.
         port = row["port"] if row and row["port"] else (self.config.endpoint_port or free_port(self.config.endpoint_host))
         if port_in_use(self.config.endpoint_host, port):
