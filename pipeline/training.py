@@ -204,28 +204,37 @@ class TrainingPipeline:
     def save(self, jobs_dir: Path, dataset: Dataset, model: Any, metrics: dict[str, Any],
              heldout: pd.DataFrame) -> TrainingJob:
         directory = claim_unique_directory(jobs_dir, timestamp_name(self.config.model_name_prefix))
-        model_path = recipe.save_model(model, directory / MODEL_DIR)
-        created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        _write_json(directory / METRICS_FILE, metrics)
+        recipe.save_model(model, directory / MODEL_DIR)
         heldout.to_csv(directory / HELDOUT_FILE, index=False)
-        manifest = {
-            "training_job": directory.name,
-            "created_at": created_at,
-            "model_type": self.config.model_type,
-            "model_file": str(model_path.relative_to(directory)),
-            "model_sha256": sha256_file(model_path),
-            "label_column": dataset.label_column,
-            "data_fingerprint": dataset.fingerprint(),
-            "dataset": dataset.source,
-            "library_versions": library_versions(),
-            "config": self.config.public_dict(),
-        }
-        _write_json(directory / MANIFEST_FILE, manifest)
-        return TrainingJob(
-            name=directory.name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
-            label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],
-            created_at=created_at, model_type=self.config.model_type, manifest=manifest,
-        )
+        return record_job(directory, self.config, dataset, metrics)
+
+
+def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metrics: dict[str, Any],
+               **extra: Any) -> TrainingJob:
+    """Write metrics and manifest beside a saved model and held-out rows: a training job either
+    backend made, readable by ``TrainingJob.load``. ``extra`` goes into the manifest (e.g. AWS ARNs)."""
+    model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
+    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_json(directory / METRICS_FILE, metrics)
+    manifest = {
+        "training_job": directory.name,
+        "created_at": created_at,
+        "model_type": config.model_type,
+        "model_file": str(model_path.relative_to(directory)),
+        "model_sha256": sha256_file(model_path),
+        "label_column": dataset.label_column,
+        "data_fingerprint": dataset.fingerprint(),
+        "dataset": dataset.source,
+        "library_versions": library_versions(),
+        "config": config.public_dict(),
+        **extra,
+    }
+    _write_json(directory / MANIFEST_FILE, manifest)
+    return TrainingJob(
+        name=directory.name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
+        label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],
+        created_at=created_at, model_type=config.model_type, manifest=manifest,
+    )
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -22,6 +22,9 @@ from click.testing import CliRunner, Result
 from pipeline.cli import cli
 from pipeline.config import ENV_VARS
 
+# The receivers for notification tests (Slack HTTP, aiosmtpd, moto SNS) live in their own module.
+pytest_plugins = ["tests.notification_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 FAST_SETTINGS = ["--set", "performance_requests=40", "--set", "health_timeout_seconds=60", "--set", "cv_folds=3"]
 

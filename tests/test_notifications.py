@@ -24,18 +24,7 @@ from pipeline.notifications import (
     SmtpSettings,
     severity_for,
 )
-from tests.notification_fixtures import (  # noqa: F401 (pytest finds fixtures by name)
-    SMTP_PASSWORD,
-    WEBHOOK_SECRET,
-    Reply,
-    SlackReceiver,
-    aws_credentials,
-    closed_port,
-    slack,
-    smtp_server,
-    sns_topic,
-    tls_files,
-)
+from tests.notification_fixtures import SMTP_PASSWORD, WEBHOOK_SECRET, Reply, SlackReceiver
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.notification_fixtures import WEBHOOK_SECRET, Reply, SlackReceiver, closed_port, slack  # noqa: F401
+from tests.notification_fixtures import WEBHOOK_SECRET, Reply, SlackReceiver
 
 FEW_RETRIES = ["--set", "notification_retries=1", "--set", "notification_timeout_seconds=1"]
 

@@ -52,7 +52,6 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,14 +74,12 @@ from pipeline.errors import ExitCode, PipelineError
 from pipeline.testing import VERSION_HEADER, EndpointDown, Reply
 from pipeline.training import (
     HELDOUT_FILE,
-    MANIFEST_FILE,
-    METRICS_FILE,
     MODEL_DIR,
     TrainingJob,
     TrainingPipeline,
     claim_unique_directory,
     library_versions,
-    sha256_file,
+    record_job,
     timestamp_name,
 )
 
@@ -251,12 +248,6 @@ def _extract(archive: Path, target: Path) -> None:
             tar.extractall(root, filter="data")
         else:
             tar.extractall(root)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(temporary, path)
 
 
 def _sklearn_minor(version: str) -> str:
@@ -666,39 +657,25 @@ class SageMakerBackend(Backend):
             features, labels = heldout.drop(columns=[dataset.label_column]), heldout[dataset.label_column]
             for evaluation in training.custom_evaluations:
                 metrics.update(evaluation(model, features, labels))
-        _write_json(directory / METRICS_FILE, metrics)
-        created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        manifest = {
-            "training_job": name,
-            "created_at": created_at,
-            "model_type": self.config.model_type,
-            "model_file": str(model_path.relative_to(directory)),
-            "model_sha256": sha256_file(model_path),
-            "label_column": dataset.label_column,
-            "data_fingerprint": dataset.fingerprint(),
-            "dataset": dataset.source,
-            "library_versions": library_versions(),
-            "config": self.config.public_dict(),
-            "backend": self.TYPE,
-            "region": self.region,
-            "role_arn": role,
-            "training_job_arn": description.get("TrainingJobArn"),
-            "training_image": image,
-            "sklearn_framework_version": self.config.sklearn_framework_version,
-            "training_data_url": data_uri,
-            "sourcedir_url": source_uri,
-            "serve_program": SERVE_PROGRAM,
-            "model_data_url": model_uri,
-            "model_data_etag": model_etag,
-            "output_data_url": output_uri,
-            "billable_seconds": description.get("BillableTimeInSeconds"),
-        }
-        _write_json(directory / MANIFEST_FILE, manifest)
+        job = record_job(
+            directory, self.config, dataset, metrics,
+            backend=self.TYPE,
+            region=self.region,
+            role_arn=role,
+            training_job_arn=description.get("TrainingJobArn"),
+            training_image=image,
+            sklearn_framework_version=self.config.sklearn_framework_version,
+            training_data_url=data_uri,
+            sourcedir_url=source_uri,
+            serve_program=SERVE_PROGRAM,
+            model_data_url=model_uri,
+            model_data_etag=model_etag,
+            output_data_url=output_uri,
+            billable_seconds=description.get("BillableTimeInSeconds"),
+        )
         self._call(self.sagemaker, "add_tags", f"tag training job {name}", ResourceArn=description["TrainingJobArn"],
                    Tags=self._tags(name, metrics.get("accuracy")))
-        return TrainingJob(name=name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
-                           label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],
-                           created_at=created_at, model_type=self.config.model_type, manifest=manifest)
+        return job
 
     # ----------------------------------------------------------------- endpoints
     def _describe_endpoint(self, name: str) -> dict[str, Any] | None:
