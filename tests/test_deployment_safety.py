@@ -18,6 +18,15 @@ def _invoke(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def _tamper(*statements: str) -> None:
+    """Edit the store by hand, as someone covering their tracks would."""
+    connection = sqlite3.connect(".mlops/state.db")
+    for statement in statements:
+        connection.execute(statement)
+    connection.commit()
+    connection.close()
+
+
 def _deploy_twice(pipeline) -> tuple[str, str, str]:
     pipeline()
     v1 = pipeline.results()["summary"]["endpoint_version"]
@@ -75,11 +84,7 @@ def test_history_answers_which_version_served_at_a_time(pipeline):
 def test_history_verify_detects_an_edited_event(pipeline):
     pipeline("--mode", "training")
     assert _invoke("history", "--verify").exit_code == 0
-    connection = sqlite3.connect(".mlops/state.db")
-    connection.execute("DROP TRIGGER events_append_only_update")
-    connection.execute("UPDATE events SET detail = '{}' WHERE id = 2")
-    connection.commit()
-    connection.close()
+    _tamper("DROP TRIGGER events_append_only_update", "UPDATE events SET detail = '{}' WHERE id = 2")
     result = _invoke("history", "--verify")
     assert result.exit_code == 1
     assert "event 2 was edited" in result.output
@@ -319,11 +324,8 @@ def test_a_failing_version_is_never_served_when_the_endpoint_had_died(pipeline, 
 
 def test_history_verify_detects_events_cut_off_the_end(pipeline):
     pipeline("--mode", "training")
-    connection = sqlite3.connect(".mlops/state.db")
-    connection.execute("DROP TRIGGER events_append_only_delete")
-    connection.execute("DELETE FROM events WHERE id >= (SELECT max(id) - 1 FROM events)")
-    connection.commit()
-    connection.close()
+    _tamper("DROP TRIGGER events_append_only_delete",
+            "DELETE FROM events WHERE id >= (SELECT max(id) - 1 FROM events)")
     result = _invoke("history", "--verify")
     assert result.exit_code == 1 and "are missing" in result.output
 
