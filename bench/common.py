@@ -489,3 +489,21 @@ def python_child_json(stdout: str) -> dict[str, Any]:
 def emit_json(data: dict[str, Any]) -> None:
     sys.stdout.write("BENCH_JSON " + json.dumps(data, default=str) + "\n")
     sys.stdout.flush()
+
+
+def add_timer(totals: dict[str, float], owner: object, name: str, label: str | None = None) -> None:
+    """Wrap ``owner.name`` so that the seconds spent in it add up in ``totals[label or name]``."""
+    import functools
+
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            key = label or name
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - began
+
+    setattr(owner, name, wrapper)

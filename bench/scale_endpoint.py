@@ -10,7 +10,6 @@ the rate of parse + predict + serialize (``input_fn -> predict_fn -> output_fn``
 the same batch bodies the tester sends, which bounds what any server can do.
 """
 import argparse
-import functools
 import json
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import add_timer
 from pipeline import testing
 from pipeline.config import load_config
 from pipeline.container import inference
@@ -28,17 +28,7 @@ TIMES: dict[str, float] = {}
 
 
 def timed(owner: object, name: str) -> None:
-    original = getattr(owner, name)
-
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        began = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            TIMES[name] = TIMES.get(name, 0.0) + time.perf_counter() - began
-
-    setattr(owner, name, wrapper)
+    add_timer(TIMES, owner, name)
 
 
 class _Run:

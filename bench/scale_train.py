@@ -10,13 +10,13 @@ import time
 T0 = time.perf_counter()
 
 import argparse  # noqa: E402
-import functools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
+from bench.common import add_timer  # noqa: E402
 from pipeline import data, training  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
@@ -25,17 +25,7 @@ STEPS: dict[str, float] = {}
 
 
 def timed(owner: object, name: str, label: str) -> None:
-    original = getattr(owner, name)
-
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        began = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            STEPS[label] = STEPS.get(label, 0.0) + time.perf_counter() - began
-
-    setattr(owner, name, wrapper)
+    add_timer(STEPS, owner, name, label)
 
 
 def main() -> None:

@@ -110,12 +110,8 @@ def dotenv_variables(results: Mapping[str, Any]) -> dict[str, str]:
 
 def dotenv_value(value: Any) -> str:
     """One line that GitLab and ``source`` read alike: no quoting needed, none added."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _number(value)
+    if value is None or isinstance(value, (bool, float)):
+        return _plain(value)
     text = _UNSAFE_VALUE_CHARS.sub("_", str(value).strip())
     return text[:DOTENV_MAX_VALUE_CHARS]
 
