@@ -643,6 +643,7 @@ class Notifier:
         self.deliveries: list[dict[str, Any]] = []
         self._delivered: set[tuple[str, str]] = set()
         self._failed: set[tuple[str, str]] = set()
+        self._down: set[str] = set()  # channels whose last delivery failed after its retries
         self._lock = threading.Lock()
         self._secrets = SecretScrubber()
         self._channels: list[Channel] = []
@@ -708,7 +709,9 @@ class Notifier:
         return results
 
     def _deliver(self, channel: Channel, message: Message) -> dict[str, Any]:
-        max_attempts = 1 + self.config.notification_retries
+        # A channel that already failed every retry in this run gets one try per event: an outage
+        # costs one timeout per event, not a full round of backoff each time.
+        max_attempts = 1 if channel.name in self._down else 1 + self.config.notification_retries
         attempts = 0
         error: str | None = None
         while True:
@@ -730,6 +733,7 @@ class Notifier:
                      message.event, channel.name, attempts, error, delay)
             self.sleep(delay)
         delivered = error is None
+        (self._down.discard if delivered else self._down.add)(channel.name)
         if delivered:
             log.info("notification %s sent via %s (%d attempt%s)", message.event, channel.name, attempts,
                      "" if attempts == 1 else "s")

@@ -204,6 +204,17 @@ def test_an_undelivered_event_is_tried_again_by_a_later_notify(slack: SlackRecei
     assert [d["delivered"] for d in notifier.deliveries] == [False, True]
 
 
+def test_a_channel_that_failed_its_retries_gets_one_try_per_later_event(slack: SlackReceiver) -> None:
+    slack.script(Reply(500))
+    notifier, delays = slack_notifier(slack.url, notification_retries=2)
+
+    first = notifier.notify("gate_decision", SUMMARY)
+    later = notifier.notify("pipeline_finished", SUMMARY)
+
+    assert [first[0]["attempts"], later[0]["attempts"]] == [3, 1]
+    assert len(delays) == 2  # backoff only within the first event
+
+
 def test_events_not_in_notify_events_are_not_sent(slack: SlackReceiver) -> None:
     notifier, _ = slack_notifier(slack.url, notify_events=["pipeline_finished"])
 
