@@ -19,7 +19,7 @@ class ServedDifferently(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
 
     def fit(self, X, y):
-        self.inner_ = LogisticRegression(max_iter=self.max_iter).fit(X, y)
+        self.inner_ = LogisticRegression(max_iter=self.max_iter).fit(np.asarray(X), y)
         self.classes_ = self.inner_.classes_
         self.n_features_in_ = self.inner_.n_features_in_
         return self
