@@ -417,9 +417,8 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, p
                 deployer.reconcile(name)
                 deployer.remove(name)
                 click.echo(f"removed endpoint {name}")
-        if prefix and hasattr(backend, "cleanup_prefix"):
-            # SageMaker may hold resources this store never recorded (the seed's cleanup script).
-            for kind, deleted in backend.cleanup_prefix(prefix).items():
+        if prefix:  # SageMaker may hold resources this store never recorded (the seed's cleanup script)
+            for kind, deleted in backend.remove_by_prefix(prefix).items():
                 for name in deleted:
                     click.echo(f"deleted {kind} {name}")
         if prune:

@@ -348,14 +348,3 @@ def _source_words(source: str) -> str:
     if source.startswith("flag:"):
         return f"flag {source[5:]}"
     return "default"
-
-
-def env_bool(raw: str) -> bool:
-    """Parse a boolean the way the environment layer does (for other modules' env settings)."""
-    lowered = raw.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(raw)
-

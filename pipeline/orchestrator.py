@@ -27,6 +27,7 @@ from pipeline.deployment import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.locking import EndpointLock
 from pipeline.logs import set_run_id
+from pipeline.notifications import Notifier
 from pipeline.store import DeploymentStore
 from pipeline.testing import EndpointTester, TestReport
 from pipeline.training import BUILTIN_METRICS, TrainingJob, TrainingPipeline
@@ -168,11 +169,8 @@ class Orchestrator:
                 self.endpoint_name = named["endpoint_name"]
         self.backend: Backend = load_backend(self._backend_name(), config, self.store)
         self.results["backend"] = self.backend.TYPE
-        if hasattr(self.backend, "run_id"):
-            self.backend.run_id = self.run_id  # resource tags carry this run's id
+        self.backend.run_id = self.run_id  # resource tags carry this run's id
         self.deployer = DeploymentPipeline(config, self.store, self.backend, self.run_id)
-        from pipeline.notifications import Notifier
-
         self.notifier = Notifier(config, self.run_id)
 
     def _backend_name(self) -> str:

@@ -64,6 +64,7 @@ class Backend(ABC):
     def __init__(self, config: "PipelineConfig", store: "DeploymentStore") -> None:
         self.config = config
         self.store = store
+        self.run_id: str | None = None  # set by the orchestrator: resources a run creates can carry it
 
     @abstractmethod
     def train(self, training: "TrainingPipeline") -> "TrainingJob":
@@ -106,6 +107,11 @@ class Backend(ABC):
 
     def release_prestart(self) -> None:
         """Stop whatever ``prestart`` started and ``stage`` did not use."""
+
+    def remove_by_prefix(self, prefix: str) -> dict[str, list[str]]:
+        """Delete what the backend holds under ``prefix`` that the store may never have recorded
+        (``cleanup --prefix``); kind -> names deleted. Locally the store knows everything: nothing."""
+        return {}
 
     def delete_version_artifacts(self, endpoint_name: str, version: str) -> None:
         """Forget what the backend keeps for an old version (retention); by default nothing."""

@@ -328,7 +328,6 @@ class SageMakerBackend(Backend):
     def __init__(self, config: "PipelineConfig", store: "DeploymentStore") -> None:
         super().__init__(config, store)
         self.region = config.aws_region
-        self.run_id: str | None = None  # the orchestrator's run id, for tags (see _run_id)
         if config.baking_period_minutes * 60 > MAX_WAIT_SECONDS:
             raise PipelineError(f"baking_period_minutes {config.baking_period_minutes}: SageMaker allows at most "
                                 f"{MAX_WAIT_SECONDS // 60} minutes; lower it")
@@ -949,6 +948,9 @@ class SageMakerBackend(Backend):
             self._delete_endpoint(endpoint_name)
         deleted = self._delete_versions(names)
         log.info("deleted endpoint %s and %d endpoint config(s) with their models", endpoint_name, len(deleted))
+
+    def remove_by_prefix(self, prefix: str) -> dict[str, list[str]]:
+        return self.cleanup_prefix(prefix)
 
     def cleanup_prefix(self, prefix: str) -> dict[str, list[str]]:
         """Delete endpoints named ``prefix`` or ``prefix-YYYYmmdd-HHMMSS``, then such endpoint configs and models
