@@ -78,6 +78,7 @@ class DeploymentPipeline:
                 self.store.set_endpoint(conn, endpoint_name, pid=staged.handle["restarted_pid"])
                 self.store.append_event(conn, "endpoint_restarted", run_id=self.run_id, endpoint_name=endpoint_name,
                                         version=previous, pid=staged.handle["restarted_pid"])
+            self.backend.adopt(endpoint_name)
         if staged.kind == "direct":  # the stable server itself now runs the new version
             with self.store.transaction() as conn:
                 self.store.set_endpoint(conn, endpoint_name, backend=self.backend.TYPE, url=staged.stable_url,
@@ -127,11 +128,14 @@ class DeploymentPipeline:
             self.store.finish_deployment(conn, deployment.deployment_id, outcome.status, reason, self.run_id,
                                          staged.endpoint_name, version=staged.version,
                                          serving_version=outcome.serving_version, detail=outcome.detail)
+        if outcome.status not in ("removed", "rollback_failed"):
+            self.backend.adopt(staged.endpoint_name)
 
     def reconcile(self, endpoint_name: str) -> list[dict[str, Any]]:
         """Finish deployments left ``in_progress`` by a pipeline that died (SIGKILL, power loss).
 
-        Called while holding the endpoint lock, so no live pipeline can own them.
+        Called while holding the endpoint lock, so no live pipeline can own them. Servers of the
+        endpoint that neither the store nor a live pipeline owns are stopped as well.
         """
         repaired = []
         for row in self.store.deployments(endpoint_name, limit=1000):
@@ -155,6 +159,13 @@ class DeploymentPipeline:
             log.warning("deployment %s of %s was interrupted: %s", row["to_version"], endpoint_name, outcome.detail)
             repaired.append({"deployment_id": row["id"], "version": row["to_version"], "status": status,
                              "serving_version": outcome.serving_version, "detail": outcome.detail})
+        stopped = self.backend.sweep(endpoint_name)
+        if stopped:
+            self.store.record_event("orphans_stopped", run_id=self.run_id, endpoint_name=endpoint_name,
+                                    servers=stopped)
+            log.warning("endpoint %s: stopped servers nobody owned: %s", endpoint_name, ", ".join(stopped))
+            repaired.append({"deployment_id": None, "version": None, "status": "orphans_stopped",
+                             "serving_version": None, "detail": f"stopped {', '.join(stopped)}"})
         return repaired
 
     def rollback(self, endpoint_name: str, to_version: str | None = None) -> Outcome:
@@ -174,6 +185,8 @@ class DeploymentPipeline:
             self.store.append_event(conn, f"manual_{outcome.status}", run_id=self.run_id,
                                     endpoint_name=endpoint_name, from_version=row["serving_version"],
                                     to_version=target, detail=outcome.detail)
+        if outcome.status == "rolled_back":
+            self.backend.adopt(endpoint_name)
         return outcome
 
     def remove(self, endpoint_name: str) -> str | None:
@@ -206,9 +219,10 @@ class DeploymentPipeline:
             if job and version["training_job"] not in in_use:
                 shutil.rmtree(job["directory"], ignore_errors=True)
             pruned.append(version["version"])
-        if pruned:
+        logs = self.backend.delete_stale_logs(endpoint_name, kept)
+        if pruned or logs:
             self.store.record_event("artifacts_pruned", run_id=self.run_id, endpoint_name=endpoint_name,
-                                    versions=pruned, kept=sorted(kept))
+                                    versions=pruned, kept=sorted(kept), logs=logs)
         return pruned
 
     def _previous_version(self, endpoint_name: str, current: str | None) -> str:

@@ -27,3 +27,17 @@ worker_class = "sync"
 accesslog = None
 graceful_timeout = 30
 timeout = 60
+
+
+def when_ready(server) -> None:  # noqa: ANN001 -- gunicorn's Arbiter
+    """A server the store does not own yet dies with the pipeline that started it."""
+    import os
+    import signal
+
+    from pipeline.backends.server_processes import OWNER_ENV, watch_owner
+
+    def orphaned() -> None:
+        server.log.warning("the pipeline that started this server has died: shutting down")
+        os.kill(os.getpid(), signal.SIGQUIT)  # gunicorn's quick shutdown
+
+    watch_owner(os.environ.get(OWNER_ENV), orphaned)

@@ -30,6 +30,9 @@ class EndpointLock:
         self._lock = FileLock(str(self.path))
 
     def __enter__(self) -> "EndpointLock":
+        if self._lock.is_locked:  # taken earlier by this same run (re-entrant)
+            self._lock.acquire()
+            return self
         try:
             self._lock.acquire(timeout=self.timeout)
         except Timeout:
@@ -55,6 +58,10 @@ class EndpointLock:
 
     def release(self) -> None:
         self._lock.release()
+
+    def release_all(self) -> None:
+        """Let go however many times this object took the (re-entrant) lock."""
+        self._lock.release(force=True)
 
     def _current_holder(self) -> str:
         try:

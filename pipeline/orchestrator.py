@@ -171,6 +171,10 @@ class Orchestrator:
         self.results["backend"] = self.backend.TYPE
         self.backend.run_id = self.run_id  # resource tags carry this run's id
         self.deployer = DeploymentPipeline(config, self.store, self.backend, self.run_id)
+        # One lock object for the run: taken before a server is prestarted (so two first deployments
+        # never race for the endpoint's port) and held until that server is used or stopped.
+        self.lock = EndpointLock(self.store.directory / "locks", self.endpoint_name, f"run {self.run_id}",
+                                 config.lock_timeout_seconds)
         self.notifier = Notifier(config, self.run_id)
 
     def _backend_name(self) -> str:
@@ -190,17 +194,17 @@ class Orchestrator:
         self.notify("pipeline_started")
         try:
             if self.mode == "cleanup":
-                with self.endpoint_lock():
+                with self.lock:
                     self.cleanup()
             elif self.mode == "testing":
                 self.test_live_endpoint()
             else:
-                if self.mode == "full" and self.config.auto_deploy_enabled:
+                if self.mode == "full" and self.config.auto_deploy_enabled and self.lock.try_acquire():
                     self.backend.prestart(self.endpoint_name, self.run_id)  # its start-up overlaps training
                 job = self.train() if self.mode in ("full", "training") else self.load_training_job()
                 decision = self.gate(job)
                 if self.mode != "training" and decision.deploys:
-                    with self.endpoint_lock():
+                    with self.lock:
                         deployment = self.deploy(job)
                         report = self.test(deployment, job)
                         if report.passed:
@@ -307,7 +311,7 @@ class Orchestrator:
     def test_live_endpoint(self) -> None:
         """--mode testing: test what serves now, with the held-out data of the version it serves."""
         self.store.require_endpoint(self.endpoint_name)
-        self.results["reconciled"] = reconcile_if_idle(self.deployer, self.endpoint_lock())
+        self.results["reconciled"] = reconcile_if_idle(self.deployer, self.lock)
         row = self.store.require_endpoint(self.endpoint_name)
         version = self.store.version(row["serving_version"] or "")
         if version is None:
@@ -333,9 +337,6 @@ class Orchestrator:
                                              "removed_version": removed_version}
 
     # ----------------------------------------------------------------- helpers
-    def endpoint_lock(self) -> EndpointLock:
-        return EndpointLock(self.store.directory / "locks", self.endpoint_name, f"run {self.run_id}",
-                            self.config.lock_timeout_seconds)
 
     def _run_tests(self, client: Any, job: TrainingJob, version: str | None) -> TestReport:
         features, labels = job.heldout()
@@ -386,6 +387,7 @@ class Orchestrator:
 
     def finish(self) -> None:
         self.backend.release_prestart()  # unused when the gate held or something failed first
+        self.lock.release_all()
         if self.exit_code == ExitCode.SUCCESS:
             self.results["pipeline_status"] = "success"
         elif self.exit_code != ExitCode.GATE or self.results["pipeline_status"] == "running":

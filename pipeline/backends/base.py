@@ -103,7 +103,24 @@ class Backend(ABC):
         return Outcome("interrupted", deployment["from_version"], "nothing to repair")
 
     def prestart(self, endpoint_name: str, run_id: str) -> None:
-        """Start what serving needs while the model trains (a backend may do nothing)."""
+        """Start what serving needs while the model trains, with the endpoint lock held (a backend may
+        do nothing). What it starts dies with the pipeline unless a deployment uses it."""
+
+    def adopt(self, endpoint_name: str) -> None:
+        """The store has recorded the endpoint's serving process: from now on it outlives this pipeline."""
+
+    def sweep(self, endpoint_name: str) -> list[str]:
+        """Stop what serves for ``endpoint_name`` without the store or a live pipeline owning it
+        (called under the endpoint lock); what was stopped, for the record."""
+        return []
+
+    def unrecorded_servers(self) -> dict[str, list[str]]:
+        """What runs for endpoints the store does not know (e.g. after its state file was lost)."""
+        return {}
+
+    def delete_stale_logs(self, endpoint_name: str, keep_versions: set[str]) -> list[str]:
+        """Retention of the backend's logs for versions and servers that are gone; names deleted."""
+        return []
 
     def release_prestart(self) -> None:
         """Stop whatever ``prestart`` started and ``stage`` did not use."""

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -29,6 +28,20 @@ from typing import Any
 import requests
 
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
+from pipeline.backends.server_processes import (
+    OWNER_ENV,
+    Owner,
+    ServerProcess,
+    find_servers,
+    group_members,
+    owner_path,
+    pid_file_argument,
+    process_alive,
+    reap,
+    stop_process,
+    stop_server,
+    write_owner,
+)
 from pipeline.errors import PipelineError
 from pipeline.serving import (
     POINTER_ENV,
@@ -47,8 +60,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CURRENT_POINTER = "current.json"
 AUTH_FILE = "auth.json"
 START_MARKER = "=== mlops: starting"
-# Environment variables an endpoint process does not need and must not inherit.
-_SECRET_ENV = re.compile(r"(SECRET|PASSWORD|WEBHOOK|SESSION_TOKEN|ACCESS_KEY)", re.IGNORECASE)
+# The only environment a long-lived endpoint process inherits: what Python, the numeric
+# libraries and the locale need. CI tokens, cloud keys and the like stay with the pipeline.
+_SERVER_ENV_ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SYSTEMROOT",
+                       "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                       "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
+PORT_RELEASE_SECONDS = 10.0  # how long a restart waits for a dead server's port to be let go
+
+
+def server_environment(source: dict[str, str] | None = None) -> dict[str, str]:
+    """An allow-list, not a deny-list: a secret under a name nobody thought of never reaches a server."""
+    source = dict(os.environ) if source is None else source
+    return {key: value for key, value in source.items()
+            if key in _SERVER_ENV_ALLOWED or key.startswith("LC_")}
 
 
 def free_port(host: str) -> int:
@@ -68,57 +92,10 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def process_alive(pid: int | None, marker: str | None = None) -> bool:
-    """True for a running (not zombie) process, whose command line has ``marker`` if given."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
-        if state in (b"Z", b"X"):
-            return False
-        if marker is not None:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                return marker.encode() in handle.read()
-        return True
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
-def stop_process(pid: int | None, marker: str | None = None, timeout: float = 10.0) -> None:
-    """SIGTERM the server's process group (master and workers), SIGKILL after ``timeout``."""
-    if not process_alive(pid, marker):
-        return
-    assert pid is not None
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not process_alive(pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect our own exited child so it does not linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
 class LocalEndpointClient(HttpEndpointClient):
     """HTTP client that gives up at once when the server process has died."""
 
-    def __init__(self, url: str, timeout: float, token: str | None, pid: int | None, marker: str,
+    def __init__(self, url: str, timeout: float, token: str | None, pid: int | None, marker: str | None,
                  log_file: Path | None) -> None:
         super().__init__(url, timeout, token)
         self.pid = pid
@@ -127,7 +104,7 @@ class LocalEndpointClient(HttpEndpointClient):
 
     def ping(self) -> Reply:
         if self.pid is not None:
-            _reap(self.pid)
+            reap(self.pid)
             if not process_alive(self.pid, self.marker):
                 raise EndpointDown(f"server process {self.pid} exited: {last_error_line(self.log_file)}")
         return super().ping()
@@ -156,7 +133,8 @@ class LocalBackend(Backend):
         return self.endpoint_dir(name) / "versions" / f"{version}.json"
 
     def marker(self, name: str, role: str = "stable") -> str:
-        return f"mlops-{name}-{role}"
+        """What a server's command line carries: its pid file, unique to this store, endpoint and role."""
+        return pid_file_argument(self.endpoint_dir(name), role)
 
     def url(self, port: int) -> str:
         return f"http://{self.config.endpoint_host}:{port}"
@@ -178,11 +156,12 @@ class LocalBackend(Backend):
 
     def _write_auth(self, name: str) -> None:
         """The endpoint's token is a setting of the endpoint, not of a version: every worker (re)start
-        reads it, so a token set by a later deployment or rollback applies at once. Only its hash is kept."""
+        reads it, so a token set by a later deployment or rollback applies at once. Only its hash is
+        kept, readable by this user alone."""
         token = os.environ.get(TOKEN_ENV)
         path = self.endpoint_dir(name) / AUTH_FILE
         if token:
-            _atomic_write(path, json.dumps({"token_sha256": hashlib.sha256(token.encode()).hexdigest()}))
+            _atomic_write(path, json.dumps({"token_sha256": hashlib.sha256(token.encode()).hexdigest()}), mode=0o600)
         elif path.is_file():
             log.warning("endpoint %s is token-protected and %s is not set: requests without the token get 401 "
                         "(delete %s to open it)", name, TOKEN_ENV, path)
@@ -213,8 +192,10 @@ class LocalBackend(Backend):
     def prestart(self, endpoint_name: str, run_id: str) -> None:
         """Start the next server now, waiting for its pointer, so its ~1 s of imports overlap training.
 
-        Beside a live endpoint it is a candidate on a free port; for a new endpoint it is the stable
-        server itself. ``stage`` uses it if nothing changed meanwhile; otherwise it is stopped.
+        Called with the endpoint lock held. Beside a live endpoint it is a candidate on a free
+        port; for a new endpoint it is the stable server itself. Either way it is owned by this
+        pipeline (it dies with it) until the store records it. ``stage`` uses it if nothing
+        changed meanwhile; otherwise it is stopped.
         """
         row = self.store.endpoint(endpoint_name)
         if row and self._stable_alive(row):
@@ -224,8 +205,9 @@ class LocalBackend(Backend):
             kind, role = "direct", "stable"
             port = self.config.endpoint_port or free_port(self.config.endpoint_host)
             pointer = self.endpoint_dir(endpoint_name) / CURRENT_POINTER
-            if port_in_use(self.config.endpoint_host, port) or pointer.exists():
-                return  # stage() will say why
+            if port_in_use(self.config.endpoint_host, port) or pointer.exists() or \
+                    find_servers(self.endpoint_dir(endpoint_name)):
+                return  # stage() will sort it out or say why
         else:
             return  # a dead endpoint: stage() restarts it on its verified version first
         pointer.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +219,9 @@ class LocalBackend(Backend):
         if self._prestarted is not None:
             prestarted, self._prestarted = self._prestarted, None
             stop_process(prestarted["pid"], self.marker(prestarted["endpoint"], prestarted["role"]))
+            owner_path(self.endpoint_dir(prestarted["endpoint"]), prestarted["role"]).unlink(missing_ok=True)
+            if prestarted["kind"] == "candidate":
+                Path(prestarted["pointer"]).unlink(missing_ok=True)
 
     def _take_prestarted(self, endpoint_name: str, kind: str) -> dict[str, Any] | None:
         prestarted, self._prestarted = self._prestarted, None
@@ -250,38 +235,60 @@ class LocalBackend(Backend):
 
     def _start_server(self, name: str, role: str, port: int, pointer: Path,
                       wait_for_pointer: bool = False) -> subprocess.Popen[bytes]:
+        """Start a server owned by this pipeline: recorded on disk first, it dies with the pipeline
+        unless the store takes it over (``adopt``)."""
         directory = self.endpoint_dir(name)
         directory.mkdir(parents=True, exist_ok=True)
+        self._clear_stale_pid_file(name, role)
+        owner_file = write_owner(directory, role, Owner.this_process(self.run_id))
         log_path = directory / f"{role}.log"
         command = [
             sys.executable, "-m", "gunicorn",
             "--config", "python:pipeline.gunicorn_conf",
             "--bind", f"{self.config.endpoint_host}:{port}",
             "--workers", str(self.config.endpoint_workers),
-            "--name", self.marker(name, role),
-            "--pid", str(directory / f"{role}.pid"),
+            "--name", f"mlops-{name}-{role}",
+            "--pid", self.marker(name, role),
             "pipeline.serving:create_app()",
         ]
-        env = {key: value for key, value in os.environ.items()
-               if not _SECRET_ENV.search(key) and key != TOKEN_ENV}  # the server knows only the token's hash
+        env = server_environment()  # the server knows only the token's hash, and no other secret
         env[POINTER_ENV] = str(pointer.resolve())
+        env[OWNER_ENV] = str(owner_file)
         if wait_for_pointer:  # a prestarted server gives up if no deployment comes within 10 minutes
             env[POINTER_WAIT_ENV] = "600"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-        with open(log_path, "ab") as log:
-            log.write(f"{START_MARKER} {role} on port {port}\n".encode())
-            log.flush()
+        with open(log_path, "ab") as log_file:
+            log_file.write(f"{START_MARKER} {role} on port {port}\n".encode())
+            log_file.flush()
             return subprocess.Popen(
-                command, env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,  # keeps serving after the CLI exits
+                command, env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, start_new_session=True,  # may keep serving after the CLI exits
             )
+
+    def _clear_stale_pid_file(self, name: str, role: str) -> None:
+        """gunicorn refuses to start over a pid file that names a live process, even an unrelated one
+        that reused the pid: a pid file whose server is gone is removed first."""
+        pid_file = Path(self.marker(name, role))
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            pid_file.unlink(missing_ok=True)
+            return
+        if group_members(pid, self.marker(name, role)):
+            raise DeploymentError(f"endpoint {name!r}: a {role} server (pid {pid}) is already running; run "
+                                  f"`run_pipeline.py status --endpoint-name {name}`")
+        pid_file.unlink(missing_ok=True)
+
+    def adopt(self, endpoint_name: str) -> None:
+        """The store now records the stable server: it no longer dies with this pipeline."""
+        owner_path(self.endpoint_dir(endpoint_name), "stable").unlink(missing_ok=True)
 
     def client(self, url: str, endpoint_name: str | None = None,
                handle: dict[str, Any] | None = None) -> LocalEndpointClient:
         pid = (handle or {}).get("pid")
         role = (handle or {}).get("role", "stable")
         log_file = self.endpoint_dir(endpoint_name) / f"{role}.log" if endpoint_name else None
-        marker = self.marker(endpoint_name, role) if endpoint_name else ""
+        marker = self.marker(endpoint_name, role) if endpoint_name else None
         return LocalEndpointClient(url, self.config.request_timeout_seconds, os.environ.get(TOKEN_ENV), pid,
                                    marker, log_file)
 
@@ -320,21 +327,37 @@ class LocalBackend(Backend):
                            "stable_pid": prestarted["pid"], "stable_port": port})
         # A first deployment (or one whose endpoint never served a version): start the stable server with it.
         port = row["port"] if row and row["port"] else (self.config.endpoint_port or free_port(self.config.endpoint_host))
-        if port_in_use(self.config.endpoint_host, port):
-            raise PipelineError(
-                f"endpoint_port {port} on {self.config.endpoint_host} is already in use by another program; "
-                f"choose another endpoint_port")
+        self._clear_dead_stable(endpoint_name, port)
         self._point_current(endpoint_name, version)
         process = self._start_server(endpoint_name, "stable", port, self.endpoint_dir(endpoint_name) / CURRENT_POINTER)
         return Staged(endpoint_name, version, previous, self.url(port), self.url(port), "direct",
                       {"pid": process.pid, "port": port, "role": "stable", "stable_pid": process.pid,
                        "stable_port": port})
 
+    def _clear_dead_stable(self, endpoint_name: str, port: int) -> None:
+        """Before a stable server starts on ``port``: stop what is left of an earlier one of this
+        endpoint (workers keep the port for up to their timeout after their master was killed),
+        then wait a moment for the port; another program on it is the user's to move."""
+        for server in find_servers(self.endpoint_dir(endpoint_name)):
+            if server.role == "stable" and not _owned_by_us(server):
+                log.warning("endpoint %s: stopping what is left of a dead server (processes %s)", endpoint_name,
+                            ", ".join(map(str, server.pids)))
+                stop_server(server)
+        deadline = time.monotonic() + PORT_RELEASE_SECONDS
+        while port_in_use(self.config.endpoint_host, port):
+            if time.monotonic() >= deadline:
+                raise PipelineError(
+                    f"endpoint_port {port} on {self.config.endpoint_host} is already in use by another program; "
+                    f"choose another endpoint_port, or stop that program")
+            time.sleep(0.1)
+
     def _restart_stable(self, endpoint_name: str, row: dict[str, Any], version: str) -> int:
         """Start the stable server again on its port with ``version``; verified, returns its pid."""
-        if port_in_use(self.config.endpoint_host, row["port"]):
+        try:
+            self._clear_dead_stable(endpoint_name, row["port"])
+        except PipelineError:
             raise DeploymentError(f"endpoint {endpoint_name!r}: its port {row['port']} is taken by another "
-                                  f"program; stop it, or run cleanup and deploy again")
+                                  f"program; stop it, or run cleanup and deploy again") from None
         self._point_current(endpoint_name, version)
         pid = self._start_server(endpoint_name, "stable", row["port"],
                                  self.endpoint_dir(endpoint_name) / CURRENT_POINTER).pid
@@ -348,14 +371,14 @@ class LocalBackend(Backend):
             try:
                 self._verify(staged.endpoint_name, staged.stable_url, staged.version, staged.handle["stable_pid"])
             finally:
-                stop_process(staged.handle["pid"], self.marker(staged.endpoint_name, staged.handle["role"]))
+                self._stop_role(staged.endpoint_name, staged.handle["pid"], staged.handle["role"])
         else:
             self._verify(staged.endpoint_name, staged.stable_url, staged.version, staged.handle["stable_pid"])
         return Outcome("deployed", staged.version, f"{staged.version} serves at {staged.stable_url}")
 
     def discard(self, staged: Staged) -> Outcome:
         if staged.kind == "candidate":
-            stop_process(staged.handle["pid"], self.marker(staged.endpoint_name, staged.handle["role"]))
+            self._stop_role(staged.endpoint_name, staged.handle["pid"], staged.handle["role"])
             pointer = self.serving_pointer(staged.endpoint_name)
             if pointer and staged.previous_version and pointer["version"] != staged.previous_version:
                 # The switch had happened (its verification failed): switch back.
@@ -365,8 +388,12 @@ class LocalBackend(Backend):
                            f"{staged.previous_version} kept serving; candidate {staged.version} stopped")
         if staged.previous_version:
             return self.rollback(staged.endpoint_name, staged.previous_version, pid=staged.handle["stable_pid"])
-        stop_process(staged.handle["pid"], self.marker(staged.endpoint_name))
+        self._stop_role(staged.endpoint_name, staged.handle["pid"], "stable")
         return Outcome("removed", None, f"first deployment of {staged.endpoint_name} failed: endpoint removed")
+
+    def _stop_role(self, endpoint_name: str, pid: int | None, role: str) -> None:
+        stop_process(pid, self.marker(endpoint_name, role))
+        owner_path(self.endpoint_dir(endpoint_name), role).unlink(missing_ok=True)
 
     def rollback(self, endpoint_name: str, to_version: str, pid: int | None = None) -> Outcome:
         row = self.store.require_endpoint(endpoint_name)
@@ -384,25 +411,45 @@ class LocalBackend(Backend):
         row = self.store.endpoint(endpoint_name)
         if row:
             stop_process(row["pid"], self.marker(endpoint_name))
-        self._stop_candidates(endpoint_name)
+        for server in find_servers(self.endpoint_dir(endpoint_name)):
+            stop_server(server)
+        for owner_file in self.endpoint_dir(endpoint_name).glob("*.owner"):
+            owner_file.unlink(missing_ok=True)
 
-    def _stop_candidates(self, endpoint_name: str) -> list[str]:
-        """Stop candidate servers left behind by a pipeline that died; returns their roles."""
+    def sweep(self, endpoint_name: str) -> list[str]:
+        """Stop every server of this endpoint that the store does not own and no live pipeline owns:
+        orphaned candidates, prestarted servers, what is left of a killed master."""
+        row = self.store.endpoint(endpoint_name)
+        stable_pid = row["pid"] if row else None
         stopped = []
-        for pidfile in self.endpoint_dir(endpoint_name).glob("candidate-*.pid"):
-            try:
-                pid = int(pidfile.read_text().strip())
-            except (OSError, ValueError):
+        for server in find_servers(self.endpoint_dir(endpoint_name)):
+            if server.group == stable_pid and server.master_alive:
                 continue
-            if process_alive(pid, self.marker(endpoint_name, pidfile.stem)):
-                stop_process(pid, self.marker(endpoint_name, pidfile.stem))
-                stopped.append(pidfile.stem)
-            pidfile.unlink(missing_ok=True)
+            owner = server.owner
+            if owner is not None and owner.alive():
+                continue  # its pipeline is still at work (and it dies with that pipeline)
+            stop_server(server)
+            owner_path(self.endpoint_dir(endpoint_name), server.role).unlink(missing_ok=True)
+            stopped.append(f"{server.role} (pid {server.group})")
         return stopped
 
+    def unrecorded_servers(self) -> dict[str, list[str]]:
+        """Servers running from this store's endpoint directories for endpoints the store does not
+        know (the state file was deleted or replaced): endpoint name -> roles with pids."""
+        known = {row["name"] for row in self.store.endpoints()}
+        found: dict[str, list[str]] = {}
+        if not self.store.endpoints_dir.is_dir():
+            return found
+        for directory in sorted(self.store.endpoints_dir.iterdir()):
+            if directory.is_dir() and directory.name not in known:
+                servers = find_servers(directory)
+                if servers:
+                    found[directory.name] = [f"{server.role} (pid {server.group})" for server in servers]
+        return found
+
     def reconcile(self, endpoint_name: str, deployment: dict[str, Any]) -> Outcome:
-        """After a pipeline died mid-deployment: stop its candidates, serve the last verified version."""
-        stopped = self._stop_candidates(endpoint_name)
+        """After a pipeline died mid-deployment: stop its servers, serve the last verified version."""
+        stopped = self.sweep(endpoint_name)
         notes = [f"stopped orphaned {', '.join(stopped)}"] if stopped else []
         row = self.store.endpoint(endpoint_name)
         known_good = deployment["from_version"]
@@ -427,6 +474,19 @@ class LocalBackend(Backend):
         self.pointer_path(endpoint_name, version).unlink(missing_ok=True)
         (self.endpoint_dir(endpoint_name) / f"candidate-{version}.log").unlink(missing_ok=True)
 
+    def delete_stale_logs(self, endpoint_name: str, keep_versions: set[str]) -> list[str]:
+        """Logs of candidate servers that are gone and whose version is not kept (prestarted
+        candidates are named after their run, not a version)."""
+        running = {server.role for server in find_servers(self.endpoint_dir(endpoint_name))}
+        deleted = []
+        for log_file in self.endpoint_dir(endpoint_name).glob("candidate-*.log"):
+            role = log_file.stem
+            if role in running or role.removeprefix("candidate-") in keep_versions:
+                continue
+            log_file.unlink(missing_ok=True)
+            deleted.append(log_file.name)
+        return deleted
+
     def describe(self, endpoint_name: str) -> dict[str, Any]:
         row = self.store.require_endpoint(endpoint_name)
         alive = self._stable_alive(row)
@@ -437,8 +497,11 @@ class LocalBackend(Backend):
                 health = {"healthy": reply.ok, "version": reply.headers.get(VERSION_HEADER)}
             except requests.RequestException as err:
                 health = {"healthy": False, "error": type(err).__name__}
+        others = [f"{server.role} (pid {server.group})" for server in find_servers(self.endpoint_dir(endpoint_name))
+                  if not (server.group == row["pid"] and server.master_alive)]
         return {"name": endpoint_name, "backend": self.TYPE, "url": row["url"], "pid": row["pid"],
-                "process_alive": alive, "serving_version": row["serving_version"], **health}
+                "process_alive": alive, "serving_version": row["serving_version"], **health,
+                "other_servers": others}
 
     # --- switching and checking ---
     def _reload(self, pid: int) -> None:
@@ -480,8 +543,16 @@ class LocalBackend(Backend):
             f"{self.config.health_timeout_seconds:g}s (last: {seen})")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _owned_by_us(server: ServerProcess) -> bool:
+    owner = server.owner
+    return owner is not None and owner.pid == os.getpid() and owner.alive()
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.chmod(temporary, mode)  # the umask may have narrowed or an earlier file widened it
     os.replace(temporary, path)
