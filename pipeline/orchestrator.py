@@ -68,6 +68,7 @@ class Gate:
     | metric >= threshold, auto-deploy on  | deploy   | yes                                       |
     | metric >= threshold, auto-deploy off | approved | no; --mode deployment deploys it later    |
     | minimum <= metric < threshold        | held     | no                                        |
+    | accuracy <= no-skill baseline        | held     | no (a majority-class guess does as well)  |
     | metric < minimum                     | rejected | never, not even with --mode deployment    |
     """
 
@@ -85,8 +86,12 @@ class Gate:
         threshold, minimum = self.config.accuracy_threshold, self.config.minimum_accuracy
         interval = tuple(metrics["accuracy_ci95"]) if name == "accuracy" and metrics.get("accuracy_ci95") else None
         shown = f"{name} {value:.2%}"
+        accuracy, no_skill = metrics.get("accuracy"), metrics.get("no_skill_accuracy")
         if value < minimum:
             decision, reason = "rejected", f"{shown} is below the minimum threshold {minimum:.2%}"
+        elif _is_score(accuracy) and _is_score(no_skill) and accuracy <= no_skill:
+            decision, reason = "held", (f"accuracy {accuracy:.2%} does not beat the no-skill baseline "
+                                        f"{no_skill:.2%} (always predicting the most frequent class)")
         elif value < threshold:
             decision, reason = "held", f"{shown} is below the deploy threshold {threshold:.2%} (minimum {minimum:.2%})"
         elif self.config.auto_deploy_enabled or self.explicit_request:
@@ -101,7 +106,8 @@ class Gate:
         return GateDecision(decision, name, float(value), threshold, minimum, interval, reason, warning)  # type: ignore[arg-type]
 
 
-NOT_GATEABLE = {"cv_std", "test_size", "train_size"}  # numbers, but not "higher is better" scores
+# Numbers, but not "higher is better" scores of the model: a spread, sizes, and a reference point.
+NOT_GATEABLE = {"cv_std", "test_size", "train_size", "no_skill_accuracy"}
 
 
 def _is_score(value: Any) -> bool:
@@ -241,7 +247,10 @@ class Orchestrator:
         if row is None:
             raise PipelineError(f"training job {self.training_job_name!r} not found in "
                                 f"{str(self.store.path)!r} (see `run_pipeline.py history`)")
-        job = TrainingJob.load(Path(row["directory"]))
+        if row["gate_decision"] == "rejected":
+            raise PipelineError(f"training job {row['name']!r} was rejected by the gate when it was trained; a "
+                                f"rejected model is never deployed", ExitCode.GATE)
+        job = TrainingJob.load(Path(row["directory"]), row)
         self._record_training(job, 0.0)
         return job
 
@@ -320,7 +329,7 @@ class Orchestrator:
         if job_row is None:
             raise PipelineError(f"training job {version['training_job']!r} of version {version['version']} "
                                 f"is not in the store")
-        job = TrainingJob.load(Path(job_row["directory"]))
+        job = TrainingJob.load(Path(job_row["directory"]), job_row)
         self.results["summary"]["endpoint_name"] = self.endpoint_name
         self.results["summary"]["endpoint_url"] = row["url"]
         self.results["summary"]["endpoint_version"] = row["serving_version"]
@@ -340,11 +349,15 @@ class Orchestrator:
 
     def _run_tests(self, client: Any, job: TrainingJob, version: str | None) -> TestReport:
         features, labels = job.heldout()
-        model = inference.model_fn(str(job.model_dir))
+        try:
+            model = inference.model_fn(str(job.model_dir), job.model_sha256)
+        except inference.ModelIntegrityError as err:
+            raise PipelineError(f"training job {job.name!r}: {err}", ExitCode.FAILURE) from None
         # scikit-learn's own predict, not predict_fn's fast path: parity then checks that path too.
         offline = model.predict(features.to_numpy(dtype=float))
         report = EndpointTester(client, self.config, expected_version=version).run(
-            features, labels, offline, feature_lines=job.heldout_feature_lines())
+            features, labels, offline, feature_lines=job.heldout_feature_lines(),
+            recorded_accuracy=job.metrics.get("accuracy"))
         self.results["phases"]["testing"] = report.to_dict()
         self.results["summary"]["testing_passed"] = report.passed
         return report

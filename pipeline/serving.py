@@ -40,8 +40,7 @@ VERSION_HEADER = "X-Model-Version"
 SHA_HEADER = "X-Model-Sha256"
 
 
-class ModelIntegrityError(RuntimeError):
-    """The model file is not the one recorded at training: it is never served."""
+ModelIntegrityError = inference.ModelIntegrityError
 
 
 def read_pointer(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -49,26 +48,16 @@ def read_pointer(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def verified_model_dir(spec: dict[str, Any]) -> str:
-    """Refuse a model whose bytes differ from what training recorded."""
-    model_dir = spec["model_dir"]
-    model_file = Path(model_dir) / inference.MODEL_FILENAME
-    digest = hashlib.sha256()
-    with open(model_file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != spec["sha256"]:
-        raise ModelIntegrityError(
-            f"model file {model_file} has sha256 {digest.hexdigest()[:12]}..., expected "
-            f"{spec['sha256'][:12]}... recorded for version {spec['version']}: refusing to serve it"
-        )
-    return model_dir
+    """Refuse a model whose bytes differ from what training recorded for this version."""
+    inference.verify_model_file(spec["model_dir"], spec["sha256"], use="serve")
+    return spec["model_dir"]
 
 
 class _Model:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.version = spec["version"]
         self.sha256 = spec["sha256"]
-        self.model = inference.model_fn(verified_model_dir(spec))
+        self.model = inference.model_fn(spec["model_dir"], spec["sha256"])
         width = int(getattr(self.model, "n_features_in_", 1))
         self.probe = np.zeros((1, width))
 

@@ -11,9 +11,10 @@ UPDATE and DELETE) and each event carries the sha256 of the one before it, so
 
 Schema (also in README.md):
 
-- runs(run_id, started_at, finished_at, mode, backend, status, exit_code, results_file)
+- runs(run_id, started_at, finished_at, mode, backend, status, exit_code, results_file, pid,
+  pid_start, host)
 - training_jobs(name, run_id, created_at, backend, model_type, directory, model_sha256,
-  metrics_json, data_sha256, gate_decision)
+  metrics_json, data_sha256, gate_decision, artifacts_json)
 - endpoints(name, backend, url, host, port, pid, serving_version, created_at, updated_at)
 - versions(version, endpoint_name, training_job, model_sha256, created_at)
 - deployments(id, run_id, endpoint_name, from_version, to_version, training_job, status,
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline.backends.server_processes import Owner
 from pipeline.errors import ExitCode, PipelineError
 
 DB_FILENAME = "state.db"
@@ -62,6 +66,15 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
 CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 """
+# Columns added after the first release: added to an existing state file when it is opened.
+MIGRATIONS = {
+    "runs": {"pid": "INTEGER", "pid_start": "INTEGER", "host": "TEXT"},
+    "training_jobs": {"artifacts_json": "TEXT"},
+}
+
+
+class StoreError(PipelineError):
+    """The state file cannot be used; the message says what to do (exit 2: nothing was changed)."""
 
 
 def utc_now() -> str:
@@ -83,8 +96,25 @@ class DeploymentStore:
         except OSError as err:
             raise PipelineError(f"store_dir {str(self.directory)!r} cannot be created: {err.strerror}") from None
         self.path = self.directory / DB_FILENAME
-        with self._connect() as conn:
+        conn = self._connect()
+        try:
             conn.executescript(SCHEMA)
+            for table, columns in MIGRATIONS.items():
+                present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.DatabaseError as err:
+            raise self._unusable(err) from None
+        finally:
+            conn.close()
+        self.close_dead_runs()
+
+    def _unusable(self, err: sqlite3.Error) -> StoreError:
+        return StoreError(
+            f"state file {str(self.path)!r} is not a usable SQLite database ({err}); move it aside (the "
+            f"endpoints it recorded keep running: `run_pipeline.py status` lists them from their pid files, "
+            f"`run_pipeline.py cleanup --all` stops them), or point --store-dir at another directory")
 
     @property
     def jobs_dir(self) -> Path:
@@ -97,11 +127,13 @@ class DeploymentStore:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except sqlite3.Error as err:
-            raise PipelineError(f"state file {str(self.path)!r} cannot be opened: {err}") from None
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.OperationalError as err:
+            raise StoreError(f"state file {str(self.path)!r} cannot be opened: {err}") from None
+        except sqlite3.DatabaseError as err:
+            raise self._unusable(err) from None
         return conn
 
     @contextmanager
@@ -112,8 +144,13 @@ class DeploymentStore:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
             conn.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            _rollback_quietly(conn)
+            if isinstance(err, sqlite3.IntegrityError):
+                raise
+            raise self._unusable(err) from None
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback_quietly(conn)
             raise
         finally:
             conn.close()
@@ -122,6 +159,8 @@ class DeploymentStore:
         conn = self._connect()
         try:
             return [dict(row) for row in conn.execute(sql, params).fetchall()]
+        except sqlite3.DatabaseError as err:
+            raise self._unusable(err) from None
         finally:
             conn.close()
 
@@ -181,15 +220,37 @@ class DeploymentStore:
         return problems
 
     # --- runs ---
-    def start_run(self, run_id: str, mode: str, backend: str) -> None:
+    def start_run(self, run_id: str, mode: str, backend: str, results_file: str | None = None) -> None:
+        """Record a run with the process that runs it, so a run killed before it could say so is
+        recognised as interrupted by the next command (``close_dead_runs``)."""
+        owner = Owner.this_process(run_id)
         with self.transaction() as conn:
-            conn.execute("INSERT INTO runs (run_id, started_at, mode, backend, status) VALUES (?,?,?,?,?)",
-                         (run_id, utc_now(), mode, backend, "running"))
+            conn.execute("INSERT INTO runs (run_id, started_at, mode, backend, status, results_file, pid, pid_start,"
+                         " host) VALUES (?,?,?,?,?,?,?,?,?)",
+                         (run_id, utc_now(), mode, backend, "running", results_file, owner.pid, owner.start_time,
+                          socket.gethostname()))
             self.append_event(conn, "run_started", run_id=run_id, mode=mode, backend=backend)
 
-    def finish_run(self, run_id: str, status: str, exit_code: int, results_file: str | None) -> None:
+    def close_dead_runs(self) -> list[str]:
+        """Mark ``interrupted`` the runs still ``running`` whose process on this host is gone."""
+        host = socket.gethostname()
+        dead = [row["run_id"] for row in self._query(
+                    "SELECT run_id, pid, pid_start, host FROM runs WHERE status='running'")
+                if row["pid"] and row["host"] == host and row["pid"] != os.getpid()
+                and not Owner(row["pid"], row["pid_start"]).alive()]
+        for run_id in dead:
+            with self.transaction() as conn:
+                cursor = conn.execute("UPDATE runs SET finished_at=?, status='interrupted' WHERE run_id=? AND "
+                                      "status='running'", (utc_now(), run_id))
+                if cursor.rowcount:
+                    self.append_event(conn, "run_interrupted", run_id=run_id,
+                                      reason="its process ended without finishing the run")
+        return dead
+
+    def finish_run(self, run_id: str, status: str, exit_code: int, results_file: str | None = None) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE runs SET finished_at=?, status=?, exit_code=?, results_file=? WHERE run_id=?",
+            conn.execute("UPDATE runs SET finished_at=?, status=?, exit_code=?, "
+                         "results_file=COALESCE(?, results_file) WHERE run_id=?",
                          (utc_now(), status, exit_code, results_file, run_id))
             self.append_event(conn, "run_finished", run_id=run_id, status=status, exit_code=exit_code)
 
@@ -206,12 +267,14 @@ class DeploymentStore:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO training_jobs (name, run_id, created_at, backend, model_type, directory, model_sha256,"
-                " metrics_json, data_sha256) VALUES (?,?,?,?,?,?,?,?,?)",
+                " metrics_json, data_sha256, artifacts_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (job.name, run_id, job.created_at, backend, job.model_type, str(job.directory), job.model_sha256,
-                 json.dumps(job.metrics, default=str), job.data_fingerprint.get("sha256")),
+                 json.dumps(job.metrics, default=str), job.data_fingerprint.get("sha256"),
+                 json.dumps(job.artifact_sha256, sort_keys=True)),
             )
             self.append_event(conn, "training_completed", run_id=run_id, training_job=job.name,
-                              accuracy=job.metrics.get("accuracy"), model_sha256=job.model_sha256)
+                              accuracy=job.metrics.get("accuracy"), model_sha256=job.model_sha256,
+                              artifacts=job.artifact_sha256)
 
     def record_gate(self, run_id: str, training_job: str, decision: str, reason: str) -> None:
         with self.transaction() as conn:
@@ -320,6 +383,12 @@ class DeploymentStore:
                 serving = None
         return serving
 
+    def knows_endpoint(self, name: str) -> bool:
+        """Whether the store ever heard of ``name``: serving now, or in its history."""
+        return bool(self.endpoint(name) or self._query(
+            "SELECT 1 FROM deployments WHERE endpoint_name=? UNION SELECT 1 FROM events WHERE endpoint_name=? "
+            "LIMIT 1", (name, name)))
+
     def require_endpoint(self, name: str) -> dict[str, Any]:
         endpoint = self.endpoint(name)
         if endpoint is None:
@@ -327,3 +396,10 @@ class DeploymentStore:
             raise PipelineError(f"endpoint {name!r} not found in {str(self.path)!r} (known endpoints: {known})",
                                 ExitCode.USAGE)
         return endpoint
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass

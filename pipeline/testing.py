@@ -135,7 +135,7 @@ class EndpointTester:
         self.expected_version = expected_version
 
     def run(self, features: pd.DataFrame, labels: pd.Series, offline_predictions: np.ndarray,
-            feature_lines: list[str] | None = None) -> TestReport:
+            feature_lines: list[str] | None = None, recorded_accuracy: float | None = None) -> TestReport:
         report = TestReport()
         rows = features.to_numpy(dtype=np.float64)
         self._record(report, "health", self.check_health())
@@ -143,7 +143,7 @@ class EndpointTester:
             return report
         self._record(report, "prediction_accuracy",
                      self.check_predictions(rows, np.asarray(labels), np.asarray(offline_predictions),
-                                            feature_lines))
+                                            feature_lines, recorded_accuracy))
         self._record(report, "performance", self.check_performance(rows))
         self._record(report, "robustness", self.check_robustness(rows.shape[1]))
         return report
@@ -151,10 +151,11 @@ class EndpointTester:
     @staticmethod
     def _record(report: TestReport, name: str, result: dict[str, Any]) -> None:
         report.checks[name] = result
-        if not result["passed"]:
+        if result["passed"]:
+            log.info("endpoint test %s: passed", name)
+        else:
             report.failures.append(f"{name}: {result['reason']}")
-        log.info("endpoint test %s: %s%s", name, "passed" if result["passed"] else "FAILED",
-                 "" if result["passed"] else f" ({result['reason']})")
+            log.warning("endpoint test %s: FAILED (%s)", name, result["reason"])
 
     def check_health(self) -> dict[str, Any]:
         """Poll /ping until it answers 200 (and names the expected version) or the timeout passes."""
@@ -188,8 +189,10 @@ class EndpointTester:
             delay = 0.05 if time.monotonic() - started < 10 else 0.5
 
     def check_predictions(self, rows: np.ndarray, labels: np.ndarray, offline: np.ndarray,
-                          feature_lines: list[str] | None = None) -> dict[str, Any]:
-        """Send the held-out rows in batches; each answer must equal the offline model's.
+                          feature_lines: list[str] | None = None,
+                          recorded_accuracy: float | None = None) -> dict[str, Any]:
+        """Send the held-out rows in batches; each answer must equal the offline model's, and the
+        accuracy they add up to must be the one recorded at training and reach minimum_accuracy.
 
         Batch bodies are cut from ``feature_lines`` (the held-out file's text) when given,
         else formatted here. Batches go out two at a time (the endpoint has a worker per
@@ -248,6 +251,17 @@ class EndpointTester:
         if self.expected_version and versions and versions != {self.expected_version}:
             return {**result, "passed": False,
                     "reason": f"served by {sorted(versions)}, expected {self.expected_version}"}
+        correct = int(np.sum(served == labels))
+        if recorded_accuracy is not None:
+            result["recorded_accuracy"] = recorded_accuracy
+            if correct != round(recorded_accuracy * len(labels)):
+                return {**result, "passed": False,
+                        "reason": f"accuracy on the held-out rows is {accuracy:.4f} ({correct} of {len(labels)}), "
+                                  f"but {recorded_accuracy:.4f} was recorded at training"}
+        if accuracy < self.config.minimum_accuracy:
+            return {**result, "passed": False,
+                    "reason": f"accuracy on the held-out rows is {accuracy:.4f}, below minimum_accuracy "
+                              f"{self.config.minimum_accuracy}"}
         return {**result, "passed": True}
 
     def check_performance(self, rows: np.ndarray) -> dict[str, Any]:

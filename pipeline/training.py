@@ -15,7 +15,6 @@ fingerprint of the data and the library versions.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -29,9 +28,10 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import PipelineConfig
+from pipeline.container import inference as recipe_inference
 from pipeline.container import train as recipe
 from pipeline.data import Dataset, load_dataset
-from pipeline.errors import PipelineError
+from pipeline.errors import ExitCode, PipelineError
 
 CustomEvaluation = Callable[[Any, pd.DataFrame, pd.Series], dict[str, Any]]
 
@@ -58,6 +58,7 @@ class TrainingJob:
     created_at: str
     model_type: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    artifact_sha256: dict[str, str] = field(default_factory=dict)  # file -> sha256, recorded in the store
 
     @property
     def model_dir(self) -> Path:
@@ -94,27 +95,38 @@ class TrainingJob:
         return features if len(features) == len(lines) - 1 else None
 
     @classmethod
-    def load(cls, directory: Path) -> "TrainingJob":
-        """Read a job back from its artifacts (for ``--mode deployment --training-job``)."""
-        manifest_path = directory / MANIFEST_FILE
-        if not manifest_path.is_file():
-            raise PipelineError(f"training job {directory.name!r} has no {MANIFEST_FILE} in {str(directory)!r}")
-        manifest = json.loads(manifest_path.read_text())
-        metrics = json.loads((directory / METRICS_FILE).read_text())
+    def load(cls, directory: Path, recorded: dict[str, Any]) -> "TrainingJob":
+        """Read a job back from its artifacts, trusting nothing the store did not record.
+
+        ``recorded`` is the job's row in the store. Every artifact's sha256 must match the one
+        recorded at training, and the metrics are the store's, not the job directory's: an edited
+        metrics.json can never change what the gate decides.
+        """
+        name = recorded["name"]
+        # Jobs recorded before artifact hashes were kept: their model's hash is all there is to check.
+        artifacts = json.loads(recorded.get("artifacts_json") or "null") or \
+            {f"{MODEL_DIR}/{recipe.MODEL_FILENAME}": recorded["model_sha256"]}
+        for relative, expected in sorted(artifacts.items()):
+            path = directory / relative
+            try:
+                actual = sha256_file(path)
+            except OSError as err:
+                raise PipelineError(f"training job {name!r}: {str(path)!r} cannot be read: {err.strerror or err}",
+                                    ExitCode.FAILURE) from None
+            if actual != expected:
+                raise PipelineError(f"training job {name!r}: {str(path)!r} changed since training (sha256 "
+                                    f"{actual[:12]}..., recorded {expected[:12]}...): refusing to use the job",
+                                    ExitCode.FAILURE)
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
         return cls(
-            name=manifest["training_job"], directory=directory, model_sha256=manifest["model_sha256"],
-            metrics=metrics, label_column=manifest["label_column"],
+            name=name, directory=directory, model_sha256=recorded["model_sha256"],
+            metrics=json.loads(recorded["metrics_json"]), label_column=manifest["label_column"],
             data_fingerprint=manifest["data_fingerprint"], created_at=manifest["created_at"],
-            model_type=manifest["model_type"], manifest=manifest,
+            model_type=manifest["model_type"], manifest=manifest, artifact_sha256=artifacts,
         )
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = recipe_inference.file_sha256
 
 
 def library_versions() -> dict[str, str]:
@@ -230,10 +242,12 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
         **extra,
     }
     _write_json(directory / MANIFEST_FILE, manifest)
+    artifacts = {name: sha256_file(directory / name)
+                 for name in (METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, manifest["model_file"])}
     return TrainingJob(
         name=directory.name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
         label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],
-        created_at=created_at, model_type=config.model_type, manifest=manifest,
+        created_at=created_at, model_type=config.model_type, manifest=manifest, artifact_sha256=artifacts,
     )
 
 

@@ -59,6 +59,8 @@ import tarfile
 import tempfile
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,21 @@ from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """The model's container Environment, as os.environ, while its hooks load the model."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 UTF8_TYPES = ("application/json", "text/csv")  # sagemaker_containers hands exactly these to the hooks as text
 # What Flask answers when a view raises: the body SageMaker passes on for any hook exception.
@@ -491,7 +508,10 @@ class SageMakerEmulation:
                     # sagemaker_sklearn_container.serving raises UserError: the worker never serves.
                     raise RuntimeError("UserError: Cannot use transform_fn implementation with input_fn, predict_fn, "
                                        "and/or output_fn")
-                self._served[key] = ServedModel(module, module.model_fn(str(base / "model")), variant["VariantName"])
+                # The container runs with the model's Environment; model_fn reads the recorded hash there.
+                with _environment(environment):
+                    model = module.model_fn(str(base / "model"))
+                self._served[key] = ServedModel(module, model, variant["VariantName"])
             return model_name, self._served[key]
 
     def _invoke(self, response: SageMakerRuntimeResponse) -> Any:

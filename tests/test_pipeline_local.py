@@ -5,11 +5,13 @@ import json
 from pathlib import Path
 
 import boto3
+import pytest
 import requests
 from botocore.config import Config as BotoConfig
 
 from pipeline.config import load_config
 from pipeline.orchestrator import Orchestrator
+from pipeline.serving import ModelIntegrityError, create_app
 from pipeline.store import DeploymentStore
 from pipeline.training import TrainingPipeline
 from tests.conftest import _processes_mentioning
@@ -135,18 +137,26 @@ def test_version_whose_served_predictions_differ_is_not_kept(pipeline, workdir):
     assert history[0]["status"] == "kept_previous" and history[1]["status"] == "deployed"
 
 
-def test_version_that_never_becomes_healthy_is_not_kept(pipeline, workdir):
+def test_a_model_changed_after_training_is_refused_before_deployment(pipeline, workdir):
     pipeline()
-    v1 = pipeline.results()["summary"]["endpoint_version"]
+    first = pipeline.results()
     job = _train_job(workdir)
     model = next(Path(".mlops/jobs").glob(f"{job}/model/model.joblib"))
     model.write_bytes(model.read_bytes() + b"tampered")
     result = pipeline("--mode", "deployment", "--training-job", job)
     assert result.exit_code == 1
     results = pipeline.results()
-    assert results["phases"]["testing"]["test_summary"]["health_passed"] is False
-    assert "refusing to serve" in results["rollback"]["reason"]
-    assert requests.get(f"{_url(results)}/ping").headers["X-Model-Version"] == v1
+    assert "model.joblib" in results["error"]["message"] and "changed since training" in results["error"]["message"]
+    assert "deployment" not in results["phases"]
+    assert requests.get(f"{_url(first)}/ping").headers["X-Model-Version"] == first["summary"]["endpoint_version"]
+
+
+def test_a_server_refuses_a_model_whose_sha256_differs_from_its_version(workdir):
+    job = _train_job(workdir)
+    spec = {"version": "v-test", "model_dir": str(Path(".mlops/jobs", job, "model").resolve()), "sha256": "0" * 64}
+    Path("pointer.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelIntegrityError, match="refusing to load it"):
+        create_app("pointer.json")
 
 
 def test_failed_first_deployment_removes_its_endpoint(pipeline, workdir):

@@ -651,7 +651,7 @@ class SageMakerBackend(Backend):
         if training.custom_evaluations:  # evaluated here, on the model SageMaker trained
             import pandas as pd
 
-            model = inference.model_fn(str(directory / MODEL_DIR))
+            model = inference.model_fn(str(directory / MODEL_DIR))  # checked against the hash written beside it
             heldout = pd.read_csv(directory / HELDOUT_FILE)
             features, labels = heldout.drop(columns=[dataset.label_column]), heldout[dataset.label_column]
             for evaluation in training.custom_evaluations:
@@ -784,7 +784,9 @@ class SageMakerBackend(Backend):
                    ExecutionRoleArn=role, Tags=tags,
                    PrimaryContainer={"Image": image, "ModelDataUrl": model_uri, "Environment": {
                        "SAGEMAKER_PROGRAM": SERVE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": source_uri,
-                       "SAGEMAKER_REGION": self.region, "SAGEMAKER_CONTAINER_LOG_LEVEL": str(logging.INFO)}})
+                       "SAGEMAKER_REGION": self.region, "SAGEMAKER_CONTAINER_LOG_LEVEL": str(logging.INFO),
+                       # The container's model_fn refuses a model.joblib whose bytes differ from training's.
+                       inference.MODEL_SHA256_ENV: job.model_sha256}})
         self._call(self.sagemaker, "create_endpoint_config", f"create endpoint config {version}",
                    EndpointConfigName=version, Tags=tags,
                    ProductionVariants=[{"VariantName": version, "ModelName": version,

@@ -12,6 +12,7 @@ with a 4xx instead of a 500.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -24,6 +25,8 @@ import numpy as np
 import sklearn
 
 MODEL_FILENAME = "model.joblib"
+MODEL_SHA256_SUFFIX = ".sha256"  # model.joblib.sha256, written beside the model at training
+MODEL_SHA256_ENV = "MLOPS_MODEL_SHA256"  # set on a SageMaker model from the hash the store recorded
 CSV = "text/csv"
 JSON = "application/json"
 
@@ -46,11 +49,49 @@ class UnsupportedAcceptError(InferenceError):
     status_code = 406
 
 
-def model_fn(model_dir: str) -> Any:
-    """Load the fitted scikit-learn pipeline saved by ``train.py``."""
+class ModelIntegrityError(InferenceError):
+    """The model file is not the one recorded at training. Unpickling runs code, so it is never loaded."""
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_model_file(model_dir: str | os.PathLike[str], expected_sha256: str | None = None,
+                      use: str = "load") -> str:
+    """The model file's path, once its sha256 matches the recorded one; else ModelIntegrityError naming it.
+
+    The recorded hash is, in order: the one the caller has from the store, the one SageMaker's model
+    environment carries, the one written beside the model at training.
+    """
+    path = os.path.join(model_dir, MODEL_FILENAME)
+    expected = expected_sha256 or os.environ.get(MODEL_SHA256_ENV)
+    if not expected:
+        try:
+            with open(path + MODEL_SHA256_SUFFIX, encoding="ascii") as handle:
+                expected = handle.read().strip()
+        except OSError:
+            raise ModelIntegrityError(f"model file {path} has no recorded sha256: refusing to {use} it") from None
+    try:
+        actual = file_sha256(path)
+    except OSError as err:
+        raise ModelIntegrityError(f"model file {path} cannot be read: {err.strerror or err}") from None
+    if actual != expected:
+        raise ModelIntegrityError(f"model file {path} has sha256 {actual[:12]}..., expected {expected[:12]}... "
+                                  f"as recorded at training: refusing to {use} it")
+    return path
+
+
+def model_fn(model_dir: str, expected_sha256: str | None = None) -> Any:
+    """Load the fitted scikit-learn pipeline saved by ``train.py``, after checking it is that file."""
+    path = verify_model_file(model_dir, expected_sha256)
     # Rows arrive as bare numbers; the column names the model was fitted with do not apply.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
-    model = joblib.load(os.path.join(model_dir, MODEL_FILENAME))
+    model = joblib.load(path)
     try:
         _FAST_PREDICT[model] = _verified(model, _compile(model))
     except TypeError:  # an object that cannot be weakly referenced: scikit-learn's predict it is

@@ -14,6 +14,7 @@ arguments.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -167,9 +168,12 @@ def fit_and_evaluate(
 
 
 def save_model(model: Pipeline, model_dir: str | os.PathLike[str]) -> Path:
+    """Save the model with its sha256 beside it: no process loads a model whose bytes changed since."""
     path = Path(model_dir) / MODEL_FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_name(MODEL_FILENAME + ".sha256").write_text(digest + "\n", encoding="ascii")
     return path
 
 
