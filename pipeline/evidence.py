@@ -202,12 +202,12 @@ def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> npt.NDArray[np.ui
     model was trained on (pandas hashes 1 and 1.0 differently; int32 and int64 alike). It is stable
     across processes and machines for a given pandas version (fixed hash key).
     """
+    if not columns:
+        raise PipelineError("row hashes: no columns given (expected the training features and label)")
     missing = [name for name in columns if name not in frame.columns]
     if missing:
         raise PipelineError(f"row hashes: column(s) {', '.join(map(repr, missing))} not in the data "
                             f"(expected the training features and label: {', '.join(map(str, columns))})")
-    if not columns:
-        raise PipelineError("row hashes: no columns given (expected the training features and label)")
     return hash_pandas_object(frame[list(columns)], index=False).to_numpy(dtype=np.uint64)
 
 
