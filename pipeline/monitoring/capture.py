@@ -267,7 +267,7 @@ def _text_and_type(payload: dict[str, Any]) -> tuple[str, str]:
 def _decode_input(payload: dict[str, Any]) -> np.ndarray | list[np.ndarray]:
     text, media_type = _text_and_type(payload)
     if media_type == CSV:
-        rows = [[_number(cell) for cell in line.split(",")] for line in text.splitlines() if line.strip()]
+        rows = [_csv_row(line) for line in text.splitlines() if line.strip()]
     elif media_type == JSON:
         try:
             body = json.loads(text)
@@ -287,6 +287,15 @@ def _decode_input(payload: dict[str, Any]) -> np.ndarray | list[np.ndarray]:
     if len(widths) <= 1:
         return np.array(rows, dtype=np.float64).reshape(len(rows), widths.pop() if widths else 0)
     return [np.array(row, dtype=np.float64) for row in rows]
+
+
+def _csv_row(line: str) -> list[float]:
+    cells = line.split(",")
+    try:
+        row = [float(cell) for cell in cells]  # the common case: all numbers
+    except ValueError:
+        return [_number(cell) for cell in cells]
+    return [value if math.isfinite(value) else math.nan for value in row]
 
 
 def _number(value: Any) -> float:

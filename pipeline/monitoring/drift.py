@@ -234,6 +234,8 @@ class LiveTraffic:
 
 def _split_by_width(rows: np.ndarray | Sequence[Sequence[float]], width: int) -> tuple[np.ndarray, int]:
     """The rows of ``width`` as a float matrix, and how many rows had another width."""
+    if isinstance(rows, np.ndarray) and rows.ndim != 2 and rows.dtype != object:
+        raise ValueError(f"rows must be a matrix (rows x features), got an array of shape {rows.shape}")
     if isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.dtype != object:
         if rows.shape[1] == width:
             return rows.astype(np.float64, copy=False), 0
