@@ -18,9 +18,10 @@ test was significant before the effect-size floors (the Holm family alone).
 
 A third scenario shows the floors at work: 10,000 fresh synthetic rows with one feature
 moved by only 0.2 std -- "significant" to the KS test, too small to be worth an alarm.
-An ablation reruns the undrifted traffic with every replayed row counted as new evidence,
-which is why the monitor does not. Finally ``compute_baseline`` on a million rows of 20 features is timed against pandas'
-``DataFrame.describe()`` on the same frame, in the same session.
+An ablation reruns the undrifted traffic with every replayed row counted as new evidence
+(the reason the monitor does not). Finally ``compute_baseline`` on a million rows of 20
+features is timed against pandas' ``DataFrame.describe()`` on the same frame, in the same
+session.
 """
 from __future__ import annotations
 

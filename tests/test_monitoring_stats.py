@@ -300,9 +300,11 @@ def test_capture_records_round_trip_with_a_truncated_last_line(tmp_path: Path) -
                             inference_time=T0)
     assert csv_in["captureData"]["endpointInput"] == {"observedContentType": "text/csv", "mode": "INPUT",
                                                       "data": "5.1,3.5,1.4,0.2\n6.2,2.9,4.3,1.3", "encoding": "CSV"}
-    assert csv_in["eventMetadata"] == {"eventId": "a1", "inferenceId": "a1", "inferenceTime": "2026-11-30T10:15:02.123Z"}
+    assert csv_in["eventMetadata"] == {"eventId": "a1", "inferenceId": "a1",
+                                       "inferenceTime": "2026-11-30T10:15:02.123Z"}
     assert csv_in["eventVersion"] == "0"
-    assert binary["captureData"]["endpointInput"]["encoding"] == "BASE64" and "endpointOutput" not in binary["captureData"]
+    assert binary["captureData"]["endpointInput"]["encoding"] == "BASE64"
+    assert "endpointOutput" not in binary["captureData"]
 
     path = _write(tmp_path, "v1", [csv_in, json_in, binary], T0)
     with path.open("ab") as handle:

@@ -13,7 +13,14 @@ These modules are pure: no config, no store, no CLI. See docs/MONITORING.md.
 """
 from __future__ import annotations
 
-from pipeline.monitoring.baseline import Baseline, FeatureBaseline, class_key, compute_baseline, read_baseline, write_baseline
+from pipeline.monitoring.baseline import (
+    Baseline,
+    FeatureBaseline,
+    class_key,
+    compute_baseline,
+    read_baseline,
+    write_baseline,
+)
 from pipeline.monitoring.capture import (
     CaptureRecords,
     DecodedRecord,

@@ -207,14 +207,12 @@ class LiveTraffic:
         self.predictions: list[Any] = []
         self._blocks: list[np.ndarray] = []
         self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
 
     def add(self, rows: np.ndarray | Sequence[Sequence[float]], predictions: Sequence[Any] = ()) -> None:
         good, wrong = _split_by_width(rows, self.width)
         self.wrong_width_rows += wrong
         if good.shape[0]:
             self._pending.append(good)
-            self._pending_rows += good.shape[0]
             if len(self._pending) >= self._FLUSH:
                 self._flush()
         self.predictions.extend(predictions)
@@ -222,7 +220,7 @@ class LiveTraffic:
     def _flush(self) -> None:
         if self._pending:
             self._blocks.append(np.concatenate(self._pending))
-            self._pending, self._pending_rows = [], 0
+            self._pending = []
 
     @property
     def rows(self) -> np.ndarray:
@@ -376,7 +374,8 @@ def _test_feature(base: FeatureBaseline, reference: np.ndarray, column: np.ndarr
     return tests
 
 
-def _test_predictions(baseline: Baseline, predictions: Sequence[Any], scale: float) -> tuple[PredictionDrift, float | None]:
+def _test_predictions(baseline: Baseline, predictions: Sequence[Any],
+                      scale: float) -> tuple[PredictionDrift, float | None]:
     if not predictions or not baseline.class_counts:
         return PredictionDrift(compared=False, predictions=len(predictions)), None
     live = Counter(class_key(p) for p in predictions)
@@ -473,7 +472,8 @@ def detect_drift(
                 and tests.psi >= thresholds.drift_psi_threshold:
             reasons.append("distribution")
         missing_adj = adjusted[(index, "missing")]
-        if missing_adj <= alpha and abs(tests.missing_rate - base.missing_rate) >= thresholds.drift_missing_rate_threshold:
+        missing_change = abs(tests.missing_rate - base.missing_rate)
+        if missing_adj <= alpha and missing_change >= thresholds.drift_missing_rate_threshold:
             reasons.append("missing_values")
         range_adj = adjusted.get((index, "range"))
         if range_adj is not None and range_adj <= alpha and tests.out_of_range_rate is not None \

@@ -86,16 +86,19 @@ def live_quality(
     interval = binomtest(correct, matched).proportion_ci(confidence_level=confidence, method="wilson")
     low, high = float(interval.low), float(interval.high)
     accuracy = correct / matched
-    summary = f"accuracy {accuracy:.3f} on {matched} labelled predictions, {confidence:.0%} interval [{low:.3f}, {high:.3f}]"
+    summary = (f"accuracy {accuracy:.3f} on {matched} labelled predictions, "
+               f"{confidence:.0%} interval [{low:.3f}, {high:.3f}]")
     if matched < min_matched:
-        status, reason = INSUFFICIENT_DATA, f"only {matched} labels match captured predictions; at least {min_matched} needed"
+        status = INSUFFICIENT_DATA
+        reason = f"only {matched} labels match captured predictions; at least {min_matched} needed"
     elif high < minimum_accuracy:
         status, reason = BREACH, f"{summary} lies wholly below minimum_accuracy {minimum_accuracy}"
     elif low < minimum_accuracy:
         status, reason = NO_BREACH, f"{summary} straddles minimum_accuracy {minimum_accuracy}: not a confident breach"
     else:
         status, reason = NO_BREACH, f"{summary} is at or above minimum_accuracy {minimum_accuracy}"
-    return QualityReport(status=status, reason=reason, accuracy=accuracy, interval_low=low, interval_high=high, **common)
+    return QualityReport(status=status, reason=reason, accuracy=accuracy, interval_low=low, interval_high=high,
+                         **common)
 
 
 def read_labels(path: Path) -> dict[str, str]:
@@ -106,7 +109,8 @@ def read_labels(path: Path) -> dict[str, str]:
     try:
         handle = path.open(newline="", encoding="utf-8")
     except FileNotFoundError:
-        raise PipelineError(f"labels file {name} not found: expected a CSV file with columns inference_id,label") from None
+        raise PipelineError(f"labels file {name} not found: expected a CSV file with columns "
+                            f"inference_id,label") from None
     labels: dict[str, str] = {}
     first_line: dict[str, int] = {}
     with handle:
