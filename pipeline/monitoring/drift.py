@@ -491,7 +491,10 @@ def detect_drift(
             out_of_range_p_adjusted=range_adj, mean=tests.mean, baseline_mean=base.mean, mean_shift_std=shift,
         ))
         violations.extend(_feature_violations(features[-1], thresholds))
-    features.sort(key=lambda f: (not f.moved, -(f.psi or 0.0), f.name))
+    # Worst first: moved features by the size of the move; the others by the evidence against
+    # them (the PSI of an unmoved feature is mostly noise when the effective sample is small).
+    features.sort(key=lambda f: (0, -(f.psi or 0.0), f.name) if f.moved else
+                  (1, 1.0 if f.ks_p_value is None else f.ks_p_value, f.name))
 
     if prediction.compared:
         prediction_adj = adjusted[(-1, "prediction")]
@@ -509,7 +512,8 @@ def detect_drift(
     moved_names = [f.name for f in features if f.moved]
     verdict = DRIFT if violations else NO_DRIFT
     if verdict == NO_DRIFT:
-        reason = f"no feature moved ({len(family)} tests, family-wise alpha {alpha})"
+        reason = (f"no feature moved ({len(family)} tests on {good.shape[0]} rows, {repeats.effective:.0f} "
+                  f"effective; family-wise alpha {alpha})")
     else:
         parts = []
         if moved_names:
