@@ -1,0 +1,59 @@
+"""Model monitoring: what a model saw at training, what it sees live, and whether they differ.
+
+- ``baseline``: per-feature statistics, decile buckets, the class distribution and a
+  reference sample of the training rows, written as ``baseline.json`` (close to SageMaker
+  Model Monitor's ``statistics.json``) with the thresholds in ``constraints.json``.
+- ``capture``: one definition of a captured request (SageMaker's capture record shape),
+  for the endpoint that writes it and the monitor that reads it back.
+- ``drift``: live rows against the baseline, feature by feature, with the family-wise
+  false-alarm rate of a whole monitor run held at ``drift_alpha``.
+- ``quality``: captured predictions merged with labels that arrive later.
+
+These modules are pure: no config, no store, no CLI. See docs/MONITORING.md.
+"""
+from __future__ import annotations
+
+from pipeline.monitoring.baseline import (
+    Baseline,
+    FeatureBaseline,
+    class_key,
+    compute_baseline,
+    read_baseline,
+    write_baseline,
+)
+from pipeline.monitoring.capture import (
+    CaptureRecords,
+    DecodedRecord,
+    capture_hour_directory,
+    capture_line,
+    capture_record,
+    decode_rows,
+    iter_capture_records,
+    prediction_keys,
+)
+from pipeline.monitoring.drift import DriftReport, DriftThresholds, LiveTraffic, detect_drift
+from pipeline.monitoring.quality import QualityReport, live_quality, read_labels
+
+__all__ = [
+    "Baseline",
+    "CaptureRecords",
+    "DecodedRecord",
+    "DriftReport",
+    "DriftThresholds",
+    "FeatureBaseline",
+    "LiveTraffic",
+    "QualityReport",
+    "capture_hour_directory",
+    "capture_line",
+    "capture_record",
+    "class_key",
+    "compute_baseline",
+    "decode_rows",
+    "detect_drift",
+    "iter_capture_records",
+    "live_quality",
+    "prediction_keys",
+    "read_baseline",
+    "read_labels",
+    "write_baseline",
+]

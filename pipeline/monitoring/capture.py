@@ -1,0 +1,331 @@
+"""Captured requests: one definition of the record, for the writer and the reader.
+
+A record has the shape of SageMaker's data capture (one JSON object per line)::
+
+    {"captureData": {"endpointInput":  {"observedContentType": "text/csv", "mode": "INPUT",
+                                        "data": "5.1,3.5,1.4,0.2", "encoding": "CSV"},
+                     "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
+                                        "data": "{\\"predictions\\": [0]}", "encoding": "JSON"}},
+     "eventMetadata": {"eventId": "9f1c...", "inferenceId": "9f1c...",
+                       "inferenceTime": "2026-11-30T10:15:02.123Z"},
+     "eventVersion": "0"}
+
+``encoding`` is ``CSV`` or ``JSON`` when the body is UTF-8 text of that content type and
+``BASE64`` otherwise, as SageMaker does. Deviation: SageMaker writes ``inferenceId`` only
+when the client sent one; here every request gets a unique id (returned to the client in
+``X-Inference-Id``), written as both ``eventId`` and ``inferenceId``.
+
+Files: ``<capture dir>/<version>/YYYY/MM/DD/HH/<writer>.jsonl`` (SageMaker's
+``yyyy/mm/dd/hh`` layout, with the model version in place of the variant), UTC hours of
+``inferenceTime``. Each writer (endpoint worker) appends whole lines to its own file; a
+file's last line may be cut short by a crash, and the reader counts it instead of failing.
+``.jsonl.gz`` files (closed hours compressed to save disk) are read as well.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import io
+import json
+import math
+import zlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+CSV = "text/csv"
+JSON = "application/json"
+EVENT_VERSION = "0"
+SUFFIXES = (".jsonl", ".jsonl.gz")
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def format_time(when: datetime) -> str:
+    """UTC with milliseconds and a ``Z``, as SageMaker's ``inferenceTime``."""
+    if when.tzinfo is None:
+        raise ValueError("inference time must be timezone-aware")
+    when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time; one without a zone is taken as UTC."""
+    when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _payload(body: bytes | str, content_type: str | None, mode: str) -> dict[str, str]:
+    media_type = _media_type(content_type)
+    raw = body.encode() if isinstance(body, str) else bytes(body)
+    encoding = {CSV: "CSV", JSON: "JSON"}.get(media_type)
+    data: str
+    if encoding is not None:
+        try:
+            data = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            encoding = None
+    if encoding is None:
+        encoding, data = "BASE64", base64.b64encode(raw).decode("ascii")
+    return {"observedContentType": content_type or "", "mode": mode, "data": data, "encoding": encoding}
+
+
+def capture_record(
+    *,
+    inference_id: str,
+    input_body: bytes | str,
+    input_content_type: str | None,
+    output_body: bytes | str | None = None,
+    output_content_type: str | None = None,
+    inference_time: datetime | None = None,
+) -> dict[str, Any]:
+    """One captured request (and its answer, when there was one) as a JSON-ready dict."""
+    if not inference_id:
+        raise ValueError("a captured request needs its inference id")
+    capture: dict[str, Any] = {"endpointInput": _payload(input_body, input_content_type, "INPUT")}
+    if output_body is not None:
+        capture["endpointOutput"] = _payload(output_body, output_content_type, "OUTPUT")
+    when = inference_time or datetime.now(timezone.utc)
+    return {
+        "captureData": capture,
+        "eventMetadata": {"eventId": inference_id, "inferenceId": inference_id, "inferenceTime": format_time(when)},
+        "eventVersion": EVENT_VERSION,
+    }
+
+
+def capture_line(record: dict[str, Any]) -> bytes:
+    """A record as one line of a ``.jsonl`` file: write it with a single ``write`` call."""
+    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def capture_hour_directory(capture_dir: Path, version: str, when: datetime) -> Path:
+    """Where the records of ``version`` captured in the hour of ``when`` (UTC) go."""
+    if not version or "/" in version or version in (".", ".."):
+        raise ValueError(f"version {version!r} cannot name a directory")
+    when = when.astimezone(timezone.utc)
+    return Path(capture_dir) / version / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}" / f"{when:%H}"
+
+
+class CaptureRecords:
+    """The records under a capture directory, oldest hour first, read lazily (a month of
+    captures is never held in memory at once).
+
+    Iterate it for the record dicts. Afterwards ``files``, ``records``, ``unreadable``
+    (lines that are not a capture record), ``truncated`` (a file's last line cut short,
+    usually a writer that was stopped mid-line), ``unreadable_files`` (a file that could not
+    be opened or decompressed, from there on) and ``skipped_before_since`` tell what was read.
+    """
+
+    def __init__(self, directory: Path, since: datetime | None = None, version: str | None = None) -> None:
+        self.directory = Path(directory)
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        self.since = since
+        self.version = version
+        self.files = 0
+        self.records = 0
+        self.unreadable = 0
+        self.truncated = 0
+        self.unreadable_files = 0
+        self.skipped_before_since = 0
+
+    def paths(self) -> list[Path]:
+        """The capture files that may hold records of the asked version and time, in time order."""
+        if self.version is not None:
+            roots = [self.directory / self.version]
+        else:
+            roots = sorted(p for p in self.directory.iterdir() if p.is_dir()) if self.directory.is_dir() else []
+        found = []
+        for root in roots:
+            if not root.is_dir():
+                continue
+            for path in root.rglob("*"):
+                if not path.name.endswith(SUFFIXES) or not path.is_file():
+                    continue
+                hour = _hour_of(path.relative_to(root))
+                if self.since is not None and hour is not None and hour < self.since.replace(
+                        minute=0, second=0, microsecond=0):
+                    continue  # the whole hour is before `since`
+                found.append((hour or datetime.min.replace(tzinfo=timezone.utc), str(path), path))
+        return [path for _, _, path in sorted(found)]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for path in self.paths():
+            self.files += 1
+            yield from self._read(path)
+
+    def _read(self, path: Path) -> Iterator[dict[str, Any]]:
+        try:
+            handle = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+        except FileNotFoundError:  # removed (pruned) while we were reading
+            return
+        except OSError:
+            self.unreadable_files += 1
+            return
+        with handle:
+            try:
+                for line in handle:
+                    if not line.strip():
+                        continue
+                    parsed = _parse(line)
+                    if parsed is None:
+                        # Only a file's last line can lack its newline: a write cut short.
+                        if line.endswith(b"\n"):
+                            self.unreadable += 1
+                        else:
+                            self.truncated += 1
+                        continue
+                    record, when = parsed
+                    if self.since is not None and when < self.since:
+                        self.skipped_before_since += 1
+                        continue
+                    self.records += 1
+                    yield record
+            except EOFError:  # a compressed file cut short: what it held has been read
+                self.truncated += 1
+            except (OSError, zlib.error):  # not gzip data, or unreadable: the rest of this file
+                self.unreadable_files += 1
+
+
+def iter_capture_records(directory: Path, since: datetime | None = None, version: str | None = None) -> CaptureRecords:
+    """The capture records of ``version`` (every version when None) under ``directory``
+    with ``inferenceTime`` at or after ``since``; see ``CaptureRecords`` for the counts."""
+    return CaptureRecords(directory, since=since, version=version)
+
+
+def _hour_of(relative: Path) -> datetime | None:
+    parts = relative.parts[:-1]
+    if len(parts) != 4:
+        return None
+    try:
+        year, month, day, hour = (int(part) for part in parts)
+        return datetime(year, month, day, hour, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _parse(line: bytes) -> tuple[dict[str, Any], datetime] | None:
+    try:
+        record = json.loads(line)
+        metadata = record["eventMetadata"]
+        when = parse_time(metadata["inferenceTime"])
+        if not (metadata.get("inferenceId") or metadata.get("eventId")):
+            return None
+        if not isinstance(record["captureData"]["endpointInput"]["data"], str):
+            return None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return record, when
+
+
+class DecodedRecord(NamedTuple):
+    """``rows``: a (n, width) float array when the request's rows all have one width, else a
+    list of 1-D arrays (a client sent rows of several widths). A value that is empty, null
+    or not a number is NaN. ``predictions``: the answer's predictions, [] when there was
+    no answer or it was not a list of predictions."""
+
+    rows: np.ndarray | list[np.ndarray]
+    predictions: list[Any]
+    inference_id: str
+    time: datetime
+
+
+def decode_rows(record: dict[str, Any]) -> DecodedRecord:
+    """The rows a captured request sent and the predictions it got back."""
+    metadata = record["eventMetadata"]
+    inference_id = str(metadata.get("inferenceId") or metadata["eventId"])
+    when = parse_time(metadata["inferenceTime"])
+    capture = record["captureData"]
+    rows = _decode_input(capture["endpointInput"])
+    output = capture.get("endpointOutput")
+    predictions = _decode_output(output) if output else []
+    return DecodedRecord(rows, predictions, inference_id, when)
+
+
+def _text_and_type(payload: dict[str, Any]) -> tuple[str, str]:
+    data = payload.get("data") or ""
+    media_type = _media_type(payload.get("observedContentType"))
+    encoding = str(payload.get("encoding") or "").upper()
+    if encoding == "BASE64":
+        try:
+            data = base64.b64decode(data, validate=False).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return "", media_type
+    elif encoding == "CSV" and not media_type:
+        media_type = CSV
+    elif encoding == "JSON" and not media_type:
+        media_type = JSON
+    return data, media_type
+
+
+def _decode_input(payload: dict[str, Any]) -> np.ndarray | list[np.ndarray]:
+    text, media_type = _text_and_type(payload)
+    if media_type == CSV:
+        rows = [_csv_row(line) for line in text.splitlines() if line.strip()]
+    elif media_type == JSON:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            body = body.get("instances")
+        if not isinstance(body, list) or not body:
+            rows = []
+        elif not isinstance(body[0], list):
+            rows = [[_number(value) for value in body]]
+        else:
+            rows = [[_number(value) for value in row] if isinstance(row, list) else [_number(row)] for row in body]
+    else:
+        rows = []
+    widths = {len(row) for row in rows}
+    if len(widths) <= 1:
+        return np.array(rows, dtype=np.float64).reshape(len(rows), widths.pop() if widths else 0)
+    return [np.array(row, dtype=np.float64) for row in rows]
+
+
+def _csv_row(line: str) -> list[float]:
+    cells = line.split(",")
+    try:
+        row = [float(cell) for cell in cells]  # the common case: all numbers
+    except ValueError:
+        return [_number(cell) for cell in cells]
+    return [value if math.isfinite(value) else math.nan for value in row]
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _decode_output(payload: dict[str, Any]) -> list[Any]:
+    text, media_type = _text_and_type(payload)
+    if media_type == JSON:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return []
+        predictions = body.get("predictions") if isinstance(body, dict) else body
+        return list(predictions) if isinstance(predictions, list) else []
+    if media_type == CSV:
+        return [line.strip() for line in io.StringIO(text) if line.strip()]
+    return []
+
+
+def prediction_keys(inference_id: str, count: int) -> list[str]:
+    """The keys a labels file uses for the predictions of one request: the inference id
+    itself for a one-row request, ``<id>:<row index>`` for each row of a larger one."""
+    return [inference_id] if count == 1 else [f"{inference_id}:{index}" for index in range(count)]
