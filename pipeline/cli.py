@@ -14,38 +14,41 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from pipeline.backends import BACKENDS
-from pipeline.config import PipelineConfig, load_config, validate_endpoint_name
+from pipeline.config import (
+    PipelineConfig,
+    check_output_paths,
+    load_config,
+    output_label,
+    resolve_mode,
+    validate_endpoint_name,
+)
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.logs import LOG_FORMATS, configure_logging, set_run_id
+from pipeline.logs import LOG_FORMATS, configure_logging, default_results_file, prune_default_files, set_run_id
 from pipeline.orchestrator import MODES, write_results
 
 EXIT_CODES_HELP = """
 \b
 Exit codes:
   0  success: everything asked for was done and verified
-  1  pipeline failure: tests failed, a deployment was rolled back, an AWS call failed
+  1  pipeline failure: tests failed, a deployment was rolled back, an AWS call failed;
+     `status`: an endpoint listed is unhealthy or its process is dead
   2  usage, config or input error: nothing was changed
   3  the accuracy gate held or rejected the model: nothing was deployed
+
+\b
+Settings, lowest precedence first: defaults < config file < environment
+< command line. Flags and --set are one layer: a key given by both (or by
+--set twice) with different values is refused, never silently dropped.
+Flags that contradict each other (--deployment-only with another --mode,
+--training-job outside --mode deployment, ...) and output files that could
+not be written are refused with exit 2 before any work.
 """
-
-
-def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise PipelineError(f"--set {item!r}: expected KEY=VALUE, e.g. --set cv_folds=3")
-        try:
-            settings[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            settings[key.strip()] = raw  # a bare string
-    return settings
 
 
 def _endpoint_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -69,15 +72,23 @@ def _fail(err: PipelineError, verbose: bool) -> None:
     sys.exit(int(err.exit_code))
 
 
-def _build_config(config_file: str | None, flags: dict[str, Any], settings: tuple[str, ...]):
-    extra = _parse_set(settings)
-    unknown = [key for key in extra if key not in PipelineConfig.model_fields]
-    if unknown:
-        import difflib
+def _flags(options: dict[str, Any]) -> dict[str, Any]:
+    """The config keys the group's flags set; None where a flag was not given."""
+    return {
+        "role_arn": options.get("role_arn"), "accuracy_threshold": options.get("accuracy_threshold"),
+        "minimum_accuracy": options.get("minimum_accuracy"), "aws_region": options.get("region"),
+        "instance_type": options.get("instance_type"), "backend": options.get("backend"),
+        "auto_deploy_enabled": False if options.get("disable_auto_deploy") else None,
+        "dataset": options.get("dataset"), "label_column": options.get("label_column"),
+        "model_type": options.get("model_type"), "random_seed": options.get("random_seed"),
+        "store_dir": options.get("store_dir"), "endpoint_port": options.get("endpoint_port"),
+        "log_file": options.get("log_file"), "log_level": "DEBUG" if options.get("verbose") else None,
+    }
 
-        close = difflib.get_close_matches(unknown[0], list(PipelineConfig.model_fields), n=1)
-        raise PipelineError(f"--set: unknown key {unknown[0]!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-    return load_config(config_file, os.environ, {**extra, **flags})
+
+def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, str]]:
+    """Every command builds its config the same way: file, environment, flags and --set (config.py)."""
+    return load_config(options.get("config_file"), os.environ, _flags(options), settings=options.get("settings", ()))
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
@@ -90,12 +101,15 @@ def _build_config(config_file: str | None, flags: dict[str, Any], settings: tupl
 @click.option("--region", help="AWS region.")
 @click.option("--instance-type", help="SageMaker instance type.")
 @click.option("--output-file", type=click.Path(dir_okay=False),
-              help="Results JSON (default /tmp/mlops_pipeline_results_<timestamp>.json).")
+              help="Results JSON (default /tmp/mlops_pipeline_results_<timestamp>.json; the newest "
+                   "tmp_retention_count such files are kept).")
 @click.option("--mode", type=click.Choice(MODES), default=None, help="Run one phase only (default: full).")
-@click.option("--training-job", help="Training job to deploy (with --mode deployment).")
-@click.option("--endpoint-name", help="Endpoint to deploy to, test or clean up (default: endpoint_prefix).")
+@click.option("--training-job", help="Training job to deploy (only with --mode deployment, which needs it).")
+@click.option("--endpoint-name", callback=_endpoint_name,
+              help="Endpoint to deploy to, test or clean up (default: endpoint_prefix; not with --mode training).")
 @click.option("--deployment-only", is_flag=True, help="Same as --mode deployment.")
-@click.option("--disable-auto-deploy", is_flag=True, help="Train and judge, but do not deploy.")
+@click.option("--disable-auto-deploy", is_flag=True,
+              help="Train and judge, but do not deploy (full or training mode only).")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), help="Where to deploy (default: sagemaker with "
               "--role-arn, else local).")
 @click.option("--dataset", help="'iris' or a CSV file with a header row.")
@@ -104,7 +118,9 @@ def _build_config(config_file: str | None, flags: dict[str, Any], settings: tupl
 @click.option("--random-seed", type=int, help="Seed for the split, CV and the model.")
 @click.option("--store-dir", type=click.Path(file_okay=False), help="State directory (default .mlops).")
 @click.option("--endpoint-port", type=int, help="Port of a new local endpoint (default: a free one).")
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Log file (default /tmp/mlops_pipeline_<ts>.log).")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Log file (default /tmp/mlops_pipeline_<ts>.log; the newest tmp_retention_count such files "
+                   "are kept).")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
               help="Log lines for people, or one JSON object per line (time, level, phase, message, run_id).")
 @click.option("--dotenv-file", type=click.Path(dir_okay=False),
@@ -113,7 +129,8 @@ def _build_config(config_file: str | None, flags: dict[str, Any], settings: tupl
               help="Write gate checks and endpoint tests as JUnit XML for GitLab's test report.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False),
               help="Write 'name value' lines for GitLab's metrics report.")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Set any config key (JSON value).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Set any config key (JSON value, else a string); must agree with a flag for the same key.")
 @click.option("--verbose", is_flag=True, help="DEBUG logging and tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, **options: Any) -> None:
@@ -131,22 +148,24 @@ def cli(ctx: click.Context, **options: Any) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj.update(options)
+    ctx.obj["given"] = [name for name in options
+                        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
     if ctx.invoked_subcommand is not None:
         return
     verbose = options["verbose"]
-    mode = "deployment" if options["deployment_only"] else (options["mode"] or "full")
     try:
-        flags = {
-            "role_arn": options["role_arn"], "accuracy_threshold": options["accuracy_threshold"],
-            "minimum_accuracy": options["minimum_accuracy"], "aws_region": options["region"],
-            "instance_type": options["instance_type"], "backend": options["backend"],
-            "auto_deploy_enabled": False if options["disable_auto_deploy"] else None,
-            "dataset": options["dataset"], "label_column": options["label_column"],
-            "model_type": options["model_type"], "random_seed": options["random_seed"],
-            "store_dir": options["store_dir"], "endpoint_port": options["endpoint_port"],
-            "log_file": options["log_file"], "log_level": "DEBUG" if verbose else None,
-        }
-        config, sources = _build_config(options["config_file"], flags, options["settings"])
+        config, sources = _build_config(options)
+        mode = resolve_mode(options["mode"], deployment_only=options["deployment_only"],
+                            training_job=options["training_job"], endpoint_name=options["endpoint_name"],
+                            config=config, sources=sources)
+        check_output_paths({
+            ("--output-file" if options["output_file"] else "the default results file (choose one with "
+             "--output-file)"): options["output_file"] or default_results_file(),
+            "--dotenv-file": options["dotenv_file"],
+            "--junit-xml": options["junit_xml"], "--metrics-file": options["metrics_file"],
+            # the default log path only warns when it cannot be written (configure_logging); a chosen one must work
+            output_label("log_file", sources["log_file"]): config.log_file,
+        })
         results, exit_code = run_pipeline(config, sources, mode=mode, endpoint_name=options["endpoint_name"],
                                           training_job=options["training_job"], output_file=options["output_file"],
                                           log_format=options["log_format"], dotenv_file=options["dotenv_file"],
@@ -169,12 +188,18 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], *, mode: str, 
     from pipeline.reports import write_reports
 
     log_file = configure_logging(config.log_level, config.log_file, log_format=log_format)
+    pruned = prune_default_files(config.tmp_retention_count, results_pending=not output_file,
+                                 protect=[path for path in (output_file, config.log_file, dotenv_file, junit_xml,
+                                                            metrics_file) if path])
+    if pruned:
+        logging.getLogger("pipeline").debug("deleted %d old default-named log/results file(s) "
+                                            "(tmp_retention_count=%d)", len(pruned), config.tmp_retention_count)
     orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
                                 log_file=str(log_file))
     set_run_id(orchestrator.run_id)
     with _sigterm_as_interrupt():
         results = orchestrator.run()
-    path = output_file or f"/tmp/mlops_pipeline_results_{datetime.now():%Y%m%d_%H%M%S}.json"
+    path = output_file or default_results_file()
     results["results_file"] = str(path)
     try:
         write_results(results, path)
@@ -275,6 +300,13 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
     Example: python3 run_pipeline.py history --endpoint-name iris-model --at 2026-11-26T10:00:00
     """
     store = _store(ctx)
+    if verify and (endpoint_name or at_time):
+        _fail(PipelineError(f"history --verify checks the whole audit trail: it takes no "
+                            f"{'--endpoint-name' if endpoint_name else '--at'}"), False)
+    if endpoint_name and not (store.endpoint(endpoint_name) or store.deployments(endpoint_name, limit=1)
+                              or store.events(endpoint_name, limit=1)):
+        _fail(PipelineError(f"endpoint {endpoint_name!r} not found: {store.directory} has no endpoint, deployment "
+                            f"or event of that name (`history` lists them all)"), False)
     if verify:
         problems = store.verify_events()
         for problem in problems:
@@ -320,6 +352,9 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
 def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None:
     """Each endpoint: URL, serving version, health, and whether its process is alive.
 
+    Exit 1 when any endpoint listed is unhealthy or its process is dead, so it serves as a health
+    check; 0 when all are healthy (or there are none).
+
     Example: python3 run_pipeline.py status
     """
     from pipeline.deployment import DeploymentPipeline
@@ -339,13 +374,16 @@ def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None
         return
     if as_json:
         click.echo(json.dumps({"endpoints": rows}, indent=2, default=str))
-        return
-    if not rows:
-        click.echo("no endpoints")
-    for row in rows:
-        health = "healthy" if row.get("healthy") else "UNHEALTHY"
-        alive = "" if row.get("process_alive", True) else "  process DEAD: the next deployment or rollback restarts it"
-        click.echo(f"{row['name']}  {row['url']}  {row['serving_version']}  {health}{alive}")
+    else:
+        if not rows:
+            click.echo("no endpoints")
+        for row in rows:
+            health = "healthy" if row.get("healthy") else "UNHEALTHY"
+            alive = "" if row.get("process_alive", True) else \
+                "  process DEAD: the next deployment or rollback restarts it"
+            click.echo(f"{row['name']}  {row['url']}  {row['serving_version']}  {health}{alive}")
+    if any(not row.get("healthy") or not row.get("process_alive", True) for row in rows):
+        sys.exit(int(ExitCode.FAILURE))
 
 
 @cli.command()
@@ -400,6 +438,8 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, p
     backend, store, config = _backend(ctx)
     if not (endpoint_name or prefix is not None or prune):
         _fail(PipelineError("cleanup needs --endpoint-name NAME, --prefix PREFIX or --prune"), False)
+    if keep is not None and not prune:
+        _fail(PipelineError("--keep goes with --prune: it is the number of versions --prune keeps"), False)
     if keep is not None and keep < 1:
         _fail(PipelineError(f"--keep {keep}: expected at least 1"), False)
     run_id = new_run_id()
@@ -433,33 +473,46 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, p
         click.echo("no endpoints matched")
 
 
-def _backend(ctx: click.Context):
-    from pipeline.backends import load_backend
+# Options of a pipeline run that mean nothing to a subcommand: given before one, they would be dropped.
+_RUN_ONLY = {"mode": "--mode", "training_job": "--training-job", "endpoint_name": "--endpoint-name",
+             "deployment_only": "--deployment-only", "output_file": "--output-file", "dotenv_file": "--dotenv-file",
+             "junit_xml": "--junit-xml", "metrics_file": "--metrics-file", "log_file": "--log-file",
+             "log_format": "--log-format"}
 
+
+def _subcommand_config(ctx: click.Context) -> PipelineConfig:
+    """The config of a subcommand: the group's flags and --set count as for a run; run-only options are refused."""
     options = ctx.obj or {}
     try:
-        config, _ = _build_config(options.get("config_file"), {"store_dir": options.get("store_dir"),
-                                                               "backend": options.get("backend"),
-                                                               "role_arn": options.get("role_arn")},
-                                  options.get("settings", ()))
-        store = _store(ctx)
-        return load_backend(config.backend_name, config, store), store, config
-    except PipelineError as err:
-        _fail(err, bool(options.get("verbose")))
-        raise
-
-
-def _store(ctx: click.Context):
-    from pipeline.store import DeploymentStore
-
-    options = ctx.obj or {}
-    try:
-        config, _ = _build_config(options.get("config_file"), {"store_dir": options.get("store_dir")},
-                                  options.get("settings", ()))
+        for name in options.get("given", ()):
+            if name in _RUN_ONLY:
+                where = (f"; give it after the command: `{ctx.info_name} --endpoint-name NAME`"
+                         if name == "endpoint_name" else "")
+                raise PipelineError(f"{_RUN_ONLY[name]} is an option of a pipeline run, not of `{ctx.info_name}`"
+                                    + where)
+        config, _ = _build_config(options)
     except PipelineError as err:
         _fail(err, bool(options.get("verbose")))
         raise  # unreachable: _fail exits
-    return DeploymentStore(config.store_dir)
+    return config
+
+
+def _backend(ctx: click.Context):
+    from pipeline.backends import load_backend
+
+    config = _subcommand_config(ctx)
+    store = _store(ctx, config)
+    try:
+        return load_backend(config.backend_name, config, store), store, config
+    except PipelineError as err:
+        _fail(err, bool((ctx.obj or {}).get("verbose")))
+        raise
+
+
+def _store(ctx: click.Context, config: PipelineConfig | None = None):
+    from pipeline.store import DeploymentStore
+
+    return DeploymentStore((config or _subcommand_config(ctx)).store_dir)
 
 
 def main() -> None:

@@ -5,21 +5,33 @@ Precedence, lowest first (each layer overrides the one before it):
 1. defaults (the field defaults of ``PipelineConfig``)
 2. the JSON config file (``--config-file``, else ``./pipeline_config.json`` if present)
 3. environment variables (the seed's names, listed in ``ENV_VARS``)
-4. command-line flags
+4. the command line: flags (``--accuracy-threshold 0.9``) and ``--set KEY=VALUE``
+
+Flags and ``--set`` are one layer: neither overrides the other. A key given by
+both, or by ``--set`` twice, must have the same value; different values are a
+contradiction and refused, because either choice would silently drop one of
+them.
 
 ``load_config`` returns the config and, for every key, the source that set it
-("default", "file:<path>", "env:<NAME>", "flag:<--name>"); the results JSON
-records those sources so a CI log shows why a threshold had the value it had.
-Every validation error is one ``PipelineError`` line naming the source, the key,
-the value and what was expected, raised before any work starts.
+("default", "file:<path>", "env:<NAME>", "flag:<--name>", "set:<key>"); the
+results JSON records those sources so a CI log shows why a threshold had the
+value it had. Every validation error is one ``PipelineError`` line naming the
+source, the key, the value and what was expected, raised before any work starts.
+
+Besides the config itself, this module checks the rest of a run's request before
+the run starts: flags that contradict each other (``resolve_mode``) and files the
+run would fail to write at its end (``check_output_paths``).
 """
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+import socket
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +56,9 @@ MODEL_TYPES = ("logistic_regression", "random_forest", "gradient_boosting")
 class PipelineConfig(BaseModel):
     """Every setting of a run. Frozen: phases read it, none changes it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # allow_inf_nan=False: NaN or infinity in any float key is refused here, not met later as a
+    # comparison that is always false (a NaN threshold) or a limit that is never reached.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     # --- the seed's pipeline_config.json keys ---
     accuracy_threshold: float = Field(0.95, ge=0.0, le=1.0, description="deploy when the gated metric reaches this")
@@ -53,6 +67,8 @@ class PipelineConfig(BaseModel):
     instance_type: str = "ml.m5.large"
     auto_deploy_enabled: bool = True
     rollback_on_failure: bool = True
+    # pydantic checks ``pattern`` with Rust's regex engine, whose ``$`` matches only at the very end:
+    # a trailing newline is refused (tests/test_settings.py holds it to that).
     model_name_prefix: str = Field("iris-classifier", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,40}$")
     endpoint_prefix: str = Field("iris-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,40}$")
     sns_topic_arn: str | None = None
@@ -112,6 +128,24 @@ class PipelineConfig(BaseModel):
     # --- logging ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_file: str | None = None  # None: /tmp/mlops_pipeline_<timestamp>.log
+    tmp_retention_count: int = Field(20, ge=0)  # default-named logs/results kept in /tmp per kind; 0: keep all
+
+    @field_validator("endpoint_host")
+    @classmethod
+    def _local_ipv4_or_localhost(cls, value: str) -> str:
+        """The local endpoint binds here and clients call ``http://<host>:<port>``: an address that cannot
+        be bound, or an IPv6 literal (which needs brackets in a URL), would fail only at the first deployment."""
+        if value != "localhost":
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise ValueError("expected an IPv4 address such as 127.0.0.1, or 'localhost'") from None
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind((value, 0))
+        except OSError as err:
+            raise ValueError(f"expected an address of this machine (cannot listen on it: {err.strerror})") from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -207,12 +241,13 @@ def _parse_env_value(name: str, key: str, raw: str) -> Any:
     return raw
 
 
-ENDPOINT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker's rule for endpoint names
+# SageMaker's rule for endpoint names. Used with fullmatch: ``$`` would also match before a trailing newline.
+ENDPOINT_NAME_PATTERN = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
 
 
 def validate_endpoint_name(name: str) -> str:
     """Endpoint names become file and resource names: letters, digits and hyphens only."""
-    if not ENDPOINT_NAME_PATTERN.match(name):
+    if not ENDPOINT_NAME_PATTERN.fullmatch(name):
         raise PipelineError(f"--endpoint-name {name!r}: expected letters, digits and hyphens "
                             f"(at most 63 characters, starting with a letter or digit)")
     return name
@@ -250,12 +285,15 @@ def load_config(
     env: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
     *,
+    settings: Iterable[str] = (),
     search_default_file: bool = True,
 ) -> tuple[PipelineConfig, dict[str, str]]:
-    """Build the config from defaults < JSON file < environment < flags.
+    """Build the config from defaults < JSON file < environment < command line (flags and ``--set``).
 
-    Returns the config and the source of every key. Flags whose value is None
-    were not given and do not count.
+    Returns the config and the source of every key. ``flags`` maps keys to flag values; a value
+    of None was not given and does not count. A key with a command-line flag (``FLAGS``) is
+    recorded as ``flag:<flag>``, any other key as ``set:<key>``, as ``--set`` would give it.
+    ``settings`` are the ``--set KEY=VALUE`` items as typed.
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -277,19 +315,93 @@ def load_config(
         values[key] = _parse_env_value(name, key, raw)
         sources[key] = f"env:{name}"
 
-    for key, value in (flags or {}).items():
-        if value is None:
-            continue
-        if key not in PipelineConfig.model_fields:
-            raise PipelineError(f"unknown setting {key!r}")
+    command_line = _command_line(flags or {}, parse_settings(settings))
+    for key, (value, source) in command_line.items():
         values[key] = value
-        sources[key] = "flag:--" + key.replace("_", "-")
+        sources[key] = source
 
     try:
         config = PipelineConfig.model_validate(values)
     except ValidationError as err:
         raise PipelineError(_one_line(err, values, sources)) from None
     return config, sources
+
+
+# The command-line flag of each key that has one, as the CLI spells it. ``auto_deploy_enabled``
+# and ``log_level`` are switches: ``--disable-auto-deploy`` sets false, ``--verbose`` sets DEBUG.
+FLAGS: dict[str, str] = {
+    "accuracy_threshold": "--accuracy-threshold", "minimum_accuracy": "--minimum-accuracy",
+    "aws_region": "--region", "instance_type": "--instance-type", "role_arn": "--role-arn",
+    "backend": "--backend", "auto_deploy_enabled": "--disable-auto-deploy", "dataset": "--dataset",
+    "label_column": "--label-column", "model_type": "--model-type", "random_seed": "--random-seed",
+    "store_dir": "--store-dir", "endpoint_port": "--endpoint-port", "log_file": "--log-file",
+    "log_level": "--verbose",
+}
+_SWITCHES = ("auto_deploy_enabled", "log_level")
+
+
+def parse_settings(items: Iterable[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items: the value is JSON (``3``, ``true``, ``null``, ``[...]``), else a bare string.
+
+    An unknown key is refused with the closest known one; the same key twice with different values
+    is a contradiction (which one was meant?).
+    """
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise PipelineError(f"--set {item!r}: expected KEY=VALUE, e.g. --set cv_folds=3")
+        _check_keys({key: None}, "--set")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string
+        if key in settings and not _same(key, settings[key], value):
+            raise PipelineError(f"--set {key}={_typed(settings[key])} and --set {key}={_typed(value)} "
+                                f"contradict each other: give {key} once")
+        settings[key] = value
+    return settings
+
+
+def _command_line(flags: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    """The command-line layer: each key's value and source; a flag and ``--set`` must agree."""
+    layer: dict[str, tuple[Any, str]] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key not in PipelineConfig.model_fields:
+            raise PipelineError(f"unknown setting {key!r}")
+        layer[key] = (value, f"flag:{FLAGS[key]}" if key in FLAGS else f"set:{key}")
+    for key, value in settings.items():
+        if key in layer and not _same(key, layer[key][0], value):
+            raise PipelineError(f"{_given(key, *layer[key])} and --set {key}={_typed(value)} contradict each "
+                                f"other: give {key} once")
+        layer.setdefault(key, (value, f"set:{key}"))
+    return layer
+
+
+def _given(key: str, value: Any, source: str) -> str:
+    """How the user typed a command-line value, for an error message."""
+    if source.startswith("flag:"):
+        flag = source[5:]
+        return flag if key in _SWITCHES else f"{flag} {_typed(value)}"
+    return f"--set {key}={_typed(value)}"
+
+
+def _typed(value: Any) -> str:
+    """A value as it is typed on a command line: strings bare, anything else as JSON."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _same(key: str, first: Any, second: Any) -> bool:
+    """Equal as settings: 1 and 1.0 are, true and 1 are not; log levels ignore case."""
+    if isinstance(first, bool) != isinstance(second, bool):
+        return False
+    if key == "log_level" and isinstance(first, str) and isinstance(second, str):
+        return first.upper() == second.upper()
+    return bool(first == second)
 
 
 def _one_line(err: ValidationError, values: Mapping[str, Any], sources: Mapping[str, str]) -> str:
@@ -302,15 +414,21 @@ def _one_line(err: ValidationError, values: Mapping[str, Any], sources: Mapping[
         involved = [k for k in ("minimum_accuracy", "accuracy_threshold") if k in message]
         origins = ", ".join(f"{k} from {_source_words(sources.get(k, 'default'))}" for k in involved)
         return f"{message} ({origins})" if origins else message
-    where = _source_words(sources.get(key, "default"))
+    source = sources.get(key, "default")
     got = f", got {_describe(values[key])}" if key in values else ""
     expected = _expected(key, first)
-    return f"{where}: {key}: {expected}{got}"
+    if source.startswith("set:"):  # "--set cv_folds" names the key already
+        return f"{_source_words(source)}: {expected}{got}"
+    return f"{_source_words(source)}: {key}: {expected}{got}"
 
 
 def _expected(key: str, error: Mapping[str, Any]) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
+    if kind == "finite_number":
+        return "expected a finite number (not NaN or infinity)"
+    if kind == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         field = PipelineConfig.model_fields[key]
         low = high = None
@@ -347,4 +465,100 @@ def _source_words(source: str) -> str:
         return f"environment variable {source[4:]}"
     if source.startswith("flag:"):
         return f"flag {source[5:]}"
+    if source.startswith("set:"):
+        return f"--set {source[4:]}"
     return "default"
+
+
+# --------------------------------------------------------------------------- the rest of a run's request
+
+def resolve_mode(mode: str | None, *, deployment_only: bool = False, training_job: str | None = None,
+                 endpoint_name: str | None = None, config: PipelineConfig | None = None,
+                 sources: Mapping[str, str] | None = None) -> str:
+    """The mode a run's flags ask for, or a ``PipelineError`` naming two flags that contradict each other.
+
+    Each flag means something in some modes only; given where it means nothing, it would be
+    silently dropped, so it is refused instead:
+
+    - ``--deployment-only`` is ``--mode deployment``: with another ``--mode`` it contradicts it.
+    - ``--training-job`` names what ``--mode deployment`` deploys; every other mode trains or
+      deploys nothing, and deployment mode needs it.
+    - ``--endpoint-name`` means nothing to ``--mode training``, which deploys nothing; nor to a full
+      run with auto-deploy switched off.
+    - auto-deploy switched off on the command line (``--disable-auto-deploy`` or ``--set
+      auto_deploy_enabled=false``) contradicts ``--mode deployment``, an explicit request to deploy,
+      and means nothing to testing or cleanup. Switched off in the config file or environment it is
+      a standing policy, and ``--mode deployment`` is how an approved model is deployed despite it.
+    """
+    if deployment_only and mode not in (None, "deployment"):
+        raise PipelineError(f"--deployment-only contradicts --mode {mode}: --deployment-only means --mode deployment")
+    resolved = "deployment" if deployment_only else (mode or "full")
+    asked = "--deployment-only" if deployment_only else f"--mode {resolved}"
+    if resolved == "deployment" and not training_job:
+        raise PipelineError(f"{asked} needs --training-job NAME (the names are in `history`)")
+    if training_job and resolved != "deployment":
+        raise PipelineError(f"--training-job contradicts --mode {resolved}: it names the job --mode deployment deploys"
+                            if mode else "--training-job needs --mode deployment (without --mode the full pipeline "
+                                         "trains a new model)")
+    if endpoint_name and resolved == "training":
+        raise PipelineError("--endpoint-name contradicts --mode training: training deploys nothing")
+    if config is None or sources is None:
+        return resolved
+    source = sources.get("auto_deploy_enabled", "default")
+    switched_off = not config.auto_deploy_enabled
+    if switched_off and source.startswith(("flag:", "set:")) and resolved in ("deployment", "testing", "cleanup"):
+        why = ("deployment mode is an explicit request to deploy" if resolved == "deployment"
+               else f"--mode {resolved} deploys nothing")
+        raise PipelineError(f"{_given('auto_deploy_enabled', False, source)} contradicts {asked}: {why}")
+    if switched_off and endpoint_name and resolved == "full":
+        raise PipelineError(f"--endpoint-name contradicts auto_deploy_enabled=false (from {_source_words(source)}): "
+                            f"a full run with auto-deploy off deploys nothing")
+    return resolved
+
+
+def check_output_paths(paths: Mapping[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse, before any work, a file the run could not write at its end.
+
+    ``paths`` maps how each file was asked for (``--output-file``) to its path; None was not asked
+    for. Nothing is created: the nearest existing directory must accept a new file (probed with an
+    unnamed temporary file), an existing file must be writable, and no two outputs may be one file.
+    Missing directories are made when the file is written.
+    """
+    seen: dict[str, str] = {}
+    for label, path in paths.items():
+        if path is None or str(path) == "":
+            continue
+        problem = _why_unwritable(Path(path))
+        if problem:
+            raise PipelineError(f"{label} {str(path)!r}: {problem}")
+        resolved = os.path.realpath(path)
+        if resolved in seen:
+            raise PipelineError(f"{seen[resolved]} and {label} are the same file {str(path)!r}: give each its own")
+        seen[resolved] = label
+
+
+def _why_unwritable(path: Path) -> str | None:
+    if path.is_dir():
+        return "is a directory: expected a file path"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "the file exists and is not writable"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{str(ancestor)!r} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        return f"cannot create a file in {str(ancestor)!r} ({err.strerror or err})"
+    return None
+
+
+def output_label(key: str, source: str) -> str:
+    """How a path-valued config key was given, e.g. ``--log-file`` or ``config file 'c.json': log_file``."""
+    if source.startswith("flag:"):
+        return source[5:]
+    if source.startswith("set:"):
+        return f"--set {key}"
+    return f"{_source_words(source)}: {key}"

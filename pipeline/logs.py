@@ -9,12 +9,18 @@ json``): one JSON object per line with ``time``, ``level``, ``phase``,
 from the logger name (``pipeline.training`` -> ``training``) and, for the
 orchestrator, from the step of the diagram that logged (``gate``,
 ``roll_back``, ...); the run id is the one ``set_run_id`` was given.
+
+A run that is not told where to write its log and results writes them to
+``DEFAULT_DIR`` (/tmp) under timestamped names; ``prune_default_files`` keeps
+the newest of those, so they do not pile up forever.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
+import stat
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -100,8 +106,50 @@ class SecretFilter(logging.Filter):
         return True
 
 
+DEFAULT_DIR = Path("/tmp")  # where default-named logs and results go (a module constant, so tests can move it)
+DEFAULT_LOG_NAME = re.compile(r"mlops_pipeline_\d{8}_\d{6}\.log")
+DEFAULT_RESULTS_NAME = re.compile(r"mlops_pipeline_results_\d{8}_\d{6}\.json")
+
+
 def default_log_file() -> Path:
-    return Path(f"/tmp/mlops_pipeline_{datetime.now():%Y%m%d_%H%M%S}.log")
+    return DEFAULT_DIR / f"mlops_pipeline_{datetime.now():%Y%m%d_%H%M%S}.log"
+
+
+def default_results_file() -> Path:
+    return DEFAULT_DIR / f"mlops_pipeline_results_{datetime.now():%Y%m%d_%H%M%S}.json"
+
+
+def prune_default_files(retention: int, *, results_pending: bool = False,
+                        protect: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """Keep the newest ``retention`` default-named logs and results in ``DEFAULT_DIR``; delete older ones.
+
+    Called at the start of a run, after its own log file was opened. ``results_pending``: this
+    run will add one more default-named results file, so one fewer old one is kept. Only regular
+    files whose names match the default pattern exactly and that the current user owns are
+    touched, never the paths in ``protect`` (the files this run was told to write). The timestamp
+    in the name orders them. ``retention`` 0 deletes nothing. Returns the files deleted.
+    """
+    if retention <= 0:
+        return []
+    protected = {os.path.realpath(path) for path in protect}
+    deleted: list[Path] = []
+    for pattern, keep in ((DEFAULT_LOG_NAME, retention), (DEFAULT_RESULTS_NAME, retention - int(results_pending))):
+        try:
+            names = sorted(entry.name for entry in os.scandir(DEFAULT_DIR) if pattern.fullmatch(entry.name))
+        except OSError:
+            return deleted
+        for name in names[:max(len(names) - keep, 0)]:
+            path = DEFAULT_DIR / name
+            try:
+                info = path.lstat()
+                if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or \
+                        os.path.realpath(path) in protected:
+                    continue
+                path.unlink()
+            except OSError:  # gone already (another run pruned it), or not ours to delete
+                continue
+            deleted.append(path)
+    return deleted
 
 
 def configure_logging(level: str, log_file: str | os.PathLike[str] | None, secrets: Iterable[str] = (),

@@ -255,12 +255,11 @@ def test_cli_usage_error_before_the_run_writes_no_reports(pipeline, workdir):
 
 
 def test_cli_report_that_cannot_be_written_is_an_error_line_and_the_others_are_written(pipeline, workdir):
-    (workdir / "a-file").write_text("")
-    result = pipeline("--mode", "training", "--junit-xml", str(workdir / "a-file" / "junit.xml"),
-                      "--dotenv-file", str(workdir / "ci.env"))
+    # Writable when checked before the run; the run itself makes state.db a file, so the report fails at the end.
+    unwritable = workdir / ".mlops" / "state.db" / "junit.xml"
+    result = pipeline("--mode", "training", "--junit-xml", str(unwritable), "--dotenv-file", str(workdir / "ci.env"))
     assert result.exit_code == 0  # the run's verdict stands; the missing report is GitLab's to flag
-    assert f"report not written: --junit-xml {str(workdir / 'a-file' / 'junit.xml')!r}: cannot write" \
-        in result.stderr
+    assert f"report not written: --junit-xml {str(unwritable)!r}: cannot write" in result.stderr
     assert gitlab_dotenv((workdir / "ci.env").read_bytes())["MLOPS_EXIT_CODE"] == "0"
 
 

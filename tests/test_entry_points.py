@@ -8,7 +8,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from pipeline.cli import _flags, cli
+from pipeline.config import load_config, resolve_mode
 from tests.conftest import PYTHON, REPO, run_script
 
 WRAPPER = str(REPO / "run_mlops_pipeline.sh")
@@ -92,7 +93,12 @@ def test_every_seed_invocation_parses():
         if marker.endswith(".sh"):
             argv = _wrapper_to_cli(argv)
         context = cli.make_context("run_pipeline.py", list(argv), resilient_parsing=False)
-        assert context.params is not None, argv
+        options = context.params
+        # and none is refused as a contradiction (the checks a run makes before its work)
+        config, sources = load_config(None, {}, _flags(options), settings=options["settings"],
+                                      search_default_file=False)
+        resolve_mode(options["mode"], deployment_only=options["deployment_only"], training_job=options["training_job"],
+                     endpoint_name=options["endpoint_name"], config=config, sources=sources)
 
 
 def test_the_local_pipeline_imports_neither_boto3_nor_the_sagemaker_sdk(workdir):

@@ -48,7 +48,7 @@ def test_results_json_has_the_seed_shape(pipeline):
     assert testing["overall_status"] == "passed"
     assert testing["test_summary"]["prediction_accuracy"] == 1.0
     assert testing["test_summary"]["performance_success_rate"] == 1.0
-    assert results["config_sources"]["performance_requests"] == "flag:--performance-requests"
+    assert results["config_sources"]["performance_requests"] == "set:performance_requests"
     assert results["gate"]["decision"] == "deploy"
 
 
