@@ -47,8 +47,9 @@ class SlackReceiver:
     """A stand-in for a Slack incoming webhook: records each request, answers from a script.
 
     The script's last reply repeats, so ``script(Reply(500))`` means "500 every time".
-    ``release`` lets held requests finish; ``answered`` counts complete answers and
-    ``client_gone`` is set when a client hung up on a request the receiver was holding.
+    ``release`` lets held requests finish; ``arrived`` is set by the first request,
+    ``answered`` counts complete answers and ``client_gone`` is set when a client hung
+    up on a request the receiver was holding.
     """
 
     HOLD_LIMIT_SECONDS = 60.0  # a held request is let go after this even if the test never releases it
@@ -57,6 +58,7 @@ class SlackReceiver:
         self.requests: list[dict[str, Any]] = []  # every JSON body received, delivered or not
         self.paths: list[str] = []
         self.answered = 0
+        self.arrived = threading.Event()  # set once the first request has been read
         self.client_gone = threading.Event()
         self._script: list[Reply] = [Reply()]
         self._lock = threading.Lock()
@@ -89,6 +91,7 @@ class SlackReceiver:
                 with receiver._lock:
                     receiver.requests.append(json.loads(body))
                     receiver.paths.append(self.path)
+                receiver.arrived.set()
                 if reply.slow and not receiver._hold(self.connection):
                     return
                 body = reply.body.encode()

@@ -6,6 +6,7 @@ import email.policy
 import json
 import logging
 import os
+import signal
 import smtplib
 import subprocess
 import sys
@@ -470,6 +471,41 @@ def test_a_notify_after_the_budget_ran_out_is_recorded_not_sent(slack: SlackRece
     assert (late["event"], late["delivered"], late["attempts"], late["error"]) == (
         "rolled_back", False, 0, "notification budget of 0.3s exhausted")
     assert len(slack.requests) == 1
+
+
+def wait_until_main_thread_runs(function: str, limit: float = 10.0) -> bool:
+    """True once the main thread is inside ``function`` (looked up on its live stack)."""
+    main = threading.main_thread().ident
+    stop = threading.Event()
+    for _ in range(int(limit / 0.01)):
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return True
+            frame = frame.f_back
+        stop.wait(0.01)
+    return False
+
+
+def test_ctrl_c_while_close_waits_stops_the_wait_and_records_why(hanging_slack: SlackReceiver) -> None:
+    notifier = budget_notifier(hanging_slack.url, budget=20)
+    notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("pipeline_finished", SUMMARY)
+
+    def interrupt_once_the_post_is_held() -> None:
+        if hanging_slack.arrived.wait(timeout=10) and wait_until_main_thread_runs("_settle"):
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, so the waiting main thread wakes up
+
+    interrupter = threading.Thread(target=interrupt_once_the_post_is_held, daemon=True)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        notifier.close()
+    interrupter.join()
+
+    records = notifier.deliveries
+    assert [(r["event"], r["delivered"], r["attempts"]) for r in records] == [
+        ("gate_decision", False, 1), ("pipeline_finished", False, 0)]
+    assert all(r["error"].startswith("interrupted while waiting for notifications") for r in records)
 
 
 def test_a_delivery_still_in_flight_does_not_keep_the_process_alive(slack: SlackReceiver) -> None:

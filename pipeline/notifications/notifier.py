@@ -163,29 +163,32 @@ class Notifier:
     def _settle(self) -> None:
         deadline = time.monotonic() + self.budget.remaining()  # also bounds the wait if the worker died
         with self._changed:
-            while self._pending:
-                left = min(deadline - time.monotonic(), self.budget.remaining())
-                if left <= 0:
-                    break
-                self._changed.wait(left)
+            try:
+                while self._pending:
+                    left = min(deadline - time.monotonic(), self.budget.remaining())
+                    if left <= 0:
+                        break
+                    self._changed.wait(left)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting: stop waiting, say so, let it unwind
+                self._give_up_on_pending("interrupted while waiting for notifications")
+                raise
             if self._pending:
-                self._give_up_on_pending()
+                self._give_up_on_pending(self.budget.exhausted_text)
 
-    def _give_up_on_pending(self) -> None:
+    def _give_up_on_pending(self, why: str) -> None:
         """Record what is still queued or in flight as not delivered; the worker's late results are dropped."""
         self.budget.exhaust()
         self._gave_up.set()
         lost = [delivery for delivery in self._pending if delivery.key not in self._delivered]
         self._pending.clear()
         for delivery in lost:
-            error = self.budget.exhausted_text
+            error = why
             if delivery.attempts:
                 error += f" during attempt {delivery.attempts}; the message may still arrive"
             self._failed.add(delivery.key)
             self._records.append(self._record(delivery, error))
         if lost:
-            log.warning("%s: %s not delivered", self.budget.exhausted_text,
-                        ", ".join(f"{d.message.event} via {d.channel.name}" for d in lost))
+            log.warning("%s: %s not delivered", why, ", ".join(f"{d.message.event} via {d.channel.name}" for d in lost))
         self._changed.notify_all()
 
     # ----------------------------------------------------------------- the worker's side
