@@ -107,12 +107,14 @@ class PipelineConfig(BaseModel):
     max_p95_latency_ms: float | None = Field(1000.0, gt=0.0)  # None: no latency limit
     request_timeout_seconds: float = Field(10.0, gt=0.0)
 
-    # --- notifications (pipeline/notifications.py) ---
+    # --- notifications (pipeline/notifications/) ---
     notify_events: tuple[str, ...] = ("gate_decision", "tests_failed", "rolled_back", "rollback_failed",
                                       "pipeline_finished")
     notify_strict: bool = False  # true: a notification that was not delivered fails the run (exit 1)
     notification_timeout_seconds: float = Field(5.0, gt=0.0)
     notification_retries: int = Field(3, ge=0, le=10)
+    # the most a run spends delivering notifications, retries and waits included; delivery runs in the background
+    notification_budget_seconds: float = Field(10.0, gt=0.0, allow_inf_nan=False)
 
     # --- SageMaker (pipeline/backends/sagemaker.py) ---
     s3_bucket: str | None = None  # None: the SDK's convention, sagemaker-<region>-<account>

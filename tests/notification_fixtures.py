@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import select
 import socket
 import ssl
 import threading
@@ -38,18 +39,27 @@ class Reply:
     status: int = 200
     body: str = "ok"
     headers: dict[str, str] = field(default_factory=dict)
-    slow: bool = False  # hold the request until the test ends, so the client times out
+    slow: bool = False  # hold the request, unanswered, until ``release`` (the client usually times out first)
+    trickle: bool = False  # answer at once but send the body a byte at a time until ``release``: no read timeout fires
 
 
 class SlackReceiver:
     """A stand-in for a Slack incoming webhook: records each request, answers from a script.
 
     The script's last reply repeats, so ``script(Reply(500))`` means "500 every time".
+    ``release`` lets held requests finish; ``arrived`` is set by the first request,
+    ``answered`` counts complete answers and ``client_gone`` is set when a client hung
+    up on a request the receiver was holding.
     """
+
+    HOLD_LIMIT_SECONDS = 60.0  # a held request is let go after this even if the test never releases it
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []  # every JSON body received, delivered or not
         self.paths: list[str] = []
+        self.answered = 0
+        self.arrived = threading.Event()  # set once the first request has been read
+        self.client_gone = threading.Event()
         self._script: list[Reply] = [Reply()]
         self._lock = threading.Lock()
         self.release = threading.Event()
@@ -81,23 +91,59 @@ class SlackReceiver:
                 with receiver._lock:
                     receiver.requests.append(json.loads(body))
                     receiver.paths.append(self.path)
-                if reply.slow:
-                    receiver.release.wait(10)
+                receiver.arrived.set()
+                if reply.slow and not receiver._hold(self.connection):
+                    return
+                body = reply.body.encode()
+                if reply.trickle:
+                    body = body.ljust(receiver._TRICKLE_BYTES, b".")
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(reply.body)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
-                    self.wfile.write(reply.body.encode())
-                except OSError:  # the client gave up (the timeout test)
-                    pass
+                    if reply.trickle:
+                        body = receiver._trickle(self.wfile, body)
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                except OSError:  # the client gave up (the timeout tests)
+                    receiver.client_gone.set()
+                    return
+                with receiver._lock:
+                    receiver.answered += 1
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
 
         return Handler
+
+    _TRICKLE_BYTES = 4096
+
+    def _hold(self, connection: socket.socket) -> bool:
+        """Wait for ``release``; False if the client hung up first (it timed out)."""
+        waited = 0.0
+        while not self.release.wait(0.05) and waited < self.HOLD_LIMIT_SECONDS:
+            waited += 0.05
+            readable, _, _ = select.select([connection], [], [], 0)
+            try:
+                gone = bool(readable) and not connection.recv(1, socket.MSG_PEEK)
+            except OSError:
+                gone = True
+            if gone:
+                self.client_gone.set()
+                return False
+        return True
+
+    def _trickle(self, stream: Any, body: bytes) -> bytes:
+        """Send a byte every 50 ms until released; returns the rest of the body."""
+        sent = 0
+        while not self.release.wait(0.05) and sent < min(len(body) - 1, self.HOLD_LIMIT_SECONDS / 0.05):
+            stream.write(body[sent:sent + 1])
+            stream.flush()
+            sent += 1
+        return body[sent:]
 
     def start(self) -> None:
         self._thread.start()
@@ -114,6 +160,27 @@ def slack() -> Iterator[SlackReceiver]:
     receiver.start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def throttling_slack(slack: SlackReceiver) -> SlackReceiver:
+    """Always 429 with ``Retry-After: 30``, as a rate-limited Slack workspace answers."""
+    slack.script(Reply(429, "rate_limited", {"Retry-After": "30"}))
+    return slack
+
+
+@pytest.fixture
+def hanging_slack(slack: SlackReceiver) -> SlackReceiver:
+    """Takes every request and never answers (until the test releases it or ends)."""
+    slack.script(Reply(slow=True))
+    return slack
+
+
+@pytest.fixture
+def failing_slack(slack: SlackReceiver) -> SlackReceiver:
+    """500 every time."""
+    slack.script(Reply(500, "internal_error"))
+    return slack
 
 
 @pytest.fixture

@@ -6,9 +6,11 @@ import email.policy
 import json
 import logging
 import os
+import signal
 import smtplib
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,12 @@ def slack_notifier(receiver_url: str, **settings: Any) -> tuple[Notifier, list[f
     return make_notifier(make_config(slack_webhook_url=receiver_url, **settings))
 
 
+def notify_and_close(notifier: Notifier, event: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One event, then the end of the run: the deliveries it produced."""
+    notifier.notify(event, summary)
+    return notifier.close()
+
+
 def all_text(payload: dict[str, Any]) -> str:
     return json.dumps(payload)
 
@@ -78,7 +86,7 @@ def all_text(payload: dict[str, Any]) -> str:
 def test_slack_message_shows_status_gate_endpoint_version_duration_and_rollback_reason(slack: SlackReceiver) -> None:
     notifier, _ = slack_notifier(slack.url)
 
-    notifier.notify("rolled_back", {**SUMMARY, "pipeline_status": "running"})
+    notify_and_close(notifier, "rolled_back", {**SUMMARY, "pipeline_status": "running"})
 
     [payload] = slack.requests
     assert payload["blocks"][0]["type"] == "header"
@@ -93,7 +101,7 @@ def test_slack_429_waits_for_retry_after_then_delivers_once(slack: SlackReceiver
     slack.script(Reply(429, "rate_limited", {"Retry-After": "2"}), Reply(200))
     notifier, delays = slack_notifier(slack.url)
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert delays == [2.0]
     assert (record["delivered"], record["attempts"]) == (True, 2)
@@ -102,9 +110,9 @@ def test_slack_429_waits_for_retry_after_then_delivers_once(slack: SlackReceiver
 
 def test_slack_retry_after_is_capped(slack: SlackReceiver) -> None:
     slack.script(Reply(429, "rate_limited", {"Retry-After": "3600"}), Reply(200))
-    notifier, delays = slack_notifier(slack.url)
+    notifier, delays = slack_notifier(slack.url, notification_budget_seconds=60)  # room for the longest wait
 
-    notifier.notify("gate_decision", SUMMARY)
+    notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert delays == [MAX_RETRY_AFTER_SECONDS]
 
@@ -113,7 +121,7 @@ def test_slack_5xx_is_retried_with_exponential_backoff_then_recorded_as_failed(s
     slack.script(Reply(500, "internal_error"))
     notifier, delays = slack_notifier(slack.url, notification_retries=3)
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert delays == [0.01, 0.02, 0.04]
     assert (record["delivered"], record["attempts"]) == (False, 4)
@@ -125,7 +133,7 @@ def test_slack_4xx_other_than_429_is_not_retried(slack: SlackReceiver) -> None:
     slack.script(Reply(404, "no_service"))
     notifier, delays = slack_notifier(slack.url)
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"], delays) == (False, 1, [])
     assert "404" in record["error"] and "no_service" in record["error"]
@@ -135,7 +143,7 @@ def test_slack_slower_than_the_timeout_is_not_retried_so_it_is_never_posted_twic
     slack.script(Reply(slow=True))
     notifier, _ = slack_notifier(slack.url, notification_timeout_seconds=0.2, notification_retries=1)
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"]) == (False, 1)
     assert "Timeout" in record["error"] and "may have been delivered" in record["error"]
@@ -147,7 +155,7 @@ def test_slack_receiver_down_is_a_warning_not_an_exception(closed_port: int,
     notifier, _ = slack_notifier(f"http://127.0.0.1:{closed_port}/services/{WEBHOOK_SECRET}")
 
     with caplog.at_level(logging.WARNING, logger="pipeline.notifications"):
-        [record] = notifier.notify("gate_decision", SUMMARY)
+        [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"]) == (False, 3)
     assert "ConnectionError" in record["error"]
@@ -161,8 +169,8 @@ def test_webhook_secret_never_appears_in_logs_or_deliveries(slack: SlackReceiver
     working, _ = slack_notifier(slack.url)
     down, _ = slack_notifier(f"http://127.0.0.1:{closed_port}/services/{WEBHOOK_SECRET}")
 
-    working.notify("gate_decision", SUMMARY)
-    down.notify("gate_decision", SUMMARY)
+    notify_and_close(working, "gate_decision", SUMMARY)
+    notify_and_close(down, "gate_decision", SUMMARY)
 
     assert any(r.name.startswith("urllib3") for r in caplog.records)  # the library did log the request
     assert "xSecretWebhookToken42" not in caplog.text
@@ -173,7 +181,7 @@ def test_webhook_secret_never_appears_in_logs_or_deliveries(slack: SlackReceiver
 def test_webhook_over_plain_http_to_a_remote_host_is_refused() -> None:
     notifier, _ = slack_notifier(f"http://hooks.example.invalid/services/{WEBHOOK_SECRET}")
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"]) == (False, 1)
     assert "https" in record["error"] and "xSecretWebhookToken42" not in record["error"]
@@ -185,10 +193,10 @@ def test_webhook_over_plain_http_to_a_remote_host_is_refused() -> None:
 def test_same_event_twice_in_one_run_is_sent_once(slack: SlackReceiver) -> None:
     notifier, _ = slack_notifier(slack.url)
 
-    first = notifier.notify("gate_decision", SUMMARY)
-    second = notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("gate_decision", SUMMARY)
 
-    assert len(first) == 1 and second == []
+    assert len(notifier.close()) == 1
     assert len(slack.requests) == 1
     assert len(notifier.deliveries) == 1
 
@@ -198,7 +206,8 @@ def test_an_undelivered_event_is_tried_again_by_a_later_notify(slack: SlackRecei
     notifier, _ = slack_notifier(slack.url)
 
     notifier.notify("gate_decision", SUMMARY)
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("gate_decision", SUMMARY)
+    record = notifier.close()[-1]
 
     assert record["delivered"]
     assert [d["delivered"] for d in notifier.deliveries] == [False, True]
@@ -208,8 +217,9 @@ def test_a_channel_that_failed_its_retries_gets_one_try_per_later_event(slack: S
     slack.script(Reply(500))
     notifier, delays = slack_notifier(slack.url, notification_retries=2)
 
-    first = notifier.notify("gate_decision", SUMMARY)
-    later = notifier.notify("pipeline_finished", SUMMARY)
+    notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("pipeline_finished", SUMMARY)
+    first, later = [[record] for record in notifier.close()]
 
     assert [first[0]["attempts"], later[0]["attempts"]] == [3, 1]
     assert len(delays) == 2  # backoff only within the first event
@@ -218,15 +228,16 @@ def test_a_channel_that_failed_its_retries_gets_one_try_per_later_event(slack: S
 def test_events_not_in_notify_events_are_not_sent(slack: SlackReceiver) -> None:
     notifier, _ = slack_notifier(slack.url, notify_events=["pipeline_finished"])
 
-    assert notifier.notify("gate_decision", SUMMARY) == []
-    assert len(notifier.notify("pipeline_finished", SUMMARY)) == 1
+    notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("pipeline_finished", SUMMARY)
+    assert [record["event"] for record in notifier.close()] == ["pipeline_finished"]
     assert [p["text"] for p in slack.requests] == [Message.build("pipeline_finished", SUMMARY, "run-42").subject]
 
 
 def test_default_notify_events_skip_pipeline_started(slack: SlackReceiver) -> None:
     notifier, _ = make_notifier(PipelineConfig(slack_webhook_url=slack.url))
 
-    assert notifier.notify("pipeline_started", SUMMARY) == []
+    assert notify_and_close(notifier, "pipeline_started", SUMMARY) == []
     assert slack.requests == []
 
 
@@ -234,7 +245,7 @@ def test_unknown_event_is_ignored_with_a_warning(slack: SlackReceiver, caplog: p
     notifier, _ = slack_notifier(slack.url)
 
     with caplog.at_level(logging.WARNING, logger="pipeline.notifications"):
-        assert notifier.notify("model_trained", SUMMARY) == []
+        assert notify_and_close(notifier, "model_trained", SUMMARY) == []
 
     assert "model_trained" in caplog.text
     assert slack.requests == []
@@ -244,13 +255,13 @@ def test_no_channels_configured_sends_nothing() -> None:
     notifier, _ = make_notifier(make_config(email_recipients=["ops@example.com"]), env={})
 
     assert notifier.channels == []
-    assert notifier.notify("pipeline_finished", SUMMARY) == []
+    assert notify_and_close(notifier, "pipeline_finished", SUMMARY) == []
 
 
 def test_delivery_record_has_the_documented_keys(slack: SlackReceiver) -> None:
     notifier, _ = slack_notifier(slack.url)
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert set(record) == {"channel", "event", "delivered", "attempts", "error", "at"}
     assert (record["channel"], record["event"], record["error"]) == ("slack", "gate_decision", None)
@@ -260,7 +271,7 @@ def test_delivery_record_has_the_documented_keys(slack: SlackReceiver) -> None:
 def test_odd_summary_values_still_produce_a_message(slack: SlackReceiver) -> None:
     notifier, _ = slack_notifier(slack.url)
 
-    [record] = notifier.notify("pipeline_finished", {"gate": "not a dict", "duration_seconds": "n/a",
+    [record] = notify_and_close(notifier, "pipeline_finished", {"gate": "not a dict", "duration_seconds": "n/a",
                                                       "version": None, "pipeline_status": 3})
 
     assert record["delivered"]
@@ -310,13 +321,218 @@ def test_strict_failure_stays_false_when_everything_was_delivered(slack: SlackRe
     assert notifier.strict_failure is False
 
 
+# --------------------------------------------------------------------------- background delivery and the budget
+
+
+def budget_notifier(url: str, budget: float, run_id: str = "run-42", **settings: Any) -> Notifier:
+    """A notifier that really waits (no sleep seam), with a generous per-attempt timeout."""
+    settings.setdefault("notification_timeout_seconds", 30.0)
+    return Notifier(make_config(slack_webhook_url=url, notification_budget_seconds=budget, **settings), run_id,
+                    env={}, backoff_seconds=0.4)
+
+
+def test_notify_returns_before_the_receiver_answers(slack: SlackReceiver) -> None:
+    slack.script(Reply(slow=True))  # holds the request until released
+    notifier, _ = slack_notifier(slack.url)
+
+    notifier.notify("gate_decision", SUMMARY)
+    answered_while_notify_ran = slack.answered
+    slack.release.set()
+    [record] = notifier.close()
+
+    assert answered_while_notify_ran == 0
+    assert (record["delivered"], record["attempts"]) == (True, 1)  # a blocking notify would have timed out
+
+
+def test_events_are_delivered_in_order_by_one_worker(slack: SlackReceiver) -> None:
+    notifier, _ = slack_notifier(slack.url)
+
+    for event in ("gate_decision", "deployment_succeeded", "pipeline_finished"):
+        notifier.notify(event, SUMMARY)
+    records = notifier.close()
+
+    expected = ["gate_decision", "deployment_succeeded", "pipeline_finished"]
+    assert [record["event"] for record in records] == expected
+    assert [payload["text"] for payload in slack.requests] == [
+        Message.build(event, SUMMARY, "run-42").subject for event in expected]
+
+
+def test_close_gives_up_on_a_delivery_still_in_flight_when_the_budget_runs_out(slack: SlackReceiver) -> None:
+    slack.script(Reply(trickle=True))  # answers a byte at a time: no read timeout ever fires
+    notifier = budget_notifier(slack.url, budget=1, run_id="run-trickle")
+
+    notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("pipeline_finished", SUMMARY)
+    gate, finished = notifier.close()
+    answered_when_close_returned = slack.answered
+
+    assert answered_when_close_returned == 0
+    assert (gate["delivered"], gate["attempts"]) == (False, 1)
+    assert gate["error"].startswith("notification budget of 1s exhausted during attempt 1")
+    assert (finished["delivered"], finished["attempts"], finished["error"]) == (
+        False, 0, "notification budget of 1s exhausted")
+    assert len(slack.requests) == 1
+
+
+def test_deliveries_are_final_once_close_returned(slack: SlackReceiver) -> None:
+    slack.script(Reply(trickle=True))
+    notifier = budget_notifier(slack.url, budget=0.5, run_id="run-final")
+    notifier.notify("gate_decision", SUMMARY)
+    records = notifier.close()
+
+    slack.release.set()  # the in-flight post now completes with 200
+    [worker] = [thread for thread in threading.enumerate() if thread.name == "notifications-run-final"]
+    worker.join(timeout=20)
+
+    assert slack.answered == 1 and not worker.is_alive()
+    assert notifier.deliveries == records
+    assert records[0]["delivered"] is False
+
+
+def test_a_hanging_receiver_is_cut_off_at_the_budget_not_at_the_timeout(hanging_slack: SlackReceiver) -> None:
+    notifier = budget_notifier(hanging_slack.url, budget=1, notification_timeout_seconds=30)
+
+    notifier.notify("gate_decision", SUMMARY)
+    [record] = notifier.close()
+
+    assert record["delivered"] is False
+    assert "notification budget of 1s exhausted" in record["error"]
+    # The receiver would hold the request for a minute and the timeout is 30 s: only the budget ends it.
+    assert hanging_slack.client_gone.wait(timeout=20)
+    assert hanging_slack.answered == 0
+
+
+def test_retry_after_beyond_the_remaining_budget_is_not_waited_for(throttling_slack: SlackReceiver) -> None:
+    notifier, delays = slack_notifier(throttling_slack.url, notification_budget_seconds=2)
+
+    notifier.notify("gate_decision", SUMMARY)
+    [record] = notifier.close()
+
+    assert (record["delivered"], record["attempts"], delays) == (False, 1, [])
+    assert "Retry-After of 30s is beyond" in record["error"]
+    assert "notification budget of 2s" in record["error"]
+    assert len(throttling_slack.requests) == 1
+
+
+def test_backoff_that_would_pass_the_budget_ends_the_retries(failing_slack: SlackReceiver) -> None:
+    notifier = budget_notifier(failing_slack.url, budget=2, notification_retries=10)
+
+    notifier.notify("gate_decision", SUMMARY)
+    [record] = notifier.close()
+
+    assert record["delivered"] is False
+    assert 1 < record["attempts"] < 11  # backoff 0.4 s, 0.8 s, 1.6 s...: the budget ends it early
+    assert "HTTP 500" in record["error"] and "not retried: backoff of" in record["error"]
+    assert "notification budget of 2s" in record["error"]
+    assert len(failing_slack.requests) == record["attempts"]
+
+
+def test_a_channel_throttled_for_the_first_event_gets_one_try_for_the_next(throttling_slack: SlackReceiver) -> None:
+    notifier, delays = slack_notifier(throttling_slack.url, notification_budget_seconds=2)
+
+    notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("pipeline_finished", SUMMARY)
+    records = notifier.close()
+
+    assert [(r["event"], r["delivered"], r["attempts"]) for r in records] == [
+        ("gate_decision", False, 1), ("pipeline_finished", False, 1)]
+    assert delays == []
+
+
+def test_strict_failure_counts_notifications_given_up_at_the_budget(hanging_slack: SlackReceiver) -> None:
+    notifier = budget_notifier(hanging_slack.url, budget=0.5, notify_strict=True)
+
+    notifier.notify("pipeline_finished", SUMMARY)
+    [record] = notifier.close()
+
+    assert "notification budget of 0.5s exhausted" in record["error"]
+    assert notifier.strict_failure is True
+
+
+def test_a_notify_after_close_is_delivered_before_it_returns(slack: SlackReceiver) -> None:
+    notifier, _ = slack_notifier(slack.url)
+    assert notifier.close() == []
+
+    notifier.notify("pipeline_finished", SUMMARY)
+
+    assert [(d["event"], d["delivered"]) for d in notifier.deliveries] == [("pipeline_finished", True)]
+    assert len(slack.requests) == 1
+
+
+def test_a_notify_after_the_budget_ran_out_is_recorded_not_sent(slack: SlackReceiver) -> None:
+    slack.script(Reply(trickle=True))
+    notifier = budget_notifier(slack.url, budget=0.3)
+    notifier.notify("gate_decision", SUMMARY)
+    notifier.close()
+
+    notifier.notify("rolled_back", SUMMARY)
+
+    late = notifier.deliveries[-1]
+    assert (late["event"], late["delivered"], late["attempts"], late["error"]) == (
+        "rolled_back", False, 0, "notification budget of 0.3s exhausted")
+    assert len(slack.requests) == 1
+
+
+def wait_until_main_thread_runs(function: str, limit: float = 10.0) -> bool:
+    """True once the main thread is inside ``function`` (looked up on its live stack)."""
+    main = threading.main_thread().ident
+    stop = threading.Event()
+    for _ in range(int(limit / 0.01)):
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return True
+            frame = frame.f_back
+        stop.wait(0.01)
+    return False
+
+
+def test_ctrl_c_while_close_waits_stops_the_wait_and_records_why(hanging_slack: SlackReceiver) -> None:
+    notifier = budget_notifier(hanging_slack.url, budget=20)
+    notifier.notify("gate_decision", SUMMARY)
+    notifier.notify("pipeline_finished", SUMMARY)
+
+    def interrupt_once_the_post_is_held() -> None:
+        if hanging_slack.arrived.wait(timeout=10) and wait_until_main_thread_runs("_settle"):
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, so the waiting main thread wakes up
+
+    interrupter = threading.Thread(target=interrupt_once_the_post_is_held, daemon=True)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        notifier.close()
+    interrupter.join()
+
+    records = notifier.deliveries
+    assert [(r["event"], r["delivered"], r["attempts"]) for r in records] == [
+        ("gate_decision", False, 1), ("pipeline_finished", False, 0)]
+    assert all(r["error"].startswith("interrupted while waiting for notifications") for r in records)
+
+
+def test_a_delivery_still_in_flight_does_not_keep_the_process_alive(slack: SlackReceiver) -> None:
+    slack.script(Reply(trickle=True))  # the receiver keeps the post going until the test ends
+    script = (
+        "from pipeline.config import PipelineConfig\n"
+        "from pipeline.notifications import Notifier\n"
+        f"config = PipelineConfig(slack_webhook_url={slack.url!r}, notification_budget_seconds=0.5)\n"
+        "notifier = Notifier(config, 'run', env={})\n"
+        "notifier.notify('pipeline_finished', {})\n"
+        "print(notifier.close()[0]['error'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("notification budget of 0.5s exhausted during attempt 1")
+    assert slack.answered == 0  # the process ended while its post was still being answered
+
+
 # --------------------------------------------------------------------------- SNS
 
 
 def test_sns_publishes_subject_message_and_severity_attribute(sns_topic: Any) -> None:
     notifier, _ = make_notifier(make_config(sns_topic_arn=sns_topic.arn))
 
-    [record] = notifier.notify("rollback_failed", SUMMARY)
+    [record] = notify_and_close(notifier, "rollback_failed", SUMMARY)
 
     assert record["delivered"]
     [envelope] = sns_topic.read()
@@ -329,7 +545,7 @@ def test_sns_publishes_subject_message_and_severity_attribute(sns_topic: Any) ->
 def test_sns_subject_is_cut_to_the_sns_limit(sns_topic: Any) -> None:
     notifier, _ = make_notifier(make_config(sns_topic_arn=sns_topic.arn))
 
-    [record] = notifier.notify("gate_decision", {**SUMMARY, "endpoint_name": "e" * 300})
+    [record] = notify_and_close(notifier, "gate_decision", {**SUMMARY, "endpoint_name": "e" * 300})
 
     assert record["delivered"]
     [envelope] = sns_topic.read()
@@ -342,7 +558,7 @@ def test_sns_topic_that_does_not_exist_is_recorded_not_raised(aws_credentials: N
 
     with mock_aws():
         notifier, delays = make_notifier(make_config(sns_topic_arn="arn:aws:sns:us-east-1:123456789012:missing"))
-        [record] = notifier.notify("gate_decision", SUMMARY)
+        [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"], delays) == (False, 1, [])
     assert "NotFound" in record["error"]
@@ -354,13 +570,16 @@ def test_the_local_path_does_not_import_boto3(closed_port: int) -> None:
         "from pipeline.config import PipelineConfig\n"
         "from pipeline.notifications import Notifier\n"
         f"config = PipelineConfig(slack_webhook_url='http://127.0.0.1:{closed_port}/hook', notification_retries=0)\n"
-        "Notifier(config, 'run', env={}).notify('pipeline_finished', {})\n"
+        "notifier = Notifier(config, 'run', env={})\n"
+        "notifier.notify('pipeline_finished', {})\n"
+        "print(notifier.close()[0]['attempts'])\n"
         "print('boto3' in sys.modules, 'botocore' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20,
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
-    assert result.stdout.strip() == "False False", result.stderr
+    assert result.stdout.split("\n")[-2] == "False False", result.stderr
+    assert result.stdout.split("\n")[0] == "1"  # the delivery was tried (and failed: nothing listens)
 
 
 # --------------------------------------------------------------------------- email
@@ -381,7 +600,7 @@ def test_email_over_starttls_logs_in_after_tls_and_sends_plain_text(smtp_server:
     notifier, _ = email_notifier(smtp_env(port, SMTP_SECURITY="starttls", SMTP_USER="mlops",
                                           SMTP_PASSWORD=SMTP_PASSWORD))
 
-    [record] = notifier.notify("rolled_back", SUMMARY)
+    [record] = notify_and_close(notifier, "rolled_back", SUMMARY)
 
     assert record["delivered"], record["error"]
     assert recorder.logins == [("PLAIN", "mlops", SMTP_PASSWORD, True)]
@@ -398,7 +617,7 @@ def test_email_over_implicit_ssl(smtp_server: Any, tls_files: Any, monkeypatch: 
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.cert))
     notifier, _ = email_notifier(smtp_env(port, SMTP_SECURITY="ssl"))
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert record["delivered"], record["error"]
     assert len(recorder.messages) == 1
@@ -409,7 +628,7 @@ def test_email_without_encryption_to_loopback_may_log_in(smtp_server: Any) -> No
     notifier, _ = email_notifier(smtp_env(port, SMTP_SECURITY="none", SMTP_USER="mlops",
                                           SMTP_PASSWORD=SMTP_PASSWORD))
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert record["delivered"], record["error"]
     assert recorder.logins[0][3] is False
@@ -427,7 +646,7 @@ def test_password_over_plain_smtp_to_a_remote_host_is_refused(monkeypatch: pytes
     notifier, _ = email_notifier(env)
 
     with caplog.at_level(logging.DEBUG):
-        [record] = notifier.notify("gate_decision", SUMMARY)
+        [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"]) == (False, 1)
     assert "refusing to send SMTP_PASSWORD unencrypted to smtp.example.com" in record["error"]
@@ -441,7 +660,7 @@ def test_rejected_smtp_login_is_not_retried_and_hides_the_password(smtp_server: 
                                                SMTP_PASSWORD=SMTP_PASSWORD))
 
     with caplog.at_level(logging.DEBUG):
-        [record] = notifier.notify("gate_decision", SUMMARY)
+        [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"], delays) == (False, 1, [])
     assert "535" in record["error"]
@@ -452,7 +671,7 @@ def test_rejected_smtp_login_is_not_retried_and_hides_the_password(smtp_server: 
 def test_smtp_server_down_is_retried_then_recorded(closed_port: int) -> None:
     notifier, delays = email_notifier(smtp_env(closed_port, SMTP_SECURITY="none"))
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"], delays) == (False, 3, [0.01, 0.02])
     assert "ConnectionRefusedError" in record["error"]
@@ -476,7 +695,7 @@ def test_smtp_security_and_port_defaults(env: dict[str, str], port: int, securit
 def test_invalid_smtp_settings_fail_the_delivery_not_the_pipeline() -> None:
     notifier, _ = email_notifier({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "smtp"})
 
-    [record] = notifier.notify("gate_decision", SUMMARY)
+    [record] = notify_and_close(notifier, "gate_decision", SUMMARY)
 
     assert (record["delivered"], record["attempts"]) == (False, 1)
     assert "SMTP_PORT" in record["error"]

@@ -1,6 +1,9 @@
 """Notifications through the real CLI: a broken channel never changes the pipeline's own result."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from tests.notification_fixtures import WEBHOOK_SECRET, Reply, SlackReceiver
@@ -56,3 +59,41 @@ def test_notify_strict_fails_the_run_when_a_notification_was_not_delivered(pipel
     assert result.exit_code == 1
     assert pipeline.results()["error"]["message"] == "a notification was not delivered and notify_strict is on"
 
+
+
+# --------------------------------------------------------------------------- the notification budget
+
+
+def test_a_hanging_slack_costs_a_training_run_at_most_its_budget(pipeline, hanging_slack: SlackReceiver):
+    result = pipeline("--mode", "training", "--set", "notification_budget_seconds=1",
+                      env={"SLACK_WEBHOOK_URL": hanging_slack.url})
+    assert result.exit_code == 0, result.output
+    results = pipeline.results()
+    assert results["pipeline_status"] == "success"
+    deliveries = _deliveries(results)
+    assert set(deliveries) == {"gate_decision", "pipeline_finished"}
+    assert not any(d["delivered"] for d in deliveries.values())
+    assert "notification budget of 1s exhausted" in deliveries["gate_decision"]["error"]
+    # The gate decision's post used up the budget: the finish notification was never attempted.
+    finished = deliveries["pipeline_finished"]
+    assert (finished["attempts"], finished["error"]) == (0, "notification budget of 1s exhausted")
+    assert hanging_slack.answered == 0
+
+
+def test_notification_budget_from_a_config_file_is_used(pipeline, throttling_slack: SlackReceiver):
+    Path("budget.json").write_text(json.dumps({"notification_budget_seconds": 2.5}))
+    result = pipeline("--mode", "training", "--config-file", "budget.json",
+                      env={"SLACK_WEBHOOK_URL": throttling_slack.url})
+    assert result.exit_code == 0, result.output
+    results = pipeline.results()
+    assert results["config"]["notification_budget_seconds"] == 2.5
+    assert results["config_sources"]["notification_budget_seconds"] == "file:budget.json"
+    assert "notification budget of 2.5s" in _deliveries(results)["gate_decision"]["error"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "NaN", "Infinity", '"ten"'])
+def test_a_bad_notification_budget_is_refused_with_exit_2(pipeline, value: str):
+    result = pipeline("--mode", "training", "--set", f"notification_budget_seconds={value}")
+    assert result.exit_code == 2
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert "notification_budget_seconds: expected a number" in line

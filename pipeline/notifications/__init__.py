@@ -1,0 +1,46 @@
+"""Telling people what a run did: Slack, SNS and email, without ever breaking or stalling the run.
+
+A notification is a side effect of the pipeline, not part of its result: a
+webhook that is down, a throttled topic or a mail server that refuses us is
+logged as a warning and recorded in ``Notifier.deliveries``; it never raises
+into the orchestrator, and it never holds the run up: delivery happens in the
+background, and the whole run spends at most ``notification_budget_seconds``
+on it (``Notifier.close`` at the end of the run waits for the queue within
+that budget). Only ``notify_strict`` turns a lost notification into a failed
+run, and the orchestrator decides that from ``Notifier.strict_failure``.
+
+Modules: ``message`` (what an event says), ``channels`` (Slack, SNS, email:
+one attempt each), ``notifier`` (queue, retries, budget, records), ``budget``
+and ``scrubbing`` (secrets never reach logs, deliveries or error text).
+"""
+from pipeline.notifications.budget import NotificationBudget
+from pipeline.notifications.channels import (
+    MAX_RETRY_AFTER_SECONDS,
+    Channel,
+    DeliveryError,
+    EmailChannel,
+    SlackChannel,
+    SmtpSettings,
+    SnsChannel,
+)
+from pipeline.notifications.message import EVENTS, SNS_SUBJECT_LIMIT, Message, severity_for
+from pipeline.notifications.notifier import MAX_BACKOFF_SECONDS, Notifier
+from pipeline.notifications.scrubbing import SecretScrubber
+
+__all__ = [
+    "EVENTS",
+    "MAX_BACKOFF_SECONDS",
+    "MAX_RETRY_AFTER_SECONDS",
+    "SNS_SUBJECT_LIMIT",
+    "Channel",
+    "DeliveryError",
+    "EmailChannel",
+    "Message",
+    "NotificationBudget",
+    "Notifier",
+    "SecretScrubber",
+    "SlackChannel",
+    "SmtpSettings",
+    "SnsChannel",
+    "severity_for",
+]

@@ -1,0 +1,97 @@
+"""Keeping secrets out of what notifications log and record.
+
+The Slack webhook URL is itself the credential, and ``requests`` puts the full
+URL in its exception messages while urllib3 logs the request path, so errors
+are scrubbed before they are logged or recorded, and urllib3's own log records
+are scrubbed by a filter on its loggers.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import quote, unquote, urlsplit
+
+from pipeline.config import redact_url
+
+
+class SecretScrubber:
+    """Replaces known secrets in text, longest first so a URL is hidden before its path."""
+
+    def __init__(self) -> None:
+        self._replacements: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def add(self, secret: str | None, shown: str = "***") -> None:
+        if not secret:
+            return
+        with self._lock:
+            for variant in {secret, quote(secret, safe="/:"), unquote(secret)}:
+                if variant:
+                    self._replacements[variant] = shown
+
+    def add_webhook(self, url: str) -> None:
+        """The whole URL is the credential, but libraries often print only its path or query."""
+        try:
+            parts = urlsplit(url)
+            shown = redact_url(url)
+        except ValueError:  # not a URL at all: hide it whole
+            self.add(url)
+            return
+        self.add(url, shown)
+        if len(parts.path) > 1:
+            self.add(parts.path, "/***")
+            # Slack's path is /services/<team>/<bot>/<token>; an echo may carry only its tail.
+            segments = [segment for segment in parts.path.split("/") if segment]
+            for start in range(1, len(segments)):
+                tail = "/".join(segments[start:])
+                if len(tail) >= 6:
+                    self.add(tail)
+        if parts.query:
+            self.add(parts.query, "***")
+        if parts.password:
+            self.add(parts.password)
+
+    def scrub(self, text: str) -> str:
+        with self._lock:
+            replacements = sorted(self._replacements.items(), key=lambda item: len(item[0]), reverse=True)
+        for secret, shown in replacements:
+            text = text.replace(secret, shown)
+        return text
+
+
+class LibraryLogScrubber(logging.Filter):
+    """urllib3 logs the request path at DEBUG; for a Slack webhook that path is the secret.
+
+    Logger filters apply only to records logged on that exact logger, so it is
+    attached to each urllib3 logger that can mention a URL.
+    """
+
+    LOGGERS = ("urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.retry",
+               "urllib3.connection", "urllib3.response")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scrubber = SecretScrubber()
+        self._installed = False
+        self._lock = threading.Lock()
+
+    def protect(self, url: str) -> None:
+        self.scrubber.add_webhook(url)
+        with self._lock:
+            if not self._installed:
+                for name in self.LOGGERS:
+                    logging.getLogger(name).addFilter(self)
+                self._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken record is the library's problem, not a reason to drop it
+            return True
+        cleaned = self.scrubber.scrub(text)
+        if cleaned != text:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+LIBRARY_LOGS = LibraryLogScrubber()
