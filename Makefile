@@ -1,6 +1,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.test-requirements.sha256
+STORE ?= .mlops
+RUN_PIPELINE ?= run_pipeline.py
 
 .PHONY: test venv bench clean
 
@@ -19,5 +21,15 @@ venv:
 bench: venv
 	$(VENV)/bin/python -m bench.run_all
 
+# Stop this checkout's endpoints before deleting their state: a server whose directory is gone
+# would run on with nobody able to see or stop it. Refuses (and deletes nothing) if they cannot be stopped.
 clean:
-	rm -rf .mlops .pytest_cache
+	@if [ -d $(STORE) ]; then \
+	  if [ -x $(VENV)/bin/python ]; then \
+	    $(VENV)/bin/python $(RUN_PIPELINE) cleanup --all --store-dir $(STORE) || \
+	      { echo "make clean: endpoints in $(STORE) could not be stopped; nothing deleted" >&2; exit 1; }; \
+	  elif pgrep -f "$(abspath $(STORE))/endpoints/" >/dev/null; then \
+	    echo "make clean: servers from $(STORE) are running and $(VENV) is gone; stop them first" >&2; exit 1; \
+	  fi; \
+	fi
+	rm -rf $(STORE) .pytest_cache

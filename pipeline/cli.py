@@ -372,17 +372,23 @@ def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None
     except PipelineError as err:
         _fail(err, bool(ctx.obj.get("verbose")))
         return
+    # Servers the store does not know (its state file was lost or replaced): found by their pid files.
+    unrecorded = {name: servers for name, servers in backend.unrecorded_servers().items()
+                  if not endpoint_name or name == endpoint_name}
     if as_json:
-        click.echo(json.dumps({"endpoints": rows}, indent=2, default=str))
+        click.echo(json.dumps({"endpoints": rows, "unrecorded_servers": unrecorded}, indent=2, default=str))
     else:
-        if not rows:
+        if not rows and not unrecorded:
             click.echo("no endpoints")
         for row in rows:
             health = "healthy" if row.get("healthy") else "UNHEALTHY"
             alive = "" if row.get("process_alive", True) else \
                 "  process DEAD: the next deployment or rollback restarts it"
             click.echo(f"{row['name']}  {row['url']}  {row['serving_version']}  {health}{alive}")
-    if any(not row.get("healthy") or not row.get("process_alive", True) for row in rows):
+        for name, servers in unrecorded.items():
+            click.echo(f"{name}  NOT IN THE STORE: {', '.join(servers)} still running; "
+                       f"`run_pipeline.py cleanup --endpoint-name {name}` stops them")
+    if unrecorded or any(not row.get("healthy") or not row.get("process_alive", True) for row in rows):
         sys.exit(int(ExitCode.FAILURE))
 
 
@@ -422,12 +428,17 @@ def rollback(ctx: click.Context, endpoint_name: str, to_version: str | None) -> 
 @cli.command()
 @click.option("--endpoint-name", help="Stop and remove this endpoint.", callback=_endpoint_name)
 @click.option("--prefix", help="Stop and remove every endpoint whose name starts with this.")
+@click.option("--all", "everything", is_flag=True, help="Stop and remove every endpoint of the store, and any "
+              "server of its endpoint directories the store does not know.")
 @click.option("--prune", is_flag=True, help="Keep the endpoints; delete the artifacts of old versions.")
 @click.option("--keep", type=int, help="With --prune: versions to keep per endpoint (default retain_versions).")
 @click.pass_context
-def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, prune: bool,
+def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, everything: bool, prune: bool,
             keep: int | None) -> None:
-    """Stop and remove endpoints by name or prefix, or prune old versions' artifacts.
+    """Stop and remove endpoints by name or prefix (or all), or prune old versions' artifacts.
+
+    Servers running from the store's endpoint directories that the store does not know (its
+    state file was lost) are stopped too when their endpoint's name matches.
 
     Example: python3 run_pipeline.py cleanup --prefix iris-
     """
@@ -436,18 +447,23 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, p
     from pipeline.orchestrator import new_run_id
 
     backend, store, config = _backend(ctx)
+    if everything:
+        prefix = prefix or ""
     if not (endpoint_name or prefix is not None or prune):
-        _fail(PipelineError("cleanup needs --endpoint-name NAME, --prefix PREFIX or --prune"), False)
+        _fail(PipelineError("cleanup needs --endpoint-name NAME, --prefix PREFIX, --all or --prune"), False)
     if keep is not None and not prune:
         _fail(PipelineError("--keep goes with --prune: it is the number of versions --prune keeps"), False)
     if keep is not None and keep < 1:
         _fail(PipelineError(f"--keep {keep}: expected at least 1"), False)
     run_id = new_run_id()
     deployer = DeploymentPipeline(config, store, backend, run_id)
-    names = [row["name"] for row in store.endpoints()
-             if (endpoint_name and row["name"] == endpoint_name) or (prefix is not None and row["name"].startswith(prefix))]
+    def matches(name: str) -> bool:
+        return bool(endpoint_name and name == endpoint_name) or (prefix is not None and name.startswith(prefix))
+
+    names = [row["name"] for row in store.endpoints() if matches(row["name"])]
+    unrecorded = [name for name in backend.unrecorded_servers() if matches(name)]
     try:
-        if endpoint_name:
+        if endpoint_name and endpoint_name not in unrecorded:
             store.require_endpoint(endpoint_name)
     except PipelineError as err:
         _fail(err, False)
@@ -457,6 +473,10 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, p
                 deployer.reconcile(name)
                 deployer.remove(name)
                 click.echo(f"removed endpoint {name}")
+        for name in unrecorded:
+            with EndpointLock(store.directory / "locks", name, f"cleanup {run_id}", config.lock_timeout_seconds):
+                backend.remove(name)
+                click.echo(f"stopped the servers of {name}, which the store did not know")
         if prefix:  # SageMaker may hold resources this store never recorded (the seed's cleanup script)
             for kind, deleted in backend.remove_by_prefix(prefix).items():
                 for name in deleted:
@@ -469,7 +489,7 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, p
                 click.echo(f"{name}: pruned {len(pruned)} old version(s)")
     except PipelineError as err:
         _fail(err, bool(ctx.obj.get("verbose")))
-    if not names and not prune:
+    if not names and not unrecorded and not prune:
         click.echo("no endpoints matched")
 
 

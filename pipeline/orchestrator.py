@@ -406,16 +406,18 @@ class Orchestrator:
         elif self.exit_code != ExitCode.GATE or self.results["pipeline_status"] == "running":
             self.results["pipeline_status"] = "failed"
         self.results["exit_code"] = int(self.exit_code)
+        self.notify("pipeline_finished")
+        # Delivery runs in the background; wait for it here, at most the rest of the notification budget,
+        # so the duration reported includes it.
+        self.results["notifications"] = self.notifier.close()
         self.results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.results["total_duration_seconds"] = round(time.monotonic() - self.started, 3)
-        self.notify("pipeline_finished")
         if self.notifier.strict_failure and self.exit_code == ExitCode.SUCCESS:
             self.exit_code = ExitCode.FAILURE
             self.results["pipeline_status"] = "failed"
             self.results["exit_code"] = int(self.exit_code)
             self.results["error"] = {"message": "a notification was not delivered and notify_strict is on",
                                      "exit_code": int(self.exit_code), "hint": None}
-        self.results["notifications"] = self.notifier.deliveries
         self.store.finish_run(self.run_id, self.results["pipeline_status"], int(self.exit_code), None)
 
     def notify(self, event: str, rollback_reason: str | None = None) -> None:

@@ -29,7 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 FAST_SETTINGS = ["--set", "performance_requests=40", "--set", "health_timeout_seconds=60", "--set", "cv_folds=3"]
 
 
-def _processes_mentioning(text: str) -> list[int]:
+def wait_for(condition: Any, seconds: float = 60.0, interval: float = 0.02) -> None:
+    """Poll ``condition`` until it holds; fail the test (never hang it) after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(interval)
+
+
+def processes_mentioning(text: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -44,7 +52,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 def stop_servers_under(path: Path) -> None:
     """Stop every process whose command line names ``path`` (the endpoint servers' pid files do)."""
-    for pid in _processes_mentioning(str(path)):
+    for pid in processes_mentioning(str(path)):
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -53,8 +61,8 @@ def stop_servers_under(path: Path) -> None:
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + 5
-    while _processes_mentioning(str(path)) and time.monotonic() < deadline:
-        for pid in _processes_mentioning(str(path)):
+    while processes_mentioning(str(path)) and time.monotonic() < deadline:
+        for pid in processes_mentioning(str(path)):
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:

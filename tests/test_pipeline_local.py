@@ -14,7 +14,7 @@ from pipeline.orchestrator import Orchestrator
 from pipeline.serving import ModelIntegrityError, create_app
 from pipeline.store import DeploymentStore
 from pipeline.training import TrainingPipeline
-from tests.conftest import _processes_mentioning
+from tests.conftest import processes_mentioning
 from tests.served_models import ServedDifferently
 
 
@@ -67,7 +67,7 @@ def test_gate_holds_a_model_between_minimum_and_threshold_with_exit_3(pipeline, 
     assert results["gate"]["decision"] == "held"
     assert results["summary"]["deployment_occurred"] is False
     assert DeploymentStore(".mlops").endpoints() == []
-    assert _processes_mentioning(str(workdir)) == []  # the server prestarted during training was stopped
+    assert processes_mentioning(str(workdir)) == []  # the server prestarted during training was stopped
 
 
 def test_gate_rejects_below_minimum_and_deployment_mode_refuses_it_too(pipeline):

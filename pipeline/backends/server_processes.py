@@ -119,12 +119,33 @@ def read_owner(path: Path) -> Owner | None:
         return Owner(0, None)  # unreadable: nobody alive owns it
 
 
+def recorded_as_serving(owner_file: Path, pid: int) -> bool:
+    """Whether the store beside this endpoint directory records ``pid`` as the endpoint's server.
+
+    Read-only, from the server's own process: ``<store>/endpoints/<name>/<role>.owner`` -> ``<store>/state.db``.
+    """
+    import sqlite3
+
+    endpoint_dir = owner_file.parent
+    database = endpoint_dir.parent.parent / "state.db"
+    try:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT pid FROM endpoints WHERE name=?", (endpoint_dir.name,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return bool(row) and row[0] == pid
+
+
 def watch_owner(path: str | os.PathLike[str] | None, on_orphaned: Callable[[], None],
                 interval: float = WATCH_INTERVAL_SECONDS) -> threading.Thread | None:
-    """In a server's master: call ``on_orphaned`` once the pipeline named in ``path`` has died.
+    """In a server's master: call ``on_orphaned`` once the pipeline named in ``path`` has died,
+    unless the store records this server as its endpoint's (the pipeline died between recording
+    it and removing the owner file: the server is the store's, and keeps serving).
 
-    The file disappearing means the store took ownership: the watch ends and the
-    server keeps serving.
+    The file disappearing means the store took ownership: the watch ends and the server keeps serving.
     """
     if not path:
         return None
@@ -136,7 +157,10 @@ def watch_owner(path: str | os.PathLike[str] | None, on_orphaned: Callable[[], N
             if owner is None:
                 return
             if not owner.alive():
-                on_orphaned()
+                if recorded_as_serving(owner_file, os.getpid()):
+                    owner_file.unlink(missing_ok=True)
+                else:
+                    on_orphaned()
                 return
             time.sleep(interval)
 
