@@ -82,6 +82,7 @@ class PipelineConfig(BaseModel):
     # --- data and model ---
     dataset: str = "iris"  # "iris" (bundled with scikit-learn) or a path to a CSV file
     label_column: str = "target"
+    allow_label_leakage: bool = False  # true: train even when a feature is a one-to-one relabelling of the label
     model_type: Literal["logistic_regression", "random_forest", "gradient_boosting"] = "logistic_regression"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     gate_metric: str = "accuracy"

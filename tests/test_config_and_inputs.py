@@ -109,52 +109,6 @@ def test_secret_webhook_never_appears_in_results(pipeline):
     assert "SECRETSECRET" not in Path("pipeline.log").read_text()
 
 
-# --- datasets ---------------------------------------------------------------------------------
-
-def _csv(name: str, text: str) -> str:
-    Path(name).write_text(text)
-    return name
-
-
-def _rows(n: int, label=lambda i: i % 2) -> str:
-    return "a,b,target\n" + "".join(f"{i % 7},{(i * 3) % 5},{label(i)}\n" for i in range(n))
-
-
-@pytest.mark.parametrize("make, args, expected", [
-    (lambda: None, ["--dataset", "missing.csv"], "dataset 'missing.csv' not found"),
-    (lambda: _csv("d.csv", _rows(40)), ["--dataset", "d.csv", "--label-column", "label"],
-     "dataset 'd.csv' has no label column 'label' (columns: a, b, target)"),
-    (lambda: _csv("d.csv", _rows(40).replace("\n3,", "\nred,", 1)), ["--dataset", "d.csv"],
-     "feature column 'a' is not numeric ('red' on line"),
-    (lambda: _csv("d.csv", _rows(40).replace("\n3,4,", "\n3,,", 1)), ["--dataset", "d.csv"],
-     "column 'b' has 1 missing value(s), the first on line"),
-    (lambda: _csv("d.csv", _rows(40, label=lambda i: 2 if i == 5 else i % 2)), ["--dataset", "d.csv"],
-     "class 2 has 1 row(s): a stratified split needs at least 2 per class"),
-    (lambda: _csv("d.csv", _rows(40, label=lambda i: 2 if i in (5, 9, 13) else i % 2)),
-     ["--dataset", "d.csv"], "fewer than cv_folds=3"),
-    (lambda: _csv("d.csv", _rows(40).replace("\n3,4,", "\ninf,4,", 1)), ["--dataset", "d.csv"],
-     "feature column 'a' has an infinite value on line"),
-    (lambda: _csv("d.csv", _rows(40)), ["--dataset", "d.csv", "--set", 'hyperparameters={"depth": 3}'],
-     "'depth' is not a hyperparameter of logistic_regression"),
-])
-def test_bad_dataset_is_named_with_exit_2(pipeline, make, args, expected):
-    make()
-    result = pipeline(*args)
-    assert result.exit_code == 2
-    assert expected in _error_line(result)
-    assert _nothing_deployed()
-
-
-def test_csv_dataset_trains_with_its_label_column(pipeline):
-    _csv("d.csv", "x1,x2,kind\n" + "".join(f"{i % 5 + (100 if i >= 30 else 0)},{i % 3},{'big' if i >= 30 else 'small'}\n"
-                                           for i in range(60)))
-    result = pipeline("--dataset", "d.csv", "--label-column", "kind", "--mode", "training")
-    assert result.exit_code == 0, result.output
-    evaluation = pipeline.results()["phases"]["training"]["evaluation_results"]
-    assert evaluation["accuracy"] == 1.0
-    assert evaluation["test_size"] == 12
-
-
 @pytest.mark.parametrize("metric", ["test_size", "cv_std", "no_such_metric"])
 def test_gate_metric_must_be_a_score_where_higher_is_better(pipeline, metric):
     result = pipeline("--mode", "training", "--set", f"gate_metric={metric}")

@@ -25,10 +25,12 @@ import joblib
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     classification_report,
     confusion_matrix,
     precision_recall_fscore_support,
@@ -130,9 +132,15 @@ def evaluate(
     # cross_val_score refits clones of the model, so CV judges the recipe, not this fit.
     cv_scores = cross_val_score(model, X_train, y_train, cv=folds, scoring="accuracy")
     low, high = wilson_interval(correct, total)
+    # The no-skill reference: the accuracy on the test rows of always predicting the class most
+    # frequent in the training rows (ties: the smallest class). A model that does not beat it has
+    # learned nothing; it is a yardstick, not a score of the model.
+    no_skill = DummyClassifier(strategy="most_frequent").fit(X_train, y_train)
     labels = sorted(pd.unique(pd.concat([pd.Series(y_test), pd.Series(predictions)])))
     return {
         "accuracy": float(accuracy_score(y_test, predictions)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_test, predictions)),
+        "no_skill_accuracy": float(no_skill.score(X_test, y_test)),
         "cv_mean_accuracy": float(np.mean(cv_scores)),
         "cv_std": float(np.std(cv_scores)),
         "cv_scores": [float(score) for score in cv_scores],
