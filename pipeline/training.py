@@ -41,7 +41,7 @@ HELDOUT_FILE = "heldout.csv"
 MANIFEST_FILE = "manifest.json"
 
 BUILTIN_METRICS = (
-    "accuracy", "cv_mean_accuracy", "precision_weighted", "recall_weighted", "f1_weighted",
+    "accuracy", "cv_mean_accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "balanced_accuracy",
 )
 
 
@@ -174,7 +174,8 @@ class TrainingPipeline:
 
     # --- the steps, each overridable ---
     def load_data(self) -> Dataset:
-        return load_dataset(self.config.dataset, self.config.label_column)
+        return load_dataset(self.config.dataset, self.config.label_column,
+                            allow_label_leakage=self.config.allow_label_leakage)
 
     def split_data(self, dataset: Dataset):
         try:

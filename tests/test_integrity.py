@@ -102,3 +102,24 @@ def test_a_crafted_model_file_is_never_unpickled_by_the_pipeline(pipeline):
     assert result.exit_code == 1
     assert "model.joblib" in pipeline.results()["error"]["message"]
     assert not Path("unpickled-code-ran").exists()
+
+
+def test_a_model_no_better_than_always_predicting_the_majority_class_is_held(pipeline):
+    generator = np.random.default_rng(0)
+    labels = [1] * 10 + [0] * 990
+    lines = ["a,b,target"] + [f"{x:.5f},{y:.5f},{t}" for (x, y), t in zip(generator.normal(size=(1000, 2)), labels)]
+    Path("imbalanced.csv").write_text("\n".join(lines) + "\n")
+    result = pipeline("--dataset", "imbalanced.csv")
+    assert result.exit_code == 3
+    results = pipeline.results()
+    metrics = results["phases"]["training"]["evaluation_results"]
+    assert metrics["accuracy"] >= 0.95 and metrics["no_skill_accuracy"] == 0.99
+    assert results["gate"]["decision"] == "held"
+    assert "does not beat the no-skill baseline 99.00%" in results["gate"]["reason"]
+    assert DeploymentStore(".mlops").endpoints() == []
+
+
+def test_the_no_skill_baseline_cannot_be_the_gate_metric(pipeline):
+    result = pipeline("--set", "gate_metric=no_skill_accuracy")
+    assert result.exit_code == 2
+    assert "gate_metric 'no_skill_accuracy'" in result.output

