@@ -26,7 +26,7 @@ bench: venv
 clean:
 	@if [ -d $(STORE) ]; then \
 	  if [ -x $(VENV)/bin/python ]; then \
-	    $(VENV)/bin/python $(RUN_PIPELINE) cleanup --all --store-dir $(STORE) || \
+	    $(VENV)/bin/python $(RUN_PIPELINE) --store-dir $(STORE) cleanup --all || \
 	      { echo "make clean: endpoints in $(STORE) could not be stopped; nothing deleted" >&2; exit 1; }; \
 	  elif pgrep -f "$(abspath $(STORE))/endpoints/" >/dev/null; then \
 	    echo "make clean: servers from $(STORE) are running and $(VENV) is gone; stop them first" >&2; exit 1; \

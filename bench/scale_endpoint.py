@@ -22,7 +22,7 @@ from pipeline import testing
 from pipeline.config import load_config
 from pipeline.container import inference
 from pipeline.orchestrator import Orchestrator
-from pipeline.training import TrainingJob
+from pipeline.jobs import TrainingJob
 
 TIMES: dict[str, float] = {}
 

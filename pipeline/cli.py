@@ -8,12 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -29,8 +25,10 @@ from pipeline.config import (
     validate_endpoint_name,
 )
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.logs import LOG_FORMATS, configure_logging, default_results_file, prune_default_files, set_run_id
-from pipeline.orchestrator import MODES, write_results
+from pipeline.logs import LOG_FORMATS, default_results_file
+from pipeline.operations import Operations, default_outputs, run_pipeline
+from pipeline.outcomes import FinalState, Mode
+from pipeline.results_schema import Results
 
 EXIT_CODES_HELP = """
 \b
@@ -103,7 +101,7 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
 @click.option("--output-file", type=click.Path(dir_okay=False),
               help="Results JSON (default /tmp/mlops_pipeline_results_<timestamp>.json; the newest "
                    "tmp_retention_count such files are kept).")
-@click.option("--mode", type=click.Choice(MODES), default=None, help="Run one phase only (default: full).")
+@click.option("--mode", type=click.Choice([str(mode) for mode in Mode]), default=None, help="Run one phase only (default: full).")
 @click.option("--training-job", help="Training job to deploy (only with --mode deployment, which needs it).")
 @click.option("--endpoint-name", callback=_endpoint_name,
               help="Endpoint to deploy to, test or clean up (default: endpoint_prefix; not with --mode training).")
@@ -166,66 +164,16 @@ def cli(ctx: click.Context, **options: Any) -> None:
             # the default log path only warns when it cannot be written (configure_logging); a chosen one must work
             output_label("log_file", sources["log_file"]): config.log_file,
         })
-        results, exit_code = run_pipeline(config, sources, mode=mode, endpoint_name=options["endpoint_name"],
-                                          training_job=options["training_job"], output_file=options["output_file"],
-                                          log_format=options["log_format"], dotenv_file=options["dotenv_file"],
-                                          junit_xml=options["junit_xml"], metrics_file=options["metrics_file"])
+        outputs = default_outputs(options["output_file"], dotenv_file=options["dotenv_file"],
+                                  junit_xml=options["junit_xml"], metrics_file=options["metrics_file"],
+                                  log_format=options["log_format"])
+        results = run_pipeline(config, sources, outputs, mode=mode, endpoint_name=options["endpoint_name"],
+                               training_job=options["training_job"])
     except PipelineError as err:
         _fail(err, verbose)
         return
-    sys.exit(exit_code)
-
-
-def run_pipeline(config: PipelineConfig, sources: dict[str, str], *, mode: str, endpoint_name: str | None,
-                 training_job: str | None, output_file: str | None, log_format: str = "text",
-                 dotenv_file: str | None = None, junit_xml: str | None = None,
-                 metrics_file: str | None = None) -> tuple[dict[str, Any], int]:
-    """Run one pipeline invocation end to end: log, orchestrate, write results and reports, print the summary.
-
-    The reports (dotenv, JUnit, metrics) are written for every run that started, whatever its exit code.
-    """
-    from pipeline.orchestrator import Orchestrator
-    from pipeline.reports import write_reports
-
-    log_file = configure_logging(config.log_level, config.log_file, log_format=log_format)
-    pruned = prune_default_files(config.tmp_retention_count, results_pending=not output_file,
-                                 protect=[path for path in (output_file, config.log_file, dotenv_file, junit_xml,
-                                                            metrics_file) if path])
-    if pruned:
-        logging.getLogger("pipeline").debug("deleted %d old default-named log/results file(s) "
-                                            "(tmp_retention_count=%d)", len(pruned), config.tmp_retention_count)
-    orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
-                                log_file=str(log_file))
-    set_run_id(orchestrator.run_id)
-    with _sigterm_as_interrupt():
-        results = orchestrator.run()
-    path = output_file or default_results_file()
-    results["results_file"] = str(path)
-    try:
-        write_results(results, path)
-    finally:  # the CI reports even when the results JSON cannot be written
-        for problem in write_reports(results, dotenv_file=dotenv_file, junit_xml=junit_xml,
-                                     metrics_file=metrics_file):
-            logging.getLogger("pipeline").error("report not written: %s", problem)
     print_summary(results)
-    logging.getLogger("pipeline").debug("results written to %s", path)
-    return results, results["exit_code"]
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A cancelled CI job sends SIGTERM: unwind like Ctrl-C, so an unfinished candidate is dropped."""
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    sys.exit(results.exit_code)
 
 
 def _on_terminal() -> bool:
@@ -242,49 +190,48 @@ def _tick(value: Any, emoji: bool = True) -> str:
     return "✅ Yes" if value else "❌ No"
 
 
-def print_summary(results: dict[str, Any], emoji: bool | None = None) -> None:
+def print_summary(results: Results, emoji: bool | None = None) -> None:
     emoji = _on_terminal() if emoji is None else emoji
-    summary = results["summary"]
-    status = results["pipeline_status"]
+    summary = results.summary
+    status = results.pipeline_status or "unknown"
     line = "=" * 80
     title = "ENTERPRISE MLOPS PIPELINE COMPLETED" if status == "success" else "ENTERPRISE MLOPS PIPELINE FINISHED"
     if emoji:
         title = ("🎉 " if status == "success" else "⚠️ ") + title
     colour = {"success": "green", "held": "yellow", "rejected": "yellow"}.get(status, "red")
-    accuracy = summary.get("training_accuracy")
+    accuracy = summary.training_accuracy
     rows = [click.style(f"Status: {status.upper()}", fg=colour, bold=True),  # click.echo drops it off a terminal
-            f"Duration: {results['total_duration_seconds']:.2f} seconds"]
+            f"Duration: {results.total_duration_seconds or 0:.2f} seconds"]
     if accuracy is not None:
         rows.append(f"Training Accuracy: {accuracy:.2%}")
-    if results.get("gate"):
-        rows.append(f"Gate: {results['gate']['decision']} ({results['gate']['reason']})")
-    rows.append(f"Deployment Occurred: {_tick(summary.get('deployment_occurred'), emoji)}")
-    if summary.get("endpoint_name"):
-        rows.append(f"Endpoint: {summary['endpoint_name']} ({summary.get('endpoint_url')}, "
-                    f"version {summary.get('endpoint_version')})")
-    if summary.get("testing_passed") is not None:
-        passed = summary["testing_passed"]
+    if results.gate:
+        rows.append(f"Gate: {results.gate.decision} ({results.gate.reason})")
+    rows.append(f"Deployment Occurred: {_tick(summary.deployment_occurred, emoji)}")
+    if summary.endpoint_name:
+        rows.append(f"Endpoint: {summary.endpoint_name} ({summary.endpoint_url}, version {summary.endpoint_version})")
+    if summary.testing_passed is not None:
+        passed = summary.testing_passed
         rows.append(f"Testing: {('✅ ' if passed else '❌ ') if emoji else ''}{'Passed' if passed else 'Failed'}")
-    if results.get("rollback"):
-        rows.append(f"Rollback: {results['rollback']['final_state']} ({results['rollback']['reason']})")
-    if results.get("error"):
-        rows.append(f"Error: {results['error']['message']}")
-    if results.get("resume_command"):
-        rows.append(f"To resume: {results['resume_command']}")
-    testing = results["phases"].get("testing", {}).get("test_summary", {})
+    if results.rollback:
+        rows.append(f"Rollback: {results.rollback.final_state} ({results.rollback.reason})")
+    if results.error:
+        rows.append(f"Error: {results.error.message}")
+    if results.resume_command:
+        rows.append(f"To resume: {results.resume_command}")
+    testing = results.test_summary
     metrics = [f"{'📊 ' if emoji else ''}Key Metrics:", f"   Status: {status}"]
     if accuracy is not None:
         metrics.append(f"   Training Accuracy: {accuracy:.2%}")
-    metrics.append(f"   Deployment: {_tick(summary.get('deployment_occurred'), emoji)}")
-    if summary.get("endpoint_name"):
-        metrics.append(f"   Endpoint: {summary['endpoint_name']}")
-    if summary.get("testing_passed") is not None:
-        metrics.append(f"   Testing: {'Passed' if summary['testing_passed'] else 'Failed'}")
-    if testing.get("p95_latency_ms") is not None:
-        metrics.append(f"   Latency: avg {testing['avg_latency_ms']} ms, p95 {testing['p95_latency_ms']} ms, "
-                       f"{testing['throughput_rps']} requests/s")
+    metrics.append(f"   Deployment: {_tick(summary.deployment_occurred, emoji)}")
+    if summary.endpoint_name:
+        metrics.append(f"   Endpoint: {summary.endpoint_name}")
+    if summary.testing_passed is not None:
+        metrics.append(f"   Testing: {'Passed' if summary.testing_passed else 'Failed'}")
+    if testing.p95_latency_ms is not None:
+        metrics.append(f"   Latency: avg {testing.avg_latency_ms} ms, p95 {testing.p95_latency_ms} ms, "
+                       f"{testing.throughput_rps} requests/s")
     click.echo("\n".join(["", line, title, line, *rows, line, "", *metrics, "",
-                          f"{'📄 ' if emoji else ''}Detailed results saved to: {results.get('results_file')}"]))
+                          f"{'📄 ' if emoji else ''}Detailed results saved to: {results.results_file}"]))
 
 
 @cli.command()
@@ -299,48 +246,44 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
 
     Example: python3 run_pipeline.py history --endpoint-name iris-model --at 2026-11-26T10:00:00
     """
-    store = _store(ctx)
-    if verify and (endpoint_name or at_time):
-        _fail(PipelineError(f"history --verify checks the whole audit trail: it takes no "
-                            f"{'--endpoint-name' if endpoint_name else '--at'}"), False)
-    if endpoint_name and not (store.endpoint(endpoint_name) or store.deployments(endpoint_name, limit=1)
-                              or store.events(endpoint_name, limit=1)):
-        _fail(PipelineError(f"endpoint {endpoint_name!r} not found: {store.directory} has no endpoint, deployment "
-                            f"or event of that name (`history` lists them all)"), False)
-    if verify:
-        problems = store.verify_events()
-        for problem in problems:
-            click.echo(f"Error: audit trail: {problem}", err=True)
-        if problems:
-            sys.exit(int(ExitCode.FAILURE))
-        click.echo("audit trail intact")
-        return
-    if at_time:
-        if not endpoint_name:
-            _fail(PipelineError("history --at needs --endpoint-name"), False)
-        try:
-            version = store.serving_version_at(endpoint_name, at_time)
-        except PipelineError as err:
-            _fail(err, False)
+    operations = _operations(ctx)
+    try:
+        if verify and (endpoint_name or at_time):
+            raise PipelineError(f"history --verify checks the whole audit trail: it takes no "
+                                f"{'--endpoint-name' if endpoint_name else '--at'}")
+        if verify:
+            problems = operations.verify_audit_trail()
+            for problem in problems:
+                click.echo(f"Error: audit trail: {problem}", err=True)
+            if problems:
+                sys.exit(int(ExitCode.FAILURE))
+            click.echo("audit trail intact")
             return
-        click.echo(json.dumps({"endpoint_name": endpoint_name, "at": at_time, "serving_version": version})
-                   if as_json else (version or "nothing was serving"))
+        if at_time:
+            if not endpoint_name:
+                raise PipelineError("history --at needs --endpoint-name")
+            version = operations.serving_at(endpoint_name, at_time)
+            click.echo(json.dumps({"endpoint_name": endpoint_name, "at": at_time, "serving_version": version})
+                       if as_json else (version or "nothing was serving"))
+            return
+        history = operations.history(endpoint_name)
+    except PipelineError as err:
+        _fail(err, False)
         return
-    rows = store.deployments(endpoint_name, limit=1000)
-    rollbacks = [event for event in store.events(endpoint_name) if event["kind"].startswith("manual_")]
-    runs = store.runs()
     if as_json:
-        click.echo(json.dumps({"deployments": rows, "rollbacks": rollbacks, "runs": runs}, indent=2, default=str))
+        click.echo(json.dumps({"deployments": history.deployments, "rollbacks": history.rollbacks,
+                               "runs": history.runs}, indent=2, default=str))
         return
     lines = [(row["started_at"], f"deployment  {row['endpoint_name']}  {row['from_version'] or '-'} -> "
               f"{row['to_version']}  {row['status']}" + (f"  ({row['reason']})" if row["reason"] else ""))
-             for row in rows]
+             for row in history.deployments]
     lines += [(event["at"], f"rollback    {event['endpoint_name']}  {event['detail'].get('from_version') or '-'} -> "
-               f"{event['detail'].get('to_version')}  {event['kind'].removeprefix('manual_')}") for event in rollbacks]
+               f"{event['detail'].get('to_version')}  {event['kind'].removeprefix('manual_')}")
+              for event in history.rollbacks]
     if not endpoint_name:
         lines += [(run["started_at"], f"run         {run['run_id']}  {run['mode']}  {run['backend']}  "
                    f"{run['status']}" + (f"  exit {run['exit_code']}" if run["exit_code"] is not None else ""))
-                  for run in runs]
+                  for run in history.runs]
     for at, text in sorted(lines, key=lambda item: item[0], reverse=True):
         click.echo(f"{at[:19]}  {text}")
 
@@ -357,38 +300,26 @@ def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None
 
     Example: python3 run_pipeline.py status
     """
-    from pipeline.deployment import DeploymentPipeline
-    from pipeline.locking import EndpointLock
-    from pipeline.orchestrator import new_run_id, reconcile_if_idle
-
-    backend, store, config = _backend(ctx)
-    names = [endpoint_name] if endpoint_name else [row["name"] for row in store.endpoints()]
-    deployer = DeploymentPipeline(config, store, backend, new_run_id())
     try:
-        for name in names:  # a deployment interrupted by a crash is repaired first, so status tells the truth
-            if store.endpoint(name):
-                reconcile_if_idle(deployer, EndpointLock(store.directory / "locks", name, "status", 0))
-        rows = [backend.describe(name) for name in names]
+        report = _operations(ctx).status(endpoint_name)
     except PipelineError as err:
         _fail(err, bool(ctx.obj.get("verbose")))
         return
-    # Servers the store does not know (its state file was lost or replaced): found by their pid files.
-    unrecorded = {name: servers for name, servers in backend.unrecorded_servers().items()
-                  if not endpoint_name or name == endpoint_name}
     if as_json:
-        click.echo(json.dumps({"endpoints": rows, "unrecorded_servers": unrecorded}, indent=2, default=str))
+        click.echo(json.dumps({"endpoints": report.endpoints, "unrecorded_servers": report.unrecorded_servers},
+                              indent=2, default=str))
     else:
-        if not rows and not unrecorded:
+        if not report.endpoints and not report.unrecorded_servers:
             click.echo("no endpoints")
-        for row in rows:
+        for row in report.endpoints:
             health = "healthy" if row.get("healthy") else "UNHEALTHY"
             alive = "" if row.get("process_alive", True) else \
                 "  process DEAD: the next deployment or rollback restarts it"
             click.echo(f"{row['name']}  {row['url']}  {row['serving_version']}  {health}{alive}")
-        for name, servers in unrecorded.items():
+        for name, servers in report.unrecorded_servers.items():
             click.echo(f"{name}  NOT IN THE STORE: {', '.join(servers)} still running; "
                        f"`run_pipeline.py cleanup --endpoint-name {name}` stops them")
-    if unrecorded or any(not row.get("healthy") or not row.get("process_alive", True) for row in rows):
+    if not report.healthy:
         sys.exit(int(ExitCode.FAILURE))
 
 
@@ -401,22 +332,12 @@ def rollback(ctx: click.Context, endpoint_name: str, to_version: str | None) -> 
 
     Example: python3 run_pipeline.py rollback --endpoint-name iris-model
     """
-    from pipeline.deployment import DeploymentPipeline
-    from pipeline.locking import EndpointLock
-    from pipeline.orchestrator import new_run_id
-
-    backend, store, config = _backend(ctx)
-    run_id = new_run_id()
     try:
-        with EndpointLock(store.directory / "locks", endpoint_name, f"rollback {run_id}",
-                          config.lock_timeout_seconds):
-            deployer = DeploymentPipeline(config, store, backend, run_id)
-            deployer.reconcile(endpoint_name)
-            outcome = deployer.rollback(endpoint_name, to_version)
+        outcome = _operations(ctx).rollback(endpoint_name, to_version)
     except PipelineError as err:
         _fail(err, bool(ctx.obj.get("verbose")))
         return
-    if outcome.status != "rolled_back":
+    if outcome.status != FinalState.ROLLED_BACK:
         click.echo(f"Error: rollback of {endpoint_name!r} failed: {outcome.detail}", err=True)
         click.echo(f"Check `python3 run_pipeline.py status --endpoint-name {endpoint_name}`, then run "
                    f"`python3 run_pipeline.py rollback --endpoint-name {endpoint_name} --to-version VERSION`.",
@@ -442,54 +363,22 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, e
 
     Example: python3 run_pipeline.py cleanup --prefix iris-
     """
-    from pipeline.deployment import DeploymentPipeline
-    from pipeline.locking import EndpointLock
-    from pipeline.orchestrator import new_run_id
-
-    backend, store, config = _backend(ctx)
-    if everything:
-        prefix = prefix or ""
-    if not (endpoint_name or prefix is not None or prune):
-        _fail(PipelineError("cleanup needs --endpoint-name NAME, --prefix PREFIX, --all or --prune"), False)
-    if keep is not None and not prune:
-        _fail(PipelineError("--keep goes with --prune: it is the number of versions --prune keeps"), False)
-    if keep is not None and keep < 1:
-        _fail(PipelineError(f"--keep {keep}: expected at least 1"), False)
-    run_id = new_run_id()
-    deployer = DeploymentPipeline(config, store, backend, run_id)
-    def matches(name: str) -> bool:
-        return bool(endpoint_name and name == endpoint_name) or (prefix is not None and name.startswith(prefix))
-
-    names = [row["name"] for row in store.endpoints() if matches(row["name"])]
-    unrecorded = [name for name in backend.unrecorded_servers() if matches(name)]
     try:
-        if endpoint_name and endpoint_name not in unrecorded:
-            store.require_endpoint(endpoint_name)
-    except PipelineError as err:
-        _fail(err, False)
-    try:
-        for name in names:
-            with EndpointLock(store.directory / "locks", name, f"cleanup {run_id}", config.lock_timeout_seconds):
-                deployer.reconcile(name)
-                deployer.remove(name)
-                click.echo(f"removed endpoint {name}")
-        for name in unrecorded:
-            with EndpointLock(store.directory / "locks", name, f"cleanup {run_id}", config.lock_timeout_seconds):
-                backend.remove(name)
-                click.echo(f"stopped the servers of {name}, which the store did not know")
-        if prefix:  # SageMaker may hold resources this store never recorded (the seed's cleanup script)
-            for kind, deleted in backend.remove_by_prefix(prefix).items():
-                for name in deleted:
-                    click.echo(f"deleted {kind} {name}")
-        if prune:
-            for name in sorted({row["endpoint_name"] for row in store.versions()}):
-                with EndpointLock(store.directory / "locks", name, f"cleanup {run_id}",
-                                  config.lock_timeout_seconds):
-                    pruned = deployer.prune(name, keep or config.retain_versions)
-                click.echo(f"{name}: pruned {len(pruned)} old version(s)")
+        report = _operations(ctx).cleanup(endpoint_name=endpoint_name, prefix=prefix, everything=everything,
+                                          prune=prune, keep=keep)
     except PipelineError as err:
         _fail(err, bool(ctx.obj.get("verbose")))
-    if not names and not unrecorded and not prune:
+        return
+    for name in report.removed:
+        click.echo(f"removed endpoint {name}")
+    for name in report.unrecorded_stopped:
+        click.echo(f"stopped the servers of {name}, which the store did not know")
+    for kind, deleted in report.deleted.items():
+        for name in deleted:
+            click.echo(f"deleted {kind} {name}")
+    for name, pruned in report.pruned.items():
+        click.echo(f"{name}: pruned {len(pruned)} old version(s)")
+    if not report.removed and not report.unrecorded_stopped and not prune:
         click.echo("no endpoints matched")
 
 
@@ -517,22 +406,13 @@ def _subcommand_config(ctx: click.Context) -> PipelineConfig:
     return config
 
 
-def _backend(ctx: click.Context):
-    from pipeline.backends import load_backend
-
+def _operations(ctx: click.Context) -> Operations:
     config = _subcommand_config(ctx)
-    store = _store(ctx, config)
     try:
-        return load_backend(config.backend_name, config, store), store, config
+        return Operations(config)
     except PipelineError as err:
         _fail(err, bool((ctx.obj or {}).get("verbose")))
-        raise
-
-
-def _store(ctx: click.Context, config: PipelineConfig | None = None):
-    from pipeline.store import DeploymentStore
-
-    return DeploymentStore((config or _subcommand_config(ctx)).store_dir)
+        raise  # unreachable: _fail exits
 
 
 def main() -> None:

@@ -11,14 +11,19 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
+from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
+from pipeline.jobs import TrainingJob, timestamp_name
+from pipeline.locking import EndpointLock
+from pipeline.outcomes import FinalState
 from pipeline.store import DeploymentStore
-from pipeline.training import TrainingJob, timestamp_name
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +39,25 @@ class Deployment:
     outcome: Outcome | None = None
     reason: str | None = None
 
+    @property
+    def final_state(self) -> FinalState:
+        return self.outcome.status if self.outcome else FinalState.IN_PROGRESS
+
+    @property
+    def serving_version(self) -> str | None:
+        """What serves once the deployment ended (None while it is in progress)."""
+        return self.outcome.serving_version if self.outcome else None
+
     def to_results(self) -> dict[str, Any]:
-        status = self.outcome.status if self.outcome else "in_progress"
+        status = self.final_state
         return {
-            "status": "success" if status == "deployed" else status,
-            "final_state": status,
+            "status": "success" if status == FinalState.DEPLOYED else str(status),
+            "final_state": str(status),
             "endpoint_name": self.staged.endpoint_name,
-            "endpoint_url": self.staged.stable_url,
+            "endpoint_url": self.staged.stable.url,
             "version": self.staged.version,
             "previous_version": self.staged.previous_version,
-            "serving_version": self.outcome.serving_version if self.outcome else None,
+            "serving_version": self.serving_version,
             "training_job": self.training_job,
             "deployment_id": self.deployment_id,
             "deployment_duration": round(time.monotonic() - self.started, 3),
@@ -59,6 +73,43 @@ class DeploymentPipeline:
         self.backend = backend
         self.run_id = run_id
 
+    # --- one change to an endpoint at a time ---
+    def lock(self, endpoint_name: str, holder: str | None = None, timeout: float | None = None) -> EndpointLock:
+        return EndpointLock(self.store.directory / "locks", endpoint_name, holder or f"run {self.run_id}",
+                            self.config.lock_timeout_seconds if timeout is None else timeout)
+
+    @contextmanager
+    def exclusive(self, endpoint_name: str, holder: str | None = None,
+                  lock: EndpointLock | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Hold the endpoint's lock and repair an interrupted deployment first; yields what was repaired.
+
+        Every command that changes an endpoint goes through here: a pipeline run, rollback, cleanup.
+        """
+        with lock or self.lock(endpoint_name, holder):
+            yield self.reconcile(endpoint_name)
+
+    def reconcile_if_idle(self, endpoint_name: str, lock: EndpointLock | None = None) -> list[dict[str, Any]]:
+        """Repair an interrupted deployment when no pipeline is deploying now; never wait for one."""
+        lock = lock or self.lock(endpoint_name, f"reconcile {self.run_id}", timeout=0)
+        if not lock.try_acquire():
+            return []
+        try:
+            return self.reconcile(endpoint_name)
+        finally:
+            lock.release()
+
+    def serving_job(self, endpoint_name: str) -> TrainingJob:
+        """The training job of the version an endpoint serves, verified against the store."""
+        row = self.store.require_endpoint(endpoint_name)
+        version = self.store.version(row["serving_version"] or "")
+        if version is None:
+            raise PipelineError(f"endpoint {endpoint_name!r} serves no recorded version")
+        job_row = self.store.training_job(version["training_job"])
+        if job_row is None:
+            raise PipelineError(f"training job {version['training_job']!r} of version {version['version']} "
+                                f"is not in the store")
+        return TrainingJob.load(Path(job_row["directory"]), job_row)
+
     def stage(self, job: TrainingJob, endpoint_name: str) -> Deployment:
         """Register a new version and make it reachable for the endpoint tests."""
         version = self.store.claim_version(endpoint_name, timestamp_name(self.config.endpoint_prefix),
@@ -71,24 +122,29 @@ class DeploymentPipeline:
             staged = self.backend.stage(endpoint_name, version, job)
         except PipelineError as err:
             with self.store.transaction() as conn:
-                self.store.finish_deployment(conn, deployment_id, "failed", str(err), self.run_id, endpoint_name)
+                self.store.finish_deployment(conn, deployment_id, FinalState.FAILED, str(err), self.run_id,
+                                             endpoint_name)
             raise
-        if staged.handle.get("restarted_pid"):  # the dead stable server was restarted with `previous`
+        if staged.restarted is not None:  # the dead stable server was restarted with `previous`
             with self.store.transaction() as conn:
-                self.store.set_endpoint(conn, endpoint_name, pid=staged.handle["restarted_pid"])
+                self._record_server(conn, endpoint_name, staged.restarted)
                 self.store.append_event(conn, "endpoint_restarted", run_id=self.run_id, endpoint_name=endpoint_name,
-                                        version=previous, pid=staged.handle["restarted_pid"])
+                                        version=previous, pid=staged.restarted.pid)
             self.backend.adopt(endpoint_name)
-        if staged.kind == "direct":  # the stable server itself now runs the new version
+        if not staged.beside_stable:  # the stable server itself now runs the new version
             with self.store.transaction() as conn:
-                self.store.set_endpoint(conn, endpoint_name, backend=self.backend.TYPE, url=staged.stable_url,
-                                        host=self.config.endpoint_host if self.backend.TYPE == "local" else None, port=staged.handle.get("stable_port"),
-                                        pid=staged.handle.get("stable_pid"), serving_version=version)
+                self._record_server(conn, endpoint_name, staged.stable, serving_version=version)
                 self.store.append_event(conn, "endpoint_started", run_id=self.run_id, endpoint_name=endpoint_name,
-                                        version=version, url=staged.stable_url)
+                                        version=version, url=staged.stable.url)
         return Deployment(deployment_id, staged, job.name)
 
-    def promote(self, deployment: Deployment, status: str = "deployed", reason: str | None = None) -> Outcome:
+    def _record_server(self, conn: Any, endpoint_name: str, server: Server, **fields: Any) -> None:
+        """The store's endpoint row takes the backend's facts as they are."""
+        self.store.set_endpoint(conn, endpoint_name, backend=self.backend.TYPE, url=server.url, host=server.host,
+                                port=server.port, pid=server.pid, **fields)
+
+    def promote(self, deployment: Deployment, status: FinalState = FinalState.DEPLOYED,
+                reason: str | None = None) -> Outcome:
         """Switch the stable endpoint to the staged version (verified) and record it."""
         staged = deployment.staged
         try:
@@ -96,8 +152,8 @@ class DeploymentPipeline:
         except DeploymentError as err:
             deployment.reason = str(err)
             raise
-        if status != "deployed":
-            outcome = Outcome(status, outcome.serving_version, outcome.detail, outcome.facts)
+        if status != FinalState.DEPLOYED:
+            outcome = Outcome(status, outcome.serving_version, outcome.detail, outcome.stable)
         self._finish(deployment, outcome, reason)
         log.info("endpoint %s now serves %s", staged.endpoint_name, staged.version)
         return outcome
@@ -108,7 +164,7 @@ class DeploymentPipeline:
         try:
             outcome = self.backend.discard(staged)
         except PipelineError as err:
-            outcome = Outcome("rollback_failed", None, str(err))
+            outcome = Outcome(FinalState.ROLLBACK_FAILED, None, str(err))
         self._finish(deployment, outcome, reason)
         return outcome
 
@@ -117,18 +173,15 @@ class DeploymentPipeline:
         deployment.outcome = outcome
         deployment.reason = reason
         with self.store.transaction() as conn:
-            if outcome.status == "removed":
+            if outcome.status == FinalState.REMOVED:
                 self.store.delete_endpoint(conn, staged.endpoint_name)
-            elif outcome.status != "rollback_failed":
-                self.store.set_endpoint(
-                    conn, staged.endpoint_name, backend=self.backend.TYPE, url=staged.stable_url,
-                    host=self.config.endpoint_host if self.backend.TYPE == "local" else None, port=staged.handle.get("stable_port"),
-                    pid=outcome.facts.get("pid", staged.handle.get("stable_pid")),
-                    serving_version=outcome.serving_version)
+            elif outcome.status != FinalState.ROLLBACK_FAILED:
+                self._record_server(conn, staged.endpoint_name, outcome.stable or staged.stable,
+                                    serving_version=outcome.serving_version)
             self.store.finish_deployment(conn, deployment.deployment_id, outcome.status, reason, self.run_id,
                                          staged.endpoint_name, version=staged.version,
                                          serving_version=outcome.serving_version, detail=outcome.detail)
-        if outcome.status not in ("removed", "rollback_failed"):
+        if outcome.status not in (FinalState.REMOVED, FinalState.ROLLBACK_FAILED):
             self.backend.adopt(staged.endpoint_name)
 
     def reconcile(self, endpoint_name: str) -> list[dict[str, Any]]:
@@ -139,25 +192,26 @@ class DeploymentPipeline:
         """
         repaired = []
         for row in self.store.deployments(endpoint_name, limit=1000):
-            if row["status"] != "in_progress":
+            if row["status"] != FinalState.IN_PROGRESS:
                 continue
             try:
                 outcome = self.backend.reconcile(endpoint_name, row)
             except PipelineError as err:
-                outcome = Outcome("rollback_failed", None, str(err))
+                outcome = Outcome(FinalState.ROLLBACK_FAILED, None, str(err))
             reason = f"the pipeline of run {row['run_id']} stopped during this deployment; {outcome.detail}"
             with self.store.transaction() as conn:
-                if outcome.status == "removed":
+                if outcome.status == FinalState.REMOVED:
                     self.store.delete_endpoint(conn, endpoint_name)
                 elif outcome.serving_version is not None:
                     self.store.set_endpoint(conn, endpoint_name, serving_version=outcome.serving_version)
-                status = "rollback_failed" if outcome.status == "rollback_failed" else "interrupted"
+                status = FinalState.ROLLBACK_FAILED if outcome.status == FinalState.ROLLBACK_FAILED \
+                    else FinalState.INTERRUPTED
                 self.store.finish_deployment(conn, row["id"], status, reason, self.run_id, endpoint_name,
                                              serving_version=outcome.serving_version, detail=outcome.detail)
                 if row["run_id"]:
-                    self.store.close_run(conn, row["run_id"], "interrupted")
+                    self.store.close_run(conn, row["run_id"], FinalState.INTERRUPTED)
             log.warning("deployment %s of %s was interrupted: %s", row["to_version"], endpoint_name, outcome.detail)
-            repaired.append({"deployment_id": row["id"], "version": row["to_version"], "status": status,
+            repaired.append({"deployment_id": row["id"], "version": row["to_version"], "status": str(status),
                              "serving_version": outcome.serving_version, "detail": outcome.detail})
         stopped = self.backend.sweep(endpoint_name)
         if stopped:
@@ -177,15 +231,16 @@ class DeploymentPipeline:
         try:
             outcome = self.backend.rollback(endpoint_name, target)
         except PipelineError as err:
-            outcome = Outcome("rollback_failed", None, str(err))
+            outcome = Outcome(FinalState.ROLLBACK_FAILED, None, str(err))
         with self.store.transaction() as conn:
-            if outcome.status == "rolled_back":
-                self.store.set_endpoint(conn, endpoint_name, serving_version=target,
-                                        pid=outcome.facts.get("pid", row["pid"]))
+            if outcome.status == FinalState.ROLLED_BACK:
+                if outcome.stable is not None:
+                    self._record_server(conn, endpoint_name, outcome.stable)
+                self.store.set_endpoint(conn, endpoint_name, serving_version=target)
             self.store.append_event(conn, f"manual_{outcome.status}", run_id=self.run_id,
                                     endpoint_name=endpoint_name, from_version=row["serving_version"],
                                     to_version=target, detail=outcome.detail)
-        if outcome.status == "rolled_back":
+        if outcome.status == FinalState.ROLLED_BACK:
             self.backend.adopt(endpoint_name)
         return outcome
 
@@ -227,6 +282,6 @@ class DeploymentPipeline:
 
     def _previous_version(self, endpoint_name: str, current: str | None) -> str:
         for deployment in self.store.deployments(endpoint_name, limit=1000):
-            if deployment["status"] == "deployed" and deployment["to_version"] != current:
+            if deployment["status"] == FinalState.DEPLOYED and deployment["to_version"] != current:
                 return deployment["to_version"]
         raise PipelineError(f"endpoint {endpoint_name!r} has no earlier deployed version to roll back to")

@@ -7,8 +7,8 @@ Two formats: ``text`` (the default, for people) and ``json`` (``--log-format
 json``): one JSON object per line with ``time``, ``level``, ``phase``,
 ``message``, ``run_id`` and ``logger``, for log collectors. The phase comes
 from the logger name (``pipeline.training`` -> ``training``) and, for the
-orchestrator, from the step of the diagram that logged (``gate``,
-``roll_back``, ...); the run id is the one ``set_run_id`` was given.
+orchestrator, from the phase it announced with ``log_phase`` (``gate``,
+``rollback``, ...); the run id is the one ``set_run_id`` was given.
 
 A run that is not told where to write its log and results writes them to
 ``DEFAULT_DIR`` (/tmp) under timestamped names; ``prune_default_files`` keeps
@@ -22,7 +22,8 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,23 +48,29 @@ def current_run_id() -> str | None:
     return _RUN_ID.get() or _process_run_id
 
 
-# The orchestrator's steps, by the method that logs, and the phase each belongs to.
-_ORCHESTRATOR_PHASES = {
-    "train": "training", "load_training_job": "training", "gate": "gate", "deploy": "deployment",
-    "test": "testing", "_run_tests": "testing", "test_live_endpoint": "testing", "keep": "deployment",
-    "roll_back": "rollback", "cleanup": "cleanup", "notify": "notifications",
-}
-_MODULE_PHASES = {"orchestrator": "pipeline", "cli": "pipeline", "logs": "pipeline", "backends": "backend"}
+_PHASE: ContextVar[str | None] = ContextVar("mlops_phase", default=None)
+# Modules that do one phase's work say so by their name; the orchestrator and the CLI, which
+# run every phase, say it with ``log_phase``.
+_MODULE_PHASES = {"orchestrator": None, "cli": None, "logs": None, "operations": None, "backends": "backend"}
+
+
+@contextmanager
+def log_phase(name: str) -> Iterator[None]:
+    """Lines logged inside carry ``phase`` = ``name`` (unless a module with a phase of its own logs them)."""
+    token = _PHASE.set(name)
+    try:
+        yield
+    finally:
+        _PHASE.reset(token)
 
 
 def phase_of(record: logging.LogRecord) -> str:
-    """``pipeline.training`` -> ``training``; the orchestrator's lines by the step that logged them."""
+    """``pipeline.training`` -> ``training``; the orchestrator's lines by the phase it is in."""
     parts = record.name.split(".")
-    if parts[0] != "pipeline" or len(parts) == 1:
-        return "pipeline" if parts[0] == "pipeline" else parts[0]
-    if parts[1] == "orchestrator":
-        return _ORCHESTRATOR_PHASES.get(record.funcName, "pipeline")
-    return _MODULE_PHASES.get(parts[1], parts[1])
+    if parts[0] != "pipeline":
+        return parts[0]
+    module_phase = _MODULE_PHASES.get(parts[1], parts[1]) if len(parts) > 1 else None
+    return module_phase or _PHASE.get() or "pipeline"
 
 
 class JsonFormatter(logging.Formatter):

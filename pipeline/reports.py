@@ -33,8 +33,10 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
+
+from pipeline.atomic_files import write_atomically
+from pipeline.results_schema import DeploymentResults, Gate, Results, TestingPhase
 
 DOTENV_PREFIX = "MLOPS_"
 DOTENV_MAX_VARIABLES = 20  # the smallest per-plan limit GitLab applies
@@ -50,7 +52,7 @@ _INVALID_XML_CHARS = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\
 
 
 # --------------------------------------------------------------------------- writing
-def write_reports(results: Mapping[str, Any], *, dotenv_file: str | os.PathLike[str] | None = None,
+def write_reports(results: Results, *, dotenv_file: str | os.PathLike[str] | None = None,
                   junit_xml: str | os.PathLike[str] | None = None,
                   metrics_file: str | os.PathLike[str] | None = None) -> list[str]:
     """Write each report asked for; return one line per report that could not be written."""
@@ -67,43 +69,29 @@ def write_reports(results: Mapping[str, Any], *, dotenv_file: str | os.PathLike[
     return problems
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, target)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return target
-
-
 # --------------------------------------------------------------------------- dotenv
-def dotenv_variables(results: Mapping[str, Any]) -> dict[str, str]:
+def dotenv_variables(results: Results) -> dict[str, str]:
     """The variables a later CI job needs, by name (with the ``MLOPS_`` prefix), as safe strings."""
-    summary = results.get("summary") or {}
-    gate = results.get("gate") or {}
-    deployment = _deployment(results)
-    version, url = summary.get("endpoint_version"), summary.get("endpoint_url")
-    if deployment:  # what serves now: nothing after a failed first deployment was removed
-        version = deployment.get("serving_version")
+    summary = results.summary
+    deployment = results.deployment
+    version, url = summary.endpoint_version, summary.endpoint_url
+    if deployment is not None:  # what serves now: nothing after a failed first deployment was removed
+        version = deployment.serving_version
         url = url if version else None
     values = {
-        "PIPELINE_STATUS": results.get("pipeline_status"),
-        "EXIT_CODE": results.get("exit_code"),
-        "RUN_ID": results.get("run_id"),
-        "MODE": results.get("mode"),
-        "TRAINING_JOB": summary.get("training_job"),
-        "TRAINING_ACCURACY": summary.get("training_accuracy"),
-        "GATE_DECISION": gate.get("decision"),
-        "ENDPOINT_NAME": summary.get("endpoint_name"),
+        "PIPELINE_STATUS": results.pipeline_status,
+        "EXIT_CODE": results.exit_code,
+        "RUN_ID": results.run_id,
+        "MODE": results.mode,
+        "TRAINING_JOB": summary.training_job,
+        "TRAINING_ACCURACY": summary.training_accuracy,
+        "GATE_DECISION": results.gate.decision if results.gate else None,
+        "ENDPOINT_NAME": summary.endpoint_name,
         "ENDPOINT_URL": url,
         "ENDPOINT_VERSION": version,
-        "DEPLOYMENT_OCCURRED": summary.get("deployment_occurred"),
-        "DEPLOYMENT_STATE": deployment.get("final_state"),
-        "TESTING_PASSED": summary.get("testing_passed"),
+        "DEPLOYMENT_OCCURRED": summary.deployment_occurred,
+        "DEPLOYMENT_STATE": deployment.final_state if deployment else None,
+        "TESTING_PASSED": summary.testing_passed,
     }
     return {DOTENV_PREFIX + key: dotenv_value(value) for key, value in values.items()}
 
@@ -116,7 +104,7 @@ def dotenv_value(value: Any) -> str:
     return text[:DOTENV_MAX_VALUE_CHARS]
 
 
-def render_dotenv(results: Mapping[str, Any]) -> bytes:
+def render_dotenv(results: Results) -> bytes:
     lines: list[str] = []
     size = 0
     for key, value in dotenv_variables(results).items():
@@ -131,21 +119,19 @@ def render_dotenv(results: Mapping[str, Any]) -> bytes:
 
 
 # --------------------------------------------------------------------------- metrics
-def metric_values(results: Mapping[str, Any]) -> dict[str, float]:
-    phases = results.get("phases") or {}
-    evaluation = (phases.get("training") or {}).get("evaluation_results") or {}
-    tests = (phases.get("testing") or {}).get("test_summary") or {}
+def metric_values(results: Results) -> dict[str, float]:
+    evaluation, tests = results.evaluation, results.test_summary
     values = {
-        "mlops_training_accuracy": evaluation.get("accuracy", (results.get("summary") or {}).get("training_accuracy")),
+        "mlops_training_accuracy": evaluation.get("accuracy", results.summary.training_accuracy),
         "mlops_cv_mean_accuracy": evaluation.get("cv_mean_accuracy"),
-        "mlops_endpoint_latency_p95_ms": tests.get("p95_latency_ms"),
-        "mlops_endpoint_throughput_rps": tests.get("throughput_rps"),
+        "mlops_endpoint_latency_p95_ms": tests.p95_latency_ms,
+        "mlops_endpoint_throughput_rps": tests.throughput_rps,
     }
     return {name: float(value) for name, value in values.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
 
 
-def render_metrics(results: Mapping[str, Any]) -> bytes:
+def render_metrics(results: Results) -> bytes:
     return "".join(f"{name} {_number(value)}\n" for name, value in metric_values(results).items()).encode()
 
 
@@ -184,16 +170,15 @@ class _Suite:
         self.element.set("time", _number(self.time))
 
 
-def junit_tree(results: Mapping[str, Any]) -> ET.ElementTree:
+def junit_tree(results: Results) -> ET.ElementTree:
     """Test suites ``gate``, ``endpoint tests``, ``deployment`` and ``pipeline``, each when it applies."""
     root = ET.Element("testsuites", name="mlops-pipeline")
     suites: list[_Suite] = []
-    mode = results.get("mode") or "full"
-    error = results.get("error") or {}
-    not_run = f"not run: {error['message']}" if error.get("message") else "not run: the run stopped before it"
+    error = results.error
+    not_run = f"not run: {error.message}" if error and error.message else "not run: the run stopped before it"
 
-    gate = results.get("gate")
-    if gate or mode in GATE_MODES:
+    gate = results.gate
+    if gate or results.mode in GATE_MODES:
         suite = _Suite(root, "gate")
         suites.append(suite)
         if gate:
@@ -202,21 +187,21 @@ def junit_tree(results: Mapping[str, Any]) -> ET.ElementTree:
             suite.case("minimum_accuracy", skipped=not_run)
             suite.case("accuracy_threshold", skipped=not_run)
 
-    testing = (results.get("phases") or {}).get("testing")
-    if testing or mode in ENDPOINT_TEST_MODES:
+    testing = results.phases.testing
+    if testing or results.mode in ENDPOINT_TEST_MODES:
         suite = _Suite(root, "endpoint tests")
         suites.append(suite)
         if testing:
             _endpoint_cases(suite, testing)
         else:
             reason = not_run
-            if gate and not gate.get("deploys", gate.get("decision") == "deploy") and not error:
-                reason = f"not run: nothing was deployed (gate {gate.get('decision')}: {gate.get('reason')})"
+            if gate and not (gate.deploys or gate.decision == "deploy") and not error:
+                reason = f"not run: nothing was deployed (gate {gate.decision}: {gate.reason})"
             for name in ENDPOINT_CHECKS:
                 suite.case(name, skipped=reason)
 
-    deployment = _deployment(results)
-    if deployment:
+    deployment = results.deployment
+    if deployment is not None:
         suite = _Suite(root, "deployment")
         suites.append(suite)
         _deployment_case(suite, deployment, results)
@@ -224,9 +209,8 @@ def junit_tree(results: Mapping[str, Any]) -> ET.ElementTree:
     if error:
         suite = _Suite(root, "pipeline")
         suites.append(suite)
-        message = f"exit code {error.get('exit_code')}: {error.get('message')}"
-        suite.case("run", error=message, details={"hint": error.get("hint"), "run_id": results.get("run_id"),
-                                                  "resume_command": results.get("resume_command")})
+        suite.case("run", error=f"exit code {error.exit_code}: {error.message}",
+                   details={"hint": error.hint, "run_id": results.run_id, "resume_command": results.resume_command})
 
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     total_time = 0.0
@@ -237,30 +221,29 @@ def junit_tree(results: Mapping[str, Any]) -> ET.ElementTree:
             totals[key] += suite.counts[key]
     for key, count in totals.items():
         root.set(key, str(count))
-    duration = results.get("total_duration_seconds")
-    root.set("time", _number(duration if isinstance(duration, (int, float)) else total_time))
+    duration = results.total_duration_seconds
+    root.set("time", _number(duration if duration is not None else total_time))
     tree = ET.ElementTree(root)
     ET.indent(tree)
     return tree
 
 
-def render_junit(results: Mapping[str, Any]) -> bytes:
+def render_junit(results: Results) -> bytes:
     return ET.tostring(junit_tree(results).getroot(), encoding="utf-8", xml_declaration=True) + b"\n"
 
 
-def _gate_cases(suite: _Suite, gate: Mapping[str, Any], results: Mapping[str, Any]) -> None:
-    metric = gate.get("metric", "accuracy")
-    value, threshold, minimum = gate.get("value"), gate.get("threshold"), gate.get("minimum")
+def _gate_cases(suite: _Suite, gate: Gate, results: Results) -> None:
+    metric, value, threshold, minimum = gate.metric, gate.value, gate.threshold, gate.minimum
     properties = ET.SubElement(suite.element, "properties")
     for key in ("decision", "metric", "value", "threshold", "minimum"):
-        ET.SubElement(properties, "property", name=key, value=_xml(_plain(gate.get(key))))
-    ET.SubElement(properties, "property", name="run_id", value=_xml(_plain(results.get("run_id"))))
+        ET.SubElement(properties, "property", name=key, value=_xml(_plain(getattr(gate, key))))
+    ET.SubElement(properties, "property", name="run_id", value=_xml(_plain(results.run_id)))
     minimum_details = {"metric": metric, "value": value, "minimum_accuracy": minimum,
-                       "training_job": (results.get("summary") or {}).get("training_job")}
-    details = {**minimum_details, "accuracy_threshold": threshold, "interval_95": gate.get("interval"),
-               "decision": gate.get("decision"), "reason": gate.get("reason"), "warning": gate.get("warning")}
-    if not all(isinstance(x, (int, float)) for x in (value, threshold, minimum)):
-        suite.case("minimum_accuracy", error=f"gate without numbers: {gate.get('reason')}", details=details)
+                       "training_job": results.summary.training_job}
+    details = {**minimum_details, "accuracy_threshold": threshold, "interval_95": gate.interval,
+               "decision": gate.decision, "reason": gate.reason, "warning": gate.warning}
+    if value is None or threshold is None or minimum is None:
+        suite.case("minimum_accuracy", error=f"gate without numbers: {gate.reason}", details=details)
         return
     shown = f"{metric} {_number(value)}"
     if value < minimum:
@@ -277,8 +260,8 @@ def _gate_cases(suite: _Suite, gate: Mapping[str, Any], results: Mapping[str, An
         suite.case("accuracy_threshold", details=details)
 
 
-def _endpoint_cases(suite: _Suite, testing: Mapping[str, Any]) -> None:
-    checks = testing.get("checks") or {}
+def _endpoint_cases(suite: _Suite, testing: TestingPhase) -> None:
+    checks = testing.checks
     health_failed = not (checks.get("health") or {}).get("passed", False)
     names = list(ENDPOINT_CHECKS) + [name for name in checks if name not in ENDPOINT_CHECKS]
     for name in names:
@@ -294,20 +277,20 @@ def _endpoint_cases(suite: _Suite, testing: Mapping[str, Any]) -> None:
             suite.case(name, failure=f"{name}: {check.get('reason') or 'failed'}", details=details, seconds=seconds)
 
 
-def _deployment_case(suite: _Suite, deployment: Mapping[str, Any], results: Mapping[str, Any]) -> None:
-    state = deployment.get("final_state")
-    rollback = results.get("rollback") or {}
-    details = {key: deployment.get(key) for key in ("final_state", "endpoint_name", "version", "previous_version",
-                                                    "serving_version", "training_job", "detail")}
-    details["rollback_reason"] = rollback.get("reason")
-    seconds = deployment.get("deployment_duration")
-    seconds = seconds if isinstance(seconds, (int, float)) else None
-    version = deployment.get("version")
+def _deployment_case(suite: _Suite, deployment: DeploymentResults, results: Results) -> None:
+    state = deployment.final_state
+    rollback = results.rollback
+    details: dict[str, Any] = {key: getattr(deployment, key) for key in (
+        "final_state", "endpoint_name", "version", "previous_version", "serving_version", "training_job", "detail")}
+    details["rollback_reason"] = rollback.reason if rollback else None
+    seconds = deployment.deployment_duration
+    version = deployment.version
     if state == "deployed":
         suite.case("deployment", details=details, seconds=seconds)
         return
-    reason = rollback.get("reason") or deployment.get("reason") or (results.get("error") or {}).get("message")
-    serving = deployment.get("serving_version") or "nothing"
+    reason = (rollback.reason if rollback else None) or deployment.reason or \
+        (results.error.message if results.error else None)
+    serving = deployment.serving_version or "nothing"
     if state == "failed":
         message = f"version {version} failed its tests and stays serving (rollback_on_failure is off): {reason}"
     elif state == "rollback_failed":
@@ -318,10 +301,6 @@ def _deployment_case(suite: _Suite, deployment: Mapping[str, Any], results: Mapp
 
 
 # --------------------------------------------------------------------------- helpers
-def _deployment(results: Mapping[str, Any]) -> Mapping[str, Any]:
-    return ((results.get("phases") or {}).get("deployment") or {}).get("deployment_results") or {}
-
-
 def _number(value: float | int) -> str:
     return repr(round(float(value), 6)) if math.isfinite(value) else str(value)
 

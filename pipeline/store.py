@@ -98,13 +98,20 @@ class DeploymentStore:
         self.path = self.directory / DB_FILENAME
         conn = self._connect()
         try:
-            conn.executescript(SCHEMA)
+            # One writer at a time: two commands opening a new or older store at once must not both
+            # create or migrate it.
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
             for table, columns in MIGRATIONS.items():
                 present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
                 for column, kind in columns.items():
                     if column not in present:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            conn.execute("COMMIT")
         except sqlite3.DatabaseError as err:
+            _rollback_quietly(conn)
             raise self._unusable(err) from None
         finally:
             conn.close()

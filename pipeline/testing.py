@@ -9,75 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import requests
 
 from pipeline.config import PipelineConfig
+from pipeline.container import inference
+from pipeline.endpoint_client import VERSION_HEADER, EndpointClient, EndpointDown, Reply
+from pipeline.errors import ExitCode, PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.jobs import TrainingJob
 
 log = logging.getLogger(__name__)
-
-VERSION_HEADER = "X-Model-Version"
-
-
-class EndpointDown(ConnectionError):
-    """The endpoint is gone for good (its process exited): waiting longer cannot make it healthy."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-class EndpointClient(Protocol):
-    """What the tester needs from an endpoint, whatever serves it."""
-
-    url: str
-
-    def ping(self) -> Reply: ...
-
-    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> Reply: ...
-
-
-class HttpEndpointClient:
-    """HTTP to a server speaking the SageMaker serving contract (``/ping``, ``/invocations``)."""
-
-    def __init__(self, url: str, timeout: float = 10.0, token: str | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
-
-    def _reply(self, response: requests.Response) -> Reply:
-        return Reply(response.status_code, response.headers, response.content)  # case-insensitive
-
-    def ping(self) -> Reply:
-        return self._reply(self._session().get(f"{self.url}/ping", timeout=self.timeout, headers=self._headers))
-
-    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> Reply:
-        headers = {**self._headers, "Content-Type": content_type, "Accept": accept}
-        return self._reply(self._session().post(f"{self.url}/invocations", data=body, headers=headers,
-                                                timeout=self.timeout))
-
 
 @dataclass
 class TestReport:
@@ -133,6 +82,21 @@ class EndpointTester:
         self.client = client
         self.config = config
         self.expected_version = expected_version
+
+    def run_for(self, job: "TrainingJob") -> TestReport:
+        """Test the endpoint with the job's held-out rows, against the job's own model (sha256-verified).
+
+        The reference is scikit-learn's own ``predict``, not the serving hooks' fast path, so the
+        parity check also checks that path.
+        """
+        features, labels = job.heldout()
+        try:
+            model = inference.model_fn(str(job.model_dir), job.model_sha256)
+        except inference.ModelIntegrityError as err:
+            raise PipelineError(f"training job {job.name!r}: {err}", ExitCode.FAILURE) from None
+        offline = model.predict(features.to_numpy(dtype=float))
+        return self.run(features, labels, offline, feature_lines=job.heldout_feature_lines(),
+                        recorded_accuracy=job.metrics.get("accuracy"))
 
     def run(self, features: pd.DataFrame, labels: pd.Series, offline_predictions: np.ndarray,
             feature_lines: list[str] | None = None, recorded_accuracy: float | None = None) -> TestReport:

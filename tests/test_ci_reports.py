@@ -18,9 +18,10 @@ import yaml
 
 from pipeline import cli as cli_module
 from pipeline.config import load_config
-from pipeline.logs import configure_logging, phase_of, set_run_id
+from pipeline.logs import configure_logging, log_phase, phase_of, set_run_id
 from pipeline.orchestrator import Orchestrator
 from pipeline.reports import DOTENV_KEY, render_dotenv, render_junit, render_metrics
+from pipeline.results_schema import Results
 from pipeline.training import TrainingPipeline
 from tests.conftest import REPO, run_script, stop_servers_under
 from tests.served_models import ServedDifferently
@@ -77,8 +78,8 @@ def junit_cases(data: bytes) -> dict[str, dict[str, str]]:
     return cases
 
 
-def _results(**changes: Any) -> dict[str, Any]:
-    """A held model's results, as the orchestrator writes them."""
+def _results(**changes: Any) -> Results:
+    """A held model's results, as the orchestrator writes them (and the reports read them back)."""
     results: dict[str, Any] = {
         "run_id": "20250823T120000Z-0123abcd", "mode": "full", "pipeline_status": "held", "exit_code": 3,
         "summary": {"training_accuracy": 0.9333333333, "training_job": "iris-classifier-20250823-120000",
@@ -91,7 +92,7 @@ def _results(**changes: Any) -> dict[str, Any]:
         "rollback": None, "error": None,
     }
     results.update(changes)
-    return results
+    return Results.model_validate(results)
 
 
 # --------------------------------------------------------------------------- dotenv
@@ -144,7 +145,7 @@ def test_junit_says_why_the_gate_held_the_model_with_the_numbers():
 
 
 def test_junit_rejected_model_fails_both_gate_checks():
-    gate = {**_results()["gate"], "decision": "rejected", "value": 0.8}
+    gate = {**_results().gate.model_dump(), "decision": "rejected", "value": 0.8}
     cases = junit_cases(render_junit(_results(gate=gate, pipeline_status="rejected")))
     assert "0.8 is below minimum_accuracy 0.9: the model is rejected" in cases["gate/minimum_accuracy"]["message"]
     assert "the model is rejected, nothing was deployed" in cases["gate/accuracy_threshold"]["message"]
@@ -218,7 +219,7 @@ class ServedDifferentlyPipeline(TrainingPipeline):
 def test_cli_reports_say_why_a_deployment_was_rolled_back(pipeline, workdir):
     config, sources = load_config(env={}, flags={"cv_folds": 3}, search_default_file=False)
     job = Orchestrator(config, sources, mode="training",
-                       training_pipeline=ServedDifferentlyPipeline(config)).run()["summary"]["training_job"]
+                       training_pipeline=ServedDifferentlyPipeline(config)).run().training_job
     result = pipeline("--mode", "deployment", "--training-job", job, *_report_flags(workdir))
     assert result.exit_code == 1
     dotenv, cases, metrics = _reports(workdir)
@@ -300,24 +301,28 @@ def test_json_log_lines_are_scrubbed_and_hold_the_traceback_on_one_line(tmp_path
     assert "s3cr3t-token" not in lines[0] and "RuntimeError" in entry["exception"]
 
 
-@pytest.mark.parametrize(("name", "function", "phase"), [
-    ("pipeline.training", "fit", "training"),
-    ("pipeline.testing", "check_health", "testing"),
-    ("pipeline.notifications", "notify", "notifications"),
+@pytest.mark.parametrize(("name", "current_phase", "phase"), [
+    ("pipeline.training", "gate", "training"),
+    ("pipeline.testing", None, "testing"),
+    ("pipeline.notifications", "deployment", "notifications"),
     ("pipeline.orchestrator", "gate", "gate"),
-    ("pipeline.orchestrator", "roll_back", "rollback"),
-    ("pipeline.orchestrator", "run", "pipeline"),
-    ("pipeline", "run_pipeline", "pipeline"),
+    ("pipeline.orchestrator", "rollback", "rollback"),
+    ("pipeline.orchestrator", None, "pipeline"),
+    ("pipeline", None, "pipeline"),
 ])
-def test_phase_comes_from_the_logger_and_the_orchestrator_step(name, function, phase):
-    record = logging.LogRecord(name, logging.INFO, __file__, 1, "x", (), None, func=function)
-    assert phase_of(record) == phase
+def test_phase_comes_from_the_logger_or_the_phase_the_orchestrator_is_in(name, current_phase, phase):
+    record = logging.LogRecord(name, logging.INFO, __file__, 1, "x", (), None)
+    if current_phase is None:
+        assert phase_of(record) == phase
+    else:
+        with log_phase(current_phase):
+            assert phase_of(record) == phase
 
 
 # --------------------------------------------------------------------------- the console summary
 def test_summary_has_emoji_only_on_a_terminal(capsys, monkeypatch):
-    results = {**_results(pipeline_status="success"), "total_duration_seconds": 1.0, "results_file": "r.json"}
-    results["summary"] = {**results["summary"], "deployment_occurred": True, "testing_passed": True}
+    summary = {**_results().summary.model_dump(), "deployment_occurred": True, "testing_passed": True}
+    results = _results(pipeline_status="success", total_duration_seconds=1.0, results_file="r.json", summary=summary)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
     cli_module.print_summary(results)
     plain = capsys.readouterr().out

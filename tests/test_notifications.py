@@ -4,6 +4,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+from dataclasses import replace
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import PipelineConfig
+from pipeline.run_record import RunSummary
 from pipeline.notifications import (
     EVENTS,
     MAX_RETRY_AFTER_SECONDS,
@@ -32,23 +34,23 @@ pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SUMMARY: dict[str, Any] = {
-    "pipeline_status": "failed",
-    "run_id": "run-42",
-    "mode": "full",
-    "backend": "local",
-    "training_job": "iris-classifier-20240101-000000",
-    "gate": {"decision": "deploy", "metric": "accuracy", "value": 0.966667, "threshold": 0.95, "minimum": 0.9,
-             "reason": "accuracy 96.67% meets the deploy threshold 95.00%"},
-    "endpoint_name": "iris-model-prod",
-    "endpoint_url": "http://127.0.0.1:8080",
-    "version": "v7",
-    "previous_version": "v6",
-    "final_state": "rolled_back",
-    "rollback_reason": "p95 latency 1450 ms above the 1000 ms limit",
-    "duration_seconds": 83.4,
-    "message": "the new model failed its live tests and was rolled back",
-}
+SUMMARY = RunSummary(
+    status="failed",
+    run_id="run-42",
+    mode="full",
+    backend="local",
+    training_job="iris-classifier-20240101-000000",
+    gate_decision="deploy", gate_metric="accuracy", gate_value=0.966667, gate_threshold=0.95, gate_minimum=0.9,
+    gate_reason="accuracy 96.67% meets the deploy threshold 95.00%",
+    endpoint_name="iris-model-prod",
+    endpoint_url="http://127.0.0.1:8080",
+    version="v7",
+    previous_version="v6",
+    final_state="rolled_back",
+    rollback_reason="p95 latency 1450 ms above the 1000 ms limit",
+    duration_seconds=83.4,
+    message="the new model failed its live tests and was rolled back",
+)
 
 
 def make_config(**settings: Any) -> PipelineConfig:
@@ -70,7 +72,7 @@ def slack_notifier(receiver_url: str, **settings: Any) -> tuple[Notifier, list[f
     return make_notifier(make_config(slack_webhook_url=receiver_url, **settings))
 
 
-def notify_and_close(notifier: Notifier, event: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
+def notify_and_close(notifier: Notifier, event: str, summary: RunSummary) -> list[dict[str, Any]]:
     """One event, then the end of the run: the deliveries it produced."""
     notifier.notify(event, summary)
     return notifier.close()
@@ -86,7 +88,7 @@ def all_text(payload: dict[str, Any]) -> str:
 def test_slack_message_shows_status_gate_endpoint_version_duration_and_rollback_reason(slack: SlackReceiver) -> None:
     notifier, _ = slack_notifier(slack.url)
 
-    notify_and_close(notifier, "rolled_back", {**SUMMARY, "pipeline_status": "running"})
+    notify_and_close(notifier, "rolled_back", replace(SUMMARY, status="running"))
 
     [payload] = slack.requests
     assert payload["blocks"][0]["type"] == "header"
@@ -231,7 +233,7 @@ def test_events_not_in_notify_events_are_not_sent(slack: SlackReceiver) -> None:
     notifier.notify("gate_decision", SUMMARY)
     notifier.notify("pipeline_finished", SUMMARY)
     assert [record["event"] for record in notifier.close()] == ["pipeline_finished"]
-    assert [p["text"] for p in slack.requests] == [Message.build("pipeline_finished", SUMMARY, "run-42").subject]
+    assert [p["text"] for p in slack.requests] == [Message.build("pipeline_finished", SUMMARY).subject]
 
 
 def test_default_notify_events_skip_pipeline_started(slack: SlackReceiver) -> None:
@@ -268,29 +270,28 @@ def test_delivery_record_has_the_documented_keys(slack: SlackReceiver) -> None:
     assert notifier.deliveries == [record]
 
 
-def test_odd_summary_values_still_produce_a_message(slack: SlackReceiver) -> None:
+def test_a_summary_with_nothing_known_yet_still_produces_a_message(slack: SlackReceiver) -> None:
     notifier, _ = slack_notifier(slack.url)
 
-    [record] = notify_and_close(notifier, "pipeline_finished", {"gate": "not a dict", "duration_seconds": "n/a",
-                                                      "version": None, "pipeline_status": 3})
+    [record] = notify_and_close(notifier, "pipeline_finished", RunSummary(run_id="run-42", status="running"))
 
     assert record["delivered"]
-    assert "n/a" in all_text(slack.requests[0])
+    assert "Pipeline finished: running" in all_text(slack.requests[0])
 
 
 @pytest.mark.parametrize(("event", "summary", "expected"), [
-    ("rollback_failed", {"pipeline_status": "running"}, "error"),
-    ("pipeline_finished", {"pipeline_status": "failed"}, "error"),
-    ("tests_failed", {"pipeline_status": "running"}, "warning"),
-    ("rolled_back", {"pipeline_status": "running"}, "warning"),
-    ("gate_decision", {"pipeline_status": "held", "gate": {"decision": "held"}}, "warning"),
-    ("pipeline_finished", {"pipeline_status": "rejected"}, "warning"),
-    ("gate_decision", {"pipeline_status": "running", "gate": {"decision": "deploy"}}, "info"),
-    ("pipeline_finished", {"pipeline_status": "success"}, "info"),
-    ("pipeline_started", {}, "info"),
+    ("rollback_failed", {"status": "running"}, "error"),
+    ("pipeline_finished", {"status": "failed"}, "error"),
+    ("tests_failed", {"status": "running"}, "warning"),
+    ("rolled_back", {"status": "running"}, "warning"),
+    ("gate_decision", {"status": "held", "gate_decision": "held"}, "warning"),
+    ("pipeline_finished", {"status": "rejected"}, "warning"),
+    ("gate_decision", {"status": "running", "gate_decision": "deploy"}, "info"),
+    ("pipeline_finished", {"status": "success"}, "info"),
+    ("pipeline_started", {"status": "running"}, "info"),
 ])
 def test_severity_follows_the_outcome(event: str, summary: dict[str, Any], expected: str) -> None:
-    assert severity_for(event, summary) == expected
+    assert severity_for(event, RunSummary(run_id="run-1", **summary)) == expected
 
 
 # --------------------------------------------------------------------------- strict mode
@@ -354,7 +355,7 @@ def test_events_are_delivered_in_order_by_one_worker(slack: SlackReceiver) -> No
     expected = ["gate_decision", "deployment_succeeded", "pipeline_finished"]
     assert [record["event"] for record in records] == expected
     assert [payload["text"] for payload in slack.requests] == [
-        Message.build(event, SUMMARY, "run-42").subject for event in expected]
+        Message.build(event, SUMMARY).subject for event in expected]
 
 
 def test_close_gives_up_on_a_delivery_still_in_flight_when_the_budget_runs_out(slack: SlackReceiver) -> None:
@@ -378,6 +379,7 @@ def test_deliveries_are_final_once_close_returned(slack: SlackReceiver) -> None:
     slack.script(Reply(trickle=True))
     notifier = budget_notifier(slack.url, budget=0.5, run_id="run-final")
     notifier.notify("gate_decision", SUMMARY)
+    assert slack.arrived.wait(20)  # in flight (however slowly a loaded machine got it there)
     records = notifier.close()
 
     slack.release.set()  # the in-flight post now completes with 200
@@ -512,10 +514,10 @@ def test_a_delivery_still_in_flight_does_not_keep_the_process_alive(slack: Slack
     slack.script(Reply(trickle=True))  # the receiver keeps the post going until the test ends
     script = (
         "from pipeline.config import PipelineConfig\n"
-        "from pipeline.notifications import Notifier\n"
+        "from pipeline.notifications import Notifier\nfrom pipeline.run_record import RunSummary\n"
         f"config = PipelineConfig(slack_webhook_url={slack.url!r}, notification_budget_seconds=0.5)\n"
         "notifier = Notifier(config, 'run', env={})\n"
-        "notifier.notify('pipeline_finished', {})\n"
+        "notifier.notify('pipeline_finished', RunSummary(run_id='run', status='running'))\n"
         "print(notifier.close()[0]['error'])\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20,
@@ -536,7 +538,7 @@ def test_sns_publishes_subject_message_and_severity_attribute(sns_topic: Any) ->
 
     assert record["delivered"]
     [envelope] = sns_topic.read()
-    assert envelope["Subject"] == Message.build("rollback_failed", SUMMARY, "run-42").subject
+    assert envelope["Subject"] == Message.build("rollback_failed", SUMMARY).subject
     assert envelope["MessageAttributes"]["severity"] == {"Type": "String", "Value": "error"}
     assert "p95 latency 1450 ms above the 1000 ms limit" in envelope["Message"]
     assert "deploy: accuracy 0.9667" in envelope["Message"]
@@ -545,7 +547,7 @@ def test_sns_publishes_subject_message_and_severity_attribute(sns_topic: Any) ->
 def test_sns_subject_is_cut_to_the_sns_limit(sns_topic: Any) -> None:
     notifier, _ = make_notifier(make_config(sns_topic_arn=sns_topic.arn))
 
-    [record] = notify_and_close(notifier, "gate_decision", {**SUMMARY, "endpoint_name": "e" * 300})
+    [record] = notify_and_close(notifier, "gate_decision", replace(SUMMARY, endpoint_name="e" * 300))
 
     assert record["delivered"]
     [envelope] = sns_topic.read()
@@ -568,10 +570,10 @@ def test_the_local_path_does_not_import_boto3(closed_port: int) -> None:
     script = (
         "import sys\n"
         "from pipeline.config import PipelineConfig\n"
-        "from pipeline.notifications import Notifier\n"
+        "from pipeline.notifications import Notifier\nfrom pipeline.run_record import RunSummary\n"
         f"config = PipelineConfig(slack_webhook_url='http://127.0.0.1:{closed_port}/hook', notification_retries=0)\n"
         "notifier = Notifier(config, 'run', env={})\n"
-        "notifier.notify('pipeline_finished', {})\n"
+        "notifier.notify('pipeline_finished', RunSummary(run_id='run', status='running'))\n"
         "print(notifier.close()[0]['attempts'])\n"
         "print('boto3' in sys.modules, 'botocore' in sys.modules)\n"
     )
@@ -607,7 +609,7 @@ def test_email_over_starttls_logs_in_after_tls_and_sends_plain_text(smtp_server:
     [received] = recorder.messages
     assert received.tls and received.rcpt_tos == ["ops@example.com", "ml@example.com"]
     parsed = email.message_from_bytes(received.content, policy=email.policy.default)
-    assert parsed["Subject"] == Message.build("rolled_back", SUMMARY, "run-42").subject
+    assert parsed["Subject"] == Message.build("rolled_back", SUMMARY).subject
     assert parsed.get_content_type() == "text/plain"
     assert "Rollback reason: p95 latency 1450 ms above the 1000 ms limit" in parsed.get_content()
 

@@ -113,8 +113,7 @@ def test_second_deployment_switches_the_stable_url_to_the_new_version(pipeline):
 
 def _train_job(workdir: Path, training: type[TrainingPipeline] = TrainingPipeline, **settings) -> str:
     config, sources = load_config(env={}, flags={"cv_folds": 3, **settings}, search_default_file=False)
-    results = Orchestrator(config, sources, mode="training", training_pipeline=training(config)).run()
-    return results["summary"]["training_job"]
+    return Orchestrator(config, sources, mode="training", training_pipeline=training(config)).run().training_job
 
 
 class ServedDifferentlyPipeline(TrainingPipeline):
@@ -239,7 +238,7 @@ def test_custom_training_pipeline_and_evaluation_are_used(workdir):
     config, sources = load_config(env={}, flags={"cv_folds": 3, "gate_metric": "f1_macro"},
                                   search_default_file=False)
     training = ServedDifferentlyPipeline(config, custom_evaluations=[custom_evaluation])
-    results = Orchestrator(config, sources, mode="training", training_pipeline=training).run()
+    results = Orchestrator(config, sources, mode="training", training_pipeline=training).run().to_json()
     assert results["phases"]["training"]["evaluation_results"]["f1_macro"] > 0.9
     assert results["gate"]["metric"] == "f1_macro"
 

@@ -309,7 +309,7 @@ def test_cleanup_prefix_deletes_what_the_seed_cleanup_script_did_and_spares_othe
     from pipeline.config import load_config
 
     config, _ = load_config(env={}, flags={"role_arn": ROLE}, search_default_file=False)
-    removed = SageMakerBackend(config, DeploymentStore(".mlops")).cleanup_prefix("iris-model")
+    removed = SageMakerBackend(config, DeploymentStore(".mlops")).remove_by_prefix("iris-model")
     assert removed["endpoints"] == ["iris-model"]
     remaining = sm().describe_endpoint(EndpointName="fraud-model")["EndpointConfigName"]
     assert [c["EndpointConfigName"] for c in sm().list_endpoint_configs()["EndpointConfigs"]] == [remaining]

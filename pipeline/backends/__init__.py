@@ -23,7 +23,8 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def load_backend(name: str, config: "PipelineConfig", store: "DeploymentStore") -> "Backend":
+def load_backend(name: str, config: "PipelineConfig", store: "DeploymentStore",
+                 run_id: str | None = None) -> "Backend":
     if name not in BACKENDS:
         raise PipelineError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[name].split(":")
@@ -37,4 +38,4 @@ def load_backend(name: str, config: "PipelineConfig", store: "DeploymentStore") 
         raise PipelineError(
             f"backend {name!r} needs the Python package {err.name!r}: pip install -r requirements.txt"
         ) from None
-    return getattr(module, class_name)(config, store)
+    return getattr(module, class_name)(config, store, run_id)

@@ -16,16 +16,19 @@ Backends report facts (which version serves, which process, which URL); the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.outcomes import FinalState
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
     from pipeline.store import DeploymentStore
-    from pipeline.testing import EndpointClient
-    from pipeline.training import TrainingJob, TrainingPipeline
+    from pipeline.endpoint_client import EndpointClient
+    from pipeline.jobs import TrainingJob
+    from pipeline.training import TrainingPipeline
 
 
 class DeploymentError(PipelineError):
@@ -35,36 +38,52 @@ class DeploymentError(PipelineError):
         super().__init__(message, ExitCode.FAILURE, hint)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Server:
+    """Where a version is reached and what runs it: the facts the store records about an endpoint.
+
+    A backend fills in what it has (a local server: host, port, pid and role; SageMaker: the
+    resource names); ``DeploymentPipeline`` records them without interpreting them.
+    """
+
+    url: str
+    host: str | None = None
+    port: int | None = None
+    pid: int | None = None
+    role: str | None = None
+    resources: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Staged:
     """A new version made reachable for testing."""
 
     endpoint_name: str
     version: str
     previous_version: str | None
-    test_url: str  # where the tests reach the new version
-    stable_url: str  # where clients reach the endpoint
-    kind: str  # "candidate": beside the stable version; "direct": already at the stable URL
-    handle: dict[str, Any] = field(default_factory=dict)  # backend-specific (pids, ports, config names)
+    candidate: Server  # where the tests reach the new version
+    stable: Server  # where clients reach the endpoint
+    beside_stable: bool  # True: a candidate beside the serving version; False: already at the stable URL
+    restarted: Server | None = None  # the stable server, brought back on previous_version before staging
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a deployment ended, in the words results and history use."""
+    """How a deployment (or a rollback) ended, in the words results and history use."""
 
-    status: str  # deployed | kept_previous | rolled_back | rollback_failed | removed | failed
+    status: FinalState
     serving_version: str | None
     detail: str
-    facts: dict[str, Any] = field(default_factory=dict)  # e.g. the pid of a restarted server
+    stable: Server | None = None  # the stable server afterwards, when it changed (e.g. restarted)
 
 
 class Backend(ABC):
     TYPE: ClassVar[str]
 
-    def __init__(self, config: "PipelineConfig", store: "DeploymentStore") -> None:
+    def __init__(self, config: "PipelineConfig", store: "DeploymentStore", run_id: str | None = None) -> None:
         self.config = config
         self.store = store
-        self.run_id: str | None = None  # set by the orchestrator: resources a run creates can carry it
+        self.run_id = run_id  # resources and processes a run creates carry it (None: a command outside a run)
 
     @abstractmethod
     def train(self, training: "TrainingPipeline") -> "TrainingJob":
@@ -75,9 +94,12 @@ class Backend(ABC):
         """Make ``version`` reachable for testing without disturbing what serves now."""
 
     @abstractmethod
-    def client(self, url: str, endpoint_name: str | None = None,
-               handle: dict[str, Any] | None = None) -> "EndpointClient":
-        """A client the endpoint tests use to reach ``url`` (``handle``: what ``stage`` returned)."""
+    def client(self, endpoint_name: str, server: Server) -> "EndpointClient":
+        """A client that reaches ``server`` of ``endpoint_name`` (a staged candidate, or the stable one)."""
+
+    @abstractmethod
+    def serving(self, endpoint_name: str) -> Server:
+        """The endpoint's stable server as the store recorded it (for tests of what serves now)."""
 
     @abstractmethod
     def promote(self, staged: Staged) -> Outcome:
@@ -100,9 +122,9 @@ class Backend(ABC):
 
         Returns ``interrupted`` with the version that serves now, or ``removed``.
         """
-        return Outcome("interrupted", deployment["from_version"], "nothing to repair")
+        return Outcome(FinalState.INTERRUPTED, deployment["from_version"], "nothing to repair")
 
-    def prestart(self, endpoint_name: str, run_id: str) -> None:
+    def prestart(self, endpoint_name: str) -> None:
         """Start what serving needs while the model trains, with the endpoint lock held (a backend may
         do nothing). What it starts dies with the pipeline unless a deployment uses it."""
 
@@ -112,6 +134,10 @@ class Backend(ABC):
     def sweep(self, endpoint_name: str) -> list[str]:
         """Stop what serves for ``endpoint_name`` without the store or a live pipeline owning it
         (called under the endpoint lock); what was stopped, for the record."""
+        return []
+
+    def stop_abandoned(self) -> list[str]:
+        """Stop what a pipeline that died started before the store took it over; what was stopped."""
         return []
 
     def unrecorded_servers(self) -> dict[str, list[str]]:

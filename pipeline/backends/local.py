@@ -27,7 +27,8 @@ from typing import Any
 
 import requests
 
-from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
+from pipeline.atomic_files import write_atomically
+from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
 from pipeline.backends.server_processes import (
     OWNER_ENV,
     Owner,
@@ -52,8 +53,10 @@ from pipeline.serving import (
     ModelIntegrityError,
     verified_model_dir,
 )
-from pipeline.testing import EndpointDown, HttpEndpointClient, Reply
-from pipeline.training import TrainingJob, TrainingPipeline
+from pipeline.endpoint_client import EndpointDown, HttpEndpointClient, Reply
+from pipeline.jobs import TrainingJob
+from pipeline.outcomes import FinalState
+from pipeline.training import TrainingPipeline
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +154,7 @@ class LocalBackend(Backend):
                 "model_dir": str(job.model_dir.resolve()), "sha256": job.model_sha256,
                 "max_payload_mb": self.config.max_payload_mb,
                 "auth_file": str((self.endpoint_dir(name) / AUTH_FILE).resolve())}
-        _atomic_write(path, json.dumps(spec, indent=2))
+        write_atomically(path, json.dumps(spec, indent=2))
         return path
 
     def _write_auth(self, name: str) -> None:
@@ -161,7 +164,7 @@ class LocalBackend(Backend):
         token = os.environ.get(TOKEN_ENV)
         path = self.endpoint_dir(name) / AUTH_FILE
         if token:
-            _atomic_write(path, json.dumps({"token_sha256": hashlib.sha256(token.encode()).hexdigest()}), mode=0o600)
+            write_atomically(path, json.dumps({"token_sha256": hashlib.sha256(token.encode()).hexdigest()}), mode=0o600)
         elif path.is_file():
             log.warning("endpoint %s is token-protected and %s is not set: requests without the token get 401 "
                         "(delete %s to open it)", name, TOKEN_ENV, path)
@@ -179,7 +182,7 @@ class LocalBackend(Backend):
             verified_model_dir(json.loads(source.read_text()))
         except (ModelIntegrityError, OSError) as err:
             raise DeploymentError(f"version {version!r}: {err}") from None
-        _atomic_write(self.endpoint_dir(name) / CURRENT_POINTER, source.read_text())
+        write_atomically(self.endpoint_dir(name) / CURRENT_POINTER, source.read_text())
 
     def serving_pointer(self, name: str) -> dict[str, Any] | None:
         """The version the stable server is pointed at (what it serves after its next reload)."""
@@ -189,7 +192,7 @@ class LocalBackend(Backend):
     # --- prestarting: the server's imports overlap training ---
     _prestarted: dict[str, Any] | None = None
 
-    def prestart(self, endpoint_name: str, run_id: str) -> None:
+    def prestart(self, endpoint_name: str) -> None:
         """Start the next server now, waiting for its pointer, so its ~1 s of imports overlap training.
 
         Called with the endpoint lock held. Beside a live endpoint it is a candidate on a free
@@ -199,8 +202,8 @@ class LocalBackend(Backend):
         """
         row = self.store.endpoint(endpoint_name)
         if row and self._stable_alive(row):
-            kind, role, port = "candidate", f"candidate-{run_id}", free_port(self.config.endpoint_host)
-            pointer = self.endpoint_dir(endpoint_name) / "versions" / f".pending-{run_id}.json"
+            kind, role, port = "candidate", f"candidate-{self.run_id}", free_port(self.config.endpoint_host)
+            pointer = self.endpoint_dir(endpoint_name) / "versions" / f".pending-{self.run_id}.json"
         elif row is None:
             kind, role = "direct", "stable"
             port = self.config.endpoint_port or free_port(self.config.endpoint_host)
@@ -283,14 +286,18 @@ class LocalBackend(Backend):
         """The store now records the stable server: it no longer dies with this pipeline."""
         owner_path(self.endpoint_dir(endpoint_name), "stable").unlink(missing_ok=True)
 
-    def client(self, url: str, endpoint_name: str | None = None,
-               handle: dict[str, Any] | None = None) -> LocalEndpointClient:
-        pid = (handle or {}).get("pid")
-        role = (handle or {}).get("role", "stable")
-        log_file = self.endpoint_dir(endpoint_name) / f"{role}.log" if endpoint_name else None
-        marker = self.marker(endpoint_name, role) if endpoint_name else None
-        return LocalEndpointClient(url, self.config.request_timeout_seconds, os.environ.get(TOKEN_ENV), pid,
-                                   marker, log_file)
+    def client(self, endpoint_name: str, server: Server) -> LocalEndpointClient:
+        role = server.role or "stable"
+        return LocalEndpointClient(server.url, self.config.request_timeout_seconds, os.environ.get(TOKEN_ENV),
+                                   server.pid, self.marker(endpoint_name, role),
+                                   self.endpoint_dir(endpoint_name) / f"{role}.log")
+
+    def serving(self, endpoint_name: str) -> Server:
+        row = self.store.require_endpoint(endpoint_name)
+        return self._server(row["port"], row["pid"], "stable")
+
+    def _server(self, port: int, pid: int | None, role: str) -> Server:
+        return Server(self.url(port), self.config.endpoint_host, port, pid, role)
 
     def _stable_alive(self, row: dict[str, Any] | None) -> bool:
         return bool(row) and process_alive(row["pid"], self.marker(row["name"]))
@@ -305,34 +312,30 @@ class LocalBackend(Backend):
         if row and previous and not self._stable_alive(row):
             # The stable server died: bring back the verified version first, so the new one is still
             # tested beside it and never served untested.
-            restarted = self._restart_stable(endpoint_name, row, previous)
-            row = {**row, "pid": restarted}
+            restarted = self._server(row["port"], self._restart_stable(endpoint_name, row, previous), "stable")
+            row = {**row, "pid": restarted.pid}
         if self._stable_alive(row):
             prestarted = self._take_prestarted(endpoint_name, "candidate")
             if prestarted:  # hand the waiting server its version
-                _atomic_write(prestarted["pointer"], pointer.read_text())
-                pid, port, role = prestarted["pid"], prestarted["port"], prestarted["role"]
+                write_atomically(prestarted["pointer"], pointer.read_text())
+                candidate = self._server(prestarted["port"], prestarted["pid"], prestarted["role"])
             else:
                 port, role = free_port(self.config.endpoint_host), f"candidate-{version}"
-                pid = self._start_server(endpoint_name, role, port, pointer).pid
-            return Staged(endpoint_name, version, previous, self.url(port), row["url"], "candidate",
-                          {"pid": pid, "port": port, "role": role,
-                           "stable_pid": row["pid"], "stable_port": row["port"], "restarted_pid": restarted})
+                candidate = self._server(port, self._start_server(endpoint_name, role, port, pointer).pid, role)
+            return Staged(endpoint_name, version, previous, candidate, self._server(row["port"], row["pid"], "stable"),
+                          beside_stable=True, restarted=restarted)
         prestarted = self._take_prestarted(endpoint_name, "direct") if row is None else None
         if prestarted:  # the new endpoint's server is up and waiting for current.json
             self._point_current(endpoint_name, version)
-            port = prestarted["port"]
-            return Staged(endpoint_name, version, previous, self.url(port), self.url(port), "direct",
-                          {"pid": prestarted["pid"], "port": port, "role": "stable",
-                           "stable_pid": prestarted["pid"], "stable_port": port})
+            server = self._server(prestarted["port"], prestarted["pid"], "stable")
+            return Staged(endpoint_name, version, previous, server, server, beside_stable=False)
         # A first deployment (or one whose endpoint never served a version): start the stable server with it.
         port = row["port"] if row and row["port"] else (self.config.endpoint_port or free_port(self.config.endpoint_host))
         self._clear_dead_stable(endpoint_name, port)
         self._point_current(endpoint_name, version)
         process = self._start_server(endpoint_name, "stable", port, self.endpoint_dir(endpoint_name) / CURRENT_POINTER)
-        return Staged(endpoint_name, version, previous, self.url(port), self.url(port), "direct",
-                      {"pid": process.pid, "port": port, "role": "stable", "stable_pid": process.pid,
-                       "stable_port": port})
+        server = self._server(port, process.pid, "stable")
+        return Staged(endpoint_name, version, previous, server, server, beside_stable=False)
 
     def _clear_dead_stable(self, endpoint_name: str, port: int) -> None:
         """Before a stable server starts on ``port``: stop what is left of an earlier one of this
@@ -365,33 +368,36 @@ class LocalBackend(Backend):
         return pid
 
     def promote(self, staged: Staged) -> Outcome:
-        if staged.kind == "candidate":
+        stable = staged.stable
+        if staged.beside_stable:
             self._point_current(staged.endpoint_name, staged.version)
-            self._reload(staged.handle["stable_pid"])
+            self._reload(stable.pid)
             try:
-                self._verify(staged.endpoint_name, staged.stable_url, staged.version, staged.handle["stable_pid"])
+                self._verify(staged.endpoint_name, stable.url, staged.version, stable.pid)
             finally:
-                self._stop_role(staged.endpoint_name, staged.handle["pid"], staged.handle["role"])
+                self._stop_role(staged.endpoint_name, staged.candidate.pid, staged.candidate.role)
         else:
-            self._verify(staged.endpoint_name, staged.stable_url, staged.version, staged.handle["stable_pid"])
-        return Outcome("deployed", staged.version, f"{staged.version} serves at {staged.stable_url}")
+            self._verify(staged.endpoint_name, stable.url, staged.version, stable.pid)
+        return Outcome(FinalState.DEPLOYED, staged.version, f"{staged.version} serves at {stable.url}", stable)
 
     def discard(self, staged: Staged) -> Outcome:
-        if staged.kind == "candidate":
-            self._stop_role(staged.endpoint_name, staged.handle["pid"], staged.handle["role"])
+        stable = staged.stable
+        if staged.beside_stable:
+            self._stop_role(staged.endpoint_name, staged.candidate.pid, staged.candidate.role)
             pointer = self.serving_pointer(staged.endpoint_name)
             if pointer and staged.previous_version and pointer["version"] != staged.previous_version:
                 # The switch had happened (its verification failed): switch back.
-                return self.rollback(staged.endpoint_name, staged.previous_version, pid=staged.handle["stable_pid"])
-            self._verify(staged.endpoint_name, staged.stable_url, staged.previous_version, staged.handle["stable_pid"])
-            return Outcome("kept_previous", staged.previous_version,
-                           f"{staged.previous_version} kept serving; candidate {staged.version} stopped")
+                return self.rollback(staged.endpoint_name, staged.previous_version, pid=stable.pid)
+            self._verify(staged.endpoint_name, stable.url, staged.previous_version, stable.pid)
+            return Outcome(FinalState.KEPT_PREVIOUS, staged.previous_version,
+                           f"{staged.previous_version} kept serving; candidate {staged.version} stopped", stable)
         if staged.previous_version:
-            return self.rollback(staged.endpoint_name, staged.previous_version, pid=staged.handle["stable_pid"])
-        self._stop_role(staged.endpoint_name, staged.handle["pid"], "stable")
-        return Outcome("removed", None, f"first deployment of {staged.endpoint_name} failed: endpoint removed")
+            return self.rollback(staged.endpoint_name, staged.previous_version, pid=stable.pid)
+        self._stop_role(staged.endpoint_name, stable.pid, "stable")
+        return Outcome(FinalState.REMOVED, None, f"first deployment of {staged.endpoint_name} failed: endpoint removed")
 
-    def _stop_role(self, endpoint_name: str, pid: int | None, role: str) -> None:
+    def _stop_role(self, endpoint_name: str, pid: int | None, role: str | None) -> None:
+        role = role or "stable"
         stop_process(pid, self.marker(endpoint_name, role))
         owner_path(self.endpoint_dir(endpoint_name), role).unlink(missing_ok=True)
 
@@ -405,7 +411,8 @@ class LocalBackend(Backend):
             self._verify(endpoint_name, row["url"], to_version, pid)
         else:  # the server died: bring the endpoint back on its port
             pid = self._restart_stable(endpoint_name, row, to_version)
-        return Outcome("rolled_back", to_version, f"{to_version} serves again at {row['url']}", {"pid": pid})
+        return Outcome(FinalState.ROLLED_BACK, to_version, f"{to_version} serves again at {row['url']}",
+                       self._server(row["port"], pid, "stable"))
 
     def remove(self, endpoint_name: str) -> None:
         row = self.store.endpoint(endpoint_name)
@@ -433,19 +440,37 @@ class LocalBackend(Backend):
             stopped.append(f"{server.role} (pid {server.group})")
         return stopped
 
+    def _endpoint_dirs(self) -> list[Path]:
+        root = self.store.endpoints_dir
+        return sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+
     def unrecorded_servers(self) -> dict[str, list[str]]:
         """Servers running from this store's endpoint directories for endpoints the store does not
-        know (the state file was deleted or replaced): endpoint name -> roles with pids."""
+        know and no pipeline owns (the state file was deleted or replaced): name -> roles with pids."""
         known = {row["name"] for row in self.store.endpoints()}
         found: dict[str, list[str]] = {}
-        if not self.store.endpoints_dir.is_dir():
-            return found
-        for directory in sorted(self.store.endpoints_dir.iterdir()):
-            if directory.is_dir() and directory.name not in known:
-                servers = find_servers(directory)
-                if servers:
-                    found[directory.name] = [f"{server.role} (pid {server.group})" for server in servers]
+        for directory in self._endpoint_dirs():
+            if directory.name in known:
+                continue
+            servers = [server for server in find_servers(directory) if server.owner is None]
+            if servers:
+                found[directory.name] = [f"{server.role} (pid {server.group})" for server in servers]
         return found
+
+    def stop_abandoned(self) -> list[str]:
+        """Stop the servers whose pipeline died before the store took them over. Each would stop
+        itself within a moment (``watch_owner``); a command that reports on servers does it now."""
+        stopped = []
+        recorded = {row["pid"] for row in self.store.endpoints()}
+        for directory in self._endpoint_dirs():
+            for server in find_servers(directory):
+                owner = server.owner
+                if owner is None or owner.alive() or server.group in recorded:
+                    continue
+                stop_server(server)
+                owner_path(directory, server.role).unlink(missing_ok=True)
+                stopped.append(f"{directory.name} {server.role} (pid {server.group})")
+        return stopped
 
     def reconcile(self, endpoint_name: str, deployment: dict[str, Any]) -> Outcome:
         """After a pipeline died mid-deployment: stop its servers, serve the last verified version."""
@@ -454,13 +479,13 @@ class LocalBackend(Backend):
         row = self.store.endpoint(endpoint_name)
         known_good = deployment["from_version"]
         if row is None:
-            return Outcome("interrupted", None, "; ".join(notes + ["endpoint was not running"]))
+            return Outcome(FinalState.INTERRUPTED, None, "; ".join(notes + ["endpoint was not running"]))
         alive = self._stable_alive(row)
         if known_good is None:  # an interrupted first deployment was never verified: remove it
             stop_process(row["pid"], self.marker(endpoint_name))
-            return Outcome("removed", None, "; ".join(notes + ["unverified first deployment removed"]))
+            return Outcome(FinalState.REMOVED, None, "; ".join(notes + ["unverified first deployment removed"]))
         if not alive:
-            return Outcome("interrupted", known_good, "; ".join(
+            return Outcome(FinalState.INTERRUPTED, known_good, "; ".join(
                 notes + ["server not running: the next deployment or rollback restarts it"]))
         pointer = self.serving_pointer(endpoint_name)
         if pointer is None or pointer["version"] != known_good:
@@ -468,7 +493,7 @@ class LocalBackend(Backend):
             self._reload(row["pid"])
             notes.append(f"switched back from {pointer['version'] if pointer else 'nothing'} to {known_good}")
         self._verify(endpoint_name, row["url"], known_good, row["pid"])
-        return Outcome("interrupted", known_good, "; ".join(notes + [f"{known_good} serves, verified"]))
+        return Outcome(FinalState.INTERRUPTED, known_good, "; ".join(notes + [f"{known_good} serves, verified"]))
 
     def delete_version_artifacts(self, endpoint_name: str, version: str) -> None:
         self.pointer_path(endpoint_name, version).unlink(missing_ok=True)
@@ -493,7 +518,7 @@ class LocalBackend(Backend):
         health: dict[str, Any] = {"healthy": False}
         if alive:
             try:
-                reply = self.client(row["url"]).ping()
+                reply = self.client(endpoint_name, self._server(row["port"], row["pid"], "stable")).ping()
                 health = {"healthy": reply.ok, "version": reply.headers.get(VERSION_HEADER)}
             except requests.RequestException as err:
                 health = {"healthy": False, "error": type(err).__name__}
@@ -512,7 +537,8 @@ class LocalBackend(Backend):
 
     def _verify(self, endpoint_name: str, url: str, version: str | None, pid: int | None) -> None:
         """Healthy, and every one of several answers names ``version``: only then is a switch done."""
-        client = self.client(url, endpoint_name, {"pid": pid, "role": "stable"})
+        client = LocalEndpointClient(url, self.config.request_timeout_seconds, os.environ.get(TOKEN_ENV), pid,
+                                     self.marker(endpoint_name), self.endpoint_dir(endpoint_name) / "stable.log")
         pointer = self.pointer_path(endpoint_name, version) if version else None
         expected_sha = json.loads(pointer.read_text())["sha256"] if pointer and pointer.is_file() else None
         deadline = time.monotonic() + self.config.health_timeout_seconds
@@ -546,13 +572,3 @@ class LocalBackend(Backend):
 def _owned_by_us(server: ServerProcess) -> bool:
     owner = server.owner
     return owner is not None and owner.pid == os.getpid() and owner.alive()
-
-
-def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    os.chmod(temporary, mode)  # the umask may have narrowed or an earlier file widened it
-    os.replace(temporary, path)

@@ -67,21 +67,22 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from pipeline.backends.base import Backend, DeploymentError, Outcome, Staged
+from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
 from pipeline.container import inference
 from pipeline.container import train as recipe
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.testing import VERSION_HEADER, EndpointDown, Reply
-from pipeline.training import (
+from pipeline.endpoint_client import VERSION_HEADER, EndpointDown, Reply
+from pipeline.outcomes import FinalState
+from pipeline.jobs import (
     HELDOUT_FILE,
     MODEL_DIR,
     TrainingJob,
-    TrainingPipeline,
     claim_unique_directory,
     library_versions,
     record_job,
     timestamp_name,
 )
+from pipeline.training import TrainingPipeline
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
@@ -325,8 +326,8 @@ class SageMakerBackend(Backend):
     POLL_FACTOR = 1.5
     POLL_MAX_SECONDS = 20.0
 
-    def __init__(self, config: "PipelineConfig", store: "DeploymentStore") -> None:
-        super().__init__(config, store)
+    def __init__(self, config: "PipelineConfig", store: "DeploymentStore", run_id: str | None = None) -> None:
+        super().__init__(config, store, run_id)
         self.region = config.aws_region
         if config.baking_period_minutes * 60 > MAX_WAIT_SECONDS:
             raise PipelineError(f"baking_period_minutes {config.baking_period_minutes}: SageMaker allows at most "
@@ -438,20 +439,11 @@ class SageMakerBackend(Backend):
         self._bucket_name = name
         return name
 
-    def _run_id(self) -> str:
-        """The run to tag resources with: set by the orchestrator, else the store's newest running run."""
-        if self.run_id:
-            return self.run_id
-        for run in self.store.runs(limit=20):
-            if run["status"] == "running":
-                return str(run["run_id"])
-        return "unknown"
-
     def _tags(self, training_job: str, accuracy: Any) -> list[dict[str, str]]:
         numeric = isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
         shown = f"{accuracy:.4f}" if numeric else "unknown"
         return [{"Key": TAG_TRAINING_JOB, "Value": training_job}, {"Key": TAG_ACCURACY, "Value": shown},
-                {"Key": TAG_RUN_ID, "Value": self._run_id()}]
+                {"Key": TAG_RUN_ID, "Value": self.run_id or "none"}]
 
     def _url(self, endpoint_name: str) -> str:
         return f"{self.runtime.meta.endpoint_url}/endpoints/{endpoint_name}/invocations"
@@ -825,9 +817,8 @@ class SageMakerBackend(Backend):
             raise DeploymentError(failure.message + self._undo_stage(endpoint_name, previous)) from None
         self._call(self.sagemaker, "add_tags", f"tag endpoint {endpoint_name}", ResourceArn=description["EndpointArn"],
                    Tags=tags)
-        return Staged(endpoint_name, version, previous, url, url, "direct",
-                      {"endpoint_config": version, "previous_config": previous, "region": self.region,
-                       "created": current is None})
+        server = Server(url, resources={"endpoint_config": version, "region": self.region})
+        return Staged(endpoint_name, version, previous, server, server, beside_stable=False)
 
     def _undo_stage(self, endpoint_name: str, previous: str | None) -> str:
         """After a failed stage, leave what served before (or no endpoint); says what was done."""
@@ -843,32 +834,31 @@ class SageMakerBackend(Backend):
         except PipelineError as err:
             return f"; undoing it failed too: {err.message}"
 
-    def client(self, url: str, endpoint_name: str | None = None,
-               handle: dict[str, Any] | None = None) -> SageMakerEndpointClient:
+    def client(self, endpoint_name: str, server: Server) -> SageMakerEndpointClient:
         name = endpoint_name
-        if not name:
-            match = re.search(r"/endpoints/([^/]+)/invocations", url)
-            if not match:
-                raise PipelineError(f"{url!r} names no SageMaker endpoint")
-            name = match.group(1)
         if self._describe_endpoint(name) is None:
             raise DeploymentError(f"SageMaker endpoint {name!r} does not exist in {self.region} (deleted outside the "
                                   f"pipeline?): deploy again, or forget it with --mode cleanup --endpoint-name {name}")
-        return SageMakerEndpointClient(self, name, url)
+        return SageMakerEndpointClient(self, name, server.url)
+
+    def serving(self, endpoint_name: str) -> Server:
+        row = self.store.require_endpoint(endpoint_name)
+        return Server(row["url"] or self._url(endpoint_name),
+                      resources={"endpoint_config": row["serving_version"] or "", "region": self.region})
 
     def promote(self, staged: Staged) -> Outcome:
         self._verify(staged.endpoint_name, staged.version, staged.previous_version)
-        return Outcome("deployed", staged.version,
-                       f"{staged.version} serves at {staged.stable_url} ({self.config.instance_count} x "
+        return Outcome(FinalState.DEPLOYED, staged.version,
+                       f"{staged.version} serves at {staged.stable.url} ({self.config.instance_count} x "
                        f"{self.config.instance_type})")
 
     def discard(self, staged: Staged) -> Outcome:
-        previous = staged.handle.get("previous_config") or staged.previous_version
+        previous = staged.previous_version
         if previous:
             outcome = self.rollback(staged.endpoint_name, previous)
-            return Outcome("rolled_back", previous, f"{outcome.detail}; {staged.version} discarded")
+            return Outcome(FinalState.ROLLED_BACK, previous, f"{outcome.detail}; {staged.version} discarded")
         self._delete_endpoint(staged.endpoint_name)
-        return Outcome("removed", None, f"first deployment of {staged.endpoint_name} failed: endpoint deleted")
+        return Outcome(FinalState.REMOVED, None, f"first deployment of {staged.endpoint_name} failed: endpoint deleted")
 
     def rollback(self, endpoint_name: str, to_version: str) -> Outcome:
         try:
@@ -886,7 +876,7 @@ class SageMakerBackend(Backend):
             # Already there, e.g. after AWS rolled a failed update back; its FailureReason is that update's.
             log.info("endpoint %s already serves %s%s", endpoint_name, to_version,
                      f" (the last update failed: {current['FailureReason']})" if current.get("FailureReason") else "")
-            return Outcome("rolled_back", to_version, f"{to_version} serves at {self._url(endpoint_name)}")
+            return Outcome(FinalState.ROLLED_BACK, to_version, f"{to_version} serves at {self._url(endpoint_name)}")
         if current is None:
             log.info("endpoint %s is gone: creating it again with %s", endpoint_name, to_version)
             self._call(self.sagemaker, "create_endpoint", f"create endpoint {endpoint_name}",
@@ -899,7 +889,7 @@ class SageMakerBackend(Backend):
                        DeploymentConfig=self._deployment_config(rollback=True))
         description = self._verify(endpoint_name, to_version)
         self._retag(description["EndpointArn"], to_version)
-        return Outcome("rolled_back", to_version, f"{to_version} serves again at {self._url(endpoint_name)}")
+        return Outcome(FinalState.ROLLED_BACK, to_version, f"{to_version} serves again at {self._url(endpoint_name)}")
 
     def _retag(self, endpoint_arn: str, version: str) -> None:
         """The endpoint's tags describe what it serves: copy them from the version's model."""
@@ -952,11 +942,8 @@ class SageMakerBackend(Backend):
         log.info("deleted endpoint %s and %d endpoint config(s) with their models", endpoint_name, len(deleted))
 
     def remove_by_prefix(self, prefix: str) -> dict[str, list[str]]:
-        return self.cleanup_prefix(prefix)
-
-    def cleanup_prefix(self, prefix: str) -> dict[str, list[str]]:
         """Delete endpoints named ``prefix`` or ``prefix-YYYYmmdd-HHMMSS``, then such endpoint configs and models
-        that no remaining endpoint uses (the seed's cleanup script, by name pattern)."""
+        that no remaining endpoint uses (by name pattern, whether or not the store recorded them)."""
         pattern = re.compile(rf"^{re.escape(prefix)}(?:{_VERSION_SUFFIX})?$")
 
         def names(operation: str, key: str, field: str) -> list[str]:

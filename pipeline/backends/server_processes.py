@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.atomic_files import write_atomically
+
 OWNER_SUFFIX = ".owner"
 PID_SUFFIX = ".pid"
 OWNER_ENV = "MLOPS_OWNER_FILE"
@@ -100,12 +102,8 @@ def owner_path(endpoint_dir: Path, role: str) -> Path:
 
 
 def write_owner(endpoint_dir: Path, role: str, owner: Owner) -> Path:
-    path = owner_path(endpoint_dir, role)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"pid": owner.pid, "start_time": owner.start_time, "run_id": owner.run_id}))
-    os.replace(temporary, path)
-    return path
+    return write_atomically(owner_path(endpoint_dir, role),
+                            json.dumps({"pid": owner.pid, "start_time": owner.start_time, "run_id": owner.run_id}))
 
 
 def read_owner(path: Path) -> Owner | None:

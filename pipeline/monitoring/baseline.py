@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipeline.atomic_files import write_atomically
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -332,10 +332,7 @@ def write_baseline(directory: Path, baseline: Baseline, thresholds: "DriftThresh
     for name, content in ((BASELINE_FILE, baseline.statistics_dict()),
                           (CONSTRAINTS_FILE, baseline.constraints_dict(thresholds))):
         data = json.dumps(content, indent=1, allow_nan=False).encode()
-        path = Path(directory) / name
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        write_atomically(Path(directory) / name, data)
         digests[name] = hashlib.sha256(data).hexdigest()
     return digests
 

@@ -1,4 +1,4 @@
-"""What an event says: one ``Message`` per event, built from the orchestrator's summary.
+"""What an event says: one ``Message`` per event, built from a ``RunSummary`` of the run.
 
 Every channel gets the same ``Message`` and renders it its own way: Block Kit
 for Slack, a subject and plain text for SNS and email.
@@ -6,9 +6,10 @@ for Slack, a subject and plain text for SNS and email.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pipeline.run_record import RunSummary
 
 EVENTS: tuple[str, ...] = (
     "pipeline_started",
@@ -34,12 +35,11 @@ _TITLES = {
 _WARNING_OUTCOMES = {"held", "hold", "rejected", "reject"}
 
 
-def severity_for(event: str, summary: Mapping[str, Any]) -> str:
+def severity_for(event: str, summary: RunSummary) -> str:
     """error when something is broken and needs a person, warning when the pipeline protected itself."""
-    status = str(summary.get("pipeline_status") or "").lower()
-    final_state = str(summary.get("final_state") or "").lower()
-    gate = summary.get("gate") if isinstance(summary.get("gate"), Mapping) else {}
-    decision = str(gate.get("decision") or "").lower()
+    status = (summary.status or "").lower()
+    final_state = (summary.final_state or "").lower()
+    decision = (summary.gate_decision or "").lower()
     if event == "rollback_failed" or status == "failed" or final_state == "rollback_failed":
         return "error"
     if event in ("tests_failed", "rolled_back") or status in _WARNING_OUTCOMES or final_state == "rolled_back":
@@ -69,23 +69,21 @@ def _duration(value: Any) -> str | None:
     return f"{hours}h {minutes:02d}m"
 
 
-def _gate_line(gate: Any) -> str | None:
-    if not isinstance(gate, Mapping) or not gate:
+def _gate_line(summary: RunSummary) -> str | None:
+    if not summary.gate_decision:
         return None
-    decision = gate.get("decision") or "unknown"
-    metric = gate.get("metric") or "metric"
-    line = f"{decision}: {metric}"
-    if gate.get("value") is not None:
-        line += f" {_number(gate['value'])}"
+    line = f"{summary.gate_decision}: {summary.gate_metric or 'metric'}"
+    if summary.gate_value is not None:
+        line += f" {_number(summary.gate_value)}"
     limits = []
-    if gate.get("threshold") is not None:
-        limits.append(f"threshold {_number(gate['threshold'])}")
-    if gate.get("minimum") is not None:
-        limits.append(f"minimum {_number(gate['minimum'])}")
+    if summary.gate_threshold is not None:
+        limits.append(f"threshold {_number(summary.gate_threshold)}")
+    if summary.gate_minimum is not None:
+        limits.append(f"minimum {_number(summary.gate_minimum)}")
     if limits:
         line += f" ({', '.join(limits)})"
-    if gate.get("reason"):
-        line += f" - {gate['reason']}"
+    if summary.gate_reason:
+        line += f" - {summary.gate_reason}"
     return line
 
 
@@ -108,49 +106,47 @@ class Message:
     rollback_reason: str | None = None
 
     @classmethod
-    def build(cls, event: str, summary: Mapping[str, Any], run_id: str) -> "Message":
-        """Any summary key may be missing or odd: a notification must still go out."""
-        gate = summary.get("gate")
-        status = _text(summary.get("pipeline_status"))
+    def build(cls, event: str, summary: RunSummary) -> "Message":
+        status = _text(summary.status)
         title = _TITLES.get(event, event.replace("_", " ").capitalize())
-        if event == "gate_decision" and isinstance(gate, Mapping) and gate.get("decision"):
-            title += f": {gate['decision']}"
+        if event == "gate_decision" and summary.gate_decision:
+            title += f": {summary.gate_decision}"
         elif event == "pipeline_finished" and status:
             title += f": {status}"
-        endpoint_name = _text(summary.get("endpoint_name"))
+        endpoint_name = _text(summary.endpoint_name)
         if endpoint_name:
             title += f" - {endpoint_name}"
 
         endpoint = endpoint_name
-        endpoint_url = _text(summary.get("endpoint_url"))
+        endpoint_url = _text(summary.endpoint_url)
         if endpoint_url:
             endpoint = f"{endpoint} ({endpoint_url})" if endpoint else endpoint_url
-        version = _text(summary.get("version"))
-        previous = _text(summary.get("previous_version"))
+        version = _text(summary.version)
+        previous = _text(summary.previous_version)
         if version and previous and previous != version:
             version = f"{version} (previous {previous})"
         elif not version and previous:
             version = f"previous {previous}"
-        backend = " ".join(filter(None, [_text(summary.get("backend")),
-                                         f"({summary['mode']})" if summary.get("mode") else None])) or None
+        backend = " ".join(filter(None, [_text(summary.backend),
+                                         f"({summary.mode})" if summary.mode else None])) or None
         candidates = (
             ("Status", status),
-            ("Gate", _gate_line(gate)),
+            ("Gate", _gate_line(summary)),
             ("Endpoint", endpoint),
             ("Version", version),
-            ("Final state", _text(summary.get("final_state"))),
-            ("Duration", _duration(summary.get("duration_seconds"))),
+            ("Final state", _text(summary.final_state)),
+            ("Duration", _duration(summary.duration_seconds)),
             ("Backend", backend),
-            ("Training job", _text(summary.get("training_job"))),
+            ("Training job", _text(summary.training_job)),
         )
         return cls(
             event=event,
-            run_id=run_id,
+            run_id=summary.run_id,
             severity=severity_for(event, summary),
             title=title,
             fields=tuple((label, value) for label, value in candidates if value),
-            text=_text(summary.get("message")),
-            rollback_reason=_text(summary.get("rollback_reason")),
+            text=_text(summary.message),
+            rollback_reason=_text(summary.rollback_reason),
         )
 
     @property

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from pipeline.run_record import RunSummary
 from pipeline.config import PipelineConfig
 from pipeline.notifications.budget import NotificationBudget
 from pipeline.notifications.channels import Channel, DeliveryError, EmailChannel, SlackChannel, SnsChannel
@@ -118,7 +119,7 @@ class Notifier:
             return self.config.notify_strict and bool(self._failed - self._delivered)
 
     # ----------------------------------------------------------------- the caller's side
-    def notify(self, event: str, summary: Mapping[str, Any]) -> None:
+    def notify(self, event: str, summary: RunSummary) -> None:
         """Queue the event and return at once; after ``close`` it is delivered before returning.
 
         Never raises: a notification problem must not change what the pipeline did.
@@ -141,13 +142,13 @@ class Notifier:
         self._settle()
         return self.deliveries
 
-    def _enqueue(self, event: str, summary: Mapping[str, Any]) -> bool:
+    def _enqueue(self, event: str, summary: RunSummary) -> bool:
         if event not in EVENTS:
             log.warning("unknown notification event %r ignored; known: %s", event, ", ".join(EVENTS))
             return False
         if event not in self.config.notify_events or not self._channels:
             return False
-        message = Message.build(event, summary if isinstance(summary, Mapping) else {}, self.run_id)
+        message = Message.build(event, summary)
         with self._changed:
             queued = [_Delivery(message, channel) for channel in self._channels
                       if (event, channel.name) not in self._delivered]

@@ -1,0 +1,181 @@
+"""A training job's artifacts: the one format both backends write and every later step reads.
+
+A finished job is a directory under ``<store_dir>/jobs/<name>/``: the model and its sha256,
+metrics, held-out rows, and a manifest with the resolved config, a fingerprint of the data and
+the library versions. The store records every file's sha256 at training (``record_job``), and
+``TrainingJob.load`` refuses a job whose files changed since: the gate, the deployment and the
+endpoint tests only ever see what training produced.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.atomic_files import write_atomically
+from pipeline.config import PipelineConfig
+from pipeline.container import inference as recipe_inference
+from pipeline.container import train as recipe
+from pipeline.data import Dataset
+from pipeline.errors import ExitCode, PipelineError
+
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.json"
+HELDOUT_FILE = "heldout.csv"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """A trained model and everything needed to judge, deploy and test it."""
+
+    name: str
+    directory: Path
+    model_sha256: str
+    metrics: dict[str, Any]
+    label_column: str
+    data_fingerprint: dict[str, Any]
+    created_at: str
+    model_type: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    artifact_sha256: dict[str, str] = field(default_factory=dict)  # file -> sha256, recorded in the store
+
+    @property
+    def model_dir(self) -> Path:
+        return self.directory / MODEL_DIR
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir / recipe.MODEL_FILENAME
+
+    @property
+    def heldout_path(self) -> Path:
+        return self.directory / HELDOUT_FILE
+
+    def heldout(self) -> tuple[pd.DataFrame, pd.Series]:
+        frame = pd.read_csv(self.heldout_path)
+        return frame.drop(columns=[self.label_column]), frame[self.label_column]
+
+    def heldout_feature_lines(self) -> list[str] | None:
+        """The held-out features as the CSV lines the endpoint takes, cut from heldout.csv's own text.
+
+        That text is what pandas wrote (shortest round-trip floats) and what ``heldout()``
+        parsed, so the endpoint gets exactly the values the offline predictions used,
+        without formatting a float again. None when the label is not the last column or a
+        line is not plain (a quoted field), and the tester formats the rows itself.
+        """
+        lines = self.heldout_path.read_text().splitlines()
+        if not lines:
+            return None
+        header = lines[0].split(",")
+        if header[-1] != self.label_column or '"' in lines[0]:
+            return None
+        commas = len(header) - 1
+        features = [line.rpartition(",")[0] for line in lines[1:] if line.count(",") == commas]
+        return features if len(features) == len(lines) - 1 else None
+
+    @classmethod
+    def load(cls, directory: Path, recorded: dict[str, Any]) -> "TrainingJob":
+        """Read a job back from its artifacts, trusting nothing the store did not record.
+
+        ``recorded`` is the job's row in the store. Every artifact's sha256 must match the one
+        recorded at training, and the metrics are the store's, not the job directory's: an edited
+        metrics.json can never change what the gate decides.
+        """
+        name = recorded["name"]
+        # Jobs recorded before artifact hashes were kept: their model's hash is all there is to check.
+        artifacts = json.loads(recorded.get("artifacts_json") or "null") or \
+            {f"{MODEL_DIR}/{recipe.MODEL_FILENAME}": recorded["model_sha256"]}
+        for relative, expected in sorted(artifacts.items()):
+            path = directory / relative
+            try:
+                actual = sha256_file(path)
+            except OSError as err:
+                raise PipelineError(f"training job {name!r}: {str(path)!r} cannot be read: {err.strerror or err}",
+                                    ExitCode.FAILURE) from None
+            if actual != expected:
+                raise PipelineError(f"training job {name!r}: {str(path)!r} changed since training (sha256 "
+                                    f"{actual[:12]}..., recorded {expected[:12]}...): refusing to use the job",
+                                    ExitCode.FAILURE)
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        return cls(
+            name=name, directory=directory, model_sha256=recorded["model_sha256"],
+            metrics=json.loads(recorded["metrics_json"]), label_column=manifest["label_column"],
+            data_fingerprint=manifest["data_fingerprint"], created_at=manifest["created_at"],
+            model_type=manifest["model_type"], manifest=manifest, artifact_sha256=artifacts,
+        )
+
+
+sha256_file = recipe_inference.file_sha256
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("scikit-learn", "numpy", "pandas", "scipy", "joblib"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def timestamp_name(prefix: str, now: datetime | None = None) -> str:
+    """``<prefix>-YYYYmmdd-HHMMSS``: the way SageMaker jobs and endpoint configs are named."""
+    now = now or datetime.now(timezone.utc)
+    return f"{prefix}-{now:%Y%m%d-%H%M%S}"
+
+
+def claim_unique_directory(parent: Path, base_name: str) -> Path:
+    """Create ``parent/base_name`` (or ``-2``, ``-3``...): two jobs in one second never collide.
+
+    ``mkdir`` is atomic, so this holds across processes too.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = parent / (base_name if attempt == 1 else f"{base_name}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise PipelineError(f"could not find a free name for {base_name!r} in {str(parent)!r}")
+
+
+def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metrics: dict[str, Any],
+               **extra: Any) -> TrainingJob:
+    """Write metrics and manifest beside a saved model and held-out rows: a training job either
+    backend made, readable by ``TrainingJob.load``. ``extra`` goes into the manifest (e.g. AWS ARNs)."""
+    model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
+    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_json(directory / METRICS_FILE, metrics)
+    manifest = {
+        "training_job": directory.name,
+        "created_at": created_at,
+        "model_type": config.model_type,
+        "model_file": str(model_path.relative_to(directory)),
+        "model_sha256": sha256_file(model_path),
+        "label_column": dataset.label_column,
+        "data_fingerprint": dataset.fingerprint(),
+        "dataset": dataset.source,
+        "library_versions": library_versions(),
+        "config": config.public_dict(),
+        **extra,
+    }
+    _write_json(directory / MANIFEST_FILE, manifest)
+    artifacts = {name: sha256_file(directory / name)
+                 for name in (METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, manifest["model_file"])}
+    return TrainingJob(
+        name=directory.name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
+        label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],
+        created_at=created_at, model_type=config.model_type, manifest=manifest, artifact_sha256=artifacts,
+    )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    write_atomically(path, json.dumps(data, indent=2, default=str))

@@ -1,0 +1,233 @@
+"""Every command as one library call: a pipeline run, ``status``, ``rollback``, ``cleanup``, ``history``.
+
+The CLI parses arguments, calls one method here, and prints what it returns. Each method that
+changes an endpoint takes the endpoint's lock and repairs an interrupted deployment first
+(``DeploymentPipeline.exclusive``), the same way a pipeline run does.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.atomic_files import write_atomically
+from pipeline.backends import load_backend
+from pipeline.backends.base import Backend, Outcome
+from pipeline.config import PipelineConfig
+from pipeline.deployment import DeploymentPipeline
+from pipeline.errors import PipelineError
+from pipeline.logs import configure_logging, default_results_file, prune_default_files, set_run_id
+from pipeline.results_schema import Results
+from pipeline.run_record import new_run_id
+from pipeline.store import DeploymentStore
+
+log = logging.getLogger("pipeline")
+
+
+# --------------------------------------------------------------------------- a pipeline run
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run writes what it did. The results file is chosen before the run starts, so the
+    store records it with the run."""
+
+    results_file: str
+    dotenv_file: str | None = None
+    junit_xml: str | None = None
+    metrics_file: str | None = None
+    log_format: str = "text"
+    chosen_results_file: bool = True  # False: the default name, subject to tmp_retention_count
+
+
+def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outputs, *, mode: str,
+                 endpoint_name: str | None = None, training_job: str | None = None) -> Results:
+    """One pipeline invocation end to end: log, orchestrate, write the results and the CI reports.
+
+    The reports (dotenv, JUnit, metrics) are written for every run that started, whatever its exit code.
+    """
+    from pipeline.orchestrator import Orchestrator
+    from pipeline.reports import write_reports
+
+    log_file = configure_logging(config.log_level, config.log_file, log_format=outputs.log_format)
+    pruned = prune_default_files(config.tmp_retention_count, results_pending=not outputs.chosen_results_file,
+                                 protect=[path for path in (outputs.results_file, config.log_file, outputs.dotenv_file,
+                                                            outputs.junit_xml, outputs.metrics_file) if path])
+    if pruned:
+        log.debug("deleted %d old default-named log/results file(s) (tmp_retention_count=%d)", len(pruned),
+                  config.tmp_retention_count)
+    orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
+                                log_file=str(log_file), results_file=outputs.results_file)
+    set_run_id(orchestrator.run_id)
+    with _sigterm_as_interrupt():
+        record = orchestrator.run()
+    document = record.to_json()
+    try:
+        write_atomically(outputs.results_file, json.dumps(document, indent=2, default=str))
+    finally:  # the CI reports even when the results JSON cannot be written
+        results = Results.model_validate(document)
+        for problem in write_reports(results, dotenv_file=outputs.dotenv_file, junit_xml=outputs.junit_xml,
+                                     metrics_file=outputs.metrics_file):
+            log.error("report not written: %s", problem)
+    log.debug("results written to %s", outputs.results_file)
+    return results
+
+
+def default_outputs(results_file: str | None, **reports: Any) -> Outputs:
+    return Outputs(results_file or str(default_results_file()), chosen_results_file=results_file is not None,
+                   **reports)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A cancelled CI job sends SIGTERM: unwind like Ctrl-C, so an unfinished candidate is dropped."""
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------- the other commands
+@dataclass(frozen=True)
+class StatusReport:
+    endpoints: list[dict[str, Any]]
+    unrecorded_servers: dict[str, list[str]]  # endpoint name -> servers running that the store does not know
+
+    @property
+    def healthy(self) -> bool:
+        return not self.unrecorded_servers and all(row.get("healthy") and row.get("process_alive", True)
+                                                   for row in self.endpoints)
+
+
+@dataclass
+class CleanupReport:
+    removed: list[str] = field(default_factory=list)  # endpoints stopped and removed
+    unrecorded_stopped: list[str] = field(default_factory=list)  # endpoints whose servers the store did not know
+    deleted: dict[str, list[str]] = field(default_factory=dict)  # backend resources by kind (cleanup --prefix)
+    pruned: dict[str, list[str]] = field(default_factory=dict)  # endpoint -> versions whose artifacts went
+
+
+@dataclass(frozen=True)
+class History:
+    deployments: list[dict[str, Any]]
+    rollbacks: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+
+
+class Operations:
+    """The store and the backends of one config, for the commands that are not a pipeline run."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.store = DeploymentStore(config.store_dir)
+        self.run_id = new_run_id()
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, endpoint_name: str | None = None) -> Backend:
+        """--backend or --role-arn decide; otherwise the backend that runs the endpoint."""
+        name = self.config.backend_name
+        if endpoint_name and not (self.config.backend or self.config.role_arn):
+            row = self.store.endpoint(endpoint_name)
+            name = (row or {}).get("backend") or name
+        if name not in self._backends:
+            self._backends[name] = load_backend(name, self.config, self.store, self.run_id)
+        return self._backends[name]
+
+    def deployer(self, endpoint_name: str | None = None) -> DeploymentPipeline:
+        return DeploymentPipeline(self.config, self.store, self.backend(endpoint_name), self.run_id)
+
+    # ----------------------------------------------------------------- status
+    def status(self, endpoint_name: str | None = None) -> StatusReport:
+        """Each endpoint's URL, version, health and process; an interrupted deployment is repaired first
+        (when no pipeline is deploying), so status tells the truth."""
+        stopped = self.backend().stop_abandoned()
+        if stopped:
+            log.warning("stopped servers whose pipeline died before deploying them: %s", ", ".join(stopped))
+        names = [endpoint_name] if endpoint_name else [row["name"] for row in self.store.endpoints()]
+        rows = []
+        for name in names:
+            deployer = self.deployer(name)
+            if self.store.endpoint(name):
+                deployer.reconcile_if_idle(name)
+            rows.append(deployer.backend.describe(name))
+        unrecorded = {name: servers for name, servers in self.backend().unrecorded_servers().items()
+                      if not endpoint_name or name == endpoint_name}
+        return StatusReport(rows, unrecorded)
+
+    # ----------------------------------------------------------------- rollback
+    def rollback(self, endpoint_name: str, to_version: str | None = None) -> Outcome:
+        deployer = self.deployer(endpoint_name)
+        with deployer.exclusive(endpoint_name, f"rollback {self.run_id}"):
+            return deployer.rollback(endpoint_name, to_version)
+
+    # ----------------------------------------------------------------- cleanup
+    def remove_endpoint(self, endpoint_name: str) -> str | None:
+        """Stop and forget one endpoint (its history stays); the version it served."""
+        deployer = self.deployer(endpoint_name)
+        with deployer.exclusive(endpoint_name, f"cleanup {self.run_id}"):
+            return deployer.remove(endpoint_name)
+
+    def cleanup(self, *, endpoint_name: str | None = None, prefix: str | None = None, everything: bool = False,
+                prune: bool = False, keep: int | None = None) -> CleanupReport:
+        """Stop and remove endpoints by name, prefix or all (and servers of them the store lost), or
+        prune the artifacts of old versions."""
+        if everything:
+            prefix = prefix or ""
+        if not (endpoint_name or prefix is not None or prune):
+            raise PipelineError("cleanup needs --endpoint-name NAME, --prefix PREFIX, --all or --prune")
+        if keep is not None and not prune:
+            raise PipelineError("--keep goes with --prune: it is the number of versions --prune keeps")
+        if keep is not None and keep < 1:
+            raise PipelineError(f"--keep {keep}: expected at least 1")
+
+        def matches(name: str) -> bool:
+            return bool(endpoint_name and name == endpoint_name) or (prefix is not None and name.startswith(prefix))
+
+        self.backend().stop_abandoned()
+        names = [row["name"] for row in self.store.endpoints() if matches(row["name"])]
+        unrecorded = [name for name in self.backend().unrecorded_servers() if matches(name)]
+        if endpoint_name and endpoint_name not in unrecorded:
+            self.store.require_endpoint(endpoint_name)
+        report = CleanupReport()
+        for name in names:
+            self.remove_endpoint(name)
+            report.removed.append(name)
+        for name in unrecorded:
+            with self.deployer().lock(name, f"cleanup {self.run_id}"):
+                self.backend().remove(name)
+            report.unrecorded_stopped.append(name)
+        if prefix:  # SageMaker may hold resources this store never recorded
+            report.deleted = self.backend().remove_by_prefix(prefix)
+        if prune:
+            for name in sorted({row["endpoint_name"] for row in self.store.versions()}):
+                deployer = self.deployer(name)
+                with deployer.lock(name, f"cleanup {self.run_id}"):
+                    report.pruned[name] = deployer.prune(name, keep or self.config.retain_versions)
+        return report
+
+    # ----------------------------------------------------------------- history
+    def history(self, endpoint_name: str | None = None) -> History:
+        if endpoint_name and not self.store.knows_endpoint(endpoint_name):
+            raise PipelineError(f"endpoint {endpoint_name!r} not found: {self.store.directory} has no endpoint, "
+                                f"deployment or event of that name (`history` lists them all)")
+        rollbacks = [event for event in self.store.events(endpoint_name) if event["kind"].startswith("manual_")]
+        return History(self.store.deployments(endpoint_name, limit=1000), rollbacks, self.store.runs())
+
+    def serving_at(self, endpoint_name: str, at: str) -> str | None:
+        if not self.store.knows_endpoint(endpoint_name):
+            raise PipelineError(f"endpoint {endpoint_name!r} not found: {self.store.directory} has no endpoint, "
+                                f"deployment or event of that name (`history` lists them all)")
+        return self.store.serving_version_at(endpoint_name, at)
+
+    def verify_audit_trail(self) -> list[str]:
+        return self.store.verify_events()

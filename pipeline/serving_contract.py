@@ -1,0 +1,10 @@
+"""What an endpoint and its clients agree on, beyond SageMaker's ``/ping`` and ``/invocations``.
+
+Kept apart from the server (``pipeline.serving``) and the clients (``pipeline.endpoint_client``)
+so each imports only these names, not the other's dependencies.
+"""
+from __future__ import annotations
+
+VERSION_HEADER = "X-Model-Version"  # the version that answered, on every response
+SHA_HEADER = "X-Model-Sha256"  # the sha256 of the model file that answered
+TOKEN_ENV = "MLOPS_ENDPOINT_TOKEN"  # the bearer token a deployment sets; servers keep only its hash
