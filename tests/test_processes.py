@@ -7,7 +7,6 @@ import os
 import signal
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
