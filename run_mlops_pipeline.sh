@@ -2,7 +2,7 @@
 # Run the MLOps pipeline. Creates .venv next to this script on first use and
 # reinstalls only when requirements.txt changes; then runs run_pipeline.py.
 #
-# The seed's wrapper flags whose names differ are mapped (--accuracy ->
+# Wrapper flags whose names differ from run_pipeline.py's are mapped (--accuracy ->
 # --accuracy-threshold); every other argument and subcommand is passed to
 # run_pipeline.py unchanged, which rejects unknown flags with usage and exit 2.
 set -euo pipefail

@@ -16,15 +16,9 @@ import click
 from click.core import ParameterSource
 
 from pipeline.backends import BACKENDS
-from pipeline.config import (
-    PipelineConfig,
-    check_output_paths,
-    load_config,
-    output_label,
-    resolve_mode,
-    validate_endpoint_name,
-)
+from pipeline.config import MODEL_TYPES, PipelineConfig, load_config, validate_endpoint_name
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.invocation import check_output_paths, output_label, resolve_mode
 from pipeline.logs import LOG_FORMATS, default_results_file
 from pipeline.operations import Operations, default_outputs, run_pipeline
 from pipeline.outcomes import FinalState, Mode
@@ -112,7 +106,7 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
               "--role-arn, else local).")
 @click.option("--dataset", help="'iris' or a CSV file with a header row.")
 @click.option("--label-column", help="Label column of a CSV dataset (default 'target').")
-@click.option("--model-type", type=click.Choice(["logistic_regression", "random_forest", "gradient_boosting"]))
+@click.option("--model-type", type=click.Choice(MODEL_TYPES))
 @click.option("--random-seed", type=int, help="Seed for the split, CV and the model.")
 @click.option("--store-dir", type=click.Path(file_okay=False), help="State directory (default .mlops).")
 @click.option("--endpoint-port", type=int, help="Port of a new local endpoint (default: a free one).")

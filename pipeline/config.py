@@ -4,7 +4,7 @@ Precedence, lowest first (each layer overrides the one before it):
 
 1. defaults (the field defaults of ``PipelineConfig``)
 2. the JSON config file (``--config-file``, else ``./pipeline_config.json`` if present)
-3. environment variables (the seed's names, listed in ``ENV_VARS``)
+3. environment variables (listed in ``ENV_VARS``)
 4. the command line: flags (``--accuracy-threshold 0.9``) and ``--set KEY=VALUE``
 
 Flags and ``--set`` are one layer: neither overrides the other. A key given by
@@ -30,7 +30,6 @@ import json
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -45,11 +44,14 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.backends import BACKENDS
 from pipeline.errors import PipelineError
+from pipeline.redaction import redact_url
 
 DEFAULT_CONFIG_FILE = "pipeline_config.json"
 
-BACKEND_NAMES = ("local", "sagemaker")
+# The estimators pipeline/container/train.py builds, by the names the config uses. The container
+# code cannot import this package, so a test checks that its ESTIMATORS table has exactly these.
 MODEL_TYPES = ("logistic_regression", "random_forest", "gradient_boosting")
 
 
@@ -60,7 +62,7 @@ class PipelineConfig(BaseModel):
     # comparison that is always false (a NaN threshold) or a limit that is never reached.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
-    # --- the seed's pipeline_config.json keys ---
+    # --- the keys of pipeline_config.json as first published ---
     accuracy_threshold: float = Field(0.95, ge=0.0, le=1.0, description="deploy when the gated metric reaches this")
     minimum_accuracy: float = Field(0.90, ge=0.0, le=1.0, description="below this a model is rejected outright")
     aws_region: str = "us-east-1"
@@ -76,14 +78,14 @@ class PipelineConfig(BaseModel):
     email_recipients: tuple[str, ...] = ()
 
     # --- backend ---
-    backend: Literal["local", "sagemaker"] | None = None  # None: sagemaker when role_arn is set, else local
+    backend: Literal[tuple(BACKENDS)] | None = None  # type: ignore[valid-type]  # None: sagemaker with role_arn, else local
     role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,128}$")
 
     # --- data and model ---
     dataset: str = "iris"  # "iris" (bundled with scikit-learn) or a path to a CSV file
     label_column: str = "target"
     allow_label_leakage: bool = False  # true: train even when a feature is a one-to-one relabelling of the label
-    model_type: Literal["logistic_regression", "random_forest", "gradient_boosting"] = "logistic_regression"
+    model_type: Literal[MODEL_TYPES] = "logistic_regression"  # type: ignore[valid-type]
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     gate_metric: str = "accuracy"
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
@@ -184,7 +186,7 @@ class PipelineConfig(BaseModel):
         return data
 
 
-# Environment variables from the seed README, and the key each one sets.
+# Environment variables the project documents, and the key each one sets.
 ENV_VARS: dict[str, str] = {
     "ACCURACY_THRESHOLD": "accuracy_threshold",
     "MINIMUM_ACCURACY": "minimum_accuracy",
@@ -199,20 +201,6 @@ ENV_VARS: dict[str, str] = {
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-
-
-def redact_url(url: str) -> str:
-    """Keep scheme and host so a user can tell which webhook it was; drop the secret path."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:  # e.g. an unbalanced IPv6 bracket: say nothing of it
-        return "***"
-    if not parts.scheme or not host:
-        return "***"
-    return f"{parts.scheme}://{host}/***"
 
 
 def _describe(value: Any) -> str:
@@ -378,13 +366,13 @@ def _command_line(flags: Mapping[str, Any], settings: Mapping[str, Any]) -> dict
         layer[key] = (value, f"flag:{FLAGS[key]}" if key in FLAGS else f"set:{key}")
     for key, value in settings.items():
         if key in layer and not _same(key, layer[key][0], value):
-            raise PipelineError(f"{_given(key, *layer[key])} and --set {key}={_typed(value)} contradict each "
+            raise PipelineError(f"{describe_given(key, *layer[key])} and --set {key}={_typed(value)} contradict each "
                                 f"other: give {key} once")
         layer.setdefault(key, (value, f"set:{key}"))
     return layer
 
 
-def _given(key: str, value: Any, source: str) -> str:
+def describe_given(key: str, value: Any, source: str) -> str:
     """How the user typed a command-line value, for an error message."""
     if source.startswith("flag:"):
         flag = source[5:]
@@ -415,14 +403,14 @@ def _one_line(err: ValidationError, values: Mapping[str, Any], sources: Mapping[
     message = message.removeprefix("Value error, ")
     if not key:  # a cross-field rule, such as minimum above threshold
         involved = [k for k in ("minimum_accuracy", "accuracy_threshold") if k in message]
-        origins = ", ".join(f"{k} from {_source_words(sources.get(k, 'default'))}" for k in involved)
+        origins = ", ".join(f"{k} from {describe_source(sources.get(k, 'default'))}" for k in involved)
         return f"{message} ({origins})" if origins else message
     source = sources.get(key, "default")
     got = f", got {_describe(values[key])}" if key in values else ""
     expected = _expected(key, first)
     if source.startswith("set:"):  # "--set cv_folds" names the key already
-        return f"{_source_words(source)}: {expected}{got}"
-    return f"{_source_words(source)}: {key}: {expected}{got}"
+        return f"{describe_source(source)}: {expected}{got}"
+    return f"{describe_source(source)}: {key}: {expected}{got}"
 
 
 def _expected(key: str, error: Mapping[str, Any]) -> str:
@@ -461,7 +449,7 @@ def _expected(key: str, error: Mapping[str, Any]) -> str:
     return error["msg"].replace("Input should be", "expected")
 
 
-def _source_words(source: str) -> str:
+def describe_source(source: str) -> str:
     if source.startswith("file:"):
         return f"config file {source[5:]!r}"
     if source.startswith("env:"):
@@ -471,97 +459,3 @@ def _source_words(source: str) -> str:
     if source.startswith("set:"):
         return f"--set {source[4:]}"
     return "default"
-
-
-# --------------------------------------------------------------------------- the rest of a run's request
-
-def resolve_mode(mode: str | None, *, deployment_only: bool = False, training_job: str | None = None,
-                 endpoint_name: str | None = None, config: PipelineConfig | None = None,
-                 sources: Mapping[str, str] | None = None) -> str:
-    """The mode a run's flags ask for, or a ``PipelineError`` naming two flags that contradict each other.
-
-    Each flag means something in some modes only; given where it means nothing, it would be
-    silently dropped, so it is refused instead:
-
-    - ``--deployment-only`` is ``--mode deployment``: with another ``--mode`` it contradicts it.
-    - ``--training-job`` names what ``--mode deployment`` deploys; every other mode trains or
-      deploys nothing, and deployment mode needs it.
-    - ``--endpoint-name`` means nothing to ``--mode training``, which deploys nothing; nor to a full
-      run with auto-deploy switched off.
-    - auto-deploy switched off on the command line (``--disable-auto-deploy`` or ``--set
-      auto_deploy_enabled=false``) contradicts ``--mode deployment``, an explicit request to deploy,
-      and means nothing to testing or cleanup. Switched off in the config file or environment it is
-      a standing policy, and ``--mode deployment`` is how an approved model is deployed despite it.
-    """
-    if deployment_only and mode not in (None, "deployment"):
-        raise PipelineError(f"--deployment-only contradicts --mode {mode}: --deployment-only means --mode deployment")
-    resolved = "deployment" if deployment_only else (mode or "full")
-    asked = "--deployment-only" if deployment_only else f"--mode {resolved}"
-    if resolved == "deployment" and not training_job:
-        raise PipelineError(f"{asked} needs --training-job NAME (the names are in `history`)")
-    if training_job and resolved != "deployment":
-        raise PipelineError(f"--training-job contradicts --mode {resolved}: it names the job --mode deployment deploys"
-                            if mode else "--training-job needs --mode deployment (without --mode the full pipeline "
-                                         "trains a new model)")
-    if endpoint_name and resolved == "training":
-        raise PipelineError("--endpoint-name contradicts --mode training: training deploys nothing")
-    if config is None or sources is None:
-        return resolved
-    source = sources.get("auto_deploy_enabled", "default")
-    switched_off = not config.auto_deploy_enabled
-    if switched_off and source.startswith(("flag:", "set:")) and resolved in ("deployment", "testing", "cleanup"):
-        why = ("deployment mode is an explicit request to deploy" if resolved == "deployment"
-               else f"--mode {resolved} deploys nothing")
-        raise PipelineError(f"{_given('auto_deploy_enabled', False, source)} contradicts {asked}: {why}")
-    if switched_off and endpoint_name and resolved == "full":
-        raise PipelineError(f"--endpoint-name contradicts auto_deploy_enabled=false (from {_source_words(source)}): "
-                            f"a full run with auto-deploy off deploys nothing")
-    return resolved
-
-
-def check_output_paths(paths: Mapping[str, str | os.PathLike[str] | None]) -> None:
-    """Refuse, before any work, a file the run could not write at its end.
-
-    ``paths`` maps how each file was asked for (``--output-file``) to its path; None was not asked
-    for. Nothing is created: the nearest existing directory must accept a new file (probed with an
-    unnamed temporary file), an existing file must be writable, and no two outputs may be one file.
-    Missing directories are made when the file is written.
-    """
-    seen: dict[str, str] = {}
-    for label, path in paths.items():
-        if path is None or str(path) == "":
-            continue
-        problem = _why_unwritable(Path(path))
-        if problem:
-            raise PipelineError(f"{label} {str(path)!r}: {problem}")
-        resolved = os.path.realpath(path)
-        if resolved in seen:
-            raise PipelineError(f"{seen[resolved]} and {label} are the same file {str(path)!r}: give each its own")
-        seen[resolved] = label
-
-
-def _why_unwritable(path: Path) -> str | None:
-    if path.is_dir():
-        return "is a directory: expected a file path"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else "the file exists and is not writable"
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return f"{str(ancestor)!r} is not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as err:
-        return f"cannot create a file in {str(ancestor)!r} ({err.strerror or err})"
-    return None
-
-
-def output_label(key: str, source: str) -> str:
-    """How a path-valued config key was given, e.g. ``--log-file`` or ``config file 'c.json': log_file``."""
-    if source.startswith("flag:"):
-        return source[5:]
-    if source.startswith("set:"):
-        return f"--set {key}"
-    return f"{_source_words(source)}: {key}"

@@ -207,7 +207,7 @@ def require_numeric_features(frame: pd.DataFrame, name: str, label_column: str) 
             continue
         if is_bool_dtype(values):
             raise PipelineError(f"dataset {name}: feature column {column!r} is not numeric "
-                                f"({_plain(values.iloc[0])!r} on line 2); encode it as numbers")
+                                f"({python_scalar(values.iloc[0])!r} on line 2); encode it as numbers")
         try:
             numeric = pd.to_numeric(values, errors="coerce")
         except OverflowError:
@@ -249,7 +249,7 @@ def refuse_features_too_large_to_scale(features: pd.DataFrame, name: str) -> Non
             row = int(np.abs(values - (mean if np.isfinite(mean) else 0.0)).argmax())
         raise PipelineError(
             f"dataset {name}: feature column {column!r} has a value too large to standardise "
-            f"({_plain(values[row])!r} on line {row + 2}): its mean or variance overflows a 64-bit float; "
+            f"({python_scalar(values[row])!r} on line {row + 2}): its mean or variance overflows a 64-bit float; "
             f"expected magnitudes below about 1e150, rescale the column"
         )
 
@@ -266,14 +266,14 @@ def require_class_labels(frame: pd.DataFrame, name: str, label_column: str) -> p
             fractional = ~np.isfinite(values) | (values != np.round(values))
         if fractional.any():
             row = int(fractional.argmax())
-            raise PipelineError(f"{where} holds continuous numbers ({_plain(values[row])!r} on line {row + 2}); "
+            raise PipelineError(f"{where} holds continuous numbers ({python_scalar(values[row])!r} on line {row + 2}); "
                                 f"expected classes: integers or strings")
     if is_numeric_dtype(labels) and not is_bool_dtype(labels):
         values = labels.to_numpy()
         too_large = (values >= EXACT_FLOAT_INTEGER_LIMIT) | (values <= -EXACT_FLOAT_INTEGER_LIMIT)
         if too_large.any():
             row = int(too_large.argmax())
-            raise _label_too_large(where, _plain(values[row]), row)
+            raise _label_too_large(where, python_scalar(values[row]), row)
         return frame
     if is_object_dtype(labels) and infer_dtype(labels, skipna=False) != "string":
         for row, value in enumerate(labels):
@@ -318,7 +318,7 @@ def _is_relabelling(feature: np.ndarray, labels: np.ndarray) -> bool:
     return True
 
 
-def _plain(value: Any) -> Any:
+def python_scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 

@@ -28,6 +28,8 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline.redaction import SecretScrubber
+
 SECRET_ENV_VARS = ("SLACK_WEBHOOK_URL", "SMTP_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                    "MLOPS_ENDPOINT_TOKEN")
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -94,22 +96,20 @@ class JsonFormatter(logging.Formatter):
 
 
 class SecretFilter(logging.Filter):
+    """Scrubs every record a handler writes, its traceback included."""
+
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        self.scrubber = SecretScrubber(secrets, min_length=6)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self.scrub(record.getMessage())
-            record.args = ()
-            if record.exc_info and record.exc_info[1] is not None:
-                record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
-                record.exc_info = None
+        if not self.scrubber:
+            return True
+        record.msg = self.scrubber.scrub(record.getMessage())
+        record.args = ()
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.scrubber.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
         return True
 
 

@@ -21,7 +21,7 @@ from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
 from pipeline.deployment import DeploymentPipeline
 from pipeline.errors import PipelineError
-from pipeline.logs import configure_logging, default_results_file, prune_default_files, set_run_id
+from pipeline.logs import configure_logging, default_results_file, prune_default_files
 from pipeline.results_schema import Results
 from pipeline.run_record import new_run_id
 from pipeline.store import DeploymentStore
@@ -61,7 +61,6 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
                   config.tmp_retention_count)
     orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
                                 log_file=str(log_file), results_file=outputs.results_file)
-    set_run_id(orchestrator.run_id)
     with _sigterm_as_interrupt():
         record = orchestrator.run()
     document = record.to_json()

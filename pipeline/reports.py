@@ -99,7 +99,7 @@ def dotenv_variables(results: Results) -> dict[str, str]:
 def dotenv_value(value: Any) -> str:
     """One line that GitLab and ``source`` read alike: no quoting needed, none added."""
     if value is None or isinstance(value, (bool, float)):
-        return _plain(value)
+        return _text(value)
     text = _UNSAFE_VALUE_CHARS.sub("_", str(value).strip())
     return text[:DOTENV_MAX_VALUE_CHARS]
 
@@ -236,8 +236,8 @@ def _gate_cases(suite: _Suite, gate: Gate, results: Results) -> None:
     metric, value, threshold, minimum = gate.metric, gate.value, gate.threshold, gate.minimum
     properties = ET.SubElement(suite.element, "properties")
     for key in ("decision", "metric", "value", "threshold", "minimum"):
-        ET.SubElement(properties, "property", name=key, value=_xml(_plain(getattr(gate, key))))
-    ET.SubElement(properties, "property", name="run_id", value=_xml(_plain(results.run_id)))
+        ET.SubElement(properties, "property", name=key, value=_xml(_text(getattr(gate, key))))
+    ET.SubElement(properties, "property", name="run_id", value=_xml(_text(results.run_id)))
     minimum_details = {"metric": metric, "value": value, "minimum_accuracy": minimum,
                        "training_job": results.summary.training_job}
     details = {**minimum_details, "accuracy_threshold": threshold, "interval_95": gate.interval,
@@ -305,7 +305,7 @@ def _number(value: float | int) -> str:
     return repr(round(float(value), 6)) if math.isfinite(value) else str(value)
 
 
-def _plain(value: Any) -> str:
+def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -328,7 +328,7 @@ def _rounded(value: Any) -> Any:
 
 
 def _details(details: Mapping[str, Any]) -> str:
-    return "\n".join(f"{key}: {_plain(value)}" for key, value in details.items() if value is not None)
+    return "\n".join(f"{key}: {_text(value)}" for key, value in details.items() if value is not None)
 
 
 def _xml(text: str) -> str:

@@ -20,6 +20,7 @@ import requests
 
 from pipeline.config import PipelineConfig
 from pipeline.container import inference
+from pipeline.data import python_scalar
 from pipeline.endpoint_client import VERSION_HEADER, EndpointClient, EndpointDown, Reply
 from pipeline.errors import ExitCode, PipelineError
 
@@ -205,7 +206,7 @@ class EndpointTester:
         result: dict[str, Any] = {"accuracy": accuracy, "rows": int(len(rows)), "mismatches": int(len(differs)),
                                   "versions_seen": sorted(versions)}
         if len(differs):
-            first = [{"row": int(i), "endpoint": _plain(served[i]), "offline": _plain(offline[i])}
+            first = [{"row": int(i), "endpoint": python_scalar(served[i]), "offline": python_scalar(offline[i])}
                      for i in differs[:5]]
             result["first_mismatches"] = first
             shown = ", ".join(f"row {item['row']}: endpoint {item['endpoint']!r} != offline {item['offline']!r}"
@@ -291,7 +292,3 @@ class EndpointTester:
         if not healthy:
             return {"passed": False, "answers": answers, "reason": "endpoint unhealthy after malformed requests"}
         return {"passed": True, "answers": answers}
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

@@ -33,7 +33,7 @@ container would:
   is a 200; a response object is sent with its own status. A 4xx/5xx from the
   container is a ``ModelError`` with that ``OriginalStatusCode`` and the body
   as ``OriginalMessage``. The answer names the production variant.
-  Training is deterministic (the seed is a hyperparameter), so a run with the
+  Training is deterministic (the random seed is a hyperparameter), so a run with the
   same script, data and hyperparameters as an earlier one in this test session
   reuses that run's outputs instead of fitting again.
 - Endpoints read ``Creating``/``Updating`` once before they settle.

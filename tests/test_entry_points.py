@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
-import pytest
 import requests
 from click.testing import CliRunner
 
 from pipeline.cli import _flags, cli
-from pipeline.config import load_config, resolve_mode
+from pipeline.config import load_config
+from pipeline.invocation import resolve_mode
 from tests.conftest import PYTHON, REPO, run_script
 
 WRAPPER = str(REPO / "run_mlops_pipeline.sh")
-SEED = (REPO.parent / "shared" / "seed" / "README.md")
+DOCUMENTED = Path(__file__).parent / "fixtures" / "documented_invocations.txt"
 
 
 def test_wrapper_runs_the_full_pipeline_and_maps_accuracy(workdir):
@@ -60,18 +61,16 @@ def test_every_subcommand_is_documented_with_an_example():
         assert command.help and "Example" in command.help, name
 
 
-def _seed_invocations() -> list[list[str]]:
-    """Every run_pipeline.py / run_mlops_pipeline.sh call in the seed README, as argv lists."""
-    text = SEED.read_text()
+def _documented_invocations() -> list[list[str]]:
+    """Every run_pipeline.py / run_mlops_pipeline.sh call of the first published README, as argv lists."""
     calls = []
-    for block in text.split("```")[1::2]:
-        joined = block.replace("\\\n", " ")
-        for line in joined.splitlines():
-            line = line.strip().lstrip("- ")
-            for marker in ("run_pipeline.py", "./run_mlops_pipeline.sh"):
-                if marker in line and not line.startswith("#"):
-                    argv = shlex.split(line.split(marker, 1)[1].split("#")[0])
-                    calls.append([marker, *argv])
+    for line in DOCUMENTED.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        for marker in ("run_pipeline.py", "./run_mlops_pipeline.sh"):
+            if marker in line:
+                calls.append([marker, *shlex.split(line.split(marker, 1)[1].split("#")[0])])
+                break
     return calls
 
 
@@ -82,9 +81,8 @@ def _wrapper_to_cli(argv: list[str]) -> list[str]:
     return mapped
 
 
-@pytest.mark.skipif(not SEED.is_file(), reason="shared/seed/README.md is not beside the checkout")
-def test_every_seed_invocation_parses():
-    calls = _seed_invocations()
+def test_every_documented_invocation_parses():
+    calls = _documented_invocations()
     assert len(calls) >= 10
     for marker, *argv in calls:
         argv = [a.replace("$ROLE_ARN", "arn:aws:iam::123456789012:role/SageMakerRole")

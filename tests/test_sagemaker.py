@@ -80,7 +80,7 @@ def deploy_again(pipeline, job: str, *extra: str):
     return pipeline("--role-arn", ROLE, "--mode", "deployment", "--training-job", job, *extra)
 
 
-# --------------------------------------------------------------------------- the seed's commands
+# --------------------------------------------------------------------------- the documented commands
 def test_seed_command_trains_deploys_and_tests_a_live_sagemaker_endpoint(pipeline, sagemaker):
     result = pipeline("--role-arn", ROLE)
     assert result.exit_code == 0, result.output
@@ -319,7 +319,7 @@ def test_cleanup_prefix_deletes_what_the_seed_cleanup_script_did_and_spares_othe
 def test_seed_deployment_and_testing_commands_without_role_arn_use_the_recorded_backend(pipeline, sagemaker):
     assert pipeline("--role-arn", ROLE, "--mode", "training").exit_code == 0
     job = pipeline.results()["summary"]["training_job"]
-    assert pipeline("--mode", "deployment", "--training-job", job).exit_code == 0  # the seed's example 3
+    assert pipeline("--mode", "deployment", "--training-job", job).exit_code == 0  # the README's "deploy a training job" example
     assert pipeline.results()["backend"] == "sagemaker"
     assert sm().describe_endpoint(EndpointName="iris-model")["EndpointStatus"] == "InService"
     assert pipeline("--mode", "testing", "--endpoint-name", "iris-model").exit_code == 0  # example 4
@@ -585,7 +585,7 @@ def test_aws_error_messages_never_contain_access_keys(monkeypatch):
     assert "AKIAIOSFODNN7EXAMPLE" not in throttled.message
 
 
-# --------------------------------------------------------------------------- the seed's commands, out of process
+# --------------------------------------------------------------------------- the documented commands, out of process
 @pytest.fixture
 def moto_server(fake_aws):
     """moto on 127.0.0.1 in this process, with the container emulation; the pipeline reaches it via AWS_ENDPOINT_URL."""

@@ -86,7 +86,7 @@ def build_estimator(model_type: str, hyperparameters: dict[str, Any], seed: int)
 def split(features: pd.DataFrame, labels: pd.Series, test_size: float, seed: int):
     """Stratified hold-out split; returns X_train, X_test, y_train, y_test."""
     counts = labels.value_counts()
-    smallest = _plain(counts.idxmin())
+    smallest = _python_scalar(counts.idxmin())
     if counts.min() < 2:
         raise TrainingInputError(
             f"class {smallest!r} has {counts.min()} row(s): a stratified split needs at least 2 per class"
@@ -101,7 +101,7 @@ def check_cv_folds(labels: pd.Series, cv_folds: int) -> None:
     counts = labels.value_counts()
     if counts.min() < cv_folds:
         raise TrainingInputError(
-            f"class {_plain(counts.idxmin())!r} has {counts.min()} training row(s), fewer than cv_folds={cv_folds}: "
+            f"class {_python_scalar(counts.idxmin())!r} has {counts.min()} training row(s), fewer than cv_folds={cv_folds}: "
             f"lower cv_folds or add data"
         )
 
@@ -149,14 +149,15 @@ def evaluate(
         "f1_weighted": float(f1),
         "classification_report": classification_report(y_test, predictions, output_dict=True, zero_division=0),
         "confusion_matrix": confusion_matrix(y_test, predictions, labels=labels).tolist(),
-        "confusion_matrix_labels": [_plain(label) for label in labels],
+        "confusion_matrix_labels": [_python_scalar(label) for label in labels],
         "test_size": total,
         "train_size": len(y_train),
         "accuracy_ci95": [low, high],
     }
 
 
-def _plain(value: Any) -> Any:
+def _python_scalar(value: Any) -> Any:
+    # pipeline.data.python_scalar's twin: this file may import nothing from the pipeline package.
     return value.item() if hasattr(value, "item") else value
 
 

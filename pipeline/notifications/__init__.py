@@ -11,7 +11,7 @@ run, and the orchestrator decides that from ``Notifier.strict_failure``.
 
 Modules: ``message`` (what an event says), ``channels`` (Slack, SNS, email:
 one attempt each), ``notifier`` (queue, retries, budget, records), ``budget``
-and ``scrubbing`` (secrets never reach logs, deliveries or error text).
+and ``pipeline.redaction`` (secrets never reach logs, deliveries or error text).
 """
 from pipeline.notifications.budget import NotificationBudget
 from pipeline.notifications.channels import (
@@ -25,7 +25,7 @@ from pipeline.notifications.channels import (
 )
 from pipeline.notifications.message import EVENTS, SNS_SUBJECT_LIMIT, Message, severity_for
 from pipeline.notifications.notifier import MAX_BACKOFF_SECONDS, Notifier
-from pipeline.notifications.scrubbing import SecretScrubber
+from pipeline.redaction import SecretScrubber
 
 __all__ = [
     "EVENTS",

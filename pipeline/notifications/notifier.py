@@ -26,7 +26,7 @@ from pipeline.config import PipelineConfig
 from pipeline.notifications.budget import NotificationBudget
 from pipeline.notifications.channels import Channel, DeliveryError, EmailChannel, SlackChannel, SnsChannel
 from pipeline.notifications.message import EVENTS, Message
-from pipeline.notifications.scrubbing import LIBRARY_LOGS, SecretScrubber
+from pipeline.redaction import LIBRARY_LOGS, SecretScrubber
 
 log = logging.getLogger("pipeline.notifications")
 

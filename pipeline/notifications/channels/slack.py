@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from pipeline.config import redact_url
+from pipeline.redaction import redact_url
 from pipeline.notifications.channels.base import DeliveryError, is_loopback
 from pipeline.notifications.message import Message
 

@@ -1,28 +1,44 @@
-"""Keeping secrets out of what notifications log and record.
+"""Keeping secrets out of logs, results and error messages: one scrubber for the whole project.
 
-The Slack webhook URL is itself the credential, and ``requests`` puts the full
-URL in its exception messages while urllib3 logs the request path, so errors
-are scrubbed before they are logged or recorded, and urllib3's own log records
-are scrubbed by a filter on its loggers.
+Secrets are never logged on purpose; scrubbing is the second line of defence, for a library that
+puts a URL in an exception message (``requests`` does, with the full webhook URL) or logs a request
+path (urllib3 does, and a Slack webhook's path is the credential).
 """
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit
 
-from pipeline.config import redact_url
+
+def redact_url(url: str) -> str:
+    """Keep scheme and host so a user can tell which webhook it was; drop the secret path."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unbalanced IPv6 bracket: say nothing of it
+        return "***"
+    if not parts.scheme or not host:
+        return "***"
+    return f"{parts.scheme}://{host}/***"
+
 
 
 class SecretScrubber:
     """Replaces known secrets in text, longest first so a URL is hidden before its path."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Iterable[str | None] = (), min_length: int = 1) -> None:
         self._replacements: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._min_length = min_length  # a two-letter "secret" would scrub half the log
+        for secret in secrets:
+            self.add(secret)
 
     def add(self, secret: str | None, shown: str = "***") -> None:
-        if not secret:
+        if not secret or len(secret) < self._min_length:
             return
         with self._lock:
             for variant in {secret, quote(secret, safe="/:"), unquote(secret)}:
@@ -50,6 +66,9 @@ class SecretScrubber:
             self.add(parts.query, "***")
         if parts.password:
             self.add(parts.password)
+
+    def __bool__(self) -> bool:
+        return bool(self._replacements)
 
     def scrub(self, text: str) -> str:
         with self._lock:
