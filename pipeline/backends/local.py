@@ -18,9 +18,7 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,99 +28,38 @@ import requests
 from pipeline.atomic_files import write_atomically
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
 from pipeline.backends.server_processes import (
-    OWNER_ENV,
     Owner,
     ServerProcess,
     find_servers,
-    group_members,
     owner_path,
     pid_file_argument,
     process_alive,
-    reap,
     stop_process,
     stop_server,
-    write_owner,
 )
 from pipeline.errors import PipelineError
 from pipeline.serving import (
-    POINTER_ENV,
-    POINTER_WAIT_ENV,
     SHA_HEADER,
     TOKEN_ENV,
     VERSION_HEADER,
     ModelIntegrityError,
     verified_model_dir,
 )
-from pipeline.endpoint_client import EndpointDown, HttpEndpointClient, Reply
+from pipeline.backends.local_server import (
+    LocalEndpointClient,
+    free_port,
+    launch_server,
+    port_in_use,
+)
+from pipeline.endpoint_client import EndpointDown
 from pipeline.jobs import TrainingJob
 from pipeline.outcomes import FinalState
 from pipeline.training import TrainingPipeline
 
 log = logging.getLogger(__name__)
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CURRENT_POINTER = "current.json"
 AUTH_FILE = "auth.json"
-START_MARKER = "=== mlops: starting"
-# The only environment a long-lived endpoint process inherits: what Python, the numeric
-# libraries and the locale need. CI tokens, cloud keys and the like stay with the pipeline.
-_SERVER_ENV_ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SYSTEMROOT",
-                       "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-                       "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
 PORT_RELEASE_SECONDS = 10.0  # how long a restart waits for a dead server's port to be let go
-
-
-def server_environment(source: dict[str, str] | None = None) -> dict[str, str]:
-    """An allow-list, not a deny-list: a secret under a name nobody thought of never reaches a server."""
-    source = dict(os.environ) if source is None else source
-    return {key: value for key, value in source.items()
-            if key in _SERVER_ENV_ALLOWED or key.startswith("LC_")}
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As gunicorn binds: connections it closed linger in TIME_WAIT and must not count as "in use".
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-class LocalEndpointClient(HttpEndpointClient):
-    """HTTP client that gives up at once when the server process has died."""
-
-    def __init__(self, url: str, timeout: float, token: str | None, pid: int | None, marker: str | None,
-                 log_file: Path | None) -> None:
-        super().__init__(url, timeout, token)
-        self.pid = pid
-        self.marker = marker
-        self.log_file = log_file
-
-    def ping(self) -> Reply:
-        if self.pid is not None:
-            reap(self.pid)
-            if not process_alive(self.pid, self.marker):
-                raise EndpointDown(f"server process {self.pid} exited: {last_error_line(self.log_file)}")
-        return super().ping()
-
-
-def last_error_line(log_file: Path | None) -> str:
-    """The most telling line of a server log, for a one-line failure reason."""
-    if log_file is None or not log_file.is_file():
-        return "no log"
-    text = log_file.read_text(errors="replace").rsplit(START_MARKER, 1)[-1]  # this start's lines only
-    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "refusing" in line:
-            return line[-300:]
-    return lines[-1][-300:] if lines else "empty log"
 
 
 class LocalBackend(Backend):
@@ -238,49 +175,11 @@ class LocalBackend(Backend):
 
     def _start_server(self, name: str, role: str, port: int, pointer: Path,
                       wait_for_pointer: bool = False) -> subprocess.Popen[bytes]:
-        """Start a server owned by this pipeline: recorded on disk first, it dies with the pipeline
-        unless the store takes it over (``adopt``)."""
-        directory = self.endpoint_dir(name)
-        directory.mkdir(parents=True, exist_ok=True)
-        self._clear_stale_pid_file(name, role)
-        owner_file = write_owner(directory, role, Owner.this_process(self.run_id))
-        log_path = directory / f"{role}.log"
-        command = [
-            sys.executable, "-m", "gunicorn",
-            "--config", "python:pipeline.gunicorn_conf",
-            "--bind", f"{self.config.endpoint_host}:{port}",
-            "--workers", str(self.config.endpoint_workers),
-            "--name", f"mlops-{name}-{role}",
-            "--pid", self.marker(name, role),
-            "pipeline.serving:create_app()",
-        ]
-        env = server_environment()  # the server knows only the token's hash, and no other secret
-        env[POINTER_ENV] = str(pointer.resolve())
-        env[OWNER_ENV] = str(owner_file)
-        if wait_for_pointer:  # a prestarted server gives up if no deployment comes within 10 minutes
-            env[POINTER_WAIT_ENV] = "600"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-        with open(log_path, "ab") as log_file:
-            log_file.write(f"{START_MARKER} {role} on port {port}\n".encode())
-            log_file.flush()
-            return subprocess.Popen(
-                command, env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, start_new_session=True,  # may keep serving after the CLI exits
-            )
-
-    def _clear_stale_pid_file(self, name: str, role: str) -> None:
-        """gunicorn refuses to start over a pid file that names a live process, even an unrelated one
-        that reused the pid: a pid file whose server is gone is removed first."""
-        pid_file = Path(self.marker(name, role))
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (OSError, ValueError):
-            pid_file.unlink(missing_ok=True)
-            return
-        if group_members(pid, self.marker(name, role)):
-            raise DeploymentError(f"endpoint {name!r}: a {role} server (pid {pid}) is already running; run "
-                                  f"`run_pipeline.py status --endpoint-name {name}`")
-        pid_file.unlink(missing_ok=True)
+        """Start a server owned by this pipeline: it dies with the pipeline unless the store takes it
+        over (``adopt``)."""
+        return launch_server(self.endpoint_dir(name), name, role, self.config.endpoint_host, port,
+                             self.config.endpoint_workers, pointer, Owner.this_process(self.run_id),
+                             wait_for_pointer=wait_for_pointer)
 
     def adopt(self, endpoint_name: str) -> None:
         """The store now records the stable server: it no longer dies with this pipeline."""
