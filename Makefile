@@ -4,11 +4,14 @@ STAMP := $(VENV)/.test-requirements.sha256
 STORE ?= .mlops
 RUN_PIPELINE ?= run_pipeline.py
 
-.PHONY: test venv bench clean
+.PHONY: test lint venv bench clean
 
-# Create .venv, install runtime and test requirements (again only when they change), run pytest.
-test: venv
+# Create .venv, install runtime and test requirements (again only when they change), lint, run pytest.
+test: venv lint
 	$(VENV)/bin/python -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 venv:
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

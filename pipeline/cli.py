@@ -95,7 +95,8 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
 @click.option("--output-file", type=click.Path(dir_okay=False),
               help="Results JSON (default /tmp/mlops_pipeline_results_<timestamp>.json; the newest "
                    "tmp_retention_count such files are kept).")
-@click.option("--mode", type=click.Choice([str(mode) for mode in Mode]), default=None, help="Run one phase only (default: full).")
+@click.option("--mode", type=click.Choice([str(mode) for mode in Mode]), default=None,
+              help="Run one phase only (default: full).")
 @click.option("--training-job", help="Training job to deploy (only with --mode deployment, which needs it).")
 @click.option("--endpoint-name", callback=_endpoint_name,
               help="Endpoint to deploy to, test or clean up (default: endpoint_prefix; not with --mode training).")

@@ -163,7 +163,7 @@ class PipelineConfig(BaseModel):
         return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
-    def _minimum_not_above_threshold(self) -> "PipelineConfig":
+    def _minimum_not_above_threshold(self) -> PipelineConfig:
         if self.minimum_accuracy > self.accuracy_threshold:
             raise ValueError(
                 f"minimum_accuracy ({self.minimum_accuracy}) must not be above "

@@ -40,7 +40,7 @@ class Dataset:
     def labels(self) -> pd.Series:
         return self.frame[self.label_column]
 
-    def without_rows(self) -> "Dataset":
+    def without_rows(self) -> Dataset:
         """The same dataset described (columns, source, fingerprint) without holding its rows.
 
         Training keeps this instead of the whole frame once the split has copied the rows

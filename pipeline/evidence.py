@@ -171,7 +171,8 @@ def judge(metric: str, value: float, threshold: float, minimum: float, *,
                                              f"(minimum {minimum:.2%})")
         else:
             verdict, reason = Verdict.DEPLOY, f"{shown} meets the deploy threshold {threshold:.2%}"
-        return GateEvidence(policy, verdict, metric, float(value), threshold, minimum, interval, needed, reason, warning)
+        return GateEvidence(policy, verdict, metric, float(value), threshold, minimum, interval, needed, reason,
+                            warning)
     if interval is None:
         raise PipelineError(f"gate_policy 'confident' needs the 95% interval of {metric!r}, which is known only "
                             f"for accuracy: set gate_metric=accuracy or gate_policy=point")

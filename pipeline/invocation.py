@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline.config import PipelineConfig, describe_given, describe_source
 from pipeline.errors import PipelineError
 
+
 def resolve_mode(mode: str | None, *, deployment_only: bool = False, training_job: str | None = None,
                  endpoint_name: str | None = None, config: PipelineConfig | None = None,
                  sources: Mapping[str, str] | None = None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ class TrainingJob:
         return features if len(features) == len(lines) - 1 else None
 
     @classmethod
-    def load(cls, directory: Path, recorded: dict[str, Any]) -> "TrainingJob":
+    def load(cls, directory: Path, recorded: dict[str, Any]) -> TrainingJob:
         """Read a job back from its artifacts, trusting nothing the store did not record.
 
         ``recorded`` is the job's row in the store. Every artifact's sha256 must match the one
@@ -127,7 +127,7 @@ def library_versions() -> dict[str, str]:
 
 def timestamp_name(prefix: str, now: datetime | None = None) -> str:
     """``<prefix>-YYYYmmdd-HHMMSS``: the way SageMaker jobs and endpoint configs are named."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{prefix}-{now:%Y%m%d-%H%M%S}"
 
 
@@ -152,7 +152,7 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
     """Write metrics and manifest beside a saved model and held-out rows: a training job either
     backend made, readable by ``TrainingJob.load``. ``extra`` goes into the manifest (e.g. AWS ARNs)."""
     model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
-    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
     _write_json(directory / METRICS_FILE, metrics)
     manifest = {
         "training_job": directory.name,

@@ -29,7 +29,7 @@ class EndpointLock:
         self.timeout = timeout
         self._lock = FileLock(str(self.path))
 
-    def __enter__(self) -> "EndpointLock":
+    def __enter__(self) -> EndpointLock:
         if self._lock.is_locked:  # taken earlier by this same run (re-entrant)
             self._lock.acquire()
             return self

@@ -98,12 +98,13 @@ class Gate:
             decision, reason = Verdict.HELD, (f"accuracy {accuracy:.2%} does not beat the no-skill baseline "
                                         f"{no_skill:.2%} (always predicting the most frequent class)")
         elif value < threshold:
-            decision, reason = Verdict.HELD, f"{shown} is below the deploy threshold {threshold:.2%} (minimum {minimum:.2%})"
+            decision, reason = Verdict.HELD, (f"{shown} is below the deploy threshold {threshold:.2%} "
+                                              f"(minimum {minimum:.2%})")
         elif self.config.auto_deploy_enabled or self.explicit_request:
             decision, reason = Verdict.DEPLOY, f"{shown} meets the deploy threshold {threshold:.2%}"
         else:
-            decision, reason = Verdict.APPROVED, (f"{shown} meets the deploy threshold {threshold:.2%}; auto-deploy is off: "
-                                            f"deploy it with --mode deployment --training-job NAME")
+            decision, reason = Verdict.APPROVED, (f"{shown} meets the deploy threshold {threshold:.2%}; auto-deploy "
+                                                  f"is off: deploy it with --mode deployment --training-job NAME")
         warning = None
         if interval and interval[0] < threshold <= interval[1]:
             warning = (f"the 95% interval of {name} [{interval[0]:.2%}, {interval[1]:.2%}] straddles the threshold "

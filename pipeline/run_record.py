@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ExitCode
@@ -25,17 +25,17 @@ if TYPE_CHECKING:
 
 
 def utc_timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def new_run_id() -> str:
     """Sortable by time, unique across processes: ``20261126T030742Z-1a2b3c4d``."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
 class TrainingRecord:
-    job: "TrainingJob"
+    job: TrainingJob
     duration_seconds: float  # 0 when the job was trained by an earlier run (--mode deployment)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,9 +127,9 @@ class RunRecord:
     started_at: str = field(default_factory=utc_timestamp)
     started: float = field(default_factory=time.monotonic)
     training: TrainingRecord | None = None
-    gate: "GateDecision | None" = None
-    deployment: "Deployment | None" = None
-    testing: "TestReport | None" = None
+    gate: GateDecision | None = None
+    deployment: Deployment | None = None
+    testing: TestReport | None = None
     cleanup: CleanupRecord | None = None
     rollback: RollbackRecord | None = None
     endpoint: EndpointRef | None = None

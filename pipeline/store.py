@@ -30,7 +30,7 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ class StoreError(PipelineError):
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _event_hash(prev_hash: str, at: str, run_id: str | None, kind: str, endpoint: str | None, detail: str) -> str:
@@ -374,7 +374,7 @@ class DeploymentStore:
         except ValueError:
             raise PipelineError(f"--at {at!r}: expected an ISO time such as 2026-11-26T10:00:00") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         serving: str | None = None
         for event in reversed(self.events(endpoint_name)):
             if datetime.fromisoformat(event["at"]) > moment:

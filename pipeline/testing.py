@@ -84,7 +84,7 @@ class EndpointTester:
         self.config = config
         self.expected_version = expected_version
 
-    def run_for(self, job: "TrainingJob") -> TestReport:
+    def run_for(self, job: TrainingJob) -> TestReport:
         """Test the endpoint with the job's held-out rows, against the job's own model (sha256-verified).
 
         The reference is scikit-learn's own ``predict``, not the serving hooks' fast path, so the
@@ -180,7 +180,7 @@ class EndpointTester:
         def send(start: int) -> tuple[int, Reply | None, str | None]:
             try:
                 return start, self.client.invoke(body(start), "text/csv", "application/json"), None
-            except Exception as err:  # noqa: BLE001 -- reported as the batch's failure
+            except Exception as err:
                 return start, None, f"{type(err).__name__}: {err}"
 
         predictions: list[Any] = []

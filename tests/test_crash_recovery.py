@@ -71,6 +71,7 @@ def test_killed_right_after_the_switch_returns_to_the_verified_version(pipeline)
 
     v2 = _current_version()
     from click.testing import CliRunner
+
     from pipeline.cli import cli
     result = CliRunner().invoke(cli, ["status", "--json"])  # a command that itself switches nothing
     assert result.exit_code == 0, result.output

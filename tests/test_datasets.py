@@ -3,8 +3,8 @@ or value and what was expected; good data trains, and its metrics carry the no-s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
@@ -85,8 +85,8 @@ def test_bad_dataset_is_named_with_exit_2(pipeline, make, args, expected):
 
 
 def test_csv_dataset_trains_with_its_label_column(pipeline):
-    _csv("d.csv", "x1,x2,kind\n" + "".join(f"{i % 5 + (100 if i >= 30 else 0)},{i % 3},{'big' if i >= 30 else 'small'}\n"
-                                           for i in range(60)))
+    rows = "".join(f"{i % 5 + (100 if i >= 30 else 0)},{i % 3},{'big' if i >= 30 else 'small'}\n" for i in range(60))
+    _csv("d.csv", "x1,x2,kind\n" + rows)
     result = pipeline("--dataset", "d.csv", "--label-column", "kind", "--mode", "training")
     assert result.exit_code == 0, result.output
     evaluation = pipeline.results()["phases"]["training"]["evaluation_results"]

@@ -149,7 +149,7 @@ class _Clients:
                     self.counted += 1
                     self.versions.add(reply.headers["X-Model-Version"])
 
-    def __enter__(self) -> "_Clients":
+    def __enter__(self) -> _Clients:
         for thread in self.threads:
             thread.start()
         return self
@@ -190,8 +190,8 @@ def test_no_request_fails_while_versions_are_rolled_back(pipeline):
     with _Clients(url) as clients:
         for attempt in range(40):
             target = v1 if attempt % 2 == 0 else v2
-            clients.during(lambda: _check(_invoke("rollback", "--endpoint-name", "iris-model",
-                                                  "--to-version", target)))
+            clients.during(lambda target=target: _check(_invoke("rollback", "--endpoint-name", "iris-model",
+                                                                "--to-version", target)))
             if clients.counted >= 2000 and attempt >= 1:
                 break
     assert clients.failed == []
@@ -264,6 +264,7 @@ def test_cleanup_of_an_unknown_endpoint_is_a_usage_error(pipeline):
 
 def test_concurrent_deployments_are_serialized_and_the_store_stays_intact(pipeline):
     import subprocess
+
     from tests.conftest import PYTHON, REPO
     pipeline("--mode", "training")
     job = pipeline.results()["summary"]["training_job"]

@@ -17,9 +17,22 @@ from scipy.stats import binomtest, norm
 
 from pipeline.errors import PipelineError
 from pipeline.evidence import (
-    NOT_PAIRED, ChampionPolicy, ComparisonStatus, GatePolicy, Verdict, champion_holds, compare_point_values,
-    compare_with_champion, judge, mcnemar_p_value, paired_difference_interval, row_hashes, rows_needed,
-    rows_not_trained_on, tango_score, wilson_interval,
+    NOT_PAIRED,
+    ChampionPolicy,
+    ComparisonStatus,
+    GatePolicy,
+    Verdict,
+    champion_holds,
+    compare_point_values,
+    compare_with_champion,
+    judge,
+    mcnemar_p_value,
+    paired_difference_interval,
+    row_hashes,
+    rows_needed,
+    rows_not_trained_on,
+    tango_score,
+    wilson_interval,
 )
 
 Z95 = norm.ppf(0.975)
@@ -28,7 +41,8 @@ VERSION = "iris-model-20260101-120000"
 
 def wilson_lower_by_hand(correct: float, total: float, z: float = Z95) -> float:
     p = correct / total
-    return (p + z * z / (2 * total) - z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))) / (1 + z * z / total)
+    spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return (p + z * z / (2 * total) - spread) / (1 + z * z / total)
 
 
 def rows(both: int, candidate_only: int, champion_only: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +133,8 @@ def test_confident_policy_holds_a_perfect_score_on_thirty_rows() -> None:
     result = judge("accuracy", 1.0, 0.95, 0.90, policy="confident", interval=wilson_interval(30, 30))
     assert result.verdict is Verdict.HELD
     assert "about 73 rows" in result.reason
-    assert judge("accuracy", 1.0, 0.95, 0.90, policy="point", interval=wilson_interval(30, 30)).verdict is Verdict.DEPLOY
+    point = judge("accuracy", 1.0, 0.95, 0.90, policy="point", interval=wilson_interval(30, 30))
+    assert point.verdict is Verdict.DEPLOY
 
 
 def test_confident_policy_without_an_interval_is_refused_by_name() -> None:
@@ -151,7 +166,8 @@ def test_gate_evidence_is_json_ready() -> None:
 
 
 # --------------------------------------------------------------------------- training-row hashes
-IRIS_LIKE = pd.DataFrame({"sepal length (cm)": [5.1, 4.9, 6.3], "petal width (cm)": [0.2, 0.2, 1.8], "target": [0, 0, 2]})
+IRIS_LIKE = pd.DataFrame({"sepal length (cm)": [5.1, 4.9, 6.3], "petal width (cm)": [0.2, 0.2, 1.8],
+                          "target": [0, 0, 2]})
 IRIS_COLUMNS = ["sepal length (cm)", "petal width (cm)", "target"]
 
 

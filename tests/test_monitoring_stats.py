@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from pipeline.monitoring import (
 from pipeline.monitoring.drift import holm_adjusted, ks_statistic, psi
 
 THRESHOLDS = DriftThresholds()
-T0 = datetime(2026, 11, 30, 10, 15, 2, 123000, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 30, 10, 15, 2, 123000, tzinfo=UTC)
 
 
 class Iris:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-from dataclasses import replace
 import logging
 import os
 import signal
@@ -12,13 +11,13 @@ import smtplib
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.config import PipelineConfig
-from pipeline.run_record import RunSummary
 from pipeline.notifications import (
     EVENTS,
     MAX_RETRY_AFTER_SECONDS,
@@ -28,6 +27,7 @@ from pipeline.notifications import (
     SmtpSettings,
     severity_for,
 )
+from pipeline.run_record import RunSummary
 from tests.notification_fixtures import SMTP_PASSWORD, WEBHOOK_SECRET, Reply, SlackReceiver
 
 pytestmark = pytest.mark.timeout(30)

@@ -23,8 +23,8 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def load_backend(name: str, config: "PipelineConfig", store: "DeploymentStore",
-                 run_id: str | None = None) -> "Backend":
+def load_backend(name: str, config: PipelineConfig, store: DeploymentStore,
+                 run_id: str | None = None) -> Backend:
     if name not in BACKENDS:
         raise PipelineError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[name].split(":")

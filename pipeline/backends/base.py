@@ -25,9 +25,9 @@ from pipeline.outcomes import FinalState
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
-    from pipeline.store import DeploymentStore
     from pipeline.endpoint_client import EndpointClient
     from pipeline.jobs import TrainingJob
+    from pipeline.store import DeploymentStore
     from pipeline.training import TrainingPipeline
 
 
@@ -80,21 +80,21 @@ class Outcome:
 class Backend(ABC):
     TYPE: ClassVar[str]
 
-    def __init__(self, config: "PipelineConfig", store: "DeploymentStore", run_id: str | None = None) -> None:
+    def __init__(self, config: PipelineConfig, store: DeploymentStore, run_id: str | None = None) -> None:
         self.config = config
         self.store = store
         self.run_id = run_id  # resources and processes a run creates carry it (None: a command outside a run)
 
     @abstractmethod
-    def train(self, training: "TrainingPipeline") -> "TrainingJob":
+    def train(self, training: TrainingPipeline) -> TrainingJob:
         """Run the training job and return its artifacts."""
 
     @abstractmethod
-    def stage(self, endpoint_name: str, version: str, job: "TrainingJob") -> Staged:
+    def stage(self, endpoint_name: str, version: str, job: TrainingJob) -> Staged:
         """Make ``version`` reachable for testing without disturbing what serves now."""
 
     @abstractmethod
-    def client(self, endpoint_name: str, server: Server) -> "EndpointClient":
+    def client(self, endpoint_name: str, server: Server) -> EndpointClient:
         """A client that reaches ``server`` of ``endpoint_name`` (a staged candidate, or the stable one)."""
 
     @abstractmethod

@@ -27,6 +27,12 @@ import requests
 
 from pipeline.atomic_files import write_atomically
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
+from pipeline.backends.local_server import (
+    LocalEndpointClient,
+    free_port,
+    launch_server,
+    port_in_use,
+)
 from pipeline.backends.server_processes import (
     Owner,
     ServerProcess,
@@ -37,7 +43,10 @@ from pipeline.backends.server_processes import (
     stop_process,
     stop_server,
 )
+from pipeline.endpoint_client import EndpointDown
 from pipeline.errors import PipelineError
+from pipeline.jobs import TrainingJob
+from pipeline.outcomes import FinalState
 from pipeline.serving import (
     SHA_HEADER,
     TOKEN_ENV,
@@ -45,15 +54,6 @@ from pipeline.serving import (
     ModelIntegrityError,
     verified_model_dir,
 )
-from pipeline.backends.local_server import (
-    LocalEndpointClient,
-    free_port,
-    launch_server,
-    port_in_use,
-)
-from pipeline.endpoint_client import EndpointDown
-from pipeline.jobs import TrainingJob
-from pipeline.outcomes import FinalState
 from pipeline.training import TrainingPipeline
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,8 @@ class LocalBackend(Backend):
             server = self._server(prestarted["port"], prestarted["pid"], "stable")
             return Staged(endpoint_name, version, previous, server, server, beside_stable=False)
         # A first deployment (or one whose endpoint never served a version): start the stable server with it.
-        port = row["port"] if row and row["port"] else (self.config.endpoint_port or free_port(self.config.endpoint_host))
+        port = (row["port"] if row and row["port"] else None) or self.config.endpoint_port or \
+            free_port(self.config.endpoint_host)
         self._clear_dead_stable(endpoint_name, port)
         self._point_current(endpoint_name, version)
         process = self._start_server(endpoint_name, "stable", port, self.endpoint_dir(endpoint_name) / CURRENT_POINTER)

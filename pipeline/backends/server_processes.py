@@ -89,7 +89,7 @@ class Owner:
     run_id: str | None = None
 
     @classmethod
-    def this_process(cls, run_id: str | None) -> "Owner":
+    def this_process(cls, run_id: str | None) -> Owner:
         return cls(os.getpid(), process_start_time(os.getpid()), run_id)
 
     def alive(self) -> bool:

@@ -101,8 +101,8 @@ def check_cv_folds(labels: pd.Series, cv_folds: int) -> None:
     counts = labels.value_counts()
     if counts.min() < cv_folds:
         raise TrainingInputError(
-            f"class {_python_scalar(counts.idxmin())!r} has {counts.min()} training row(s), fewer than cv_folds={cv_folds}: "
-            f"lower cv_folds or add data"
+            f"class {_python_scalar(counts.idxmin())!r} has {counts.min()} training row(s), fewer than "
+            f"cv_folds={cv_folds}: lower cv_folds or add data"
         )
 
 
@@ -187,7 +187,8 @@ def save_model(model: Pipeline, model_dir: str | os.PathLike[str]) -> Path:
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train and evaluate a scikit-learn classifier (SageMaker script mode).")
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate a scikit-learn classifier (SageMaker script mode).")
     parser.add_argument("--model-type", "--model_type", default="logistic_regression")
     parser.add_argument("--hyperparameters", default="{}", help="JSON object of estimator hyperparameters")
     parser.add_argument("--label-column", "--label_column", default="target")

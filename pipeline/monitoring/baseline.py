@@ -119,7 +119,7 @@ class FeatureBaseline:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureBaseline":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureBaseline:
         stats = data["numerical_statistics"]
         common = stats["common"]
         buckets = stats["distribution"]["kll"]["buckets"]
@@ -181,7 +181,7 @@ class Baseline:
                                  "rows": sample},
         }
 
-    def constraints_dict(self, thresholds: "DriftThresholds") -> dict[str, Any]:
+    def constraints_dict(self, thresholds: DriftThresholds) -> dict[str, Any]:
         """The content of ``constraints.json``: per-feature constraints and the thresholds in force."""
         limits = thresholds.to_dict()
         return {
@@ -212,7 +212,7 @@ class Baseline:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Baseline":
+    def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
         """Read back what ``statistics_dict`` wrote; raises KeyError/ValueError/TypeError on anything else."""
         features = tuple(FeatureBaseline.from_dict(entry) for entry in data["features"])
         label = data["label"]
@@ -325,7 +325,7 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def write_baseline(directory: Path, baseline: Baseline, thresholds: "DriftThresholds") -> dict[str, str]:
+def write_baseline(directory: Path, baseline: Baseline, thresholds: DriftThresholds) -> dict[str, str]:
     """Write ``baseline.json`` and ``constraints.json`` into a training job's directory
     (each atomically) and return their sha256 digests, for the job's manifest."""
     digests = {}

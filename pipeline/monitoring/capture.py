@@ -31,7 +31,7 @@ import json
 import math
 import zlib
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,14 +51,14 @@ def format_time(when: datetime) -> str:
     """UTC with milliseconds and a ``Z``, as SageMaker's ``inferenceTime``."""
     if when.tzinfo is None:
         raise ValueError("inference time must be timezone-aware")
-    when = when.astimezone(timezone.utc)
+    when = when.astimezone(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def parse_time(text: str) -> datetime:
     """An ISO 8601 time; one without a zone is taken as UTC."""
     when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _payload(body: bytes | str, content_type: str | None, mode: str) -> dict[str, str]:
@@ -91,7 +91,7 @@ def capture_record(
     capture: dict[str, Any] = {"endpointInput": _payload(input_body, input_content_type, "INPUT")}
     if output_body is not None:
         capture["endpointOutput"] = _payload(output_body, output_content_type, "OUTPUT")
-    when = inference_time or datetime.now(timezone.utc)
+    when = inference_time or datetime.now(UTC)
     return {
         "captureData": capture,
         "eventMetadata": {"eventId": inference_id, "inferenceId": inference_id, "inferenceTime": format_time(when)},
@@ -108,7 +108,7 @@ def capture_hour_directory(capture_dir: Path, version: str, when: datetime) -> P
     """Where the records of ``version`` captured in the hour of ``when`` (UTC) go."""
     if not version or "/" in version or version in (".", ".."):
         raise ValueError(f"version {version!r} cannot name a directory")
-    when = when.astimezone(timezone.utc)
+    when = when.astimezone(UTC)
     return Path(capture_dir) / version / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}" / f"{when:%H}"
 
 
@@ -125,7 +125,7 @@ class CaptureRecords:
     def __init__(self, directory: Path, since: datetime | None = None, version: str | None = None) -> None:
         self.directory = Path(directory)
         if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
+            since = since.replace(tzinfo=UTC)
         self.since = since
         self.version = version
         self.files = 0
@@ -152,7 +152,7 @@ class CaptureRecords:
                 if self.since is not None and hour is not None and hour < self.since.replace(
                         minute=0, second=0, microsecond=0):
                     continue  # the whole hour is before `since`
-                found.append((hour or datetime.min.replace(tzinfo=timezone.utc), str(path), path))
+                found.append((hour or datetime.min.replace(tzinfo=UTC), str(path), path))
         return [path for _, _, path in sorted(found)]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -205,7 +205,7 @@ def _hour_of(relative: Path) -> datetime | None:
         return None
     try:
         year, month, day, hour = (int(part) for part in parts)
-        return datetime(year, month, day, hour, tzinfo=timezone.utc)
+        return datetime(year, month, day, hour, tzinfo=UTC)
     except ValueError:
         return None
 

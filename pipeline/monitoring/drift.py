@@ -78,7 +78,7 @@ class DriftThresholds:
         return asdict(self)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "DriftThresholds":
+    def from_mapping(cls, values: Mapping[str, Any]) -> DriftThresholds:
         """From a config (or a ``constraints.json``'s ``thresholds``): known keys only."""
         names = {f.name for f in fields(cls)}
         return cls(**{key: values[key] for key in names if key in values})

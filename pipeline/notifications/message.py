@@ -106,7 +106,7 @@ class Message:
     rollback_reason: str | None = None
 
     @classmethod
-    def build(cls, event: str, summary: RunSummary) -> "Message":
+    def build(cls, event: str, summary: RunSummary) -> Message:
         status = _text(summary.status)
         title = _TITLES.get(event, event.replace("_", " ").capitalize())
         if event == "gate_decision" and summary.gate_decision:

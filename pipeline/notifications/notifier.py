@@ -18,15 +18,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.run_record import RunSummary
 from pipeline.config import PipelineConfig
 from pipeline.notifications.budget import NotificationBudget
 from pipeline.notifications.channels import Channel, DeliveryError, EmailChannel, SlackChannel, SnsChannel
 from pipeline.notifications.message import EVENTS, Message
 from pipeline.redaction import LIBRARY_LOGS, SecretScrubber
+from pipeline.run_record import RunSummary
 
 log = logging.getLogger("pipeline.notifications")
 
@@ -273,7 +273,7 @@ class Notifier:
             "delivered": error is None,
             "attempts": delivery.attempts,
             "error": error,
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     def _scrub(self, text: str) -> str:

@@ -29,7 +29,7 @@ class SmtpSettings:
     _PORT_FOR = {"ssl": 465, "starttls": 587, "none": 25}
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "SmtpSettings":
+    def from_env(cls, env: Mapping[str, str]) -> SmtpSettings:
         """Raises ValueError naming the variable when a value is unusable."""
         host = (env.get("SMTP_HOST") or "").strip()
         if not host:

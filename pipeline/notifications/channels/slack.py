@@ -1,16 +1,16 @@
 """Slack incoming webhooks: one POST of a Block Kit message per attempt."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from pipeline.redaction import redact_url
 from pipeline.notifications.channels.base import DeliveryError, is_loopback
 from pipeline.notifications.message import Message
+from pipeline.redaction import redact_url
 
 MAX_RETRY_AFTER_SECONDS = 30.0  # a server asking for longer would stall the pipeline; we give up sooner
 
@@ -27,8 +27,8 @@ def parse_retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 

@@ -42,9 +42,11 @@ class SnsChannel:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
-            ConnectionError as BotoConnectionError,
             ConnectTimeoutError,
             ReadTimeoutError,
+        )
+        from botocore.exceptions import (
+            ConnectionError as BotoConnectionError,
         )
 
         request: dict[str, Any] = {
