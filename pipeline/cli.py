@@ -64,7 +64,7 @@ def _fail(err: PipelineError, verbose: bool) -> None:
     sys.exit(int(err.exit_code))
 
 
-def _flags(options: dict[str, Any]) -> dict[str, Any]:
+def flag_settings(options: dict[str, Any]) -> dict[str, Any]:
     """The config keys the group's flags set; None where a flag was not given."""
     return {
         "role_arn": options.get("role_arn"), "accuracy_threshold": options.get("accuracy_threshold"),
@@ -80,7 +80,8 @@ def _flags(options: dict[str, Any]) -> dict[str, Any]:
 
 def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, str]]:
     """Every command builds its config the same way: file, environment, flags and --set (config.py)."""
-    return load_config(options.get("config_file"), os.environ, _flags(options), settings=options.get("settings", ()))
+    return load_config(options.get("config_file"), os.environ, flag_settings(options),
+                       settings=options.get("settings", ()))
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},

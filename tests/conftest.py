@@ -20,7 +20,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.cli import cli
-from pipeline.config import ENV_VARS
+from pipeline.config import ENV_VARS, load_config
+from pipeline.orchestrator import Orchestrator
+from pipeline.training import TrainingPipeline
 
 # The receivers for notification tests (Slack HTTP, aiosmtpd, moto SNS) live in their own module.
 pytest_plugins = ["tests.notification_fixtures"]
@@ -116,3 +118,9 @@ def run_script(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout
 
 
 PYTHON = sys.executable
+
+
+def train_job(workdir: Path, training: type[TrainingPipeline] = TrainingPipeline, **settings: Any) -> str:
+    """Train a job in-process (``--mode training``) with a training pipeline of the test's choosing."""
+    config, sources = load_config(env={}, flags={"cv_folds": 3, **settings}, search_default_file=False)
+    return Orchestrator(config, sources, mode="training", training_pipeline=training(config)).run().training_job

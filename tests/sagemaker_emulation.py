@@ -208,7 +208,7 @@ class SageMakerEmulation:
         self._injected[action] += [(code, message)] * times
 
     # ----------------------------------------------------------------- installing
-    def install(self) -> "SageMakerEmulation":
+    def install(self) -> SageMakerEmulation:
         emulation = self
         original_create_job = SageMakerModelBackend.create_training_job
         original_describe_job = SageMakerModelBackend.describe_training_job
@@ -306,7 +306,7 @@ class SageMakerEmulation:
         self._saved.clear()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "SageMakerEmulation":
+    def __enter__(self) -> SageMakerEmulation:
         return self.install()
 
     def __exit__(self, *exc: object) -> None:

@@ -13,6 +13,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
+from pipeline.training import TrainingPipeline
+
 
 class ServedDifferently(ClassifierMixin, BaseEstimator):
     def __init__(self, max_iter: int = 1000) -> None:
@@ -30,3 +32,10 @@ class ServedDifferently(ClassifierMixin, BaseEstimator):
             index = np.searchsorted(self.classes_, predictions)
             return self.classes_[(index + 1) % len(self.classes_)]
         return predictions
+
+
+class ServedDifferentlyPipeline(TrainingPipeline):
+    """Trains a ``ServedDifferently`` model: parity holds offline and breaks once served."""
+
+    def train_local_model(self, X_train, y_train):
+        return ServedDifferently().fit(X_train, y_train)

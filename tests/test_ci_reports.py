@@ -17,14 +17,11 @@ import pytest
 import yaml
 
 from pipeline import cli as cli_module
-from pipeline.config import load_config
 from pipeline.logs import configure_logging, log_phase, phase_of, set_run_id
-from pipeline.orchestrator import Orchestrator
 from pipeline.reports import DOTENV_KEY, render_dotenv, render_junit, render_metrics
 from pipeline.results_schema import Results
-from pipeline.training import TrainingPipeline
-from tests.conftest import REPO, run_script, stop_servers_under
-from tests.served_models import ServedDifferently
+from tests.conftest import REPO, run_script, stop_servers_under, train_job
+from tests.served_models import ServedDifferentlyPipeline
 
 EMOJI = re.compile("[\u2600-\u27bf\U0001f300-\U0001faff]")
 
@@ -211,15 +208,8 @@ def test_cli_writes_the_reports_when_the_gate_holds(pipeline, workdir):
                                                       ["cv_mean_accuracy"], 6)
 
 
-class ServedDifferentlyPipeline(TrainingPipeline):
-    def train_local_model(self, X_train, y_train):
-        return ServedDifferently().fit(X_train, y_train)
-
-
 def test_cli_reports_say_why_a_deployment_was_rolled_back(pipeline, workdir):
-    config, sources = load_config(env={}, flags={"cv_folds": 3}, search_default_file=False)
-    job = Orchestrator(config, sources, mode="training",
-                       training_pipeline=ServedDifferentlyPipeline(config)).run().training_job
+    job = train_job(workdir, ServedDifferentlyPipeline)
     result = pipeline("--mode", "deployment", "--training-job", job, *_report_flags(workdir))
     assert result.exit_code == 1
     dotenv, cases, metrics = _reports(workdir)

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.locking import EndpointLock
 from pipeline.store import DeploymentStore
+from tests.conftest import train_job
+from tests.served_models import ServedDifferentlyPipeline
 
 
 def _invoke(*args: str):
@@ -313,11 +315,10 @@ def test_next_deployment_brings_a_dead_endpoint_back_and_switches_to_the_new_ver
 
 
 def test_a_failing_version_is_never_served_when_the_endpoint_had_died(pipeline, workdir):
-    from tests.test_pipeline_local import ServedDifferentlyPipeline, _train_job
     pipeline()
     url, v1 = pipeline.results()["summary"]["endpoint_url"], pipeline.results()["summary"]["endpoint_version"]
     _kill_stable()
-    job = _train_job(workdir, ServedDifferentlyPipeline)
+    job = train_job(workdir, ServedDifferentlyPipeline)
     assert pipeline("--mode", "deployment", "--training-job", job).exit_code == 1
     assert pipeline.results()["rollback"]["final_state"] == "kept_previous"
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1

@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
-from pipeline.cli import _flags, cli
+from pipeline.cli import cli, flag_settings
 from pipeline.config import load_config
 from pipeline.invocation import resolve_mode
 from tests.conftest import PYTHON, REPO, run_script
@@ -93,7 +93,7 @@ def test_every_documented_invocation_parses():
         context = cli.make_context("run_pipeline.py", list(argv), resilient_parsing=False)
         options = context.params
         # and none is refused as a contradiction (the checks a run makes before its work)
-        config, sources = load_config(None, {}, _flags(options), settings=options["settings"],
+        config, sources = load_config(None, {}, flag_settings(options), settings=options["settings"],
                                       search_default_file=False)
         resolve_mode(options["mode"], deployment_only=options["deployment_only"], training_job=options["training_job"],
                      endpoint_name=options["endpoint_name"], config=config, sources=sources)

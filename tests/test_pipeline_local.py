@@ -13,9 +13,8 @@ from pipeline.config import load_config
 from pipeline.orchestrator import Orchestrator
 from pipeline.serving import ModelIntegrityError, create_app
 from pipeline.store import DeploymentStore
-from pipeline.training import TrainingPipeline
-from tests.conftest import processes_mentioning
-from tests.served_models import ServedDifferently
+from tests.conftest import processes_mentioning, train_job
+from tests.served_models import ServedDifferentlyPipeline
 
 
 def _url(results: dict) -> str:
@@ -111,20 +110,10 @@ def test_second_deployment_switches_the_stable_url_to_the_new_version(pipeline):
     assert reply.headers["X-Model-Version"] == second["summary"]["endpoint_version"]
 
 
-def _train_job(workdir: Path, training: type[TrainingPipeline] = TrainingPipeline, **settings) -> str:
-    config, sources = load_config(env={}, flags={"cv_folds": 3, **settings}, search_default_file=False)
-    return Orchestrator(config, sources, mode="training", training_pipeline=training(config)).run().training_job
-
-
-class ServedDifferentlyPipeline(TrainingPipeline):
-    def train_local_model(self, X_train, y_train):
-        return ServedDifferently().fit(X_train, y_train)
-
-
 def test_version_whose_served_predictions_differ_is_not_kept(pipeline, workdir):
     pipeline()
     v1 = pipeline.results()["summary"]["endpoint_version"]
-    job = _train_job(workdir, ServedDifferentlyPipeline)
+    job = train_job(workdir, ServedDifferentlyPipeline)
     result = pipeline("--mode", "deployment", "--training-job", job)
     assert result.exit_code == 1
     results = pipeline.results()
@@ -139,7 +128,7 @@ def test_version_whose_served_predictions_differ_is_not_kept(pipeline, workdir):
 def test_a_model_changed_after_training_is_refused_before_deployment(pipeline, workdir):
     pipeline()
     first = pipeline.results()
-    job = _train_job(workdir)
+    job = train_job(workdir)
     model = next(Path(".mlops/jobs").glob(f"{job}/model/model.joblib"))
     model.write_bytes(model.read_bytes() + b"tampered")
     result = pipeline("--mode", "deployment", "--training-job", job)
@@ -151,7 +140,7 @@ def test_a_model_changed_after_training_is_refused_before_deployment(pipeline, w
 
 
 def test_a_server_refuses_a_model_whose_sha256_differs_from_its_version(workdir):
-    job = _train_job(workdir)
+    job = train_job(workdir)
     spec = {"version": "v-test", "model_dir": str(Path(".mlops/jobs", job, "model").resolve()), "sha256": "0" * 64}
     Path("pointer.json").write_text(json.dumps(spec))
     with pytest.raises(ModelIntegrityError, match="refusing to load it"):
@@ -159,7 +148,7 @@ def test_a_server_refuses_a_model_whose_sha256_differs_from_its_version(workdir)
 
 
 def test_failed_first_deployment_removes_its_endpoint(pipeline, workdir):
-    job = _train_job(workdir, ServedDifferentlyPipeline)
+    job = train_job(workdir, ServedDifferentlyPipeline)
     assert pipeline("--mode", "deployment", "--training-job", job).exit_code == 1
     results = pipeline.results()
     assert results["rollback"]["final_state"] == "removed"
@@ -168,7 +157,7 @@ def test_failed_first_deployment_removes_its_endpoint(pipeline, workdir):
 
 def test_rollback_off_leaves_the_failing_version_serving_and_fails_the_run(pipeline, workdir):
     pipeline()
-    job = _train_job(workdir, ServedDifferentlyPipeline)
+    job = train_job(workdir, ServedDifferentlyPipeline)
     result = pipeline("--mode", "deployment", "--training-job", job, "--set", "rollback_on_failure=false")
     assert result.exit_code == 1
     results = pipeline.results()
@@ -214,7 +203,7 @@ def test_two_runs_with_the_same_config_give_the_same_metrics(pipeline):
 
 
 def test_training_job_names_are_unique_within_one_second(workdir):
-    names = {_train_job(workdir) for _ in range(3)}
+    names = {train_job(workdir) for _ in range(3)}
     assert len(names) == 3
 
 
