@@ -45,7 +45,6 @@ import gzip
 import io
 import json
 import logging
-import os
 import re
 import shutil
 import tarfile
@@ -57,17 +56,10 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
+from pipeline.backends.sagemaker.errors import WaitTimeout, aws_error, not_found, shorten
 from pipeline.container import inference
 from pipeline.container import train as recipe
 from pipeline.errors import ExitCode, PipelineError
@@ -102,117 +94,6 @@ TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack
 TRAINING_DONE = frozenset({"Completed", "Failed", "Stopped"})
 MAX_WAIT_SECONDS = 3600  # TrafficRoutingConfig.WaitIntervalInSeconds and TerminationWaitInSeconds allow at most this
 _VERSION_SUFFIX = r"-\d{8}-\d{6}(?:-\d+)?"
-
-
-# --------------------------------------------------------------------------- AWS errors -> one line
-_ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
-                  "Forbidden", "403"}
-_BAD_CREDENTIALS = {"UnrecognizedClientException", "InvalidClientTokenId", "InvalidAccessKeyId",
-                    "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
-                    "InvalidToken", "RequestExpired"}
-_THROTTLING = {"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-               "TooManyRequestsException", "RequestLimitExceeded", "SlowDown", "PriorRequestNotComplete",
-               "ProvisionedThroughputExceededException", "BandwidthLimitExceeded"}
-_VALIDATION = {"ValidationException", "ValidationError", "InvalidParameterValue", "InvalidParameterException",
-               "InvalidRequest"}
-# IAM actions of the S3 operations we call (the API name is not always the permission's).
-_S3_PERMISSIONS = {"HeadBucket": "s3:ListBucket", "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject",
-                   "PutObject": "s3:PutObject", "CreateBucket": "s3:CreateBucket",
-                   "ListObjectsV2": "s3:ListBucket"}
-_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
-
-
-def _scrub(text: str) -> str:
-    """Never let a credential reach a message: key ids by shape, secrets by value."""
-    text = _KEY_ID.sub("***", text)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _validation_fix(message: str, region: str | None) -> str:
-    lowered = message.lower()
-    where = f" in {region}" if region else ""
-    if "instance" in lowered and "type" in lowered or "instancetype" in lowered:
-        return (f"choose an instance type SageMaker offers{where} for this use: --instance-type (endpoint) or "
-                f"--set training_instance_type=... (training)")
-    if "role" in lowered or "assume" in lowered:
-        return ("check --role-arn: the role must exist in this account, trust sagemaker.amazonaws.com and "
-                "allow S3 access to the bucket")
-    if "already exist" in lowered or "must be unique" in lowered or "already in use" in lowered:
-        return "the name is taken: change model_name_prefix or endpoint_prefix, or delete the old resource"
-    if "bucket" in lowered or "s3" in lowered:
-        return f"check s3_bucket: it must exist{where} and the role must be able to read and write it"
-    if "image" in lowered or "ecr" in lowered:
-        return "check sklearn_framework_version and aws_region"
-    if "update in-progress" in lowered or "in progress" in lowered:
-        return "another update of the endpoint is running: wait until it is InService and run again"
-    return ("change the value the message names (instance_type, training_instance_type, instance_count, role_arn, "
-            "aws_region, s3_bucket, traffic_routing, baking_period_minutes)")
-
-
-def aws_error(err: Exception, action: str, service: str = "sagemaker", region: str | None = None) -> PipelineError:
-    """One line saying what failed and what to change; exit 2 when the fix is the user's, else 1."""
-    if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
-        return PipelineError(f"cannot {action}: no AWS credentials found; run `aws configure` (or `aws sso login`), "
-                             f"or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", ExitCode.USAGE)
-    if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
-        return DeploymentError(f"cannot {action}: AWS is unreachable ({_scrub(_short(str(err), 200))}); "
-                               f"check the network, the proxy and aws_region")
-    if isinstance(err, ReadTimeoutError):
-        return DeploymentError(f"cannot {action}: AWS did not answer in time; run again")
-    if not isinstance(err, ClientError):
-        return DeploymentError(f"cannot {action}: {type(err).__name__}: {_scrub(_short(str(err)))}")
-    error = err.response.get("Error", {}) if isinstance(err.response, dict) else {}
-    code = str(error.get("Code") or "")
-    message = _scrub(_short(error.get("Message") or ""))
-    operation = getattr(err, "operation_name", "") or ""
-    if code in _ACCESS_DENIED:
-        wanted = re.search(r"not authorized to perform:?\s*([\w-]+:[\w*-]+)", message)
-        permission = wanted.group(1) if wanted else (
-            _S3_PERMISSIONS.get(operation, f"s3:{operation}") if service == "s3" else f"{service}:{operation}")
-        principal = re.search(r"User: (\S+)", message)
-        who = f" to {principal.group(1)}" if principal else ""
-        return PipelineError(
-            f"cannot {action}: access denied, missing IAM permission {permission}; grant it{who} (for example attach "
-            f"the AmazonSageMakerFullAccess policy, plus iam:PassRole on the SageMaker role)", ExitCode.USAGE)
-    if code in _BAD_CREDENTIALS:
-        return PipelineError(f"cannot {action}: AWS rejected the credentials ({code}); refresh them (`aws sso login`, "
-                             f"`aws configure`) or check AWS_PROFILE", ExitCode.USAGE)
-    if code in _THROTTLING:
-        return DeploymentError(f"cannot {action}: AWS kept throttling the requests ({code}) after retries; run again "
-                               f"later or raise the API rate quota in Service Quotas")
-    if code == "ResourceLimitExceeded":
-        return PipelineError(
-            f"cannot {action}: an AWS account limit is reached ({message}); lower instance_count, choose another "
-            f"instance type (--instance-type, training_instance_type), delete endpoints you no longer need "
-            f"(--mode cleanup) or request a higher quota in Service Quotas (Amazon SageMaker)", ExitCode.USAGE)
-    if code in _VALIDATION:
-        return PipelineError(f"cannot {action}: AWS rejected the request ({message}); "
-                             f"{_validation_fix(message, region)}", ExitCode.USAGE)
-    if code == "ModelError":
-        return DeploymentError(f"cannot {action}: the model container answered an error ({message})")
-    return DeploymentError(f"cannot {action}: AWS {code or 'error'}: {message}")
-
-
-class WaitTimeout(DeploymentError):
-    """A SageMaker resource did not reach its end state within ``sagemaker_timeout_minutes``."""
-
-
-def _not_found(err: ClientError) -> bool:
-    error = err.response.get("Error", {})
-    code = str(error.get("Code") or "")
-    message = str(error.get("Message") or "")
-    if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound", "ResourceNotFound"):
-        return True
-    return code in _VALIDATION and bool(re.search(r"could not find|not found|does not exist", message, re.I))
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -275,7 +156,7 @@ class SageMakerEndpointClient:
         try:
             description = self.backend.sagemaker.describe_endpoint(EndpointName=self.endpoint_name)
         except ClientError as err:
-            if _not_found(err):
+            if not_found(err):
                 raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} does not exist in "
                                    f"{self.backend.region}") from None
             problem = self.backend.error(err, f"describe endpoint {self.endpoint_name}")
@@ -304,7 +185,7 @@ class SageMakerEndpointClient:
                 status = int(err.response.get("OriginalStatusCode") or 500)
                 text = err.response.get("OriginalMessage") or error.get("Message") or ""
                 return Reply(status, {"X-Amzn-ErrorType": code}, str(text).encode())
-            if _not_found(err):
+            if not_found(err):
                 raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} does not exist in "
                                    f"{self.backend.region}") from None
             status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
@@ -320,7 +201,7 @@ class SageMakerBackend(Backend):
     TYPE = "sagemaker"
 
     # The files shipped as sourcedir.tar.gz: the script-mode entry point, the serving hooks and program.
-    SOURCE_DIR = Path(__file__).resolve().parents[1] / "container"
+    SOURCE_DIR = Path(__file__).resolve().parents[2] / "container"
     # Polling: first wait, growth factor, longest wait (seconds). Training and endpoint updates take minutes.
     POLL_INITIAL_SECONDS = 0.5
     POLL_FACTOR = 1.5
@@ -376,7 +257,7 @@ class SageMakerBackend(Backend):
             getattr(self.sagemaker, operation)(**params)
             return True
         except ClientError as err:
-            if _not_found(err):
+            if not_found(err):
                 return False
             raise self.error(err, action) from None
         except BotoCoreError as err:
@@ -618,7 +499,7 @@ class SageMakerBackend(Backend):
             raise WaitTimeout(f"{err.message}; {stopped}") from None
         status = description["TrainingJobStatus"]
         if status != "Completed":
-            reason = _short(description.get("FailureReason") or "no reason given", 500)
+            reason = shorten(description.get("FailureReason") or "no reason given", 500)
             raise DeploymentError(f"training job {name} {status.lower()}: {reason}",
                                   hint=f"The job's log is in CloudWatch, log group /aws/sagemaker/TrainingJobs, "
                                        f"stream {name}/algo-1-...")
@@ -673,7 +554,7 @@ class SageMakerBackend(Backend):
         try:
             return self.sagemaker.describe_endpoint(EndpointName=name)
         except ClientError as err:
-            if _not_found(err):
+            if not_found(err):
                 return None
             raise self.error(err, f"describe endpoint {name}") from None
         except BotoCoreError as err:
@@ -698,13 +579,13 @@ class SageMakerBackend(Backend):
         reason = description.get("FailureReason")
         if status != "InService":
             raise DeploymentError(f"SageMaker endpoint {name!r} is {status} instead of InService"
-                                  f"{': ' + _short(reason) if reason else ''}")
+                                  f"{': ' + shorten(reason) if reason else ''}")
         if config != version:
             rolled = "AWS rolled the update back: " if previous and config == previous else ""
             raise DeploymentError(f"SageMaker endpoint {name!r} runs endpoint config {config}, not {version}; "
-                                  f"{rolled}{_short(reason) if reason else 'no failure reason given'}")
+                                  f"{rolled}{shorten(reason) if reason else 'no failure reason given'}")
         if reason:
-            raise DeploymentError(f"SageMaker endpoint {name!r} on {version} reports a failure: {_short(reason)}")
+            raise DeploymentError(f"SageMaker endpoint {name!r} on {version} reports a failure: {shorten(reason)}")
         return description
 
     def _deployment_config(self, rollback: bool = False) -> dict[str, Any]:
@@ -740,7 +621,7 @@ class SageMakerBackend(Backend):
             try:
                 head = self.s3.head_object(Bucket=bucket, Key=key)
             except ClientError as err:
-                if _not_found(err):
+                if not_found(err):
                     raise DeploymentError(f"model data {manifest['model_data_url']} of training job {job.name} is "
                                           f"gone from S3; train again") from None
                 raise self.error(err, f"read {manifest['model_data_url']}", "s3") from None
@@ -864,7 +745,7 @@ class SageMakerBackend(Backend):
         try:
             self.sagemaker.describe_endpoint_config(EndpointConfigName=to_version)
         except ClientError as err:
-            if _not_found(err):
+            if not_found(err):
                 raise DeploymentError(f"endpoint config {to_version} no longer exists in {self.region}: cannot roll "
                                       f"back to it; deploy its training job again") from None
             raise self.error(err, f"describe endpoint config {to_version}") from None
@@ -918,7 +799,7 @@ class SageMakerBackend(Backend):
                 config = self.sagemaker.describe_endpoint_config(EndpointConfigName=name)
                 models |= {variant["ModelName"] for variant in config.get("ProductionVariants", [])}
             except ClientError as err:
-                if not _not_found(err):
+                if not not_found(err):
                     raise self.error(err, f"describe endpoint config {name}") from None
             if self._try_delete("delete_endpoint_config", f"delete endpoint config {name}", EndpointConfigName=name):
                 deleted.append(name)
