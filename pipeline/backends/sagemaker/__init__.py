@@ -41,25 +41,21 @@ errors become one-line ``PipelineError`` messages that say what to change.
 """
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 import re
 import shutil
-import tarfile
 import tempfile
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
+from pipeline.backends.sagemaker import artifacts
 from pipeline.backends.sagemaker.errors import WaitTimeout, aws_error, not_found, shorten
+from pipeline.backends.sagemaker.session import TAG_ACCURACY, TAG_RUN_ID, TAG_TRAINING_JOB, AwsSession, Polling
 from pipeline.container import inference
 from pipeline.container import train as recipe
 from pipeline.errors import ExitCode, PipelineError
@@ -82,13 +78,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRAIN_PROGRAM = "train.py"
-SERVE_PROGRAM = "serve.py"  # SAGEMAKER_PROGRAM of every model: transform_fn over the hooks of inference.py
-SOURCE_FILES = (TRAIN_PROGRAM, "inference.py", SERVE_PROGRAM)  # what sourcedir.tar.gz must hold
+__all__ = ["SageMakerBackend", "SageMakerEndpointClient", "WaitTimeout", "aws_error"]
+
 TRAIN_CHANNEL = "train"
-TAG_TRAINING_JOB = "mlops:training-job"
-TAG_ACCURACY = "mlops:accuracy"
-TAG_RUN_ID = "mlops:run-id"
 # Endpoint states that end by themselves; anything else is where an endpoint stays.
 TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 TRAINING_DONE = frozenset({"Completed", "Failed", "Stopped"})
@@ -97,41 +89,6 @@ _VERSION_SUFFIX = r"-\d{8}-\d{6}(?:-\d+)?"
 
 
 # --------------------------------------------------------------------------- small helpers
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
-    if not match:
-        raise PipelineError(f"{uri!r} is not an s3:// URI")
-    return match.group(1), match.group(2)
-
-
-def _tar_gz(files: Iterable[tuple[str, bytes]]) -> bytes:
-    """A reproducible tar.gz (fixed times and owners): the same files give the same bytes."""
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed:
-        with tarfile.open(fileobj=compressed, mode="w") as archive:
-            for name, data in files:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = 0o644
-                archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _extract(archive: Path, target: Path) -> None:
-    """Unpack a tar.gz from S3, refusing links and paths that leave ``target``."""
-    target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
-            resolved = (root / member.name).resolve()
-            if not (member.isfile() or member.isdir()) or (resolved != root and root not in resolved.parents):
-                raise DeploymentError(f"{archive.name} contains an unsafe entry {member.name!r}: not unpacked")
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the standard library checks too
-            tar.extractall(root, filter="data")
-        else:
-            tar.extractall(root)
-
-
 def _sklearn_minor(version: str) -> str:
     return ".".join(version.split("-")[0].split(".")[:2])
 
@@ -146,25 +103,25 @@ class SageMakerEndpointClient:
     thread-safe, so the performance check may call ``invoke`` from several threads.
     """
 
-    def __init__(self, backend: "SageMakerBackend", endpoint_name: str, url: str) -> None:
-        self.backend = backend
+    def __init__(self, aws: AwsSession, endpoint_name: str, url: str) -> None:
+        self.aws = aws
         self.endpoint_name = endpoint_name
         self.url = url
-        self.runtime = backend.runtime  # created here, once: the performance check invokes from threads
+        self.runtime = aws.runtime  # created here, once: the performance check invokes from threads
 
     def ping(self) -> Reply:
         try:
-            description = self.backend.sagemaker.describe_endpoint(EndpointName=self.endpoint_name)
+            description = self.aws.sagemaker.describe_endpoint(EndpointName=self.endpoint_name)
         except ClientError as err:
             if not_found(err):
                 raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} does not exist in "
-                                   f"{self.backend.region}") from None
-            problem = self.backend.error(err, f"describe endpoint {self.endpoint_name}")
+                                   f"{self.aws.region}") from None
+            problem = self.aws.error(err, f"describe endpoint {self.endpoint_name}")
             if problem.exit_code == ExitCode.USAGE:  # no permission, bad credentials: waiting cannot help
                 raise EndpointDown(problem.message) from None
             raise problem from None
         except BotoCoreError as err:
-            raise self.backend.error(err, f"describe endpoint {self.endpoint_name}") from None
+            raise self.aws.error(err, f"describe endpoint {self.endpoint_name}") from None
         status = description["EndpointStatus"]
         headers = {VERSION_HEADER: description.get("EndpointConfigName", "")}
         if status == "InService":
@@ -187,7 +144,7 @@ class SageMakerEndpointClient:
                 return Reply(status, {"X-Amzn-ErrorType": code}, str(text).encode())
             if not_found(err):
                 raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} does not exist in "
-                                   f"{self.backend.region}") from None
+                                   f"{self.aws.region}") from None
             status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
             return Reply(status, {"X-Amzn-ErrorType": code}, str(error.get("Message") or "").encode())
         headers = {"Content-Type": answer.get("ContentType") or ""}
@@ -209,174 +166,17 @@ class SageMakerBackend(Backend):
 
     def __init__(self, config: "PipelineConfig", store: "DeploymentStore", run_id: str | None = None) -> None:
         super().__init__(config, store, run_id)
-        self.region = config.aws_region
         if config.baking_period_minutes * 60 > MAX_WAIT_SECONDS:
             raise PipelineError(f"baking_period_minutes {config.baking_period_minutes}: SageMaker allows at most "
                                 f"{MAX_WAIT_SECONDS // 60} minutes; lower it")
-        self._session = boto3.session.Session(region_name=self.region)
-        self._clients: dict[str, Any] = {}
-        self._bucket_name: str | None = None
-        self._image: str | None = None
-
-    # ----------------------------------------------------------------- clients and errors
-    def _client(self, service: str) -> Any:
-        if service not in self._clients:
-            options: dict[str, Any] = {"retries": {"mode": "standard"}, "user_agent_extra": "mlops-pipeline"}
-            if service == "sagemaker-runtime":
-                options.update(read_timeout=self.config.request_timeout_seconds,
-                               connect_timeout=self.config.request_timeout_seconds,
-                               max_pool_connections=max(10, self.config.performance_concurrency))
-            # AWS_ENDPOINT_URL (e.g. a moto server) is honoured by boto3 itself.
-            self._clients[service] = self._session.client(service, config=BotoConfig(**options))
-        return self._clients[service]
-
-    @property
-    def sagemaker(self) -> Any:
-        return self._client("sagemaker")
-
-    @property
-    def runtime(self) -> Any:
-        return self._client("sagemaker-runtime")
-
-    @property
-    def s3(self) -> Any:
-        return self._client("s3")
-
-    def error(self, err: Exception, action: str, service: str = "sagemaker") -> PipelineError:
-        return aws_error(err, action, service, self.region)
-
-    def _call(self, client: Any, operation: str, action: str, **params: Any) -> Any:
-        try:
-            return getattr(client, operation)(**params)
-        except (ClientError, BotoCoreError) as err:
-            raise self.error(err, action, client.meta.service_model.signing_name) from None
-
-    def _try_delete(self, operation: str, action: str, **params: Any) -> bool:
-        """Delete one resource; a resource that is already gone is not an error."""
-        try:
-            getattr(self.sagemaker, operation)(**params)
-            return True
-        except ClientError as err:
-            if not_found(err):
-                return False
-            raise self.error(err, action) from None
-        except BotoCoreError as err:
-            raise self.error(err, action) from None
-
-    # ----------------------------------------------------------------- settings
-    def _role(self, job: TrainingJob | None = None) -> str:
-        role = self.config.role_arn or (job.manifest.get("role_arn") if job else None)
-        if not role:
-            raise PipelineError("the SageMaker backend needs an IAM role for SageMaker: pass "
-                                "--role-arn arn:aws:iam::<account>:role/<name>")
-        return role
-
-    def image_uri(self) -> str:
-        """The scikit-learn framework image, from the SageMaker SDK's bundled table (no AWS call)."""
-        if self._image is None:
-            from sagemaker.core import image_uris
-
-            try:
-                self._image = image_uris.retrieve("sklearn", region=self.region,
-                                                  version=self.config.sklearn_framework_version, py_version="py3",
-                                                  instance_type=self.config.training_instance_type)
-            except ValueError as err:
-                problem = str(err).split(". You may need")[0]
-                supported = re.search(r"Supported [^:]+: .*", str(err))
-                raise PipelineError(f"no SageMaker scikit-learn image for sklearn_framework_version "
-                                    f"{self.config.sklearn_framework_version!r} in aws_region {self.region!r}: "
-                                    f"{problem}" + (f"; {supported.group(0)}" if supported else "")) from None
-        return self._image
-
-    def _bucket(self) -> str:
-        """``s3_bucket``, or the SDK's convention ``sagemaker-<region>-<account>`` (created when missing)."""
-        if self._bucket_name:
-            return self._bucket_name
-        name = self.config.s3_bucket
-        if name is None:
-            account = self._call(self._client("sts"), "get_caller_identity", "look up the AWS account")["Account"]
-            name = f"sagemaker-{self.region}-{account}"
-        try:
-            self.s3.head_bucket(Bucket=name)
-        except ClientError as err:
-            code = str(err.response.get("Error", {}).get("Code"))
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                if self.config.s3_bucket:
-                    raise PipelineError(f"s3_bucket {name!r} does not exist: create it (aws s3 mb s3://{name} "
-                                        f"--region {self.region}) or unset s3_bucket to use "
-                                        f"sagemaker-{self.region}-<account>") from None
-                log.info("creating S3 bucket %s", name)
-                params: dict[str, Any] = {"Bucket": name}
-                if self.region != "us-east-1":
-                    params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-                self._call(self.s3, "create_bucket", f"create the S3 bucket {name}", **params)
-            elif code in ("403", "AccessDenied"):
-                raise PipelineError(f"S3 bucket {name!r} exists but cannot be used (403): it belongs to another "
-                                    f"account or denies s3:ListBucket; set s3_bucket to a bucket you own") from None
-            else:
-                raise self.error(err, f"check the S3 bucket {name}", "s3") from None
-        except BotoCoreError as err:
-            raise self.error(err, f"check the S3 bucket {name}", "s3") from None
-        self._bucket_name = name
-        return name
-
-    def _tags(self, training_job: str, accuracy: Any) -> list[dict[str, str]]:
-        numeric = isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
-        shown = f"{accuracy:.4f}" if numeric else "unknown"
-        return [{"Key": TAG_TRAINING_JOB, "Value": training_job}, {"Key": TAG_ACCURACY, "Value": shown},
-                {"Key": TAG_RUN_ID, "Value": self.run_id or "none"}]
-
-    def _url(self, endpoint_name: str) -> str:
-        return f"{self.runtime.meta.endpoint_url}/endpoints/{endpoint_name}/invocations"
-
-    # ----------------------------------------------------------------- S3
-    def _put(self, bucket: str, key: str, body: Any) -> str:
-        self._call(self.s3, "put_object", f"upload s3://{bucket}/{key}", Bucket=bucket, Key=key, Body=body)
-        return f"s3://{bucket}/{key}"
-
-    def _get(self, uri: str, path: Path) -> str:
-        """Download an object to ``path``; returns its ETag."""
-        bucket, key = split_s3_uri(uri)
-        answer = self._call(self.s3, "get_object", f"download {uri}", Bucket=bucket, Key=key)
-        with open(path, "wb") as handle:
-            shutil.copyfileobj(answer["Body"], handle)
-        return str(answer.get("ETag", ""))
-
-    def sourcedir(self) -> bytes:
-        files = sorted(path for path in Path(self.SOURCE_DIR).glob("*.py") if path.name != "__init__.py")
-        names = {path.name for path in files}
-        missing = set(SOURCE_FILES) - names
-        if missing:
-            raise PipelineError(f"{', '.join(sorted(missing))} missing from {str(self.SOURCE_DIR)!r}")
-        return _tar_gz((path.name, path.read_bytes()) for path in files)
-
-    # ----------------------------------------------------------------- waiting
-    def _wait(self, what: str, fetch: Callable[[], Any], done: Callable[[Any], bool],
-              show: Callable[[Any], str]) -> Any:
-        """Poll ``fetch`` with growing pauses until ``done``, at most ``sagemaker_timeout_minutes``."""
-        minutes = self.config.sagemaker_timeout_minutes
-        deadline = time.monotonic() + minutes * 60
-        delay = self.POLL_INITIAL_SECONDS
-        shown = None
-        while True:
-            state = fetch()
-            text = show(state)
-            if text != shown:
-                log.info("%s: %s", what, text)
-                shown = text
-            if done(state):
-                return state
-            if time.monotonic() + delay > deadline:
-                raise WaitTimeout(f"{what} did not finish within sagemaker_timeout_minutes={minutes:g} "
-                                  f"(last status: {text})")
-            time.sleep(delay)
-            delay = min(delay * self.POLL_FACTOR, self.POLL_MAX_SECONDS)
+        self.aws = AwsSession(config, run_id, self.SOURCE_DIR,
+                              Polling(self.POLL_INITIAL_SECONDS, self.POLL_FACTOR, self.POLL_MAX_SECONDS))
 
     # ----------------------------------------------------------------- training
     def train(self, training: TrainingPipeline) -> TrainingJob:
         # Everything that can be checked here is checked before the first AWS call.
-        role = self._role()
-        image = self.image_uri()
+        role = self.aws.role()
+        image = self.aws.image_uri()
         dataset = training.load_data()
         training.split_data(dataset)  # the same input errors as a local run
         try:
@@ -391,8 +191,8 @@ class SageMakerBackend(Backend):
                         "with scikit-learn %s here; set sklearn_framework_version to match if the parity check fails",
                         image_minor, self.config.sklearn_framework_version, local_minor)
 
-        bucket = self._bucket()
-        source = self.sourcedir()
+        bucket = self.aws.bucket()
+        source = self.aws.sourcedir()
         base = timestamp_name(self.config.model_name_prefix)
         claimed: list[Path] = []
         try:
@@ -404,8 +204,8 @@ class SageMakerBackend(Backend):
                     claimed.append(directory)
                     name = directory.name
                     with open(data_file, "rb") as handle:
-                        data_uri = self._put(bucket, f"{name}/input/{TRAIN_CHANNEL}/train.csv", handle)
-                    source_uri = self._put(bucket, f"{name}/source/sourcedir.tar.gz", source)
+                        data_uri = self.aws.put(bucket, f"{name}/input/{TRAIN_CHANNEL}/train.csv", handle)
+                    source_uri = self.aws.put(bucket, f"{name}/source/sourcedir.tar.gz", source)
                     if self._create_training_job(name, role, image, bucket, source_uri, dataset.label_column):
                         break
                     log.info("training job name %s is taken in this account; trying the next one", name)
@@ -436,9 +236,9 @@ class SageMakerBackend(Backend):
             "test_size": self.config.test_size,
             "random_seed": self.config.random_seed,
             "cv_folds": self.config.cv_folds,
-            "sagemaker_program": TRAIN_PROGRAM,
+            "sagemaker_program": artifacts.TRAIN_PROGRAM,
             "sagemaker_submit_directory": source_uri,
-            "sagemaker_region": self.region,
+            "sagemaker_region": self.aws.region,
             "sagemaker_job_name": name,
             "sagemaker_container_log_level": logging.INFO,
         }
@@ -465,34 +265,34 @@ class SageMakerBackend(Backend):
             ResourceConfig={"InstanceType": self.config.training_instance_type, "InstanceCount": 1,
                             "VolumeSizeInGB": 30},
             StoppingCondition={"MaxRuntimeInSeconds": max(60, int(self.config.sagemaker_timeout_minutes * 60))},
-            Tags=self._tags(name, None),
+            Tags=self.aws.tags(name, None),
         )
         log.info("creating SageMaker training job %s (%s on %s)", name, self.config.model_type,
                  self.config.training_instance_type)
         try:
-            self.sagemaker.create_training_job(**params)
+            self.aws.sagemaker.create_training_job(**params)
         except ClientError as err:
             text = str(err.response.get("Error", {}).get("Message") or "").lower()
             if err.response.get("Error", {}).get("Code") == "ResourceInUse" or "must be unique" in text \
                     or "already exists" in text:
                 return False
-            raise self.error(err, f"create training job {name}") from None
+            raise self.aws.error(err, f"create training job {name}") from None
         except BotoCoreError as err:
-            raise self.error(err, f"create training job {name}") from None
+            raise self.aws.error(err, f"create training job {name}") from None
         return True
 
     def _finish_training(self, name: str, directory: Path, training: TrainingPipeline, dataset: Any, image: str,
                          role: str, source_uri: str, data_uri: str) -> TrainingJob:
         try:
-            description = self._wait(
+            description = self.aws.wait(
                 f"training job {name}",
-                lambda: self._call(self.sagemaker, "describe_training_job", f"describe training job {name}",
+                lambda: self.aws.call(self.aws.sagemaker, "describe_training_job", f"describe training job {name}",
                                    TrainingJobName=name),
                 lambda d: d["TrainingJobStatus"] in TRAINING_DONE,
                 lambda d: f"{d['TrainingJobStatus']} ({d.get('SecondaryStatus', '-')})")
         except WaitTimeout as err:  # do not leave it running (and billing) unobserved
             try:
-                self.sagemaker.stop_training_job(TrainingJobName=name)
+                self.aws.sagemaker.stop_training_job(TrainingJobName=name)
                 stopped = "stopped it"
             except (ClientError, BotoCoreError):
                 stopped = "could not stop it: stop it in the SageMaker console"
@@ -507,10 +307,10 @@ class SageMakerBackend(Backend):
         output_uri = model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
         with tempfile.TemporaryDirectory(prefix="mlops-sagemaker-") as scratch:
             model_archive, output_archive = Path(scratch) / "model.tar.gz", Path(scratch) / "output.tar.gz"
-            model_etag = self._get(model_uri, model_archive)
-            self._get(output_uri, output_archive)
-            _extract(model_archive, directory / MODEL_DIR)
-            _extract(output_archive, Path(scratch) / "output")
+            model_etag = self.aws.get(model_uri, model_archive)
+            self.aws.get(output_uri, output_archive)
+            artifacts.extract(model_archive, directory / MODEL_DIR)
+            artifacts.extract(output_archive, Path(scratch) / "output")
             written = Path(scratch) / "output"
             for wanted in (recipe.METRICS_FILENAME, HELDOUT_FILE):
                 if not (written / wanted).is_file():
@@ -532,40 +332,40 @@ class SageMakerBackend(Backend):
         job = record_job(
             directory, self.config, dataset, metrics,
             backend=self.TYPE,
-            region=self.region,
+            region=self.aws.region,
             role_arn=role,
             training_job_arn=description.get("TrainingJobArn"),
             training_image=image,
             sklearn_framework_version=self.config.sklearn_framework_version,
             training_data_url=data_uri,
             sourcedir_url=source_uri,
-            serve_program=SERVE_PROGRAM,
+            serve_program=artifacts.SERVE_PROGRAM,
             model_data_url=model_uri,
             model_data_etag=model_etag,
             output_data_url=output_uri,
             billable_seconds=description.get("BillableTimeInSeconds"),
         )
-        self._call(self.sagemaker, "add_tags", f"tag training job {name}", ResourceArn=description["TrainingJobArn"],
-                   Tags=self._tags(name, metrics.get("accuracy")))
+        self.aws.call(self.aws.sagemaker, "add_tags", f"tag training job {name}", ResourceArn=description["TrainingJobArn"],
+                   Tags=self.aws.tags(name, metrics.get("accuracy")))
         return job
 
     # ----------------------------------------------------------------- endpoints
     def _describe_endpoint(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.sagemaker.describe_endpoint(EndpointName=name)
+            return self.aws.sagemaker.describe_endpoint(EndpointName=name)
         except ClientError as err:
             if not_found(err):
                 return None
-            raise self.error(err, f"describe endpoint {name}") from None
+            raise self.aws.error(err, f"describe endpoint {name}") from None
         except BotoCoreError as err:
-            raise self.error(err, f"describe endpoint {name}") from None
+            raise self.aws.error(err, f"describe endpoint {name}") from None
 
     def _settle(self, name: str) -> dict[str, Any] | None:
         """Wait while the endpoint is Creating/Updating/...; its description then, None once it is gone."""
         description = self._describe_endpoint(name)
         if description is None or description["EndpointStatus"] not in TRANSITIONAL:
             return description
-        return self._wait(f"endpoint {name}", lambda: self._describe_endpoint(name),
+        return self.aws.wait(f"endpoint {name}", lambda: self._describe_endpoint(name),
                           lambda d: d is None or d["EndpointStatus"] not in TRANSITIONAL,
                           lambda d: "deleted" if d is None else d["EndpointStatus"])
 
@@ -573,7 +373,7 @@ class SageMakerBackend(Backend):
         """``InService`` on config ``version`` with no ``FailureReason``, else DeploymentError."""
         description = self._settle(name)
         if description is None:
-            raise DeploymentError(f"SageMaker endpoint {name!r} does not exist in {self.region}")
+            raise DeploymentError(f"SageMaker endpoint {name!r} does not exist in {self.aws.region}")
         status = description["EndpointStatus"]
         config = description.get("EndpointConfigName")
         reason = description.get("FailureReason")
@@ -611,56 +411,56 @@ class SageMakerBackend(Backend):
     def _model_artifacts(self, job: TrainingJob) -> tuple[str, str]:
         """The S3 model data and sourcedir of a job; a job trained on this machine is uploaded first."""
         manifest = job.manifest
-        if manifest.get("region") and manifest["region"] != self.region:
+        if manifest.get("region") and manifest["region"] != self.aws.region:
             raise PipelineError(f"training job {job.name} was trained in {manifest['region']}, and SageMaker serves "
                                 f"models from S3 in its own region: deploy it with --region {manifest['region']}, "
-                                f"or train again in {self.region}")
+                                f"or train again in {self.aws.region}")
         if manifest.get("model_data_url") and manifest.get("sourcedir_url"):
             expected = manifest.get("model_data_etag")
-            bucket, key = split_s3_uri(manifest["model_data_url"])
+            bucket, key = artifacts.split_s3_uri(manifest["model_data_url"])
             try:
-                head = self.s3.head_object(Bucket=bucket, Key=key)
+                head = self.aws.s3.head_object(Bucket=bucket, Key=key)
             except ClientError as err:
                 if not_found(err):
                     raise DeploymentError(f"model data {manifest['model_data_url']} of training job {job.name} is "
                                           f"gone from S3; train again") from None
-                raise self.error(err, f"read {manifest['model_data_url']}", "s3") from None
+                raise self.aws.error(err, f"read {manifest['model_data_url']}", "s3") from None
             if expected and head.get("ETag") != expected:
                 raise DeploymentError(f"model data {manifest['model_data_url']} changed since training job {job.name} "
                                       f"wrote it (ETag {head.get('ETag')}, expected {expected}): refusing to deploy it")
-            if manifest.get("serve_program") == SERVE_PROGRAM:
+            if manifest.get("serve_program") == artifacts.SERVE_PROGRAM:
                 return manifest["model_data_url"], manifest["sourcedir_url"]
-            # Trained before serve.py existed: its sourcedir cannot run SERVE_PROGRAM; serve with today's files.
+            # Trained before serve.py existed: its sourcedir cannot run it; serve with today's files.
             log.info("training job %s was trained without %s: serving it with the current serving code", job.name,
-                     SERVE_PROGRAM)
-            source_uri = self._put(self._bucket(), f"{job.name}/source/serving/sourcedir.tar.gz", self.sourcedir())
+                     artifacts.SERVE_PROGRAM)
+            source_uri = self.aws.put(self.aws.bucket(), f"{job.name}/source/serving/sourcedir.tar.gz", self.aws.sourcedir())
             return manifest["model_data_url"], source_uri
-        bucket = self._bucket()
+        bucket = self.aws.bucket()
         model_file = job.model_path
         log.info("uploading the model of local training job %s to S3", job.name)
-        model_uri = self._put(bucket, f"{job.name}/output/model.tar.gz",
-                              _tar_gz([(recipe.MODEL_FILENAME, model_file.read_bytes())]))
-        source_uri = self._put(bucket, f"{job.name}/source/sourcedir.tar.gz", self.sourcedir())
+        model_uri = self.aws.put(bucket, f"{job.name}/output/model.tar.gz",
+                              artifacts.tar_gz([(recipe.MODEL_FILENAME, model_file.read_bytes())]))
+        source_uri = self.aws.put(bucket, f"{job.name}/source/sourcedir.tar.gz", self.aws.sourcedir())
         return model_uri, source_uri
 
     def _create_version(self, version: str, job: TrainingJob, tags: list[dict[str, str]]) -> None:
         """A model and an endpoint config, both named ``version``."""
-        role = self._role(job)
+        role = self.aws.role(job)
         model_uri, source_uri = self._model_artifacts(job)
         # A model is served by the image that trained it: the same scikit-learn unpickles it.
-        image = job.manifest.get("training_image") or self.image_uri()
+        image = job.manifest.get("training_image") or self.aws.image_uri()
         trained_with = job.manifest.get("sklearn_framework_version")
         if trained_with and trained_with != self.config.sklearn_framework_version:
             log.info("serving %s with the scikit-learn %s image it was trained with (sklearn_framework_version is %s)",
                      job.name, trained_with, self.config.sklearn_framework_version)
-        self._call(self.sagemaker, "create_model", f"create model {version}", ModelName=version,
+        self.aws.call(self.aws.sagemaker, "create_model", f"create model {version}", ModelName=version,
                    ExecutionRoleArn=role, Tags=tags,
                    PrimaryContainer={"Image": image, "ModelDataUrl": model_uri, "Environment": {
-                       "SAGEMAKER_PROGRAM": SERVE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": source_uri,
-                       "SAGEMAKER_REGION": self.region, "SAGEMAKER_CONTAINER_LOG_LEVEL": str(logging.INFO),
+                       "SAGEMAKER_PROGRAM": artifacts.SERVE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": source_uri,
+                       "SAGEMAKER_REGION": self.aws.region, "SAGEMAKER_CONTAINER_LOG_LEVEL": str(logging.INFO),
                        # The container's model_fn refuses a model.joblib whose bytes differ from training's.
                        inference.MODEL_SHA256_ENV: job.model_sha256}})
-        self._call(self.sagemaker, "create_endpoint_config", f"create endpoint config {version}",
+        self.aws.call(self.aws.sagemaker, "create_endpoint_config", f"create endpoint config {version}",
                    EndpointConfigName=version, Tags=tags,
                    ProductionVariants=[{"VariantName": version, "ModelName": version,
                                         "InitialInstanceCount": self.config.instance_count,
@@ -675,18 +475,18 @@ class SageMakerBackend(Backend):
             self._delete_endpoint(endpoint_name)
             current = None
         previous = current["EndpointConfigName"] if current else None
-        tags = self._tags(job.name, job.metrics.get("accuracy"))
+        tags = self.aws.tags(job.name, job.metrics.get("accuracy"))
         self._create_version(version, job, tags)
-        url = self._url(endpoint_name)
+        url = self.aws.url(endpoint_name)
         if current is None:
             log.info("creating SageMaker endpoint %s with %s (%d x %s)", endpoint_name, version,
                      self.config.instance_count, self.config.instance_type)
-            self._call(self.sagemaker, "create_endpoint", f"create endpoint {endpoint_name}",
+            self.aws.call(self.aws.sagemaker, "create_endpoint", f"create endpoint {endpoint_name}",
                        EndpointName=endpoint_name, EndpointConfigName=version, Tags=tags)
         else:
             log.info("updating SageMaker endpoint %s from %s to %s (blue/green, %s)", endpoint_name, previous,
                      version, self.config.traffic_routing)
-            self._call(self.sagemaker, "update_endpoint", f"update endpoint {endpoint_name}",
+            self.aws.call(self.aws.sagemaker, "update_endpoint", f"update endpoint {endpoint_name}",
                        EndpointName=endpoint_name, EndpointConfigName=version,
                        DeploymentConfig=self._deployment_config())
         try:
@@ -696,9 +496,9 @@ class SageMakerBackend(Backend):
                               f"and run again (or roll back) once it is InService") from None
         except DeploymentError as failure:
             raise DeploymentError(failure.message + self._undo_stage(endpoint_name, previous)) from None
-        self._call(self.sagemaker, "add_tags", f"tag endpoint {endpoint_name}", ResourceArn=description["EndpointArn"],
+        self.aws.call(self.aws.sagemaker, "add_tags", f"tag endpoint {endpoint_name}", ResourceArn=description["EndpointArn"],
                    Tags=tags)
-        server = Server(url, resources={"endpoint_config": version, "region": self.region})
+        server = Server(url, resources={"endpoint_config": version, "region": self.aws.region})
         return Staged(endpoint_name, version, previous, server, server, beside_stable=False)
 
     def _undo_stage(self, endpoint_name: str, previous: str | None) -> str:
@@ -718,14 +518,14 @@ class SageMakerBackend(Backend):
     def client(self, endpoint_name: str, server: Server) -> SageMakerEndpointClient:
         name = endpoint_name
         if self._describe_endpoint(name) is None:
-            raise DeploymentError(f"SageMaker endpoint {name!r} does not exist in {self.region} (deleted outside the "
+            raise DeploymentError(f"SageMaker endpoint {name!r} does not exist in {self.aws.region} (deleted outside the "
                                   f"pipeline?): deploy again, or forget it with --mode cleanup --endpoint-name {name}")
-        return SageMakerEndpointClient(self, name, server.url)
+        return SageMakerEndpointClient(self.aws, name, server.url)
 
     def serving(self, endpoint_name: str) -> Server:
         row = self.store.require_endpoint(endpoint_name)
-        return Server(row["url"] or self._url(endpoint_name),
-                      resources={"endpoint_config": row["serving_version"] or "", "region": self.region})
+        return Server(row["url"] or self.aws.url(endpoint_name),
+                      resources={"endpoint_config": row["serving_version"] or "", "region": self.aws.region})
 
     def promote(self, staged: Staged) -> Outcome:
         self._verify(staged.endpoint_name, staged.version, staged.previous_version)
@@ -743,12 +543,12 @@ class SageMakerBackend(Backend):
 
     def rollback(self, endpoint_name: str, to_version: str) -> Outcome:
         try:
-            self.sagemaker.describe_endpoint_config(EndpointConfigName=to_version)
+            self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=to_version)
         except ClientError as err:
             if not_found(err):
-                raise DeploymentError(f"endpoint config {to_version} no longer exists in {self.region}: cannot roll "
+                raise DeploymentError(f"endpoint config {to_version} no longer exists in {self.aws.region}: cannot roll "
                                       f"back to it; deploy its training job again") from None
-            raise self.error(err, f"describe endpoint config {to_version}") from None
+            raise self.aws.error(err, f"describe endpoint config {to_version}") from None
         current = self._settle(endpoint_name)
         if current is not None and current["EndpointStatus"] != "InService":
             self._delete_endpoint(endpoint_name)
@@ -757,35 +557,35 @@ class SageMakerBackend(Backend):
             # Already there, e.g. after AWS rolled a failed update back; its FailureReason is that update's.
             log.info("endpoint %s already serves %s%s", endpoint_name, to_version,
                      f" (the last update failed: {current['FailureReason']})" if current.get("FailureReason") else "")
-            return Outcome(FinalState.ROLLED_BACK, to_version, f"{to_version} serves at {self._url(endpoint_name)}")
+            return Outcome(FinalState.ROLLED_BACK, to_version, f"{to_version} serves at {self.aws.url(endpoint_name)}")
         if current is None:
             log.info("endpoint %s is gone: creating it again with %s", endpoint_name, to_version)
-            self._call(self.sagemaker, "create_endpoint", f"create endpoint {endpoint_name}",
+            self.aws.call(self.aws.sagemaker, "create_endpoint", f"create endpoint {endpoint_name}",
                        EndpointName=endpoint_name, EndpointConfigName=to_version)
         else:
             log.info("rolling endpoint %s back from %s to %s", endpoint_name, current.get("EndpointConfigName"),
                      to_version)
-            self._call(self.sagemaker, "update_endpoint", f"roll endpoint {endpoint_name} back",
+            self.aws.call(self.aws.sagemaker, "update_endpoint", f"roll endpoint {endpoint_name} back",
                        EndpointName=endpoint_name, EndpointConfigName=to_version,
                        DeploymentConfig=self._deployment_config(rollback=True))
         description = self._verify(endpoint_name, to_version)
         self._retag(description["EndpointArn"], to_version)
-        return Outcome(FinalState.ROLLED_BACK, to_version, f"{to_version} serves again at {self._url(endpoint_name)}")
+        return Outcome(FinalState.ROLLED_BACK, to_version, f"{to_version} serves again at {self.aws.url(endpoint_name)}")
 
     def _retag(self, endpoint_arn: str, version: str) -> None:
         """The endpoint's tags describe what it serves: copy them from the version's model."""
         try:
-            model_arn = self.sagemaker.describe_model(ModelName=version)["ModelArn"]
-            tags = [tag for tag in self.sagemaker.list_tags(ResourceArn=model_arn)["Tags"]
+            model_arn = self.aws.sagemaker.describe_model(ModelName=version)["ModelArn"]
+            tags = [tag for tag in self.aws.sagemaker.list_tags(ResourceArn=model_arn)["Tags"]
                     if tag["Key"] in (TAG_TRAINING_JOB, TAG_ACCURACY, TAG_RUN_ID)]
             if tags:
-                self.sagemaker.add_tags(ResourceArn=endpoint_arn, Tags=tags)
+                self.aws.sagemaker.add_tags(ResourceArn=endpoint_arn, Tags=tags)
         except (ClientError, BotoCoreError) as err:
-            log.warning("could not copy the tags of %s to its endpoint: %s", version, self.error(err, "tag").message)
+            log.warning("could not copy the tags of %s to its endpoint: %s", version, self.aws.error(err, "tag").message)
 
     # ----------------------------------------------------------------- removal
     def _delete_endpoint(self, name: str) -> None:
-        if self._try_delete("delete_endpoint", f"delete endpoint {name}", EndpointName=name):
+        if self.aws.try_delete("delete_endpoint", f"delete endpoint {name}", EndpointName=name):
             log.info("deleting SageMaker endpoint %s", name)
         if self._settle(name) is not None:  # Deleting ends with the endpoint gone
             raise DeploymentError(f"SageMaker endpoint {name!r} was not deleted")
@@ -796,15 +596,15 @@ class SageMakerBackend(Backend):
         for name in sorted(set(names)):
             models = {name}
             try:
-                config = self.sagemaker.describe_endpoint_config(EndpointConfigName=name)
+                config = self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)
                 models |= {variant["ModelName"] for variant in config.get("ProductionVariants", [])}
             except ClientError as err:
                 if not not_found(err):
-                    raise self.error(err, f"describe endpoint config {name}") from None
-            if self._try_delete("delete_endpoint_config", f"delete endpoint config {name}", EndpointConfigName=name):
+                    raise self.aws.error(err, f"describe endpoint config {name}") from None
+            if self.aws.try_delete("delete_endpoint_config", f"delete endpoint config {name}", EndpointConfigName=name):
                 deleted.append(name)
             for model in sorted(models):
-                self._try_delete("delete_model", f"delete model {model}", ModelName=model)
+                self.aws.try_delete("delete_model", f"delete model {model}", ModelName=model)
         return deleted
 
     def remove(self, endpoint_name: str) -> None:
@@ -830,10 +630,10 @@ class SageMakerBackend(Backend):
         def names(operation: str, key: str, field: str) -> list[str]:
             found = []
             try:
-                for page in self.sagemaker.get_paginator(operation).paginate(NameContains=prefix):
+                for page in self.aws.sagemaker.get_paginator(operation).paginate(NameContains=prefix):
                     found += [item[field] for item in page.get(key, [])]
             except (ClientError, BotoCoreError) as err:
-                raise self.error(err, f"list SageMaker resources named {prefix}*") from None
+                raise self.aws.error(err, f"list SageMaker resources named {prefix}*") from None
             return [name for name in found if pattern.match(name)]
 
         endpoints = names("list_endpoints", "Endpoints", "EndpointName")
@@ -841,30 +641,30 @@ class SageMakerBackend(Backend):
             self._delete_endpoint(endpoint)
         in_use: set[str] = set()
         try:
-            for page in self.sagemaker.get_paginator("list_endpoints").paginate():
+            for page in self.aws.sagemaker.get_paginator("list_endpoints").paginate():
                 for item in page.get("Endpoints", []):
                     description = self._describe_endpoint(item["EndpointName"])
                     if description:
                         in_use.add(description["EndpointConfigName"])
-                        config = self.sagemaker.describe_endpoint_config(
+                        config = self.aws.sagemaker.describe_endpoint_config(
                             EndpointConfigName=description["EndpointConfigName"])
                         in_use |= {variant["ModelName"] for variant in config.get("ProductionVariants", [])}
         except (ClientError, BotoCoreError) as err:
-            raise self.error(err, "list the endpoints still in use") from None
+            raise self.aws.error(err, "list the endpoints still in use") from None
         configs = [name for name in names("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName")
                    if name not in in_use]
         for config in configs:
-            self._try_delete("delete_endpoint_config", f"delete endpoint config {config}", EndpointConfigName=config)
+            self.aws.try_delete("delete_endpoint_config", f"delete endpoint config {config}", EndpointConfigName=config)
         models = [name for name in names("list_models", "Models", "ModelName") if name not in in_use]
         for model in models:
-            self._try_delete("delete_model", f"delete model {model}", ModelName=model)
+            self.aws.try_delete("delete_model", f"delete model {model}", ModelName=model)
         return {"endpoints": endpoints, "endpoint_configs": configs, "models": models}
 
     def describe(self, endpoint_name: str) -> dict[str, Any]:
         row = self.store.require_endpoint(endpoint_name)
         description = self._describe_endpoint(endpoint_name)
-        facts: dict[str, Any] = {"name": endpoint_name, "backend": self.TYPE, "region": self.region,
-                                 "url": row["url"] or self._url(endpoint_name)}
+        facts: dict[str, Any] = {"name": endpoint_name, "backend": self.TYPE, "region": self.aws.region,
+                                 "url": row["url"] or self.aws.url(endpoint_name)}
         if description is None:
             return {**facts, "exists": False, "healthy": False, "serving_version": None,
                     "recorded_version": row["serving_version"]}
