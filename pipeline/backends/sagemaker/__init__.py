@@ -54,12 +54,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
 from pipeline.backends.sagemaker import artifacts
+from pipeline.backends.sagemaker.client import TRANSITIONAL, SageMakerEndpointClient
 from pipeline.backends.sagemaker.errors import WaitTimeout, aws_error, not_found, shorten
 from pipeline.backends.sagemaker.session import TAG_ACCURACY, TAG_RUN_ID, TAG_TRAINING_JOB, AwsSession, Polling
 from pipeline.container import inference
 from pipeline.container import train as recipe
-from pipeline.errors import ExitCode, PipelineError
-from pipeline.endpoint_client import VERSION_HEADER, EndpointDown, Reply
+from pipeline.errors import PipelineError
 from pipeline.outcomes import FinalState
 from pipeline.jobs import (
     HELDOUT_FILE,
@@ -81,8 +81,6 @@ log = logging.getLogger(__name__)
 __all__ = ["SageMakerBackend", "SageMakerEndpointClient", "WaitTimeout", "aws_error"]
 
 TRAIN_CHANNEL = "train"
-# Endpoint states that end by themselves; anything else is where an endpoint stays.
-TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 TRAINING_DONE = frozenset({"Completed", "Failed", "Stopped"})
 MAX_WAIT_SECONDS = 3600  # TrafficRoutingConfig.WaitIntervalInSeconds and TerminationWaitInSeconds allow at most this
 _VERSION_SUFFIX = r"-\d{8}-\d{6}(?:-\d+)?"
@@ -91,66 +89,6 @@ _VERSION_SUFFIX = r"-\d{8}-\d{6}(?:-\d+)?"
 # --------------------------------------------------------------------------- small helpers
 def _sklearn_minor(version: str) -> str:
     return ".".join(version.split("-")[0].split(".")[:2])
-
-
-# --------------------------------------------------------------------------- the endpoint client
-class SageMakerEndpointClient:
-    """What the endpoint tests need, over ``describe_endpoint`` and ``sagemaker-runtime invoke_endpoint``.
-
-    ``ping`` is 200 while the endpoint is ``InService`` and names its endpoint config (the version) in
-    ``X-Model-Version``; ``invoke`` names the production variant that answered (also the version). A
-    container error (``ModelError``) becomes a reply with the container's own status. boto3 clients are
-    thread-safe, so the performance check may call ``invoke`` from several threads.
-    """
-
-    def __init__(self, aws: AwsSession, endpoint_name: str, url: str) -> None:
-        self.aws = aws
-        self.endpoint_name = endpoint_name
-        self.url = url
-        self.runtime = aws.runtime  # created here, once: the performance check invokes from threads
-
-    def ping(self) -> Reply:
-        try:
-            description = self.aws.sagemaker.describe_endpoint(EndpointName=self.endpoint_name)
-        except ClientError as err:
-            if not_found(err):
-                raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} does not exist in "
-                                   f"{self.aws.region}") from None
-            problem = self.aws.error(err, f"describe endpoint {self.endpoint_name}")
-            if problem.exit_code == ExitCode.USAGE:  # no permission, bad credentials: waiting cannot help
-                raise EndpointDown(problem.message) from None
-            raise problem from None
-        except BotoCoreError as err:
-            raise self.aws.error(err, f"describe endpoint {self.endpoint_name}") from None
-        status = description["EndpointStatus"]
-        headers = {VERSION_HEADER: description.get("EndpointConfigName", "")}
-        if status == "InService":
-            return Reply(200, headers, b"")
-        if status not in TRANSITIONAL:  # Failed, UpdateRollbackFailed, OutOfService: it will not heal
-            raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} is {status}: "
-                               f"{description.get('FailureReason') or 'no reason given'}")
-        return Reply(503, headers, status.encode())
-
-    def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> Reply:
-        try:
-            answer = self.runtime.invoke_endpoint(EndpointName=self.endpoint_name, Body=body,
-                                                          ContentType=content_type, Accept=accept)
-        except ClientError as err:
-            error = err.response.get("Error", {})
-            code = str(error.get("Code") or "")
-            if code == "ModelError":  # the container answered, with a status of its own
-                status = int(err.response.get("OriginalStatusCode") or 500)
-                text = err.response.get("OriginalMessage") or error.get("Message") or ""
-                return Reply(status, {"X-Amzn-ErrorType": code}, str(text).encode())
-            if not_found(err):
-                raise EndpointDown(f"SageMaker endpoint {self.endpoint_name!r} does not exist in "
-                                   f"{self.aws.region}") from None
-            status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
-            return Reply(status, {"X-Amzn-ErrorType": code}, str(error.get("Message") or "").encode())
-        headers = {"Content-Type": answer.get("ContentType") or ""}
-        if answer.get("InvokedProductionVariant"):
-            headers[VERSION_HEADER] = answer["InvokedProductionVariant"]
-        return Reply(200, headers, answer["Body"].read())
 
 
 # --------------------------------------------------------------------------- the backend
