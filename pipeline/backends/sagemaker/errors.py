@@ -131,4 +131,4 @@ def not_found(err: ClientError) -> bool:
     message = str(error.get("Message") or "")
     if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound", "ResourceNotFound"):
         return True
-    return code in _VALIDATION and bool(re.search(r"could not find|not found|does not exist", message, re.I))
+    return code in _VALIDATION and bool(re.search(r"could not find|not found|does not exist", message, re.IGNORECASE))

@@ -170,7 +170,7 @@ class TrainingJobs:
             description = self.aws.wait(
                 f"training job {name}",
                 lambda: self.aws.call(self.aws.sagemaker, "describe_training_job", f"describe training job {name}",
-                                   TrainingJobName=name),
+                                      TrainingJobName=name),
                 lambda d: d["TrainingJobStatus"] in TRAINING_DONE,
                 lambda d: f"{d['TrainingJobStatus']} ({d.get('SecondaryStatus', '-')})")
         except WaitTimeout as err:  # do not leave it running (and billing) unobserved
