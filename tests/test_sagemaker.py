@@ -436,7 +436,7 @@ def test_malformed_requests_to_the_endpoint_are_model_errors_with_the_containers
 def test_serving_the_hooks_directly_answers_500_to_malformed_requests_and_fails_the_deployment(pipeline, sagemaker,
                                                                                              monkeypatch):
     """Why serve.py exists: with inference.py as the program, the container turns every hook error into a 500."""
-    monkeypatch.setattr("pipeline.backends.sagemaker.SERVE_PROGRAM", "inference.py")
+    monkeypatch.setattr("pipeline.backends.sagemaker.artifacts.SERVE_PROGRAM", "inference.py")
     result = pipeline("--role-arn", ROLE)
     assert result.exit_code == 1
     results = pipeline.results()

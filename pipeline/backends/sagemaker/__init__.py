@@ -1,0 +1,120 @@
+"""The SageMaker backend: training jobs, models, endpoint configs and endpoints, through boto3.
+
+Every SageMaker, SageMaker Runtime and S3 call goes through boto3 (standard
+retry mode, so throttling is retried with backoff). The SageMaker SDK is used
+for one thing only: ``sagemaker.core.image_uris``, whose bundled table gives
+the scikit-learn framework image offline. Nothing on the local path imports
+this module.
+
+Training
+    The dataset is written to CSV and uploaded as the ``train`` channel; the
+    files of ``pipeline/container/`` (``train.py``, ``inference.py``,
+    ``serve.py``) are uploaded as ``sourcedir.tar.gz``; ``create_training_job`` runs
+    ``train.py`` in the framework image (script mode). When the job is done,
+    ``model.tar.gz`` and ``output.tar.gz`` (the ``metrics.json`` and held-out
+    rows the script wrote) are downloaded into a local job directory with the
+    same artifacts a local training job has, so the gate, the offline parity
+    check and ``--mode deployment``/``--mode testing`` work unchanged. S3
+    layout, one prefix per job::
+
+        s3://<bucket>/<job>/input/train/train.csv
+        s3://<bucket>/<job>/source/sourcedir.tar.gz
+        s3://<bucket>/<job>/output/{model,output}.tar.gz
+
+Deployment
+    A version is a model and an endpoint config, both named after the
+    version (``<endpoint_prefix>-YYYYmmdd-HHMMSS``) and served by the image
+    that trained it, running ``serve.py`` (its ``transform_fn`` answers a
+    malformed request with a 4xx, which the container would otherwise turn
+    into a 500); its production variant carries the same name, so every
+    answer says which version gave it. The
+    endpoint keeps a stable name: ``create_endpoint`` the first time,
+    afterwards ``update_endpoint`` with a blue/green ``DeploymentConfig``.
+    After ``InService`` the endpoint must run the intended config and carry
+    no ``FailureReason``: an update that AWS rolled back is a failed
+    deployment. The endpoint tests run after the update (on SageMaker the
+    blue/green update is the switch); ``discard`` updates back to the
+    previous config, or deletes a first endpoint.
+
+Waiting is polling with backoff under ``sagemaker_timeout_minutes``; AWS
+errors become one-line ``PipelineError`` messages that say what to change.
+
+The backend delegates to two parts that share one ``AwsSession`` (``session``:
+the boto3 clients, bucket, image, S3 transfers and polling): ``TrainingJobs``
+(``training``) and ``Endpoints`` (``endpoints``, with the models and endpoint
+configs of ``versions``). ``client`` is the endpoint tests' client, ``errors``
+turns AWS errors into one line, ``artifacts`` builds and unpacks the tarballs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.backends.base import Backend, Outcome, Server, Staged
+from pipeline.backends.sagemaker.client import SageMakerEndpointClient
+from pipeline.backends.sagemaker.endpoints import MAX_WAIT_SECONDS, Endpoints
+from pipeline.backends.sagemaker.errors import WaitTimeout, aws_error
+from pipeline.backends.sagemaker.session import AwsSession, Polling
+from pipeline.backends.sagemaker.training import TrainingJobs
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
+    from pipeline.jobs import TrainingJob
+    from pipeline.store import DeploymentStore
+    from pipeline.training import TrainingPipeline
+
+__all__ = ["SageMakerBackend", "SageMakerEndpointClient", "WaitTimeout", "aws_error"]
+
+
+class SageMakerBackend(Backend):
+    """Training jobs and endpoints on SageMaker, each in its own part over one shared AWS session."""
+
+    TYPE = "sagemaker"
+
+    # The files shipped as sourcedir.tar.gz: the script-mode entry point, the serving hooks and program.
+    SOURCE_DIR = Path(__file__).resolve().parents[2] / "container"
+    # Polling: first wait, growth factor, longest wait (seconds). Training and endpoint updates take minutes.
+    POLL_INITIAL_SECONDS = 0.5
+    POLL_FACTOR = 1.5
+    POLL_MAX_SECONDS = 20.0
+
+    def __init__(self, config: PipelineConfig, store: DeploymentStore, run_id: str | None = None) -> None:
+        super().__init__(config, store, run_id)
+        if config.baking_period_minutes * 60 > MAX_WAIT_SECONDS:
+            raise PipelineError(f"baking_period_minutes {config.baking_period_minutes}: SageMaker allows at most "
+                                f"{MAX_WAIT_SECONDS // 60} minutes; lower it")
+        self.aws = AwsSession(config, run_id, self.SOURCE_DIR,
+                              Polling(self.POLL_INITIAL_SECONDS, self.POLL_FACTOR, self.POLL_MAX_SECONDS))
+        self.training_jobs = TrainingJobs(self.aws, store, self.TYPE)
+        self.endpoints = Endpoints(self.aws, store, self.TYPE)
+
+    def train(self, training: TrainingPipeline) -> TrainingJob:
+        return self.training_jobs.train(training)
+
+    def stage(self, endpoint_name: str, version: str, job: TrainingJob) -> Staged:
+        return self.endpoints.stage(endpoint_name, version, job)
+
+    def client(self, endpoint_name: str, server: Server) -> SageMakerEndpointClient:
+        return self.endpoints.client(endpoint_name, server)
+
+    def serving(self, endpoint_name: str) -> Server:
+        return self.endpoints.serving(endpoint_name)
+
+    def promote(self, staged: Staged) -> Outcome:
+        return self.endpoints.promote(staged)
+
+    def discard(self, staged: Staged) -> Outcome:
+        return self.endpoints.discard(staged)
+
+    def rollback(self, endpoint_name: str, to_version: str) -> Outcome:
+        return self.endpoints.rollback(endpoint_name, to_version)
+
+    def remove(self, endpoint_name: str) -> None:
+        self.endpoints.remove(endpoint_name)
+
+    def remove_by_prefix(self, prefix: str) -> dict[str, list[str]]:
+        return self.endpoints.remove_by_prefix(prefix)
+
+    def describe(self, endpoint_name: str) -> dict[str, Any]:
+        return self.endpoints.describe(endpoint_name)

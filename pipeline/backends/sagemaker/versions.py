@@ -1,0 +1,101 @@
+"""A version on SageMaker: a model and an endpoint config, both named after it.
+
+The model is served by the image that trained it (the same scikit-learn
+unpickles it), running ``serve.py`` from the job's ``sourcedir.tar.gz``; a job
+trained on this machine is uploaded first.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from botocore.exceptions import ClientError
+
+from pipeline.backends.base import DeploymentError
+from pipeline.backends.sagemaker import artifacts
+from pipeline.backends.sagemaker.errors import not_found
+from pipeline.backends.sagemaker.session import AwsSession
+from pipeline.container import inference
+from pipeline.container import train as recipe
+from pipeline.errors import PipelineError
+from pipeline.jobs import TrainingJob
+
+log = logging.getLogger(__package__)  # one logger for the whole backend
+
+
+def model_artifacts(aws: AwsSession, job: TrainingJob) -> tuple[str, str]:
+    """The S3 model data and sourcedir of a job; a job trained on this machine is uploaded first."""
+    manifest = job.manifest
+    if manifest.get("region") and manifest["region"] != aws.region:
+        raise PipelineError(f"training job {job.name} was trained in {manifest['region']}, and SageMaker serves "
+                            f"models from S3 in its own region: deploy it with --region {manifest['region']}, "
+                            f"or train again in {aws.region}")
+    if manifest.get("model_data_url") and manifest.get("sourcedir_url"):
+        expected = manifest.get("model_data_etag")
+        bucket, key = artifacts.split_s3_uri(manifest["model_data_url"])
+        try:
+            head = aws.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if not_found(err):
+                raise DeploymentError(f"model data {manifest['model_data_url']} of training job {job.name} is "
+                                      f"gone from S3; train again") from None
+            raise aws.error(err, f"read {manifest['model_data_url']}", "s3") from None
+        if expected and head.get("ETag") != expected:
+            raise DeploymentError(f"model data {manifest['model_data_url']} changed since training job {job.name} "
+                                  f"wrote it (ETag {head.get('ETag')}, expected {expected}): refusing to deploy it")
+        if manifest.get("serve_program") == artifacts.SERVE_PROGRAM:
+            return manifest["model_data_url"], manifest["sourcedir_url"]
+        # Trained before serve.py existed: its sourcedir lacks the serving program; serve with today's files.
+        log.info("training job %s was trained without %s: serving it with the current serving code", job.name,
+                 artifacts.SERVE_PROGRAM)
+        source_uri = aws.put(aws.bucket(), f"{job.name}/source/serving/sourcedir.tar.gz", aws.sourcedir())
+        return manifest["model_data_url"], source_uri
+    bucket = aws.bucket()
+    model_file = job.model_path
+    log.info("uploading the model of local training job %s to S3", job.name)
+    model_uri = aws.put(bucket, f"{job.name}/output/model.tar.gz",
+                        artifacts.tar_gz([(recipe.MODEL_FILENAME, model_file.read_bytes())]))
+    source_uri = aws.put(bucket, f"{job.name}/source/sourcedir.tar.gz", aws.sourcedir())
+    return model_uri, source_uri
+
+
+def create(aws: AwsSession, version: str, job: TrainingJob, tags: list[dict[str, str]]) -> None:
+    """A model and an endpoint config, both named ``version``."""
+    role = aws.role(job)
+    model_uri, source_uri = model_artifacts(aws, job)
+    # A model is served by the image that trained it: the same scikit-learn unpickles it.
+    image = job.manifest.get("training_image") or aws.image_uri()
+    trained_with = job.manifest.get("sklearn_framework_version")
+    if trained_with and trained_with != aws.config.sklearn_framework_version:
+        log.info("serving %s with the scikit-learn %s image it was trained with (sklearn_framework_version is %s)",
+                 job.name, trained_with, aws.config.sklearn_framework_version)
+    aws.call(aws.sagemaker, "create_model", f"create model {version}", ModelName=version,
+             ExecutionRoleArn=role, Tags=tags,
+             PrimaryContainer={"Image": image, "ModelDataUrl": model_uri, "Environment": {
+                 "SAGEMAKER_PROGRAM": artifacts.SERVE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": source_uri,
+                 "SAGEMAKER_REGION": aws.region, "SAGEMAKER_CONTAINER_LOG_LEVEL": str(logging.INFO),
+                 # The container's model_fn refuses a model.joblib whose bytes differ from training's.
+                 inference.MODEL_SHA256_ENV: job.model_sha256}})
+    aws.call(aws.sagemaker, "create_endpoint_config", f"create endpoint config {version}",
+             EndpointConfigName=version, Tags=tags,
+             ProductionVariants=[{"VariantName": version, "ModelName": version,
+                                  "InitialInstanceCount": aws.config.instance_count,
+                                  "InstanceType": aws.config.instance_type, "InitialVariantWeight": 1.0}])
+
+
+def delete(aws: AwsSession, names: Iterable[str]) -> list[str]:
+    """Delete endpoint configs and their models; names that do not exist are skipped."""
+    deleted = []
+    for name in sorted(set(names)):
+        models = {name}
+        try:
+            config = aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)
+            models |= {variant["ModelName"] for variant in config.get("ProductionVariants", [])}
+        except ClientError as err:
+            if not not_found(err):
+                raise aws.error(err, f"describe endpoint config {name}") from None
+        if aws.try_delete("delete_endpoint_config", f"delete endpoint config {name}", EndpointConfigName=name):
+            deleted.append(name)
+        for model in sorted(models):
+            aws.try_delete("delete_model", f"delete model {model}", ModelName=model)
+    return deleted
