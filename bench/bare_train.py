@@ -25,7 +25,10 @@ import numpy as np  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
-    accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support,
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    precision_recall_fscore_support,
 )
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402

@@ -20,8 +20,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -93,7 +94,7 @@ def machine_info() -> dict[str, Any]:
             from importlib import metadata
 
             info[package] = metadata.version(package)
-        except Exception:  # noqa: BLE001 -- informative only
+        except Exception:
             pass
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -167,7 +168,7 @@ class Server:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.launched_at = time.perf_counter()
@@ -203,7 +204,7 @@ class Server:
         stop_group(self.process, timeout)
         self.process = None
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

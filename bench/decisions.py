@@ -22,7 +22,14 @@ from scipy.stats import binom, norm
 
 from bench.common import write_result
 from pipeline.evidence import (
-    ChampionPolicy, GatePolicy, Verdict, champion_holds, judge, rows_needed, tango_score, wilson_interval,
+    ChampionPolicy,
+    GatePolicy,
+    Verdict,
+    champion_holds,
+    judge,
+    rows_needed,
+    tango_score,
+    wilson_interval,
 )
 
 SIZES = (30, 100, 300, 1_000, 3_000)
@@ -140,7 +147,8 @@ def champion_tables(champion: float, correlations: Sequence[float], margin: floa
                     cells = joint_cells(round(champion + truth, 10), champion, correlation)
                     exact = exact_rate(rule, n, cells)
                     simulated = simulated_rate(rule, n, cells, draws, rng)
-                    worst_gap = max(worst_gap, abs(exact - simulated) / math.sqrt(max(exact * (1 - exact), 1e-12) / draws))
+                    standard_error = math.sqrt(max(exact * (1 - exact), 1e-12) / draws)
+                    worst_gap = max(worst_gap, abs(exact - simulated) / standard_error)
                     row[f"replaces_at_{truth:+g}"] = exact
                     row[f"simulated_at_{truth:+g}"] = simulated
                 table.append(row)
@@ -180,7 +188,8 @@ def percent(rate: float) -> str:
 
 
 def markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(headers))) + "|"]
+    rule = "|" + "|".join("---:" if i else "---" for i in range(len(headers))) + "|"
+    lines = ["| " + " | ".join(headers) + " |", rule]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -193,7 +202,8 @@ def report(args: argparse.Namespace, gates: list[dict[str, Any]], gate_target: d
            needed: list[dict[str, Any]], champions: dict[str, Any]) -> str:
     t, step = args.threshold, STEP
     truths = (round(t - step, 10), t, round(t + step, 10))
-    out = [f"### Gate policies: P(promote) by true accuracy (threshold {t:.0%}, minimum {args.minimum:.0%}; exact binomial)",
+    out = [f"### Gate policies: P(promote) by true accuracy (threshold {t:.0%}, minimum {args.minimum:.0%}; "
+           "exact binomial)",
            "", markdown(["policy", "rows", "deploys from", *[f"true {x:.0%}" for x in truths]], [
                [row["policy"], f"{row['rows']:,}", _deploys_from(row["correct_rows_to_deploy"], row["rows"]),
                 *[percent(row[f"promotes_at_{x:g}"]) for x in truths]] for row in gates]),
@@ -221,7 +231,8 @@ def report(args: argparse.Namespace, gates: list[dict[str, Any]], gate_target: d
                 f"Simulation vs exact: worst gap {champions['simulation_worst_gap_in_standard_errors']:.1f} "
                 f"standard errors ({args.draws:,} draws per cell, seed {args.seed}).", "",
             "### What the margin of `not_worse` trades (exact)", "",
-            markdown(["correlation", "margin (points)", "rows", "3-worse replaces", "equal blocked", "3-better blocked"], [
+            markdown(["correlation", "margin (points)", "rows", "3-worse replaces", "equal blocked",
+                      "3-better blocked"], [
                 [f"{row['correlation']:g}", f"{row['margin'] * 100:g}", f"{n:,}",
                  percent(row[f"replaces_at_{keys[0]}_n{n}"]), percent(1 - row[f"replaces_at_{keys[1]}_n{n}"]),
                  percent(1 - row[f"replaces_at_{keys[2]}_n{n}"])]

@@ -24,8 +24,8 @@ def _pins() -> list[str]:
 def _installed(package: str) -> str | None:
     if not PYTHON.exists():
         return None
-    result = subprocess.run([str(PYTHON), "-c", f"from importlib import metadata; print(metadata.version({package!r}))"],
-                            capture_output=True, text=True, timeout=60)
+    code = f"from importlib import metadata; print(metadata.version({package!r}))"
+    result = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, timeout=60)
     return result.stdout.strip() if result.returncode == 0 else None
 
 

@@ -32,9 +32,10 @@ import statistics
 import tempfile
 import time
 import warnings
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,12 +53,12 @@ from pipeline.monitoring import (
     compute_baseline,
     decode_rows,
     detect_drift,
+    drift,
     iter_capture_records,
 )
-from pipeline.monitoring import drift
 from pipeline.monitoring.drift import DriftReport
 
-CAPTURED_AT = datetime(2026, 11, 30, 10, 0, 0, tzinfo=timezone.utc)
+CAPTURED_AT = datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC)
 THRESHOLDS = DriftThresholds()
 
 

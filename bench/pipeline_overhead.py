@@ -24,8 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    BENCH, machine_info, median, print_table, project_env, project_root, python_child_json, ratio,
-    run_child, temp_dir, write_result,
+    BENCH,
+    machine_info,
+    median,
+    print_table,
+    project_env,
+    project_root,
+    python_child_json,
+    ratio,
+    run_child,
+    temp_dir,
+    write_result,
 )
 
 TARGET = 1.3

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n######## bench.{name} {' '.join(arguments)}", flush=True)
         try:
             result = function(arguments)
-        except Exception as err:  # noqa: BLE001 -- report and go on with the next benchmark
+        except Exception as err:
             traceback.print_exc()
             failed.append(f"{name}: {type(err).__name__}: {err}")
             continue

@@ -24,8 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    BENCH, CACHE_DIR, REPO, machine_info, median, print_table, project_env, project_root, python_child_json,
-    ratio, run_child, temp_dir, write_result,
+    BENCH,
+    CACHE_DIR,
+    REPO,
+    machine_info,
+    median,
+    print_table,
+    project_env,
+    project_root,
+    python_child_json,
+    ratio,
+    run_child,
+    temp_dir,
+    write_result,
 )
 from bench.serving import gunicorn_server
 
@@ -185,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
     write_result(args.output, results)
     steps = pipeline_runs[-1]["steps"]
-    print_table(f"Scale: training phase ({args.rows:,} rows x {FEATURES} features, {csv.stat().st_size / 1e6:.0f} MB CSV)",
+    size_mb = csv.stat().st_size / 1e6
+    print_table(f"Scale: training phase ({args.rows:,} rows x {FEATURES} features, {size_mb:.0f} MB CSV)",
                 ["run", "seconds", "peak RSS MB", "time x bare", "memory x bare"],
                 [["bare pandas + scikit-learn", bare_s, bare_mb, 1.0, 1.0],
                  ["pipeline TrainingPipeline.run", pipeline_s, pipeline_mb, time_ratio, memory_ratio],

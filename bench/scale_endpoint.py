@@ -21,8 +21,8 @@ from bench.common import add_timer
 from pipeline import testing
 from pipeline.config import load_config
 from pipeline.container import inference
-from pipeline.orchestrator import Orchestrator
 from pipeline.jobs import TrainingJob
+from pipeline.orchestrator import Orchestrator
 
 TIMES: dict[str, float] = {}
 

@@ -34,9 +34,31 @@ import pandas as pd
 
 from bench import mlflow_env
 from bench.common import (
-    BENCH, HOST, REPO, WRK_MISSING, Server, free_port, http_request, load_generator_name, machine_info, median,
-    print_table, project_env, project_root, python_child_json, ratio, run_child, run_load, temp_dir,
-    children_cpu, system_cpu, tree_cpu_seconds, tree_memory, wait_for_quiet, wrk_path, write_result,
+    BENCH,
+    HOST,
+    REPO,
+    WRK_MISSING,
+    Server,
+    children_cpu,
+    free_port,
+    http_request,
+    load_generator_name,
+    machine_info,
+    median,
+    print_table,
+    project_env,
+    project_root,
+    python_child_json,
+    ratio,
+    run_child,
+    run_load,
+    system_cpu,
+    temp_dir,
+    tree_cpu_seconds,
+    tree_memory,
+    wait_for_quiet,
+    write_result,
+    wrk_path,
 )
 
 MODELS = ("logistic_regression", "random_forest")

@@ -119,7 +119,7 @@ class PipelineConfig(BaseModel):
     # the most a run spends delivering notifications, retries and waits included; delivery runs in the background
     notification_budget_seconds: float = Field(10.0, gt=0.0, allow_inf_nan=False)
 
-    # --- SageMaker (pipeline/backends/sagemaker.py) ---
+    # --- SageMaker (pipeline/backends/sagemaker/) ---
     s3_bucket: str | None = None  # None: the SDK's convention, sagemaker-<region>-<account>
     sklearn_framework_version: str = "1.9-0"  # the container's scikit-learn matches requirements.txt, for parity
     training_instance_type: str = "ml.m5.large"

@@ -8,14 +8,15 @@ predictions (see docs/PERFORMANCE.md). Its listener sets TCP_NODELAY, so no
 """
 import gc
 
-import pipeline.serving  # noqa: F401  -- import numpy, scikit-learn and falcon once in the master:
 # forked workers inherit them, so a worker (re)start costs only the model load.
 # The estimator modules a pickled model imports when it is loaded: imported once here and
 # shared by every worker, instead of imported again, and held privately, in each of them.
-import sklearn.ensemble  # noqa: F401
-import sklearn.linear_model  # noqa: F401
-import sklearn.pipeline  # noqa: F401
+import sklearn.ensemble
+import sklearn.linear_model
+import sklearn.pipeline
 import sklearn.preprocessing  # noqa: F401
+
+import pipeline.serving  # noqa: F401  -- import numpy, scikit-learn and falcon once in the master:
 
 # Put everything imported so far out of the collector's reach before the workers fork: a
 # worker's garbage collection then never writes to these objects, so their memory pages
@@ -29,7 +30,7 @@ graceful_timeout = 30
 timeout = 60
 
 
-def when_ready(server) -> None:  # noqa: ANN001 -- gunicorn's Arbiter
+def when_ready(server) -> None:
     """A server the store does not own yet dies with the pipeline that started it."""
     import os
     import signal

@@ -28,10 +28,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.redaction import SecretScrubber
+from pipeline.redaction import SECRET_ENV_VARS, SecretScrubber
 
-SECRET_ENV_VARS = ("SLACK_WEBHOOK_URL", "SMTP_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                   "MLOPS_ENDPOINT_TOKEN")
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_FORMATS = ("text", "json")
 

@@ -7,9 +7,26 @@ path (urllib3 does, and a Slack webhook's path is the credential).
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit
+
+# Environment variables that hold secrets: their values are scrubbed wherever text leaves the run.
+SECRET_ENV_VARS = ("SLACK_WEBHOOK_URL", "SMTP_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                   "AWS_SESSION_TOKEN", "MLOPS_ENDPOINT_TOKEN")
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
+
+
+def scrub_known_secrets(text: str) -> str:
+    """AWS key ids by their shape, and the values of ``SECRET_ENV_VARS`` (8 characters or more)."""
+    text = _AWS_KEY_ID.sub("***", text)
+    for name in SECRET_ENV_VARS:
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return text
 
 
 def redact_url(url: str) -> str:

@@ -7,7 +7,6 @@ ids by shape and the secrets of the environment by value.
 """
 from __future__ import annotations
 
-import os
 import re
 
 from botocore.exceptions import (
@@ -21,6 +20,7 @@ from botocore.exceptions import (
 
 from pipeline.backends.base import DeploymentError
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.redaction import scrub_known_secrets
 
 _ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
                   "Forbidden", "403"}
@@ -36,19 +36,6 @@ _VALIDATION = {"ValidationException", "ValidationError", "InvalidParameterValue"
 _S3_PERMISSIONS = {"HeadBucket": "s3:ListBucket", "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject",
                    "PutObject": "s3:PutObject", "CreateBucket": "s3:CreateBucket",
                    "ListObjectsV2": "s3:ListBucket"}
-_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
-
-
-def _scrub(text: str) -> str:
-    """Never let a credential reach a message: key ids by shape, secrets by value."""
-    text = _KEY_ID.sub("***", text)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "***")
-    return text
-
-
 def shorten(text: str, limit: int = 300) -> str:
     """One line of at most ``limit`` characters: AWS messages can be long and span lines."""
     text = " ".join(str(text).split())
@@ -82,15 +69,15 @@ def aws_error(err: Exception, action: str, service: str = "sagemaker", region: s
         return PipelineError(f"cannot {action}: no AWS credentials found; run `aws configure` (or `aws sso login`), "
                              f"or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", ExitCode.USAGE)
     if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
-        return DeploymentError(f"cannot {action}: AWS is unreachable ({_scrub(shorten(str(err), 200))}); "
+        return DeploymentError(f"cannot {action}: AWS is unreachable ({scrub_known_secrets(shorten(str(err), 200))}); "
                                f"check the network, the proxy and aws_region")
     if isinstance(err, ReadTimeoutError):
         return DeploymentError(f"cannot {action}: AWS did not answer in time; run again")
     if not isinstance(err, ClientError):
-        return DeploymentError(f"cannot {action}: {type(err).__name__}: {_scrub(shorten(str(err)))}")
+        return DeploymentError(f"cannot {action}: {type(err).__name__}: {scrub_known_secrets(shorten(str(err)))}")
     error = err.response.get("Error", {}) if isinstance(err.response, dict) else {}
     code = str(error.get("Code") or "")
-    message = _scrub(shorten(error.get("Message") or ""))
+    message = scrub_known_secrets(shorten(error.get("Message") or ""))
     operation = getattr(err, "operation_name", "") or ""
     if code in _ACCESS_DENIED:
         wanted = re.search(r"not authorized to perform:?\s*([\w-]+:[\w*-]+)", message)
