@@ -202,6 +202,10 @@ def print_summary(results: Results, emoji: bool | None = None) -> None:
         rows.append(f"Training Accuracy: {accuracy:.2%}")
     if results.gate:
         rows.append(f"Gate: {results.gate.decision} ({results.gate.reason})")
+        if results.gate.champion:
+            rows.append(f"Champion comparison: {results.gate.champion.reason}")
+        if results.gate.warning:
+            rows.append(f"Gate warning: {results.gate.warning}")
     rows.append(f"Deployment Occurred: {_tick(summary.deployment_occurred, emoji)}")
     if summary.endpoint_name:
         rows.append(f"Endpoint: {summary.endpoint_name} ({summary.endpoint_url}, version {summary.endpoint_version})")

@@ -88,6 +88,12 @@ class PipelineConfig(BaseModel):
     model_type: Literal[MODEL_TYPES] = "logistic_regression"  # type: ignore[valid-type]
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     gate_metric: str = "accuracy"
+    gate_policy: Literal["point", "confident"] = "point"  # confident: the 95% interval decides, not the point value
+    # Compared with the version the endpoint serves, on the same evaluation rows (docs/DECISIONS.md).
+    champion_policy: Literal["not_worse", "better", "off"] = "not_worse"
+    champion_margin: float = Field(0.0, ge=0.0, lt=1.0)
+    champion_alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    champion_min_rows: int = Field(30, ge=1)
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
     random_seed: int = Field(42, ge=0)
     cv_folds: int = Field(5, ge=2, le=50)

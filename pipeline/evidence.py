@@ -38,6 +38,7 @@ from scipy.optimize import brentq
 from scipy.stats import binom, binomtest, norm
 
 from pipeline.errors import PipelineError
+from pipeline.outcomes import Verdict
 
 CONFIDENCE = 0.95
 ROWS_NEEDED_CAP = 10_000_000
@@ -61,12 +62,6 @@ class ChampionPolicy(StrEnum):
     NOT_WORSE = "not_worse"  # held when the candidate is below the champion by more than the margin
     BETTER = "better"  # deploy only when the candidate beats the champion by more than the margin, significantly
     OFF = "off"  # no comparison
-
-
-class Verdict(StrEnum):
-    DEPLOY = "deploy"  # clears the gate; the gate turns it into "approved" when auto-deploy is off
-    HELD = "held"
-    REJECTED = "rejected"
 
 
 class ComparisonStatus(StrEnum):
@@ -212,6 +207,15 @@ def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> npt.NDArray[np.ui
     return hash_pandas_object(frame[list(columns)], index=False).to_numpy(dtype=np.uint64)
 
 
+def labelled_row_hashes(features: pd.DataFrame, labels: pd.Series) -> npt.NDArray[np.uint64]:
+    """``row_hashes`` of features and label with their kinds made uniform (features as 64-bit floats,
+    labels as text), so the rows a job trained on and the same rows read back from a CSV file hash
+    alike: a CSV round trip can turn ``1.0`` into ``1`` and a label column's dtype with it."""
+    frame = features.astype(np.float64)
+    frame = frame.assign(**{"\x00label": labels.astype(str).to_numpy()})
+    return row_hashes(frame, list(frame.columns))
+
+
 def rows_not_trained_on(evaluation_hashes: npt.ArrayLike, training_hashes: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """Mask of evaluation rows whose hash is not among a model's training rows (duplicates included)."""
     return ~np.isin(np.asarray(evaluation_hashes, dtype=np.uint64), np.asarray(training_hashes, dtype=np.uint64))
@@ -313,7 +317,7 @@ class ChampionComparison:
 
     status: ComparisonStatus
     policy: ChampionPolicy
-    version: str
+    version: str | None  # None: nothing serves, so there is no champion
     metric: str
     champion_value: float | None
     candidate_value: float | None
@@ -392,6 +396,14 @@ def compare_with_champion(candidate_correct: npt.ArrayLike, champion_correct: np
         else:
             reason = f"held: {shown}: ahead by {difference * 100:.2f} points but not significantly: {evidence}"
     return ChampionComparison(status=ComparisonStatus.COMPARED, holds=holds, reason=reason, **common)
+
+
+def skipped_comparison(reason: str, *, metric: str, policy: ChampionPolicy | str = ChampionPolicy.NOT_WORSE,
+                       version: str | None = None, margin: float = 0.0, alpha: float = 0.05) -> ChampionComparison:
+    """No comparison was possible (no champion, a champion that cannot be loaded or reads other
+    features): ``skipped`` with the reason, never holding the candidate; the absolute gate decides."""
+    return ChampionComparison(ComparisonStatus.SKIPPED, ChampionPolicy(policy), version, metric, None, None, 0, 0,
+                              None, None, None, None, None, "none", margin, alpha, False, f"skipped: {reason}")
 
 
 def compare_point_values(candidate_value: float, champion_value: float, *, version: str, metric: str,

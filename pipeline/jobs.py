@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.atomic_files import write_atomically
@@ -29,6 +30,8 @@ MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
 HELDOUT_FILE = "heldout.csv"
 MANIFEST_FILE = "manifest.json"
+# A 64-bit hash of every training row (features and label): which evaluation rows a model saw.
+TRAINING_ROWS_FILE = "training_rows.npy"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,14 @@ class TrainingJob:
     def heldout(self) -> tuple[pd.DataFrame, pd.Series]:
         frame = pd.read_csv(self.heldout_path)
         return frame.drop(columns=[self.label_column]), frame[self.label_column]
+
+    def training_row_hashes(self) -> np.ndarray | None:
+        """The hashes of the rows the model was trained on (``evidence.labelled_row_hashes``), checked
+        against the store with the job's other files; None for a job recorded before they were kept."""
+        path = self.directory / TRAINING_ROWS_FILE
+        if TRAINING_ROWS_FILE not in self.artifact_sha256 or not path.is_file():
+            return None
+        return np.load(path, allow_pickle=False)
 
     def heldout_feature_lines(self) -> list[str] | None:
         """The held-out features as the CSV lines the endpoint takes, cut from heldout.csv's own text.
@@ -148,12 +159,15 @@ def claim_unique_directory(parent: Path, base_name: str) -> Path:
 
 
 def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metrics: dict[str, Any],
-               **extra: Any) -> TrainingJob:
-    """Write metrics and manifest beside a saved model and held-out rows: a training job either
-    backend made, readable by ``TrainingJob.load``. ``extra`` goes into the manifest (e.g. AWS ARNs)."""
+               training_rows: np.ndarray, **extra: Any) -> TrainingJob:
+    """Write metrics, manifest and the training rows' hashes beside a saved model and held-out rows:
+    a training job either backend made, readable by ``TrainingJob.load``. ``extra`` goes into the
+    manifest (e.g. AWS ARNs)."""
     model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     _write_json(directory / METRICS_FILE, metrics)
+    with open(directory / TRAINING_ROWS_FILE, "wb") as handle:
+        np.save(handle, np.asarray(training_rows, dtype=np.uint64), allow_pickle=False)
     manifest = {
         "training_job": directory.name,
         "created_at": created_at,
@@ -169,7 +183,7 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
     }
     _write_json(directory / MANIFEST_FILE, manifest)
     artifacts = {name: sha256_file(directory / name)
-                 for name in (METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, manifest["model_file"])}
+                 for name in (METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, TRAINING_ROWS_FILE, manifest["model_file"])}
     return TrainingJob(
         name=directory.name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
         label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],

@@ -74,6 +74,7 @@ def dotenv_variables(results: Results) -> dict[str, str]:
     """The variables a later CI job needs, by name (with the ``MLOPS_`` prefix), as safe strings."""
     summary = results.summary
     deployment = results.deployment
+    champion = results.gate.champion if results.gate else None
     version, url = summary.endpoint_version, summary.endpoint_url
     if deployment is not None:  # what serves now: nothing after a failed first deployment was removed
         version = deployment.serving_version
@@ -92,6 +93,8 @@ def dotenv_variables(results: Results) -> dict[str, str]:
         "DEPLOYMENT_OCCURRED": summary.deployment_occurred,
         "DEPLOYMENT_STATE": deployment.final_state if deployment else None,
         "TESTING_PASSED": summary.testing_passed,
+        "CHAMPION_STATUS": champion.status if champion else None,
+        "CHAMPION_VERSION": champion.version if champion else None,
     }
     return {DOTENV_PREFIX + key: dotenv_value(value) for key, value in values.items()}
 
@@ -121,11 +124,15 @@ def render_dotenv(results: Results) -> bytes:
 # --------------------------------------------------------------------------- metrics
 def metric_values(results: Results) -> dict[str, float]:
     evaluation, tests = results.evaluation, results.test_summary
+    champion = results.gate.champion if results.gate else None
     values = {
         "mlops_training_accuracy": evaluation.get("accuracy", results.summary.training_accuracy),
         "mlops_cv_mean_accuracy": evaluation.get("cv_mean_accuracy"),
         "mlops_endpoint_latency_p95_ms": tests.p95_latency_ms,
         "mlops_endpoint_throughput_rps": tests.throughput_rps,
+        "mlops_champion_difference": champion.difference if champion else None,
+        "mlops_champion_p_value": champion.p_value if champion else None,
+        "mlops_gate_rows_needed": results.gate.rows_needed if results.gate else None,
     }
     return {name: float(value) for name, value in values.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
@@ -258,6 +265,21 @@ def _gate_cases(suite: _Suite, gate: Gate, results: Results) -> None:
                            f"{_number(minimum)}): the model is {outcome}, nothing was deployed")
     else:
         suite.case("accuracy_threshold", details=details)
+    _champion_case(suite, gate)
+
+
+def _champion_case(suite: _Suite, gate: Gate) -> None:
+    """Failed when the champion held the candidate; skipped when no comparison was made."""
+    champion = gate.champion
+    if champion is None:
+        return
+    details = champion.model_dump(exclude={"reason"})
+    if champion.status != "compared":
+        suite.case("champion comparison", skipped=champion.reason or "skipped")
+    elif champion.holds:
+        suite.case("champion comparison", failure=champion.reason or "held by the champion", details=details)
+    else:
+        suite.case("champion comparison", details={**details, "reason": champion.reason})
 
 
 def _endpoint_cases(suite: _Suite, testing: TestingPhase) -> None:

@@ -26,6 +26,24 @@ class Summary(_Document):
     testing_passed: bool | None = None
 
 
+class ChampionResult(_Document):
+    status: str | None = None  # compared | skipped
+    reason: str | None = None
+    policy: str | None = None
+    version: str | None = None
+    metric: str | None = None
+    champion_value: float | None = None
+    candidate_value: float | None = None
+    rows_compared: int = 0
+    rows_excluded: int = 0
+    candidate_only_correct: int | None = None
+    champion_only_correct: int | None = None
+    p_value: float | None = None
+    difference: float | None = None
+    difference_interval: list[float] | None = None
+    holds: bool = False
+
+
 class Gate(_Document):
     decision: str | None = None
     metric: str = "accuracy"
@@ -36,6 +54,9 @@ class Gate(_Document):
     reason: str | None = None
     warning: str | None = None
     deploys: bool = False
+    policy: str | None = None
+    rows_needed: int | None = None
+    champion: ChampionResult | None = None
 
 
 class TrainingPhase(_Document):

@@ -103,6 +103,7 @@ class RunSummary:
     gate_threshold: float | None = None
     gate_minimum: float | None = None
     gate_reason: str | None = None
+    champion: str | None = None  # the comparison with the serving version, in one sentence
     endpoint_name: str | None = None
     endpoint_url: str | None = None
     version: str | None = None
@@ -207,6 +208,7 @@ class RunRecord:
             gate_decision=str(gate.verdict) if gate else None, gate_metric=gate.metric if gate else None,
             gate_value=gate.value if gate else None, gate_threshold=gate.threshold if gate else None,
             gate_minimum=gate.minimum if gate else None, gate_reason=gate.reason if gate else None,
+            champion=gate.champion.reason if gate and gate.champion else None,
             endpoint_name=self.endpoint_name, endpoint_url=self.endpoint_url,
             version=deployment.staged.version if deployment else None,
             previous_version=deployment.staged.previous_version if deployment else None,

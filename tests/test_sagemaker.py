@@ -639,3 +639,13 @@ def test_seed_commands_run_in_a_subprocess_against_a_moto_server(workdir, moto_s
     assert done.returncode == 0, done.stderr
     assert client.list_endpoints()["Endpoints"] == [] and client.list_models()["Models"] == []
     assert client.list_endpoint_configs()["EndpointConfigs"] == []
+
+
+def test_the_champion_is_read_back_from_s3_and_compared_on_the_same_rows(pipeline, sagemaker):
+    assert pipeline("--role-arn", ROLE).exit_code == 0
+    first = pipeline.results()
+    assert first["gate"]["champion"]["reason"] == "skipped: no serving version"
+    assert deploy_again(pipeline, first["summary"]["training_job"]).exit_code == 0
+    champion = pipeline.results()["gate"]["champion"]
+    assert champion["status"] == "compared" and champion["version"] == first["summary"]["endpoint_version"]
+    assert champion["rows_compared"] == 30 and champion["difference"] == 0

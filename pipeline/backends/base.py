@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.errors import ExitCode, PipelineError
@@ -100,6 +101,12 @@ class Backend(ABC):
     @abstractmethod
     def serving(self, endpoint_name: str) -> Server:
         """The endpoint's stable server as the store recorded it (for tests of what serves now)."""
+
+    @abstractmethod
+    def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
+        """The version the endpoint serves now and a directory holding its model file (fetched into
+        ``scratch`` if it lives elsewhere); None when nothing serves. The caller checks the file's
+        sha256 against the store before loading it."""
 
     @abstractmethod
     def promote(self, staged: Staged) -> Outcome:

@@ -195,6 +195,15 @@ class LocalBackend(Backend):
         row = self.store.require_endpoint(endpoint_name)
         return self._server(row["port"], row["pid"], "stable")
 
+    def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
+        row = self.store.endpoint(endpoint_name)
+        if row is None or not row["serving_version"]:
+            return None
+        pointer = self.pointer_path(endpoint_name, row["serving_version"])
+        if not pointer.is_file():
+            return None
+        return row["serving_version"], Path(json.loads(pointer.read_text())["model_dir"])
+
     def _server(self, port: int, pid: int | None, role: str) -> Server:
         return Server(self.url(port), self.config.endpoint_host, port, pid, role)
 

@@ -132,6 +132,7 @@ class Message:
         candidates = (
             ("Status", status),
             ("Gate", _gate_line(summary)),
+            ("Champion", _text(summary.champion)),
             ("Endpoint", endpoint),
             ("Version", version),
             ("Final state", _text(summary.final_state)),

@@ -101,6 +101,9 @@ class SageMakerBackend(Backend):
     def serving(self, endpoint_name: str) -> Server:
         return self.endpoints.serving(endpoint_name)
 
+    def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
+        return self.endpoints.serving_model(endpoint_name, scratch)
+
     def promote(self, staged: Staged) -> Outcome:
         return self.endpoints.promote(staged)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.base import DeploymentError, Outcome, Server, Staged
-from pipeline.backends.sagemaker import versions
+from pipeline.backends.sagemaker import artifacts, versions
 from pipeline.backends.sagemaker.client import TRANSITIONAL, SageMakerEndpointClient
 from pipeline.backends.sagemaker.errors import WaitTimeout, not_found, shorten
 from pipeline.backends.sagemaker.session import (
@@ -163,6 +164,24 @@ class Endpoints:
         row = self.store.require_endpoint(endpoint_name)
         return Server(row["url"] or self.aws.url(endpoint_name),
                       resources={"endpoint_config": row["serving_version"] or "", "region": self.aws.region})
+
+    def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
+        """The model of the endpoint's current config, read back from S3: what really serves, whatever
+        the store thinks."""
+        description = self._describe_endpoint(endpoint_name)
+        if description is None or not description.get("EndpointConfigName"):
+            return None
+        version = description["EndpointConfigName"]
+        try:
+            config = self.aws.sagemaker.describe_endpoint_config(EndpointConfigName=version)
+            model = self.aws.sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+        except (ClientError, BotoCoreError) as err:
+            raise self.aws.error(err, f"describe the model of endpoint config {version}") from None
+        target = scratch / version
+        archive = scratch / f"{version}.tar.gz"
+        self.aws.get(model["PrimaryContainer"]["ModelDataUrl"], archive)
+        artifacts.extract(archive, target)
+        return version, target
 
     def promote(self, staged: Staged) -> Outcome:
         self._verify(staged.endpoint_name, staged.version, staged.previous_version)
