@@ -317,11 +317,26 @@ def load_config(
         values[key] = value
         sources[key] = source
 
+    _name_after_the_dataset(values, sources)
     try:
         config = PipelineConfig.model_validate(values)
     except ValidationError as err:
         raise PipelineError(_one_line(err, values, sources)) from None
     return config, sources
+
+
+def _name_after_the_dataset(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """A CSV dataset names its jobs and endpoint (``breast_cancer.csv``: ``breast-cancer-classifier``,
+    ``breast-cancer-model``) unless a prefix was chosen; iris keeps the names the project started with.
+    Recorded as ``derived:dataset`` in the sources."""
+    dataset = values.get("dataset", "iris")
+    if not isinstance(dataset, str) or dataset == "iris":
+        return
+    stem = re.sub(r"[^a-z0-9]+", "-", Path(dataset).stem.lower()).strip("-")[:30].strip("-") or "dataset"
+    for key, suffix in (("model_name_prefix", "classifier"), ("endpoint_prefix", "model")):
+        if sources.get(key) == "default":
+            values[key] = f"{stem}-{suffix}"
+            sources[key] = "derived:dataset"
 
 
 # The command-line flag of each key that has one, as the CLI spells it. ``auto_deploy_enabled``
@@ -464,4 +479,6 @@ def describe_source(source: str) -> str:
         return f"flag {source[5:]}"
     if source.startswith("set:"):
         return f"--set {source[4:]}"
+    if source == "derived:dataset":
+        return "the dataset's file name"
     return "default"

@@ -112,7 +112,8 @@ class DeploymentPipeline:
 
     def stage(self, job: TrainingJob, endpoint_name: str) -> Deployment:
         """Register a new version and make it reachable for the endpoint tests."""
-        version = self.store.claim_version(endpoint_name, timestamp_name(self.config.endpoint_prefix),
+        # Versions are named after the endpoint they serve; the name stays within SageMaker's 63 characters.
+        version = self.store.claim_version(endpoint_name, timestamp_name(endpoint_name[:44].rstrip("-")),
                                            job.name, job.model_sha256)
         row = self.store.endpoint(endpoint_name)
         previous = row["serving_version"] if row else None

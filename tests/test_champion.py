@@ -143,8 +143,8 @@ def test_a_rollback_is_never_gated(pipeline, cancer):
 
     from pipeline.cli import cli
 
-    assert CliRunner().invoke(cli, ["rollback", "--endpoint-name", "iris-model"]).exit_code == 0
-    assert DeploymentStore(".mlops").deployments("iris-model")[0]["status"] == "deployed"
+    assert CliRunner().invoke(cli, ["rollback", "--endpoint-name", "cancer-model"]).exit_code == 0
+    assert DeploymentStore(".mlops").deployments("cancer-model")[0]["status"] == "deployed"
 
 
 def test_the_comparison_reaches_the_ci_reports(pipeline, cancer, workdir):
