@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -380,6 +381,80 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, e
         click.echo(f"{name}: pruned {len(pruned)} old version(s)")
     if not report.removed and not report.unrecorded_stopped and not prune:
         click.echo("no endpoints matched")
+
+
+@cli.command()
+@click.option("--prefix", help="Only jobs whose name starts with this.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def jobs(ctx: click.Context, prefix: str | None, as_json: bool) -> None:
+    """Training jobs, newest first: data, model, the gate's numbers and decision, where each serves.
+
+    Example: python3 run_pipeline.py jobs --prefix iris-classifier
+    """
+    try:
+        listed = _operations(ctx).jobs(prefix)
+    except PipelineError as err:
+        _fail(err, False)
+        return
+    if as_json:
+        click.echo(json.dumps({"jobs": listed}, indent=2, default=str))
+        return
+    if not listed:
+        click.echo("no training jobs" + (f" named {prefix}*" if prefix else ""))
+    for job in listed:
+        value, interval = job["gate_value"], job["gate_interval"]
+        judged = f"{job['gate_metric']} {value:.4f}" if isinstance(value, (int, float)) else job["gate_metric"]
+        if interval:
+            judged += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+        served = ", ".join(f"{item['endpoint_name']}:{item['version']}" for item in job["deployed_as"]) or "-"
+        data = f"{Path(job['dataset']).name if job['dataset'] else '?'} {(job['data_sha256'] or '')[:12]}"
+        click.echo(f"{job['created_at'][:19]}  {job['name']}  {data}  {job['model_type']}  {judged}  "
+                   f"{job['gate_decision'] or '-'}  deployed: {served}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def runs(ctx: click.Context, as_json: bool) -> None:
+    """Pipeline runs, newest first: mode, status, exit code, duration, what they trained and deployed.
+
+    Example: python3 run_pipeline.py runs; python3 run_pipeline.py runs show RUN_ID
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        listed = _operations(ctx).runs()
+    except PipelineError as err:
+        _fail(err, False)
+        return
+    if as_json:
+        click.echo(json.dumps({"runs": listed}, indent=2, default=str))
+        return
+    if not listed:
+        click.echo("no runs")
+    for run in listed:
+        took = f"{run['duration_seconds']:.1f}s" if run["duration_seconds"] is not None else "-"
+        code = "-" if run["exit_code"] is None else run["exit_code"]
+        deployed = f"{run['endpoint_name']}:{run['version']}" if run["version"] else "-"
+        click.echo(f"{run['started_at'][:19]}  {run['run_id']}  {run['mode']}  {run['status']}  exit {code}  {took}  "
+                   f"{run['training_job'] or '-'}  {deployed}  {run['results_file'] or '-'}")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str) -> None:
+    """Print a run's summary again, from the results file it wrote.
+
+    Example: python3 run_pipeline.py runs show 20261126T030742Z-1a2b3c4d
+    """
+    try:
+        results = _operations(ctx.parent or ctx).run_results(run_id)
+    except PipelineError as err:
+        _fail(err, False)
+        return
+    print_summary(results)
 
 
 # Options of a pipeline run that mean nothing to a subcommand: given before one, they would be dropped.

@@ -38,7 +38,7 @@ def resolve_mode(mode: str | None, *, deployment_only: bool = False, training_jo
     resolved = "deployment" if deployment_only else (mode or "full")
     asked = "--deployment-only" if deployment_only else f"--mode {resolved}"
     if resolved == "deployment" and not training_job:
-        raise PipelineError(f"{asked} needs --training-job NAME (the names are in `history`)")
+        raise PipelineError(f"{asked} needs --training-job NAME (the names are in `jobs`)")
     if training_job and resolved != "deployment":
         raise PipelineError(f"--training-job contradicts --mode {resolved}: it names the job --mode deployment deploys"
                             if mode else "--training-job needs --mode deployment (without --mode the full pipeline "

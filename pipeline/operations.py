@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pipeline.atomic_files import write_atomically
@@ -230,3 +232,48 @@ class Operations:
 
     def verify_audit_trail(self) -> list[str]:
         return self.store.verify_events()
+
+    # ----------------------------------------------------------------- jobs and runs
+    def jobs(self, prefix: str | None = None) -> list[dict[str, Any]]:
+        """Training jobs newest first: what each was trained on, how the gate judged it, where it serves."""
+        listed = []
+        for row in self.store.training_jobs(prefix):
+            metrics = json.loads(row["metrics_json"] or "{}")
+            listed.append({
+                "name": row["name"], "created_at": row["created_at"], "backend": row["backend"],
+                "dataset": row["dataset"], "data_sha256": row["data_sha256"], "model_type": row["model_type"],
+                "gate_metric": row["gate_metric"] or "accuracy",
+                "gate_value": row["gate_value"] if row["gate_value"] is not None else metrics.get("accuracy"),
+                "gate_interval": json.loads(row["gate_interval_json"]) if row["gate_interval_json"]
+                else metrics.get("accuracy_ci95"),
+                "gate_decision": row["gate_decision"], "deployed_as": row["deployed_as"], "run_id": row["run_id"]})
+        return listed
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Pipeline runs newest first: mode, outcome, how long, what they trained and deployed, their results."""
+        listed = []
+        for row in self.store.run_overview():
+            duration = None
+            if row["finished_at"]:
+                duration = round((datetime.fromisoformat(row["finished_at"]) -
+                                  datetime.fromisoformat(row["started_at"])).total_seconds(), 1)
+            listed.append({key: row[key] for key in ("run_id", "started_at", "mode", "backend", "status", "exit_code",
+                                                     "training_job", "endpoint_name", "version", "results_file")}
+                          | {"duration_seconds": duration})
+        return listed
+
+    def run_results(self, run_id: str) -> Results:
+        """A run's results read back from the file it wrote."""
+        row = self.store.run(run_id)
+        if row is None:
+            raise PipelineError(f"run {run_id!r} not found in {str(self.store.path)!r} (`runs` lists them)")
+        if not row["results_file"]:
+            raise PipelineError(f"run {run_id!r} recorded no results file")
+        path = Path(row["results_file"])
+        try:
+            return Results.model_validate(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, no longer exists "
+                                f"(the status was {row['status']}, exit code {row['exit_code']})") from None
+        except (OSError, ValueError) as err:
+            raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, cannot be read: {err}") from None

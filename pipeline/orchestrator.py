@@ -149,7 +149,7 @@ class Orchestrator:
         if mode not in MODES:
             raise PipelineError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
         if mode == Mode.DEPLOYMENT and not training_job:
-            raise PipelineError("--mode deployment needs --training-job NAME (the names are in `history`)")
+            raise PipelineError("--mode deployment needs --training-job NAME (the names are in `jobs`)")
         if mode in (Mode.FULL, Mode.TRAINING) and config.gate_metric not in BUILTIN_METRICS and \
                 not getattr(training_pipeline, "custom_evaluations", None):
             raise PipelineError(f"gate_metric {config.gate_metric!r}: expected one of {', '.join(BUILTIN_METRICS)} "
@@ -245,7 +245,7 @@ class Orchestrator:
             row = self.store.training_job(self.training_job_name or "")
             if row is None:
                 raise PipelineError(f"training job {self.training_job_name!r} not found in "
-                                    f"{str(self.store.path)!r} (see `run_pipeline.py history`)")
+                                    f"{str(self.store.path)!r} (see `run_pipeline.py jobs`)")
             if row["gate_decision"] == Verdict.REJECTED:
                 raise PipelineError(f"training job {row['name']!r} was rejected by the gate when it was trained; a "
                                     f"rejected model is never deployed", ExitCode.GATE)
@@ -263,7 +263,8 @@ class Orchestrator:
                 job.metrics, champion, champion_warning)
             log.info("champion comparison: %s", champion.reason)
             self.record.gate = decision
-            self.store.record_gate(self.run_id, job.name, decision.verdict, decision.reason)
+            self.store.record_gate(self.run_id, job.name, decision.verdict, decision.reason, decision.metric,
+                                   decision.value, decision.interval)
             (log.warning if decision.verdict.stops_the_run else log.info)("gate: %s: %s", decision.verdict,
                                                                            decision.reason)
             if decision.warning:

@@ -69,7 +69,8 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
 # Columns added after the first release: added to an existing state file when it is opened.
 MIGRATIONS = {
     "runs": {"pid": "INTEGER", "pid_start": "INTEGER", "host": "TEXT"},
-    "training_jobs": {"artifacts_json": "TEXT"},
+    "training_jobs": {"artifacts_json": "TEXT", "gate_metric": "TEXT", "gate_value": "REAL",
+                      "gate_interval_json": "TEXT", "dataset": "TEXT"},
 }
 
 
@@ -274,20 +275,53 @@ class DeploymentStore:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO training_jobs (name, run_id, created_at, backend, model_type, directory, model_sha256,"
-                " metrics_json, data_sha256, artifacts_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " metrics_json, data_sha256, artifacts_json, dataset) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (job.name, run_id, job.created_at, backend, job.model_type, str(job.directory), job.model_sha256,
                  json.dumps(job.metrics, default=str), job.data_fingerprint.get("sha256"),
-                 json.dumps(job.artifact_sha256, sort_keys=True)),
+                 json.dumps(job.artifact_sha256, sort_keys=True), job.manifest.get("dataset")),
             )
             self.append_event(conn, "training_completed", run_id=run_id, training_job=job.name,
                               accuracy=job.metrics.get("accuracy"), model_sha256=job.model_sha256,
                               artifacts=job.artifact_sha256)
 
-    def record_gate(self, run_id: str, training_job: str, decision: str, reason: str) -> None:
+    def record_gate(self, run_id: str, training_job: str, decision: str, reason: str, metric: str | None = None,
+                    value: float | None = None, interval: Any = None) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE training_jobs SET gate_decision=? WHERE name=?", (decision, training_job))
+            conn.execute("UPDATE training_jobs SET gate_decision=?, gate_metric=?, gate_value=?, gate_interval_json=? "
+                         "WHERE name=?", (decision, metric, value, json.dumps(list(interval)) if interval else None,
+                                          training_job))
             self.append_event(conn, "gate_decision", run_id=run_id, training_job=training_job,
                               decision=decision, reason=reason)
+
+    def training_jobs(self, prefix: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Training jobs newest first, each with the endpoint versions it was deployed as."""
+        jobs = self._query("SELECT * FROM training_jobs WHERE name LIKE ? ESCAPE '\\' ORDER BY created_at DESC, "
+                           "name DESC LIMIT ?", (_like_prefix(prefix), limit))
+        deployed = self._query("SELECT d.training_job, d.endpoint_name, d.to_version, d.status FROM deployments d "
+                               "WHERE d.status IN ('deployed', 'failed') ORDER BY d.id")
+        for job in jobs:
+            job["deployed_as"] = [{"endpoint_name": row["endpoint_name"], "version": row["to_version"]}
+                                  for row in deployed if row["training_job"] == job["name"]]
+        return jobs
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM runs WHERE run_id=?", (run_id,))
+        return rows[0] if rows else None
+
+    def run_overview(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Runs newest first, with the training job each trained or deployed and the version it deployed."""
+        runs = self.runs(limit)
+        trained = {row["run_id"]: row["name"] for row in self._query("SELECT run_id, name FROM training_jobs")}
+        deployments = self._query("SELECT run_id, training_job, endpoint_name, to_version, status FROM deployments "
+                                  "ORDER BY id")
+        for run in runs:
+            mine = [row for row in deployments if row["run_id"] == run["run_id"]]
+            last = mine[-1] if mine else None
+            run["training_job"] = trained.get(run["run_id"]) or (last["training_job"] if last else None)
+            run["endpoint_name"] = last["endpoint_name"] if last else None
+            run["version"] = last["to_version"] if last else None
+            run["deployment_status"] = last["status"] if last else None
+        return runs
 
     def training_job(self, name: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM training_jobs WHERE name=?", (name,))
@@ -410,3 +444,9 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass
+
+
+def _like_prefix(prefix: str | None) -> str:
+    """A SQL LIKE pattern matching names that start with ``prefix`` literally."""
+    escaped = (prefix or "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"

@@ -1,0 +1,62 @@
+"""`jobs` and `runs`: what was trained and what each run did, at a glance, through the real CLI."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_jobs_lists_training_jobs_newest_first_with_the_gate_and_where_they_serve(pipeline):
+    assert pipeline().exit_code == 0
+    deployed = pipeline.results()
+    assert pipeline("--mode", "training", "--accuracy-threshold", "1.0", "--minimum-accuracy", "0.5",
+                    "--set", "gate_metric=cv_mean_accuracy").exit_code == 3
+    held = pipeline.results()
+    listed = json.loads(_invoke("jobs", "--json").output)["jobs"]
+    assert [job["name"] for job in listed] == [held["summary"]["training_job"], deployed["summary"]["training_job"]]
+    newest, oldest = listed
+    assert newest["gate_decision"] == "held" and newest["gate_metric"] == "cv_mean_accuracy"
+    assert newest["deployed_as"] == []
+    assert oldest["gate_decision"] == "deploy" and oldest["dataset"] == "iris" and len(oldest["data_sha256"]) == 64
+    assert oldest["deployed_as"] == [{"endpoint_name": "iris-model",
+                                      "version": deployed["summary"]["endpoint_version"]}]
+    text = _invoke("jobs").output.splitlines()
+    assert text[0].split("  ")[1] == held["summary"]["training_job"]
+    assert f"deployed: iris-model:{deployed['summary']['endpoint_version']}" in text[1]
+
+
+def test_jobs_filters_by_prefix(pipeline):
+    assert pipeline("--mode", "training").exit_code == 0
+    assert json.loads(_invoke("jobs", "--prefix", "iris-", "--json").output)["jobs"]
+    assert json.loads(_invoke("jobs", "--prefix", "fraud_", "--json").output)["jobs"] == []
+    assert "no training jobs named fraud_*" in _invoke("jobs", "--prefix", "fraud_").output
+
+
+def test_runs_lists_each_run_with_its_outcome_and_results_file(pipeline):
+    assert pipeline().exit_code == 0
+    results = pipeline.results()
+    [run] = json.loads(_invoke("runs", "--json").output)["runs"]
+    assert run["run_id"] == results["run_id"] and run["status"] == "success" and run["exit_code"] == 0
+    assert run["results_file"] == str(pipeline.last_output) and run["duration_seconds"] >= 0
+    assert run["training_job"] == results["summary"]["training_job"]
+    assert run["version"] == results["summary"]["endpoint_version"]
+    assert results["run_id"] in _invoke("runs").output
+
+
+def test_runs_show_prints_a_run_summary_again(pipeline):
+    assert pipeline().exit_code == 0
+    run_id = pipeline.results()["run_id"]
+    shown = _invoke("runs", "show", run_id)
+    assert shown.exit_code == 0
+    assert "ENTERPRISE MLOPS PIPELINE COMPLETED" in shown.output and "Status: SUCCESS" in shown.output
+
+
+def test_runs_show_of_an_unknown_run_is_a_usage_error(pipeline):
+    result = _invoke("runs", "show", "20990101T000000Z-00000000")
+    assert result.exit_code == 2 and "not found" in result.output
