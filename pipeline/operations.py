@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from pipeline.config import PipelineConfig
 from pipeline.deployment import DeploymentPipeline
 from pipeline.errors import PipelineError
 from pipeline.logs import configure_logging, default_results_file, prune_default_files
+from pipeline.progress import configure as configure_progress
 from pipeline.results_schema import Results
 from pipeline.run_record import new_run_id
 from pipeline.store import DeploymentStore
@@ -55,6 +57,7 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
     from pipeline.reports import write_reports
 
     log_file = configure_logging(config.log_level, config.log_file, log_format=outputs.log_format)
+    configure_progress(live=outputs.log_format == "text" and _on_terminal())
     pruned = prune_default_files(config.tmp_retention_count, results_pending=not outputs.chosen_results_file,
                                  protect=[path for path in (outputs.results_file, config.log_file, outputs.dotenv_file,
                                                             outputs.junit_xml, outputs.metrics_file) if path])
@@ -75,6 +78,13 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
             log.error("report not written: %s", problem)
     log.debug("results written to %s", outputs.results_file)
     return results
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 def default_outputs(results_file: str | None, **reports: Any) -> Outputs:

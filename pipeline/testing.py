@@ -23,6 +23,7 @@ from pipeline.container import inference
 from pipeline.data import python_scalar
 from pipeline.endpoint_client import VERSION_HEADER, EndpointClient, EndpointDown, Reply
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.progress import progress
 
 if TYPE_CHECKING:
     from pipeline.jobs import TrainingJob
@@ -186,7 +187,8 @@ class EndpointTester:
         predictions: list[Any] = []
         versions: set[str] = set()
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for start, reply, error in pool.map(send, starts):
+            for sent, (start, reply, error) in enumerate(pool.map(send, starts), start=1):
+                progress().report("endpoint tests: held-out batches", sent, len(starts), f"{batch:,} rows each")
                 chunk_rows = min(batch, len(rows) - start)
                 if reply is None:
                     return {"passed": False, "reason": f"batch at row {start} failed: {error}"}
@@ -200,6 +202,7 @@ class EndpointTester:
                 predictions.extend(answer)
                 if reply.headers.get(VERSION_HEADER):
                     versions.add(reply.headers[VERSION_HEADER])
+        progress().done("endpoint tests: held-out batches")
         served = np.asarray(predictions)
         accuracy = float(np.mean(served == labels)) if len(labels) else 0.0
         differs = np.flatnonzero(served != offline)
@@ -244,7 +247,11 @@ class EndpointTester:
 
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.config.performance_concurrency) as pool:
-            outcomes = list(pool.map(one, range(total)))
+            outcomes = []
+            for outcome in pool.map(one, range(total)):
+                outcomes.append(outcome)
+                progress().report("endpoint tests: performance requests", len(outcomes), total)
+        progress().done("endpoint tests: performance requests")
         elapsed = time.perf_counter() - started
         latencies = np.array([latency for _, latency in outcomes])
         success_rate = sum(ok for ok, _ in outcomes) / total

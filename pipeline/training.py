@@ -26,6 +26,7 @@ from pipeline.data import Dataset, load_dataset
 from pipeline.errors import PipelineError
 from pipeline.evidence import labelled_row_hashes
 from pipeline.jobs import HELDOUT_FILE, MODEL_DIR, TrainingJob, claim_unique_directory, record_job, timestamp_name
+from pipeline.progress import progress
 
 CustomEvaluation = Callable[[Any, pd.DataFrame, pd.Series], dict[str, Any]]
 
@@ -70,9 +71,13 @@ class TrainingPipeline:
         return model.fit(X_train, y_train)
 
     def evaluate_model(self, model: Any, X_train, y_train, X_test, y_test) -> dict[str, Any]:
+        def on_fold(fold: int, folds: int) -> None:
+            progress().report("training: cross-validation", fold, folds, f"fold {fold} of {folds}")
+
         metrics = recipe.evaluate(
-            model, X_train, y_train, X_test, y_test, self.config.cv_folds, self.config.random_seed
+            model, X_train, y_train, X_test, y_test, self.config.cv_folds, self.config.random_seed, on_fold
         )
+        progress().done("training: cross-validation")
         for evaluation in self.custom_evaluations:
             metrics.update(evaluation(model, X_test, y_test))
         return metrics
@@ -84,7 +89,9 @@ class TrainingPipeline:
         # The split copied the rows; let the whole frame go before fitting (peak memory).
         dataset = dataset.without_rows()
         training_rows = labelled_row_hashes(X_train, y_train)
+        progress().report("training: final fit", detail=f"{self.config.model_type} on {len(X_train):,} rows")
         model = self.train_local_model(X_train, y_train)
+        progress().done("training: final fit")
         metrics = self.evaluate_model(model, X_train, y_train, X_test, y_test)
         return self.save(jobs_dir, dataset, model, metrics, X_test.assign(**{dataset.label_column: y_test}),
                          training_rows)

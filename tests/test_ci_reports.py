@@ -443,3 +443,15 @@ def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
         f"endpoint tests/{check}": "passed" for check in ("health", "prediction_accuracy", "performance",
                                                           "robustness")}
     assert set(metrics) == {"mlops_endpoint_latency_p95_ms", "mlops_endpoint_throughput_rps"}
+
+
+def test_json_logs_carry_progress_lines_of_the_long_steps(pipeline, workdir):
+    result = pipeline("--log-format", "json", "--set", "cv_folds=4", "--set", "performance_requests=40", fast=False)
+    assert result.exit_code == 0
+    messages = [json.loads(line)["message"] for line in (workdir / "pipeline.log").read_text().splitlines()]
+    assert "training: cross-validation 1 of 4: fold 1 of 4" in " ".join(messages)
+    assert "training: cross-validation 4 of 4: fold 4 of 4" in " ".join(messages)
+    assert any(message.startswith("training: final fit done") for message in messages)
+    assert any(message.startswith("endpoint tests: performance requests") for message in messages)
+    progress_lines = [message for message in messages if message.startswith("training: cross-validation ")]
+    assert len(progress_lines) <= 4  # bounded: first, last, and at most one every few seconds between

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import joblib
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
+from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -35,7 +37,7 @@ from sklearn.metrics import (
     confusion_matrix,
     precision_recall_fscore_support,
 )
-from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -120,8 +122,12 @@ def evaluate(
     y_test: pd.Series,
     cv_folds: int,
     seed: int,
+    on_fold: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Hold-out metrics of the fitted model plus k-fold CV of the same recipe on the training part."""
+    """Hold-out metrics of the fitted model plus k-fold CV of the same recipe on the training part.
+
+    ``on_fold(k, n)`` is called after each fold: cross-validation is most of a training run's time.
+    """
     predictions = model.predict(X_test)
     correct = int((predictions == np.asarray(y_test)).sum())
     total = len(y_test)
@@ -129,8 +135,14 @@ def evaluate(
         y_test, predictions, average="weighted", zero_division=0
     )
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-    # cross_val_score refits clones of the model, so CV judges the recipe, not this fit.
-    cv_scores = cross_val_score(model, X_train, y_train, cv=folds, scoring="accuracy")
+    # Each fold fits a clone of the model, so CV judges the recipe, not this fit (as cross_val_score
+    # does, fold by fold, so that progress can be reported).
+    cv_scores = []
+    for fold, (fit_rows, score_rows) in enumerate(folds.split(X_train, y_train), start=1):
+        estimator = clone(model).fit(X_train.iloc[fit_rows], y_train.iloc[fit_rows])
+        cv_scores.append(accuracy_score(y_train.iloc[score_rows], estimator.predict(X_train.iloc[score_rows])))
+        if on_fold is not None:
+            on_fold(fold, cv_folds)
     low, high = wilson_interval(correct, total)
     # The no-skill reference: the accuracy on the test rows of always predicting the class most
     # frequent in the training rows (ties: the smallest class). A model that does not beat it has
@@ -170,8 +182,12 @@ def fit_and_evaluate(
     labels = data[label_column]
     X_train, X_test, y_train, y_test = split(features, labels, test_size, seed)
     check_cv_folds(y_train, cv_folds)
+    print(f"fitting {model_type} on {len(X_train):,} rows", file=sys.stderr, flush=True)
     model = build_estimator(model_type, hyperparameters, seed).fit(X_train, y_train)
-    metrics = evaluate(model, X_train, y_train, X_test, y_test, cv_folds, seed)
+    # The training job's log (CloudWatch on SageMaker) says how far cross-validation has got.
+    metrics = evaluate(model, X_train, y_train, X_test, y_test, cv_folds, seed,
+                       lambda fold, folds: print(f"cross-validation fold {fold} of {folds}", file=sys.stderr,
+                                                 flush=True))
     heldout = X_test.assign(**{label_column: y_test})
     return model, metrics, heldout
 

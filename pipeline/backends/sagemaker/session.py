@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipeline.backends.sagemaker import artifacts
 from pipeline.backends.sagemaker.errors import WaitTimeout, aws_error, not_found
 from pipeline.errors import PipelineError
+from pipeline.progress import progress
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
@@ -197,7 +198,9 @@ class AwsSession:
                 log.info("%s: %s", what, text)
                 shown = text
             if done(state):
+                progress().done(f"waiting for {what}", text)
                 return state
+            progress().report(f"waiting for {what}", detail=text)
             if time.monotonic() + delay > deadline:
                 raise WaitTimeout(f"{what} did not finish within sagemaker_timeout_minutes={minutes:g} "
                                   f"(last status: {text})")
