@@ -497,7 +497,8 @@ def main() -> None:
     useful here: logs and output are flushed first, and every file was written atomically.
     """
     try:
-        cli(prog_name="run_pipeline.py")  # pylint: disable=no-value-for-parameter
+        # run_pipeline.py or the installed console script, mlops-pipeline: --help names the one used.
+        cli(prog_name=Path(sys.argv[0]).name or "run_pipeline.py")  # pylint: disable=no-value-for-parameter
         code: Any = 0
     except SystemExit as exit_:
         code = exit_.code
