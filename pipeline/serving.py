@@ -110,16 +110,17 @@ class _Invocations:
         self.token_sha256 = token_sha256
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str | None = None) -> None:
-        if self.token_sha256 is not None:
-            supplied = (req.get_header("Authorization") or "").removeprefix("Bearer ")
-            if not hmac.compare_digest(hashlib.sha256(supplied.encode()).hexdigest(), self.token_sha256):
-                raise falcon.HTTPUnauthorized(title="missing or wrong token",
-                                              challenges=["Bearer"])
+        if self.token_sha256 is not None and not token_matches(req.get_header("Authorization"), self.token_sha256):
+            raise falcon.HTTPUnauthorized(title="missing or wrong token", challenges=["Bearer"])
         length = req.content_length
         if length is not None and length > self.max_payload_bytes:
             raise falcon.HTTPContentTooLarge(
                 title=f"request body of {length} bytes is over the limit of {self.max_payload_bytes} bytes")
-        body = req.bounded_stream.read(self.max_payload_bytes + 1)
+        # A chunked body has no Content-Length, and falcon's bounded_stream reads nothing without
+        # one; a server that marks its input as terminated (gunicorn does) ends the stream at the
+        # body's end whatever the framing, so the limit + 1 bytes can be read from it directly.
+        stream = req.stream if req.env.get("wsgi.input_terminated") else req.bounded_stream
+        body = stream.read(self.max_payload_bytes + 1)
         if len(body) > self.max_payload_bytes:
             raise falcon.HTTPContentTooLarge(title=f"request body is over the limit of {self.max_payload_bytes} bytes")
         try:
@@ -132,6 +133,20 @@ class _Invocations:
             raise falcon.HTTPBadRequest(title="request body is not UTF-8 text") from None
         resp.content_type = content_type
         resp.text = text
+
+
+def token_matches(authorization: str | None, token_sha256: str) -> bool:
+    """``Authorization: Bearer <token>`` with the token whose sha256 is ``token_sha256``.
+
+    The scheme is matched case-insensitively (RFC 7235 section 2.1); a header without one is
+    refused. Hashes are compared in constant time, so the answer's timing says nothing about how
+    much of a guess was right.
+    """
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    supplied = credentials.strip(" ")
+    if scheme.lower() != "bearer" or not supplied:
+        return False
+    return hmac.compare_digest(hashlib.sha256(supplied.encode()).hexdigest(), token_sha256)
 
 
 def _token_sha256(spec: dict[str, Any]) -> str | None:

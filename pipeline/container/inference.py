@@ -12,6 +12,7 @@ with a 4xx instead of a 500.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -198,6 +199,8 @@ def input_fn(input_data: bytes | str, content_type: str) -> np.ndarray:
         raise
     except json.JSONDecodeError as err:
         raise BadRequestError(f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except RecursionError:  # json's parser and numpy both recurse once per level of nesting
+        raise BadRequestError("JSON nested too deeply: send a list of rows of numbers") from None
     except (ValueError, TypeError, OverflowError) as err:
         raise BadRequestError(f"rows must be numbers only, all of the same length: {err}") from None
     if rows.ndim != 2 or rows.shape[0] == 0:
@@ -250,6 +253,8 @@ def output_fn(prediction: np.ndarray, accept: str | None) -> tuple[str, str]:
     values = prediction.tolist()
     if media_type == JSON:
         return json.dumps({"predictions": values}), JSON
-    if media_type == CSV:
-        return "\n".join(str(value) for value in values) + "\n", CSV
+    if media_type == CSV:  # quoted where needed: a label such as "Barolo, DOCG" stays one field
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows([value] for value in values)
+        return text.getvalue(), CSV
     raise UnsupportedAcceptError(f"unsupported Accept {accept!r}: ask for application/json or text/csv")
