@@ -1,13 +1,15 @@
 """gunicorn settings for the local endpoint (``-c python:pipeline.gunicorn_conf``).
 
-Why gunicorn with sync workers: it is what SageMaker's scikit-learn container
-runs, its HUP reload replaces workers behind the same listening socket without
-dropping a request, and it measured fastest here for CPU-bound single-row
-predictions (see docs/PERFORMANCE.md). Its listener sets TCP_NODELAY, so no
-40 ms Nagle stall per response.
+gunicorn's master with the endpoint's own uvicorn worker (``pipeline.endpoint_worker``):
+the master's HUP replaces workers behind the same listening socket without dropping a
+request, each worker is an event loop that slow or idle clients cannot stall, and the
+pair measured fastest of the stacks compared in docs/PERFORMANCE.md. uvicorn sets
+TCP_NODELAY on every connection, so no 40 ms Nagle stall per response.
 """
 import gc
+import os
 
+import pipeline.endpoint_worker  # noqa: F401  -- uvicorn, uvloop and httptools, imported once in the master
 import pipeline.serving  # noqa: F401  -- import numpy, scikit-learn and falcon once in the master:
 # forked workers inherit them, so a worker (re)start costs only the model load.
 # The estimator modules a pickled model imports when it is loaded: imported once here and
@@ -23,7 +25,17 @@ import sklearn.preprocessing  # noqa: F401
 gc.collect()
 gc.freeze()
 
-worker_class = "sync"
+worker_class = "pipeline.endpoint_worker.EndpointWorker"
 accesslog = None
 graceful_timeout = 30
 timeout = 60
+
+
+def on_reload(server) -> None:  # noqa: ANN001 -- gunicorn's Arbiter
+    """Before a HUP's fresh workers start, tell the workers they replace to drain, not drop,
+    their kept-alive connections (``pipeline.endpoint_worker``)."""
+    for pid in list(server.WORKERS):
+        try:
+            os.kill(pid, pipeline.endpoint_worker.DRAIN_SIGNAL)
+        except ProcessLookupError:
+            pass
