@@ -29,6 +29,9 @@ worker_class = "pipeline.endpoint_worker.EndpointWorker"
 accesslog = None
 graceful_timeout = 30
 timeout = 60
+# gunicorn's control socket is one path per user ($HOME/.gunicorn/gunicorn.ctl): every endpoint on the
+# machine would claim the same one. Endpoints are managed through the pipeline, never through it.
+control_socket_disable = True
 
 
 def on_reload(server) -> None:  # noqa: ANN001 -- gunicorn's Arbiter

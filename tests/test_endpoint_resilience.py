@@ -6,6 +6,7 @@ answer within its (generous) timeout, while the misbehaving connections are stil
 """
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -143,12 +144,15 @@ def test_a_connection_that_sends_nothing_is_closed(pipeline):
 
 def test_a_kept_alive_connection_is_reused_within_the_client_timeout(pipeline):
     url = _deploy(pipeline, "--set", "client_timeout_seconds=30")
-    connection = _connect(url)
-    request = BODY_HEADERS + ROW
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.connect()
+    first_socket = connection.sock
     for _ in range(3):
-        connection.sendall(request)
-        head = connection.recv(65536)
-        assert head.startswith(b"HTTP/1.1 200 ")
+        connection.request("POST", "/invocations", body=ROW, headers={"Content-Type": "text/csv"})
+        reply = connection.getresponse()
+        assert (reply.status, reply.read()) == (200, b'{"predictions": [0]}')
+    assert connection.sock is first_socket
     connection.close()
 
 

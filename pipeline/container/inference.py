@@ -13,6 +13,7 @@ with a 4xx instead of a 500.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -249,6 +250,7 @@ def _verified(model: Any, fast: Callable[[np.ndarray], np.ndarray]) -> Compiled:
     return fast, ""
 
 
+@functools.lru_cache(maxsize=256)  # a client sends the same few headers again and again
 def _media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
@@ -338,6 +340,7 @@ def predict_fn(input_data: np.ndarray, model: Any) -> np.ndarray:
 _ACCEPTABLE = {"": JSON, "*/*": JSON, JSON: JSON, "application/*": JSON, CSV: CSV, "text/*": CSV}
 
 
+@functools.lru_cache(maxsize=256)
 def _negotiate(accept: str | None) -> str | None:
     """The best of JSON and CSV for an Accept header such as ``text/csv, application/json;q=0.5``."""
     if not (accept or "").strip():
