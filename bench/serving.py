@@ -13,7 +13,7 @@ the same wrk load (bench/post.lua): single-row requests at 1 and 8 clients and
 the resident memory of the whole process tree after warm-up (PSS, and RSS summed).
 
 Each server gets the body format it answers fastest (``FORMATS``): single rows as JSON
-(``{"inputs": [[...]]}`` for MLflow, three times its rate for CSV; ``[[...]]`` for the
+(``{"inputs": [[...]]}`` for MLflow, about three times its CSV rate; ``[[...]]`` for the
 endpoint), 1,000-row bodies as CSV (with the header row MLflow's pandas parser requires; headerless,
 SageMaker's contract, for the endpoint).
 
