@@ -55,7 +55,10 @@ def model_fn(model_dir: str) -> Any:
     # Rows arrive as bare numbers; the column names the model was fitted with do not apply.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     model = joblib.load(os.path.join(model_dir, MODEL_FILENAME))
-    fast, reason = _compile(model)
+    try:
+        fast, reason = _compile(model)
+    except Exception as err:  # noqa: BLE001 -- e.g. a scikit-learn whose internals moved: its own predict serves
+        fast, reason = None, f"preparing it failed: {type(err).__name__}: {err}"
     if fast is not None:
         fast, reason = _verified(model, fast)
     if fast is None:  # model_fn runs once per worker: so is this said
