@@ -9,6 +9,7 @@ TCP_NODELAY on every connection, so no 40 ms Nagle stall per response.
 import gc
 import os
 import signal
+import time
 
 # Imported once in the master, so forked workers inherit them and a worker (re)start costs only
 # the model load: uvicorn, uvloop and httptools; numpy, scikit-learn and falcon; and the estimator
@@ -36,6 +37,7 @@ timeout = 60
 # gunicorn's control socket is one path per user ($HOME/.gunicorn/gunicorn.ctl): every endpoint on the
 # machine would claim the same one. Endpoints are managed through the pipeline, never through it.
 control_socket_disable = True
+ORPHAN_GRACE_SECONDS = 5.0  # how long an orphaned server's processes get to stop before SIGKILL
 
 
 def when_ready(server) -> None:
@@ -43,7 +45,12 @@ def when_ready(server) -> None:
 
     def orphaned() -> None:
         server.log.warning("the pipeline that started this server has died: shutting down")
-        os.kill(os.getpid(), signal.SIGQUIT)  # gunicorn's quick shutdown
+        # The whole group at once (uvicorn's workers stop on SIGTERM, not on gunicorn's quick-shutdown
+        # SIGQUIT), and SIGKILL for whatever is still there a few seconds later.
+        group = os.getpgrp()
+        os.killpg(group, signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os.killpg(group, signal.SIGKILL)
 
     watch_owner(os.environ.get(OWNER_ENV), orphaned)
 

@@ -182,7 +182,7 @@ def test_an_infinite_client_timeout_in_the_config_file_is_refused(pipeline):
     Path("c.json").write_text('{"client_timeout_seconds": Infinity}')
     result = pipeline("--config-file", "c.json")
     assert result.exit_code == 2
-    assert "client_timeout_seconds: expected a finite number, got Infinity" in result.output
+    assert "client_timeout_seconds: expected a finite number" in result.output and "got Infinity" in result.output
 
 
 def test_a_model_without_a_fast_predict_path_is_served_by_scikit_learn_and_says_why_once_per_worker(pipeline):
