@@ -89,7 +89,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    for package in ("scikit-learn", "numpy", "pandas", "falcon", "gunicorn"):
+    for package in ("scikit-learn", "numpy", "pandas", "falcon", "gunicorn", "uvicorn", "uvloop", "httptools"):
         try:
             from importlib import metadata
 

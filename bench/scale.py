@@ -38,7 +38,7 @@ from bench.common import (
     temp_dir,
     write_result,
 )
-from bench.serving import gunicorn_server
+from bench.serving import endpoint_server
 
 TIME_TARGET = 1.2
 MEMORY_TARGET = 1.2
@@ -93,7 +93,7 @@ def endpoint_test(root: Path, job: dict[str, Any], workdir: Path, settings: list
     pointer = workdir / "scale-pointer.json"
     pointer.write_text(json.dumps({"version": "scale", "model_dir": str(job_dir / "model"),
                                    "sha256": job["model_sha256"], "max_payload_mb": 6.0}))
-    server = gunicorn_server(root, pointer, workdir, "scale", workers=2)
+    server = endpoint_server(root, pointer, workdir, "scale", workers=2)
     try:
         server.start()
         startup = server.wait_ready(timeout=120)

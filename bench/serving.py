@@ -1,19 +1,21 @@
-"""Serving: the local endpoint (gunicorn + falcon) against MLflow's scoring server, same model, same load.
+"""Serving: the local endpoint against MLflow's scoring server, same model, same load.
 
-    python -m bench.serving                   # ~10 s per load run, both models
+    python -m bench.serving                   # ~10 s per load run, all three models
     python -m bench.serving --quick           # 3 s runs, one startup sample
     python -m bench.serving --compare-patch bench/patches/X.diff   # a proposed project change as a
                                               # third server, side by side in the same session
 
-For each model (logistic regression and a 100-tree random forest, fitted on iris
-with the project's own recipe), both servers serve the *same fitted object*
+For each model (logistic regression, a 100-tree random forest and gradient boosting, fitted
+on iris with the project's own recipe), both servers serve the *same fitted object*
 (joblib for the endpoint, ``mlflow.sklearn.save_model`` of it for MLflow) and get
 the same wrk load (bench/post.lua): single-row requests at 1 and 8 clients and
 1,000-row requests at 1 client. Startup is launch -> first 200 on /ping; memory is
 the resident memory of the whole process tree after warm-up (PSS, and RSS summed).
 
-Bodies are CSV: headerless for the endpoint (SageMaker's contract), with the
-header row MLflow's CSV parser requires (pandas.read_csv) for MLflow.
+Each server gets the body format it answers fastest (``FORMATS``): single rows as JSON
+(``{"inputs": [[...]]}`` for MLflow, about three times its CSV rate; ``[[...]]`` for the
+endpoint), 1,000-row bodies as CSV (with the header row MLflow's pandas parser requires; headerless,
+SageMaker's contract, for the endpoint).
 
 The machine may be shared: the servers take turns in alternating order, each measured run
 first waits (bounded) for other work to quieten, and records the cores other work used
@@ -61,17 +63,21 @@ from bench.common import (
     wrk_path,
 )
 
-MODELS = ("logistic_regression", "random_forest")
+MODELS = ("logistic_regression", "random_forest", "gradient_boosting")
 SCENARIOS = (  # name, payload, connections
     ("single_c1", "single", 1),
     ("single_c8", "single", 8),
     ("rows1000_c1", "rows1000", 1),
 )
-TARGETS = {  # ours / MLflow, from issue 6
+TARGETS = {  # ours / MLflow, each given its fastest body format
     ("logistic_regression", "single_c8"): 10.0,
-    ("random_forest", "single_c8"): 4.5,
     ("logistic_regression", "single_c1"): 6.0,
     ("logistic_regression", "rows1000_c1"): 3.5,
+}
+# The body each server answers fastest, per payload: (format, content type).
+FORMATS = {
+    "endpoint": {"single": ("json", "application/json"), "rows1000": ("csv", "text/csv")},
+    "mlflow": {"single": ("json-inputs", "application/json"), "rows1000": ("csv-with-header", "text/csv")},
 }
 P99_TARGET_MS = 4.0
 STARTUP_TARGET = 0.3
@@ -79,7 +85,7 @@ MEMORY_TARGET = 0.5
 
 
 # --------------------------------------------------------------------------- models and payloads
-def fit_models(workdir: Path, models: list[str]) -> dict[str, dict[str, Any]]:
+def fit_models(workdir: Path, models: list[str], with_mlflow: bool = True) -> dict[str, dict[str, Any]]:
     """Fit with the project's recipe; write joblib + pointer (endpoint) and an MLflow model of the same object."""
     sys.path.insert(0, str(REPO))
     from sklearn.datasets import load_iris
@@ -102,26 +108,36 @@ def fit_models(workdir: Path, models: list[str]) -> dict[str, dict[str, Any]]:
         pointer.write_text(json.dumps({"version": f"bench-{model_type}", "model_dir": str(model_dir), "sha256": sha,
                                        "max_payload_mb": 6.0}))
         mlflow_dir = base / "mlflow-model"
-        mlflow_env.save_model(path, mlflow_dir)
-        bodies = {}
+        if with_mlflow:
+            mlflow_env.save_model(path, mlflow_dir)
+        bodies: dict[str, dict[str, tuple[Path, str]]] = {}
         for payload, frame_rows in (("single", single), ("rows1000", rows1000)):
-            ours = base / f"{payload}.csv"
-            ours.write_text(frame_rows.to_csv(header=False, index=False))
-            theirs = base / f"{payload}-with-header.csv"
-            theirs.write_text(frame_rows.to_csv(header=True, index=False))
-            bodies[payload] = {"gunicorn": ours, "mlflow": theirs}
+            bodies[payload] = {}
+            for kind, formats in FORMATS.items():
+                name, content_type = formats[payload]
+                path = base / f"{payload}-{name}.body"
+                path.write_text(_body(frame_rows, name))
+                bodies[payload][kind] = (path, content_type)
         fitted[model_type] = {"model_dir": model_dir, "pointer": pointer, "mlflow_dir": mlflow_dir, "bodies": bodies,
                               "expected_1000": model.predict(rows1000).tolist()}
     return fitted
 
 
-def gunicorn_server(root: Path, pointer: Path, workdir: Path, tag: str, workers: int) -> Server:
+def _body(rows: pd.DataFrame, name: str) -> str:
+    if name == "json":
+        return json.dumps(rows.to_numpy().tolist())
+    if name == "json-inputs":
+        return json.dumps({"inputs": rows.to_numpy().tolist()})
+    return rows.to_csv(header=name == "csv-with-header", index=False)
+
+
+def endpoint_server(root: Path, pointer: Path, workdir: Path, tag: str, workers: int) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "--config", "python:pipeline.gunicorn_conf",
                "--bind", f"{HOST}:{port}", "--workers", str(workers), "--name", f"bench-{tag}",
                "pipeline.serving:create_app()"]  # the command pipeline/backends/local.py runs
     env = project_env(root, {"MLOPS_MODEL_POINTER": str(pointer)})
-    return Server(f"gunicorn[{tag}]", command, env, root, workdir / f"gunicorn-{tag}.log", port)
+    return Server(f"endpoint[{tag}]", command, env, root, workdir / f"endpoint-{tag}.log", port)
 
 
 def mlflow_server(model_dir: Path, workdir: Path, tag: str, workers: int | None) -> Server:
@@ -137,9 +153,9 @@ def mlflow_server(model_dir: Path, workdir: Path, tag: str, workers: int | None)
     return Server(f"mlflow[{tag}]", command, env, workdir, workdir / f"mlflow-{tag}.log", port)
 
 
-def check_answers(server: Server, body: Path, expected: list[Any]) -> None:
-    status, _, answer = http_request(server.port, "POST", "/invocations", body.read_bytes(),
-                                     {"Content-Type": "text/csv", "Accept": "application/json"})
+def check_answers(server: Server, body: tuple[Path, str], expected: list[Any]) -> None:
+    status, _, answer = http_request(server.port, "POST", "/invocations", body[0].read_bytes(),
+                                     {"Content-Type": body[1], "Accept": "application/json"})
     if status != 200:
         raise RuntimeError(f"{server.name}: 1,000-row request answered {status}: {answer[:300]!r}")
     got = json.loads(answer)["predictions"]
@@ -147,7 +163,7 @@ def check_answers(server: Server, body: Path, expected: list[Any]) -> None:
         raise RuntimeError(f"{server.name}: predictions differ from the fitted model's")
 
 
-def bench_pair(makers: dict[str, Any], bodies: dict[str, dict[str, Path]], expected: list[Any],
+def bench_pair(makers: dict[str, Any], bodies: dict[str, dict[str, tuple[Path, str]]], expected: list[Any],
                args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Both servers side by side: startups alternate, then both stay up (idle one costs nothing) and
     every load scenario runs on one right after the other, in alternating order, so a burst of
@@ -168,21 +184,19 @@ def bench_pair(makers: dict[str, Any], bodies: dict[str, dict[str, Path]], expec
         for kind, server in servers.items():
             results[kind]["startup_s"] = median(results[kind]["startup_samples_s"])
             check_answers(server, bodies["rows1000"][kind], expected)
-            run_load(server.port, "/invocations", bodies["single"][kind], "text/csv", 8, args.warmup)
+            run_load(server.port, "/invocations", *bodies["single"][kind], 8, args.warmup)
             results[kind]["memory_after_warmup"] = tree_memory(server.process.pid)
         for index, (name, payload, connections) in enumerate(SCENARIOS):
             for kind in (kinds if index % 2 == 0 else kinds[::-1]):
                 server = servers[kind]
                 if payload != "single":
-                    run_load(server.port, "/invocations", bodies[payload][kind], "text/csv", connections,
-                             min(args.warmup, 1.0))
+                    run_load(server.port, "/invocations", *bodies[payload][kind], connections, min(args.warmup, 1.0))
                 waited, busy_before = wait_for_quiet(args.quiet_cores, args.quiet_wait)
                 loadavg = os.getloadavg()[0]
                 cpu_before = tree_cpu_seconds(server.process.pid)
                 system_before, children_before = system_cpu()[0], children_cpu()
                 began = time.perf_counter()
-                measured = run_load(server.port, "/invocations", bodies[payload][kind], "text/csv", connections,
-                                    args.duration)
+                measured = run_load(server.port, "/invocations", *bodies[payload][kind], connections, args.duration)
                 wall = time.perf_counter() - began
                 cpu = tree_cpu_seconds(server.process.pid) - cpu_before
                 generator_cpu = children_cpu() - children_before
@@ -209,11 +223,11 @@ def bench_pair(makers: dict[str, Any], bodies: dict[str, dict[str, Path]], expec
     return results
 
 
-def inprocess(root: Path, model_dir: Path, body: Path, seconds: float) -> dict[str, Any]:
+def inprocess(root: Path, model_dir: Path, body: tuple[Path, str], seconds: float) -> dict[str, Any]:
     # Run as a script (not -m from REPO, which would put this checkout's pipeline/ first on sys.path):
     # the benchmarked project's pipeline/ first, then REPO for the bench package.
-    run = run_child([sys.executable, str(BENCH / "inprocess.py"), "--model-dir", str(model_dir), "--body", str(body),
-                     "--seconds", str(seconds)],
+    run = run_child([sys.executable, str(BENCH / "inprocess.py"), "--model-dir", str(model_dir), "--body", str(body[0]),
+                     "--content-type", body[1], "--seconds", str(seconds)],
                     env=project_env(root, {"PYTHONPATH": f"{root}:{REPO}"}), cwd=root, timeout=120)
     if run["returncode"] != 0:
         raise RuntimeError(f"in-process measurement failed: {run['stderr'][-1000:]}")
@@ -225,9 +239,9 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
     checks = []
     for model_type, per_model in results["models"].items():
         theirs = per_model["mlflow"]
-        for kind in [k for k in ("gunicorn", "patched") if k in per_model]:
+        for kind in [k for k in ("endpoint", "patched") if k in per_model]:
             ours = per_model[kind]
-            label = "" if kind == "gunicorn" else " [patched]"
+            label = "" if kind == "endpoint" else " [patched]"
             for name, _, _ in SCENARIOS:
                 target = TARGETS.get((model_type, name))
                 value = ratio(ours[name]["rps"], theirs[name]["rps"])
@@ -257,19 +271,21 @@ def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
 def print_report(results: dict[str, Any]) -> None:
     rows = []
     for model_type, per_model in results["models"].items():
-        for kind in [k for k in ("gunicorn", "patched", "mlflow") if k in per_model]:
+        for kind in [k for k in ("endpoint", "patched", "mlflow") if k in per_model]:
             r = per_model[kind]
             rows.append([model_type, kind, r["single_c1"]["rps"], r["single_c8"]["rps"], r["single_c8"]["p99_ms"],
-                         r["rows1000_c1"]["rps"], r["startup_s"], r["memory_after_warmup"]["pss_mb"],
+                         r["rows1000_c1"]["rps"], *(r[n].get("req_per_cpu_s") for n, _, _ in SCENARIOS),
+                         r["startup_s"], r["memory_after_warmup"]["pss_mb"],
                          r["memory_after_warmup"]["rss_mb"],
                          round(sum(r[n].get("foreign_busy_cores", 0) for n, _, _ in SCENARIOS) / len(SCENARIOS), 2),
                          sum(r[n]["errors"] for n, _, _ in SCENARIOS)])
         for key, label in (("inprocess", "in-process"), ("inprocess_patched", "in-process [patched]")):
             for payload, measured in per_model.get(key, {}).items():
-                rows.append([model_type, f"{label} {payload}", measured["calls_per_s"], None, None, None, None,
-                             None, None, None, f"{measured['median_us']} us/call"])
+                rows.append([model_type, f"{label} {payload}", measured["calls_per_s"], None, None, None, None, None,
+                             None, None, None, None, None, f"{measured['median_us']} us/call"])
     print_table(f"Serving ({results['load_generator']}, {results['duration_s']:g} s per run)",
                 ["model", "server", "1-row c1 req/s", "1-row c8 req/s", "c8 p99 ms", "1000-row c1 req/s",
+                 "1-row c1 req/CPU-s", "1-row c8 req/CPU-s", "1000-row req/CPU-s",
                  "startup s", "PSS MB", "RSS MB", "foreign cores", "errors"], rows)
     print_table("Serving: ratios against targets", ["model", "metric", "value", "target", "met"],
                 [[c["model"], c["metric"], c["value"], c["target"], c["met"]] for c in results["checks"]])
@@ -281,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load before measuring")
     parser.add_argument("--startup-runs", type=int, default=3, help="launches per server for the startup median")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (the pipeline's default: 2)")
+    parser.add_argument("--workers", type=int, default=2, help="endpoint workers (the pipeline's default: 2)")
     parser.add_argument("--mlflow-workers", type=int, default=None,
                         help="MLflow uvicorn workers (default: MLflow's own default, 1)")
     parser.add_argument("--patch", help="benchmark a copy of the project with this patch applied")
@@ -302,7 +318,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "benchmark": "serving", "machine": machine_info(), "load_generator": load_generator_name(),
         "mlflow_version": mlflow_version, "duration_s": args.duration, "warmup_s": args.warmup,
-        "gunicorn_workers": args.workers, "mlflow_workers": args.mlflow_workers or 1, "patch": args.patch,
+        "endpoint_workers": args.workers, "formats": FORMATS, "mlflow_workers": args.mlflow_workers or 1,
+        "patch": args.patch,
         "compare_patch": args.compare_patch,
         "models": {},
     }
@@ -314,21 +331,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for model_type, info in fitted.items():
             print(f"-- {model_type}", flush=True)
             makers = {
-                "gunicorn": lambda tag, info=info: gunicorn_server(root, info["pointer"], workdir, tag, args.workers),
+                "endpoint": lambda tag, info=info: endpoint_server(root, info["pointer"], workdir, tag, args.workers),
                 "mlflow": lambda tag, info=info: mlflow_server(info["mlflow_dir"], workdir, tag, args.mlflow_workers),
             }
             if patched_root is not None:
-                makers["patched"] = lambda tag, info=info: gunicorn_server(patched_root, info["pointer"], workdir,
+                makers["patched"] = lambda tag, info=info: endpoint_server(patched_root, info["pointer"], workdir,
                                                                            tag, args.workers)
                 for payload in info["bodies"]:
-                    info["bodies"][payload]["patched"] = info["bodies"][payload]["gunicorn"]
+                    info["bodies"][payload]["patched"] = info["bodies"][payload]["endpoint"]
             per_model: dict[str, Any] = bench_pair(makers, info["bodies"], info["expected_1000"], args)
             per_model["inprocess"] = {
-                payload: inprocess(root, info["model_dir"], info["bodies"][payload]["gunicorn"], 1.0)
+                payload: inprocess(root, info["model_dir"], info["bodies"][payload]["endpoint"], 1.0)
                 for payload in ("single", "rows1000")}
             if patched_root is not None:
                 per_model["inprocess_patched"] = {
-                    payload: inprocess(patched_root, info["model_dir"], info["bodies"][payload]["gunicorn"], 1.0)
+                    payload: inprocess(patched_root, info["model_dir"], info["bodies"][payload]["endpoint"], 1.0)
                     for payload in ("single", "rows1000")}
             results["models"][model_type] = per_model
     results["checks"] = summarise(results)

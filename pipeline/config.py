@@ -104,6 +104,9 @@ class PipelineConfig(BaseModel):
     endpoint_port: int = Field(0, ge=0, le=65535)  # 0: a free port is chosen at first deployment
     endpoint_workers: int = Field(2, ge=1, le=64)
     max_payload_mb: float = Field(6.0, gt=0.0)
+    # A request whose headers or body take longer than this to arrive is cut off (408 or a close), so slow
+    # or idle clients cannot hold the endpoint's workers.
+    client_timeout_seconds: float = Field(5.0, gt=0.0, allow_inf_nan=False)
     lock_timeout_seconds: float = Field(600.0, ge=0.0)  # how long a deployment waits for another one
     retain_versions: int = Field(5, ge=1)  # cleanup keeps the artifacts of this many newest versions per endpoint
 
@@ -452,6 +455,8 @@ def _expected(key: str, error: Mapping[str, Any]) -> str:
         if low is not None and high is not None:
             return f"expected a number between {low} and {high}"
         return error["msg"].lower().replace("input should be", "expected a number")
+    if kind == "finite_number":
+        return "expected a finite number"
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected')}"
     if kind == "string_pattern_mismatch" and key == "role_arn":

@@ -1,22 +1,28 @@
 """gunicorn settings for the local endpoint (``-c python:pipeline.gunicorn_conf``).
 
-Why gunicorn with sync workers: it is what SageMaker's scikit-learn container
-runs, its HUP reload replaces workers behind the same listening socket without
-dropping a request, and it measured fastest here for CPU-bound single-row
-predictions (see docs/PERFORMANCE.md). Its listener sets TCP_NODELAY, so no
-40 ms Nagle stall per response.
+gunicorn's master with the endpoint's own uvicorn worker (``pipeline.endpoint_worker``):
+the master's HUP replaces workers behind the same listening socket without dropping a
+request, each worker is an event loop that slow or idle clients cannot stall, and the
+pair measured fastest of the stacks compared in docs/PERFORMANCE.md. uvicorn sets
+TCP_NODELAY on every connection, so no 40 ms Nagle stall per response.
 """
 import gc
+import os
+import signal
+import time
 
-# forked workers inherit them, so a worker (re)start costs only the model load.
-# The estimator modules a pickled model imports when it is loaded: imported once here and
-# shared by every worker, instead of imported again, and held privately, in each of them.
+# Imported once in the master, so forked workers inherit them and a worker (re)start costs only
+# the model load: uvicorn, uvloop and httptools; numpy, scikit-learn and falcon; and the estimator
+# modules a pickled model imports when it is loaded (shared by every worker instead of imported
+# again, and held privately, in each of them).
 import sklearn.ensemble
 import sklearn.linear_model
 import sklearn.pipeline
 import sklearn.preprocessing  # noqa: F401
 
-import pipeline.serving  # noqa: F401  -- import numpy, scikit-learn and falcon once in the master:
+import pipeline.endpoint_worker
+import pipeline.serving
+from pipeline.backends.server_processes import OWNER_ENV, watch_owner
 
 # Put everything imported so far out of the collector's reach before the workers fork: a
 # worker's garbage collection then never writes to these objects, so their memory pages
@@ -24,21 +30,36 @@ import pipeline.serving  # noqa: F401  -- import numpy, scikit-learn and falcon 
 gc.collect()
 gc.freeze()
 
-worker_class = "sync"
+worker_class = "pipeline.endpoint_worker.EndpointWorker"
 accesslog = None
 graceful_timeout = 30
 timeout = 60
+# gunicorn's control socket is one path per user ($HOME/.gunicorn/gunicorn.ctl): every endpoint on the
+# machine would claim the same one. Endpoints are managed through the pipeline, never through it.
+control_socket_disable = True
+ORPHAN_GRACE_SECONDS = 5.0  # how long an orphaned server's processes get to stop before SIGKILL
 
 
 def when_ready(server) -> None:
     """A server the store does not own yet dies with the pipeline that started it."""
-    import os
-    import signal
-
-    from pipeline.backends.server_processes import OWNER_ENV, watch_owner
 
     def orphaned() -> None:
         server.log.warning("the pipeline that started this server has died: shutting down")
-        os.kill(os.getpid(), signal.SIGQUIT)  # gunicorn's quick shutdown
+        # The whole group at once (uvicorn's workers stop on SIGTERM, not on gunicorn's quick-shutdown
+        # SIGQUIT), and SIGKILL for whatever is still there a few seconds later.
+        group = os.getpgrp()
+        os.killpg(group, signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os.killpg(group, signal.SIGKILL)
 
     watch_owner(os.environ.get(OWNER_ENV), orphaned)
+
+
+def on_reload(server) -> None:
+    """Before a HUP's fresh workers start, tell the workers they replace to drain, not drop,
+    their kept-alive connections (``pipeline.endpoint_worker``)."""
+    for pid in list(server.WORKERS):
+        try:
+            os.kill(pid, pipeline.endpoint_worker.DRAIN_SIGNAL)
+        except ProcessLookupError:
+            pass

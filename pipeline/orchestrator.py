@@ -261,12 +261,12 @@ class Orchestrator:
                                                                        self.endpoint_name, job)
             decision = Gate(self.config, explicit_request=self.mode == Mode.DEPLOYMENT).decide(
                 job.metrics, champion, champion_warning)
-            log.info("champion comparison: %s", champion.reason)
             self.record.gate = decision
             self.store.record_gate(self.run_id, job.name, decision.verdict, decision.reason, decision.metric,
                                    decision.value, decision.interval)
             (log.warning if decision.verdict.stops_the_run else log.info)("gate: %s: %s", decision.verdict,
                                                                            decision.reason)
+            log.info("gate: champion comparison: %s", champion.reason)
             if decision.warning:
                 log.warning("gate: %s", decision.warning)
             self.notify("gate_decision")

@@ -225,7 +225,7 @@ def test_cli_reports_say_why_a_deployment_was_rolled_back(pipeline, workdir):
     assert rolled_back["status"] == "failed"
     assert "was not kept (removed, now serving nothing): prediction_accuracy: 30 of 30" in rolled_back["message"]
     assert set(metrics) == {"mlops_training_accuracy", "mlops_cv_mean_accuracy", "mlops_endpoint_latency_p95_ms",
-                            "mlops_endpoint_throughput_rps"}
+                            "mlops_endpoint_throughput_rps", "mlops_gate_rows_needed"}
 
 
 def test_cli_error_during_the_run_is_a_junit_error(pipeline, workdir):
@@ -422,8 +422,9 @@ def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
     assert dotenv["MLOPS_PIPELINE_STATUS"] == "success" and dotenv["MLOPS_GATE_DECISION"] == "deploy"
     assert dotenv["MLOPS_TRAINING_JOB"].startswith("iris-classifier-")
     assert {case: value["status"] for case, value in cases.items()} == {
-        "gate/minimum_accuracy": "passed", "gate/accuracy_threshold": "passed"}
-    assert set(metrics) == {"mlops_training_accuracy", "mlops_cv_mean_accuracy"}
+        "gate/minimum_accuracy": "passed", "gate/accuracy_threshold": "passed",
+        "gate/champion comparison": "skipped"}  # nothing serves yet: no champion
+    assert set(metrics) == {"mlops_training_accuracy", "mlops_cv_mean_accuracy", "mlops_gate_rows_needed"}
 
     dotenv, cases, metrics, result = seen["deploy_production"]
     assert f"Deploying {seen['train'][0]['MLOPS_TRAINING_JOB']} (accuracy 1.0, gate deploy) to iris-model" \
@@ -431,10 +432,10 @@ def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
     assert dotenv["MLOPS_ENDPOINT_NAME"] == "iris-model" and dotenv["MLOPS_DEPLOYMENT_STATE"] == "deployed"
     assert dotenv["MLOPS_DEPLOYMENT_OCCURRED"] == "true" and dotenv["MLOPS_TESTING_PASSED"] == "true"
     assert dotenv["MLOPS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
-    assert {value["status"] for value in cases.values()} == {"passed"}
+    assert {case for case, value in cases.items() if value["status"] != "passed"} == {"gate/champion comparison"}
     assert {"gate/accuracy_threshold", "endpoint tests/health", "endpoint tests/prediction_accuracy",
             "endpoint tests/performance", "endpoint tests/robustness", "deployment/deployment"} <= set(cases)
-    assert len(metrics) == 4
+    assert len(metrics) == 5
 
     dotenv, cases, metrics, _ = seen["test_production"]
     assert dotenv["MLOPS_PIPELINE_STATUS"] == "success" and dotenv["MLOPS_MODE"] == "testing"

@@ -319,7 +319,7 @@ def test_a_failing_version_is_never_served_when_the_endpoint_had_died(pipeline, 
     url, v1 = pipeline.results()["summary"]["endpoint_url"], pipeline.results()["summary"]["endpoint_version"]
     _kill_stable()
     job = train_job(workdir, ServedDifferentlyPipeline)
-    assert pipeline("--mode", "deployment", "--training-job", job).exit_code == 1
+    assert pipeline("--mode", "deployment", "--training-job", job, "--set", "champion_policy=off").exit_code == 1
     assert pipeline.results()["rollback"]["final_state"] == "kept_previous"
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
 

@@ -114,7 +114,8 @@ def test_version_whose_served_predictions_differ_is_not_kept(pipeline, workdir):
     pipeline()
     v1 = pipeline.results()["summary"]["endpoint_version"]
     job = train_job(workdir, ServedDifferentlyPipeline)
-    result = pipeline("--mode", "deployment", "--training-job", job)
+    # The champion comparison would hold this candidate before it is deployed: this test is about the endpoint's.
+    result = pipeline("--mode", "deployment", "--training-job", job, "--set", "champion_policy=off")
     assert result.exit_code == 1
     results = pipeline.results()
     assert results["rollback"]["final_state"] == "kept_previous"
@@ -158,7 +159,8 @@ def test_failed_first_deployment_removes_its_endpoint(pipeline, workdir):
 def test_rollback_off_leaves_the_failing_version_serving_and_fails_the_run(pipeline, workdir):
     pipeline()
     job = train_job(workdir, ServedDifferentlyPipeline)
-    result = pipeline("--mode", "deployment", "--training-job", job, "--set", "rollback_on_failure=false")
+    result = pipeline("--mode", "deployment", "--training-job", job, "--set", "rollback_on_failure=false",
+                      "--set", "champion_policy=off")
     assert result.exit_code == 1
     results = pipeline.results()
     assert results["phases"]["deployment"]["deployment_results"]["final_state"] == "failed"

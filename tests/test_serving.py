@@ -93,3 +93,78 @@ def test_unacceptable_accept_is_406(endpoint):
 def test_a_body_that_is_not_utf8_is_400(endpoint):
     reply = _post(endpoint, b"\xff\xfe1,2,3,4")
     assert reply.status_code == 400 and "not UTF-8" in reply.text
+
+
+def _chunks(data: bytes, size: int = 64 * 1024):
+    """A generator body: requests sends it chunked, with no Content-Length."""
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def test_chunked_body_is_read(endpoint):
+    reply = requests.post(f"{endpoint}/invocations", data=_chunks(b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", 8),
+                          headers={"Content-Type": "text/csv"}, timeout=10)
+    assert "Content-Length" not in reply.request.headers
+    assert reply.status_code == 200 and reply.json() == {"predictions": [0, 2]}
+
+
+def test_chunked_body_over_the_limit_is_413(endpoint):
+    body = ("5.1,3.5,1.4,0.2\n" * 400_000).encode()  # ~6.4 MB, over SageMaker's 6 MB
+    reply = requests.post(f"{endpoint}/invocations", data=_chunks(body), headers={"Content-Type": "text/csv"},
+                          timeout=10)
+    assert reply.status_code == 413
+    assert requests.get(f"{endpoint}/ping").status_code == 200
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                                  "[" * 500 + "1" + "]" * 500])
+def test_deeply_nested_json_is_400_with_a_message(endpoint, body):
+    reply = _post(endpoint, body, "application/json")
+    assert reply.status_code == 400
+    assert reply.json()["title"]
+    assert requests.get(f"{endpoint}/ping").status_code == 200
+
+
+def test_csv_answers_quote_labels_that_hold_commas_and_quotes(pipeline, tmp_path):
+    import csv
+    import io
+
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame
+    names = ["Barolo, DOCG", 'Chianti "Classico"', "Soave"]
+    frame["wine"] = [names[i] for i in frame.pop("target")]
+    frame.to_csv(tmp_path / "wines.csv", index=False)
+    assert pipeline("--dataset", str(tmp_path / "wines.csv"), "--label-column", "wine").exit_code == 0
+    url = pipeline.results()["summary"]["endpoint_url"]
+    rows = "5.1,3.5,1.4,0.2\n5.7,2.8,4.1,1.3\n6.7,3.0,5.2,2.3\n"
+    expected = _post(url, rows).json()["predictions"]
+    assert set(expected) == set(names)
+    reply = _post(url, rows, accept="text/csv")
+    assert [row for row in csv.reader(io.StringIO(reply.text))] == [[label] for label in expected]
+
+
+TOKEN = "tok-5e1d0c9b8a7f6e"
+
+
+@pytest.fixture
+def guarded_endpoint(pipeline) -> str:
+    assert pipeline(env={"MLOPS_ENDPOINT_TOKEN": TOKEN}).exit_code == 0
+    return pipeline.results()["summary"]["endpoint_url"]
+
+
+def _post_with_authorization(url: str, authorization: str) -> requests.Response:
+    return requests.post(f"{url}/invocations", data="5.1,3.5,1.4,0.2",
+                         headers={"Content-Type": "text/csv", "Authorization": authorization}, timeout=10)
+
+
+def test_the_bearer_scheme_is_matched_case_insensitively(guarded_endpoint):
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        assert _post_with_authorization(guarded_endpoint, f"{scheme} {TOKEN}").status_code == 200, scheme
+
+
+@pytest.mark.parametrize("authorization", [TOKEN, f"Basic {TOKEN}", f"Bearer{TOKEN}", "Bearer ", "Bearer wrong"])
+def test_a_token_without_the_bearer_scheme_or_a_wrong_one_is_401(guarded_endpoint, authorization):
+    reply = _post_with_authorization(guarded_endpoint, authorization)
+    assert reply.status_code == 401
+    assert reply.headers["WWW-Authenticate"] == "Bearer"

@@ -90,6 +90,7 @@ class LocalBackend(Backend):
         spec = {"endpoint": name, "version": version, "training_job": job.name,
                 "model_dir": str(job.model_dir.resolve()), "sha256": job.model_sha256,
                 "max_payload_mb": self.config.max_payload_mb,
+                "client_timeout_seconds": self.config.client_timeout_seconds,
                 "auth_file": str((self.endpoint_dir(name) / AUTH_FILE).resolve())}
         write_atomically(path, json.dumps(spec, indent=2))
         return path
