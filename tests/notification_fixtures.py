@@ -60,6 +60,7 @@ class SlackReceiver:
         self.answered = 0
         self.arrived = threading.Event()  # set once the first request has been read
         self.client_gone = threading.Event()
+        self.finished = threading.Event()  # set once a request's handler is done (answered or the client gone)
         self._script: list[Reply] = [Reply()]
         self._lock = threading.Lock()
         self.release = threading.Event()
@@ -110,9 +111,11 @@ class SlackReceiver:
                     self.wfile.flush()
                 except OSError:  # the client gave up (the timeout tests)
                     receiver.client_gone.set()
+                    receiver.finished.set()
                     return
                 with receiver._lock:
                     receiver.answered += 1
+                receiver.finished.set()
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass

@@ -108,7 +108,7 @@ def test_too_few_comparable_rows_skip_the_comparison(pipeline, cancer):
 def test_a_champion_with_other_features_is_skipped_with_a_warning(pipeline, cancer):
     assert pipeline(*cancer).exit_code == 0
     pd.read_csv("cancer.csv").drop(columns=["mean_radius"]).to_csv("fewer.csv", index=False)
-    result = pipeline(*cancer, "--dataset", "fewer.csv")
+    result = pipeline(*cancer, "--dataset", "fewer.csv", "--endpoint-name", "cancer-model")
     assert result.exit_code == 0  # the absolute gate decides alone
     champion, gate = _champion(pipeline), pipeline.results()["gate"]
     assert champion["status"] == "skipped" and "features differ" in champion["reason"]
@@ -132,7 +132,8 @@ def test_deployment_mode_compares_with_the_champion_serving_at_deployment_time(p
     candidate = pipeline.results()["summary"]["training_job"]
     assert pipeline(*cancer).exit_code == 0
     now_serving = pipeline.results()["summary"]["endpoint_version"]
-    assert pipeline("--mode", "deployment", "--training-job", candidate, *LOW_BAR).exit_code == 0
+    assert pipeline("--mode", "deployment", "--training-job", candidate, "--endpoint-name", "cancer-model",
+                    *LOW_BAR).exit_code == 0
     assert _champion(pipeline)["version"] == now_serving
 
 

@@ -68,7 +68,8 @@ def test_the_live_accuracy_test_fails_below_minimum_accuracy(pipeline):
     assert deployed.exit_code == 0, deployed.output
     accuracy = pipeline.results()["phases"]["testing"]["test_summary"]["prediction_accuracy"]
     assert accuracy < 0.95
-    result = pipeline("--mode", "testing", "--accuracy-threshold", "0.99", "--minimum-accuracy", "0.95")
+    result = pipeline("--mode", "testing", "--endpoint-name", "hard-model", "--accuracy-threshold", "0.99",
+                      "--minimum-accuracy", "0.95")
     assert result.exit_code == 1
     check = pipeline.results()["phases"]["testing"]["checks"]["prediction_accuracy"]
     assert check["passed"] is False and "below minimum_accuracy 0.95" in check["reason"]

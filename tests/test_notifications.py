@@ -386,6 +386,8 @@ def test_deliveries_are_final_once_close_returned(slack: SlackReceiver) -> None:
     slack.release.set()  # the in-flight post now completes with 200
     [worker] = [thread for thread in threading.enumerate() if thread.name == "notifications-run-final"]
     worker.join(timeout=20)
+    # The client can read the last byte before the receiver's thread counts the answer: wait for the count.
+    assert slack.finished.wait(20)
 
     assert slack.answered == 1 and not worker.is_alive()
     assert notifier.deliveries == records
