@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.atomic_files import write_atomically
@@ -39,26 +40,31 @@ class Outputs:
     dotenv_file: str | None = None
     junit_xml: str | None = None
     metrics_file: str | None = None
+    report_html: str | None = None  # a copy of the run report; every run writes <store_dir>/runs/<run_id>/report.html
     log_format: str = "text"
     chosen_results_file: bool = True  # False: the default name, subject to tmp_retention_count
 
 
 def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outputs, *, mode: str,
                  endpoint_name: str | None = None, training_job: str | None = None) -> Results:
-    """One pipeline invocation end to end: log, orchestrate, write the results and the CI reports.
+    """One pipeline invocation end to end: log, orchestrate, write the results, the CI reports and the
+    HTML run report.
 
-    The reports (dotenv, JUnit, metrics) are written for every run that started, whatever its exit code.
+    The reports (dotenv, JUnit, metrics, HTML) are written for every run that started, whatever its exit code.
     """
+    from pipeline.html_report import warm_up
     from pipeline.orchestrator import Orchestrator
     from pipeline.reports import write_reports
 
     log_file = configure_logging(config.log_level, config.log_file, log_format=outputs.log_format)
     pruned = prune_default_files(config.tmp_retention_count, results_pending=not outputs.chosen_results_file,
                                  protect=[path for path in (outputs.results_file, config.log_file, outputs.dotenv_file,
-                                                            outputs.junit_xml, outputs.metrics_file) if path])
+                                                            outputs.junit_xml, outputs.metrics_file,
+                                                            outputs.report_html) if path])
     if pruned:
         log.debug("deleted %d old default-named log/results file(s) (tmp_retention_count=%d)", len(pruned),
                   config.tmp_retention_count)
+    warm_up()  # the run report's imports overlap training and the endpoint's start-up
     orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
                                 log_file=str(log_file), results_file=outputs.results_file)
     with _sigterm_as_interrupt():
@@ -71,8 +77,25 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
         for problem in write_reports(results, dotenv_file=outputs.dotenv_file, junit_xml=outputs.junit_xml,
                                      metrics_file=outputs.metrics_file):
             log.error("report not written: %s", problem)
+        for problem in _write_run_report(results, orchestrator.store, outputs.report_html):
+            log.error("report not written: %s", problem)
     log.debug("results written to %s", outputs.results_file)
     return results
+
+
+def _write_run_report(results: Results, store: DeploymentStore, report_html: str | None) -> list[str]:
+    """The HTML run report in the store (every run) and at ``--report-html`` (when asked)."""
+    from pipeline.html_report import report_path, write_html_report
+
+    paths: list[tuple[str, str | Path]] = [("run report", report_path(store.directory, results.run_id or "unknown"))]
+    if report_html:
+        paths.append(("--report-html", report_html))
+    try:
+        events = store.events(run_id=results.run_id) if results.run_id else []
+    except PipelineError as err:  # the page still tells the verdict; only the timeline is missing
+        log.warning("run report: the audit trail cannot be read (%s): no timeline", err.message)
+        events = []
+    return write_html_report(results, events, paths)
 
 
 def default_outputs(results_file: str | None, **reports: Any) -> Outputs:
