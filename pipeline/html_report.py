@@ -15,12 +15,12 @@ external ``src``/``href``; the endpoint URL is shown as text). Every value is es
 template engine (jinja2 with autoescape); only the SVG that matplotlib wrote goes in as markup, and
 matplotlib escapes the text it puts there.
 
-matplotlib is imported only by a run that will write a report, never by ``status`` or ``history``:
-its import costs about half a second of CPU. ``warm_up`` does that import (and compiles the template)
-in a background thread while the run trains and waits for its endpoint to come up, so little of it is
-left for the end of the run (docs/PERFORMANCE.md, "The HTML run report"). Only the object-oriented
-``Figure`` API is used (no ``pyplot``, no GUI backend), with fixed ``svg.hashsalt`` and no date in the
-metadata, so the same results give the same page.
+matplotlib is imported when the page is drawn, at the end of a run, never by ``status`` or
+``history``: its import is most of the report's cost (docs/PERFORMANCE.md, "The HTML run report").
+Importing it in a background thread from the run's start was measured too, and cost more: it competes
+with training and the endpoint tests for the interpreter. Only the object-oriented ``Figure`` API is
+used (no ``pyplot``, no GUI backend; the SVG backend draws), with fixed ``svg.hashsalt`` and no date in
+the metadata, so the same results give the same page.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ import io
 import logging
 import math
 import os
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,27 +60,6 @@ _COLOURS = {"good": "#1a7f37", "warn": "#9a6700", "bad": "#cf222e", "info": "#09
 def report_path(store_dir: str | os.PathLike[str], run_id: str) -> Path:
     """Where every run's report lives: ``<store_dir>/runs/<run_id>/report.html``."""
     return Path(store_dir).resolve() / "runs" / run_id / REPORT_FILENAME
-
-
-def warm_up() -> threading.Thread:
-    """Start importing matplotlib and compiling the template in a daemon thread, and return it.
-
-    A run calls this when it starts: the import then overlaps training and the wait for the new
-    endpoint to answer, when the run's own thread mostly waits. Drawing the page later imports the
-    same modules; if the thread is not done by then, Python's import lock makes the drawing wait
-    for it rather than import twice.
-    """
-    thread = threading.Thread(target=_prepare, name="run-report-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
-def _prepare() -> None:
-    try:
-        _import_matplotlib()
-        _template()
-    except Exception:  # drawing the page will meet the same problem and report it
-        log.debug("run report warm-up failed", exc_info=True)
 
 
 class _ToRunLog(logging.Handler):
@@ -329,9 +307,9 @@ def _confusion_chart(results: Results) -> Figure | None:
     longest = max(len(label) for label in labels)
     label_room = min(2.0, 0.3 + 0.07 * longest)
     side = min(6.0, 1.6 + 0.4 * size)
-    figure, ax = _figure(side + label_room + 1.1, side + label_room + 0.3,
-                         (label_room + 0.3, label_room + 0.2 if size > 5 else 0.6, 1.0, 0.15))
-    image = ax.pcolormesh(matrix, cmap="Blues", vmin=0, edgecolors="white", linewidth=0.5)  # vector cells, crisp
+    figure, ax = _figure(side + label_room + 0.5, side + label_room + 0.3,
+                         (label_room + 0.3, label_room + 0.2 if size > 5 else 0.6, 0.2, 0.15))
+    ax.pcolormesh(matrix, cmap="Blues", vmin=0, edgecolors="white", linewidth=0.5)  # vector cells, crisp
     ax.set_aspect("equal")
     ax.invert_yaxis()  # row 0 on top, as the matrix is written
     peak = max((max(row) for row in matrix if row), default=0) or 1
@@ -346,10 +324,7 @@ def _confusion_chart(results: Results) -> Figure | None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.spines[:].set_visible(False)
-    colorbar = figure.add_axes((1 - 0.85 / figure.get_figwidth(), ax.get_position().y0, 0.12 / figure.get_figwidth(),
-                                ax.get_position().height))
-    figure.colorbar(image, cax=colorbar)
-    return figure
+    return figure  # no colour bar: every cell is labelled with its count
 
 
 def _latency_chart(results: Results) -> Figure | None:
@@ -362,14 +337,13 @@ def _latency_chart(results: Results) -> Figure | None:
     if not _finite(*edges) or edges[0] <= 0:
         return None
     figure, ax = _figure(WIDE, 2.8, (0.6, 0.5, 1.3, 0.15))  # the legend on the right, beside the bars
-    widths = [right - left for left, right in zip(edges, edges[1:])]
-    ax.bar(edges[:-1], counts, width=widths, align="edge", color="#8db4e2", edgecolor="#4a78b0", lw=0.6)
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
+    ax.stairs(counts, edges, fill=True, color="#8db4e2", edgecolor="#4a78b0", lw=0.6)  # one patch, not one per bin
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 20, not 2x10^1
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
     for key, label, colour in (("p50_latency_ms", "p50", _COLOURS["good"]), ("p95_latency_ms", "p95", _COLOURS["warn"]),
                                ("p99_latency_ms", "p99", _COLOURS["bad"])):
         value = performance.get(key)

@@ -52,7 +52,6 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
 
     The reports (dotenv, JUnit, metrics, HTML) are written for every run that started, whatever its exit code.
     """
-    from pipeline.html_report import warm_up
     from pipeline.orchestrator import Orchestrator
     from pipeline.reports import write_reports
 
@@ -64,7 +63,6 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
     if pruned:
         log.debug("deleted %d old default-named log/results file(s) (tmp_retention_count=%d)", len(pruned),
                   config.tmp_retention_count)
-    warm_up()  # the run report's imports overlap training and the endpoint's start-up
     orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
                                 log_file=str(log_file), results_file=outputs.results_file)
     with _sigterm_as_interrupt():
