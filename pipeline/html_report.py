@@ -99,6 +99,9 @@ def verdict_of(results: Results) -> Verdict:
     error, gate, deployment, rollback = results.error, results.gate, results.deployment, results.rollback
     state = deployment.final_state if deployment else None
     reason = (rollback.reason if rollback else None) or (deployment.reason if deployment else None)
+    if state == "deployed" and error is not None:  # e.g. an undelivered notification with notify_strict on
+        return Verdict("Deployed, run failed", "bad", error.message,
+                       f"{deployment.version} now serves at endpoint {deployment.endpoint_name}")
     if state == "deployed":
         return Verdict("Deployed", "good", f"{deployment.version} now serves at endpoint {deployment.endpoint_name}",
                        f"The gate passed it ({gate.reason}) and every endpoint test passed." if gate else None)
@@ -116,6 +119,8 @@ def verdict_of(results: Results) -> Verdict:
     if state == "failed":
         return Verdict("Deployed, tests failed", "bad", reason,
                        f"{deployment.version} stays serving: rollback_on_failure is off")
+    if error is not None and error.exit_code == 3:  # e.g. --mode deployment of a job the gate rejected
+        return Verdict("Not deployed", "warn", error.message, error.hint)
     if error is not None:
         return Verdict("Failed", "bad", error.message, error.hint)
     if gate is not None and gate.decision in ("held", "rejected"):

@@ -324,6 +324,34 @@ def test_verdict_names_every_final_state(state, headline, detail):
     assert (verdict.reason or "").startswith("health: not healthy within 60s")
 
 
+def test_verdict_of_a_refused_deployment_and_of_a_deployed_run_that_failed_after():
+    refused = _results(mode="deployment", gate=None, pipeline_status="failed", exit_code=3,
+                       error={"message": "training job 'j' was rejected by the gate when it was trained; a "
+                                         "rejected model is never deployed", "exit_code": 3})
+    assert verdict_of(refused).headline == "Not deployed" and "rejected" in verdict_of(refused).reason
+    deployment = {"deployment_results": {"final_state": "deployed", "version": "v2", "endpoint_name": "iris-model"}}
+    strict = _results(pipeline_status="failed", exit_code=1, phases={"deployment": deployment},
+                      error={"message": "a notification was not delivered and notify_strict is on", "exit_code": 1})
+    verdict = verdict_of(strict)
+    assert (verdict.headline, verdict.tone) == ("Deployed, run failed", "bad")
+    assert verdict.reason.startswith("a notification was not delivered")
+
+
+def test_latency_histogram_counts_every_request_on_log_bins():
+    import numpy as np
+
+    from pipeline.testing import latency_histogram
+
+    latencies = np.concatenate([np.full(150, 4.0), np.full(45, 12.0), [90.0] * 5])
+    histogram = latency_histogram(latencies)
+    assert sum(histogram["counts"]) == 200 and len(histogram["counts"]) == 24
+    assert histogram["edges_ms"][0] == 4.0 and histogram["edges_ms"][-1] == 90.0
+    ratios = np.diff(np.log(histogram["edges_ms"]))
+    assert np.allclose(ratios, ratios[0], rtol=1e-3)  # equal widths on a log scale
+    assert latency_histogram(np.full(10, 5.0)) == {"edges_ms": [4.5, 5.5], "counts": [10]}
+    assert latency_histogram(np.array([])) == {"edges_ms": [], "counts": []}
+
+
 # --------------------------------------------------------------------------- in a real browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
