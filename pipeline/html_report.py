@@ -280,8 +280,10 @@ def _gate_chart(results: Results) -> Figure | None:
     ax.axvspan(gate.threshold, high, color=_COLOURS["good"], alpha=0.10, lw=0)
     for x, label in ((gate.minimum, "minimum"), (gate.threshold, "threshold")):
         ax.axvline(x, color="#444", lw=1, ls="--")
-        ax.annotate(f"{label} {_number(x)}", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -2),
-                    textcoords="offset points", va="top", fontsize=8, color="#444")
+        near_the_end = x > low + 0.9 * (high - low)  # written on the line's left, inside the axes
+        ax.annotate(f"{label} {_number(x)}", (x, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(-3 if near_the_end else 3, -2), textcoords="offset points", va="top",
+                    ha="right" if near_the_end else "left", fontsize=8, color="#444")
     for y, (_, value, interval, colour) in enumerate(reversed(rows)):
         if interval and _finite(*interval):
             ax.errorbar([value], [y], xerr=[[value - interval[0]], [interval[1] - value]], fmt="o", color=colour,
@@ -428,10 +430,6 @@ def _check_rows(checks: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
             numbers = (f"accuracy {_number(get('accuracy'))} on {get('rows')} held-out rows"
                        + (f" (recorded at training: {_number(recorded)})" if recorded is not None else "")
                        + f"; parity: {get('mismatches')} of {get('rows')} predictions differ from the offline model")
-            first = get("first_mismatches") or []
-            if first:
-                numbers += " (" + "; ".join(f"row {item.get('row')}: endpoint {item.get('endpoint')!r}, offline "
-                                            f"{item.get('offline')!r}" for item in first) + ")"
         elif name == "performance":
             numbers = (f"{get('requests')} requests at concurrency {get('concurrency')}: success rate "
                        f"{_number(get('success_rate'))}, avg {_number(get('avg_latency_ms'), 2)} ms, p50 "
