@@ -49,9 +49,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT_FILENAME = "report.html"
-CHAMPION_FIELDS = ("status", "reason", "version", "metric", "champion_value", "candidate_value", "rows_compared",
-                   "rows_excluded", "candidate_only_correct", "champion_only_correct", "p_value", "difference",
-                   "difference_interval")
+# The champion comparison's fields (``gate.champion``; its ``status`` and ``reason`` head the table), in words.
+CHAMPION_ROWS = (("version", "champion version"), ("metric", "metric"), ("champion_value", "champion"),
+                 ("candidate_value", "candidate"), ("difference", "difference (candidate - champion)"),
+                 ("difference_interval", "95% interval of the difference"), ("p_value", "p-value"),
+                 ("rows_compared", "rows compared"), ("rows_excluded", "rows excluded"),
+                 ("candidate_only_correct", "rows only the candidate got right"),
+                 ("champion_only_correct", "rows only the champion got right"))
 WIDE = 13.0  # inches: an SVG inch is 72 CSS pixels, so about the page's width at 100% zoom
 _CLASS_REPORT_SUMMARIES = ("accuracy", "macro avg", "weighted avg", "micro avg", "samples avg")
 _COLOURS = {"good": "#1a7f37", "warn": "#9a6700", "bad": "#cf222e", "info": "#0969da", "muted": "#6e7781"}
@@ -171,8 +175,9 @@ def timeline(results: Results, events: Iterable[Mapping[str, Any]]) -> list[Mome
             moments.append(Moment(started, "endpoint tests started", _tested_version(results)))
         if finished is not None:
             passed = testing.overall_status == "passed"
+            failed = [name for name, check in testing.checks.items() if not check.get("passed")]
             moments.append(Moment(finished, "endpoint tests passed" if passed else "endpoint tests failed",
-                                  "; ".join(testing.failures), "good" if passed else "bad"))
+                                  ", ".join(failed), "good" if passed else "bad"))  # the reasons are above
     return sorted(moments, key=lambda moment: moment.at)
 
 
@@ -378,6 +383,7 @@ def render_report(results: Results, events: Iterable[Mapping[str, Any]] = ()) ->
         "gate": gate,
         "gate_tone": _gate_tone(gate.decision) if gate else "info",
         "champion": _champion(results),
+        "champion_rows": CHAMPION_ROWS,
         "evaluation": results.evaluation,
         "model_metrics": _model_metrics(results.evaluation),
         "per_class": _per_class(results.evaluation.get("classification_report")),
