@@ -124,6 +124,9 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
               help="Write gate checks and endpoint tests as JUnit XML for GitLab's test report.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False),
               help="Write 'name value' lines for GitLab's metrics report.")
+@click.option("--report-html", type=click.Path(dir_okay=False),
+              help="Also write the run's self-contained HTML report here (every run writes it to "
+                   "<store_dir>/runs/<run_id>/report.html, whatever the exit code).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Set any config key (JSON value, else a string); must agree with a flag for the same key.")
 @click.option("--verbose", is_flag=True, help="DEBUG logging and tracebacks.")
@@ -158,12 +161,13 @@ def cli(ctx: click.Context, **options: Any) -> None:
              "--output-file)"): options["output_file"] or default_results_file(),
             "--dotenv-file": options["dotenv_file"],
             "--junit-xml": options["junit_xml"], "--metrics-file": options["metrics_file"],
+            "--report-html": options["report_html"],
             # the default log path only warns when it cannot be written (configure_logging); a chosen one must work
             output_label("log_file", sources["log_file"]): config.log_file,
         })
         outputs = default_outputs(options["output_file"], dotenv_file=options["dotenv_file"],
                                   junit_xml=options["junit_xml"], metrics_file=options["metrics_file"],
-                                  log_format=options["log_format"])
+                                  report_html=options["report_html"], log_format=options["log_format"])
         results = run_pipeline(config, sources, outputs, mode=mode, endpoint_name=options["endpoint_name"],
                                training_job=options["training_job"])
     except PipelineError as err:
@@ -460,8 +464,8 @@ def runs_show(ctx: click.Context, run_id: str) -> None:
 # Options of a pipeline run that mean nothing to a subcommand: given before one, they would be dropped.
 _RUN_ONLY = {"mode": "--mode", "training_job": "--training-job", "endpoint_name": "--endpoint-name",
              "deployment_only": "--deployment-only", "output_file": "--output-file", "dotenv_file": "--dotenv-file",
-             "junit_xml": "--junit-xml", "metrics_file": "--metrics-file", "log_file": "--log-file",
-             "log_format": "--log-format"}
+             "junit_xml": "--junit-xml", "metrics_file": "--metrics-file", "report_html": "--report-html",
+             "log_file": "--log-file", "log_format": "--log-format"}
 
 
 def _subcommand_config(ctx: click.Context) -> PipelineConfig:

@@ -43,15 +43,17 @@ class Outputs:
     dotenv_file: str | None = None
     junit_xml: str | None = None
     metrics_file: str | None = None
+    report_html: str | None = None  # a copy of the run report; every run writes <store_dir>/runs/<run_id>/report.html
     log_format: str = "text"
     chosen_results_file: bool = True  # False: the default name, subject to tmp_retention_count
 
 
 def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outputs, *, mode: str,
                  endpoint_name: str | None = None, training_job: str | None = None) -> Results:
-    """One pipeline invocation end to end: log, orchestrate, write the results and the CI reports.
+    """One pipeline invocation end to end: log, orchestrate, write the results, the CI reports and the
+    HTML run report.
 
-    The reports (dotenv, JUnit, metrics) are written for every run that started, whatever its exit code.
+    The reports (dotenv, JUnit, metrics, HTML) are written for every run that started, whatever its exit code.
     """
     from pipeline.orchestrator import Orchestrator
     from pipeline.reports import write_reports
@@ -60,7 +62,8 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
     configure_progress(live=outputs.log_format == "text" and _on_terminal())
     pruned = prune_default_files(config.tmp_retention_count, results_pending=not outputs.chosen_results_file,
                                  protect=[path for path in (outputs.results_file, config.log_file, outputs.dotenv_file,
-                                                            outputs.junit_xml, outputs.metrics_file) if path])
+                                                            outputs.junit_xml, outputs.metrics_file,
+                                                            outputs.report_html) if path])
     if pruned:
         log.debug("deleted %d old default-named log/results file(s) (tmp_retention_count=%d)", len(pruned),
                   config.tmp_retention_count)
@@ -76,6 +79,8 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
         for problem in write_reports(results, dotenv_file=outputs.dotenv_file, junit_xml=outputs.junit_xml,
                                      metrics_file=outputs.metrics_file):
             log.error("report not written: %s", problem)
+        for problem in _write_run_report(results, orchestrator.store, outputs.report_html):
+            log.error("report not written: %s", problem)
     log.debug("results written to %s", outputs.results_file)
     return results
 
@@ -85,6 +90,21 @@ def _on_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stderr
         return False
+
+
+def _write_run_report(results: Results, store: DeploymentStore, report_html: str | None) -> list[str]:
+    """The HTML run report in the store (every run) and at ``--report-html`` (when asked)."""
+    from pipeline.html_report import report_path, write_html_report
+
+    paths: list[tuple[str, str | Path]] = [("run report", report_path(store.directory, results.run_id or "unknown"))]
+    if report_html:
+        paths.append(("--report-html", report_html))
+    try:
+        events = store.events(run_id=results.run_id) if results.run_id else []
+    except PipelineError as err:  # the page still tells the verdict; only the timeline is missing
+        log.warning("run report: the audit trail cannot be read (%s): no timeline", err.message)
+        events = []
+    return write_html_report(results, events, paths)
 
 
 def default_outputs(results_file: str | None, **reports: Any) -> Outputs:

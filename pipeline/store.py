@@ -190,12 +190,14 @@ class DeploymentStore:
         with self.transaction() as conn:
             self.append_event(conn, kind, run_id=run_id, endpoint_name=endpoint_name, **detail)
 
-    def events(self, endpoint_name: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def events(self, endpoint_name: str | None = None, limit: int | None = None,
+               run_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM events"
-        params: tuple[Any, ...] = ()
-        if endpoint_name:
-            sql += " WHERE endpoint_name = ?"
-            params = (endpoint_name,)
+        conditions = [(column, value) for column, value in (("endpoint_name", endpoint_name), ("run_id", run_id))
+                      if value]
+        params: tuple[Any, ...] = tuple(value for _, value in conditions)
+        if conditions:
+            sql += " WHERE " + " AND ".join(f"{column} = ?" for column, _ in conditions)
         sql += " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"

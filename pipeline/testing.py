@@ -12,6 +12,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,12 +31,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LATENCY_HISTOGRAM_BINS = 24  # the run report's chart: bin edges and counts, never every sample
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
 @dataclass
 class TestReport:
     """Everything the endpoint tests found; ``passed`` only if every check passed."""
 
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    started_at: str | None = None  # when the first check began and the last one ended (the run's timeline)
+    finished_at: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -64,7 +74,22 @@ class TestReport:
             },
             "checks": self.checks,
             "failures": self.failures,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
         }
+
+
+def latency_histogram(latencies_ms: np.ndarray, bins: int = LATENCY_HISTOGRAM_BINS) -> dict[str, list[Any]]:
+    """Bin edges (ms) and counts of the latencies, on log-spaced bins: latencies have a long tail,
+    and equal-width bins would put nearly every request in the first one."""
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        return {"edges_ms": [], "counts": []}
+    low, high = float(values.min()), float(values.max())
+    edges = np.geomspace(low, high, bins + 1) if high > low else np.array([low * 0.9, high * 1.1])
+    counts, edges = np.histogram(values, bins=edges)
+    return {"edges_ms": [round(float(edge), 3) for edge in edges], "counts": [int(count) for count in counts]}
 
 
 def to_csv(rows: np.ndarray) -> bytes:
@@ -102,17 +127,20 @@ class EndpointTester:
 
     def run(self, features: pd.DataFrame, labels: pd.Series, offline_predictions: np.ndarray,
             feature_lines: list[str] | None = None, recorded_accuracy: float | None = None) -> TestReport:
-        report = TestReport()
+        report = TestReport(started_at=_now())
         rows = features.to_numpy(dtype=np.float64)
-        self._record(report, "health", self.check_health())
-        if not report.checks["health"]["passed"]:
+        try:
+            self._record(report, "health", self.check_health())
+            if not report.checks["health"]["passed"]:
+                return report
+            self._record(report, "prediction_accuracy",
+                         self.check_predictions(rows, np.asarray(labels), np.asarray(offline_predictions),
+                                                feature_lines, recorded_accuracy))
+            self._record(report, "performance", self.check_performance(rows))
+            self._record(report, "robustness", self.check_robustness(rows.shape[1]))
             return report
-        self._record(report, "prediction_accuracy",
-                     self.check_predictions(rows, np.asarray(labels), np.asarray(offline_predictions),
-                                            feature_lines, recorded_accuracy))
-        self._record(report, "performance", self.check_performance(rows))
-        self._record(report, "robustness", self.check_robustness(rows.shape[1]))
-        return report
+        finally:
+            report.finished_at = _now()
 
     @staticmethod
     def _record(report: TestReport, name: str, result: dict[str, Any]) -> None:
@@ -264,6 +292,7 @@ class EndpointTester:
             "p95_latency_ms": round(float(np.percentile(latencies, 95)), 3),
             "p99_latency_ms": round(float(np.percentile(latencies, 99)), 3),
             "throughput_rps": round(total / elapsed, 1) if elapsed > 0 else None,
+            "latency_histogram": latency_histogram(latencies),
         }
         if success_rate < self.config.min_success_rate:
             return {**result, "passed": False,

@@ -360,6 +360,21 @@ def _needed(job: dict[str, Any], done: list[str]) -> list[str]:
     return names
 
 
+def _check_exposed_report(job: str, artifacts: dict[str, Any], project: Path, run_id: str) -> None:
+    """Each job links its HTML run report from merge requests (``expose_as``), within GitLab's rules for it:
+    a name of letters, digits, spaces, '-' and '_'; paths given, without variables or globs, a directory
+    ending in '/'."""
+    assert re.fullmatch(r"\w([-\s\w]*\w)?", artifacts["expose_as"]), job
+    paths = artifacts["paths"]
+    assert not any(set(path) & set("$*?[") for path in paths), job
+    assert all(path.endswith("/") for path in paths if (project / path).is_dir()), job
+    pages = [path for path in paths if path.endswith(".html")]
+    assert len(pages) == 1, job
+    page = (project / pages[0]).read_text()
+    assert page.startswith("<!DOCTYPE html>") and run_id in page
+    assert page == (project / ".mlops" / "runs" / run_id / "report.html").read_text()  # the store keeps one too
+
+
 def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
     project = workdir / "project"
     project.mkdir()
@@ -408,6 +423,7 @@ def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
             dotenvs[name] = gitlab_dotenv((project / reports["dotenv"]).read_bytes())
             cases = junit_cases((project / reports["junit"]).read_bytes())
             metrics = gitlab_metrics((project / reports["metrics"]).read_bytes())
+            _check_exposed_report(name, artifacts, project, dotenvs[name]["MLOPS_RUN_ID"])
             logs = [path for path in artifacts["paths"] if path.endswith(".log")]
             for path in logs:
                 entries = [json.loads(line) for line in (project / path).read_text().splitlines()]

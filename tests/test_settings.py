@@ -287,7 +287,7 @@ def test_a_configured_name_with_a_trailing_newline_is_refused(workdir, key, valu
 
 # --- output files are checked before any work -----------------------------------------------------------
 
-OUTPUT_FLAGS = ["--output-file", "--dotenv-file", "--junit-xml", "--metrics-file", "--log-file"]
+OUTPUT_FLAGS = ["--output-file", "--dotenv-file", "--junit-xml", "--metrics-file", "--report-html", "--log-file"]
 
 
 @pytest.mark.parametrize("flag", OUTPUT_FLAGS)
