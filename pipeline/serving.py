@@ -141,8 +141,8 @@ class _Refused(falcon.HTTPError):
         self.error_name = type(err).__name__
 
 
-class _SageMakerRuntimeErrors:
-    """Errors on the boto3 path as SageMaker's runtime answers them, so botocore's ``ClientError`` carries
+class _ErrorBodies:
+    """Error bodies. On the boto3 path, as SageMaker's runtime answers them, so botocore's ``ClientError`` carries
     the message (``Error.Message``) and, for the model's refusals, ``OriginalStatusCode`` and
     ``OriginalMessage``: status 424 and ``x-amzn-ErrorType: ModelError``, the original message being the
     body SageMaker's container answers with (``serve.py``). A request refused before the model sees it
@@ -260,7 +260,7 @@ def create_app(pointer: str | None = None) -> Endpoint:
     model = _Model(spec)
     max_payload_bytes = int(_positive(spec, "max_payload_mb", DEFAULT_MAX_PAYLOAD_MB) * 1024 * 1024)
     app = Endpoint()
-    app.set_error_serializer(_SageMakerRuntimeErrors(model.version))
+    app.set_error_serializer(_ErrorBodies(model.version))
     app.settings = ServerSettings(
         headers=((VERSION_HEADER, model.version), (SHA_HEADER, model.sha256)),
         client_timeout_seconds=_positive(spec, "client_timeout_seconds", DEFAULT_CLIENT_TIMEOUT_SECONDS))
