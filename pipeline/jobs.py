@@ -1,10 +1,10 @@
 """A training job's artifacts: the one format both backends write and every later step reads.
 
-A finished job is a directory under ``<store_dir>/jobs/<name>/``: the model and its sha256,
-metrics, held-out rows, and a manifest with the resolved config, a fingerprint of the data and
-the library versions. The store records every file's sha256 at training (``record_job``), and
-``TrainingJob.load`` refuses a job whose files changed since: the gate, the deployment and the
-endpoint tests only ever see what training produced.
+A finished job is a directory under ``<store_dir>/jobs/<name>/``: the model and its sha256 and
+input schema, metrics, held-out rows, and a manifest with the resolved config, a fingerprint of
+the data, the library versions and the input schema. The store records every file's sha256 at
+training (``record_job``), and ``TrainingJob.load`` refuses a job whose files changed since: the
+gate, the deployment and the endpoint tests only ever see what training produced.
 """
 from __future__ import annotations
 
@@ -56,6 +56,12 @@ class TrainingJob:
     @property
     def model_path(self) -> Path:
         return self.model_dir / recipe.MODEL_FILENAME
+
+    @property
+    def input_schema(self) -> dict[str, Any] | None:
+        """The training features' names, order and dtypes (``input_schema.json``), as the manifest holds
+        them: the endpoint matches named columns with it. None for a job from before schemas were kept."""
+        return self.manifest.get("input_schema")
 
     @property
     def heldout_path(self) -> Path:
@@ -164,6 +170,7 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
     a training job either backend made, readable by ``TrainingJob.load``. ``extra`` goes into the
     manifest (e.g. AWS ARNs)."""
     model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
+    schema_path = directory / MODEL_DIR / recipe.INPUT_SCHEMA_FILENAME
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     _write_json(directory / METRICS_FILE, metrics)
     with open(directory / TRAINING_ROWS_FILE, "wb") as handle:
@@ -179,11 +186,17 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
         "dataset": dataset.source,
         "library_versions": library_versions(),
         "config": config.public_dict(),
+        # Copied from the file save_model wrote beside the model (from model.tar.gz for a SageMaker job): a
+        # deployment hands it to the local server in the version's pointer, so the server reads no file the
+        # store has not verified. The file itself, which travels with the model to SageMaker, is hashed below.
+        "input_schema": json.loads(schema_path.read_text()) if schema_path.is_file() else None,
         **extra,
     }
     _write_json(directory / MANIFEST_FILE, manifest)
-    artifacts = {name: sha256_file(directory / name)
-                 for name in (METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, TRAINING_ROWS_FILE, manifest["model_file"])}
+    recorded = [METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, TRAINING_ROWS_FILE, manifest["model_file"]]
+    if schema_path.is_file():
+        recorded.append(str(schema_path.relative_to(directory)))
+    artifacts = {name: sha256_file(directory / name) for name in recorded}
     return TrainingJob(
         name=directory.name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
         label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],

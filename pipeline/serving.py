@@ -16,8 +16,14 @@ request is dropped.
 Routes:
 - ``GET /ping``: 200 only when the model is loaded and a probe prediction succeeds.
 - ``POST /invocations`` and ``POST /endpoints/<name>/invocations`` (the path a boto3
-  ``sagemaker-runtime`` client uses with ``endpoint_url``): CSV or JSON in, JSON or
-  CSV out per ``Accept``. Client mistakes are 4xx and the worker stays up.
+  ``sagemaker-runtime`` client uses with ``endpoint_url``): CSV or JSON in (rows by
+  position, or MLflow's payloads with named columns), JSON or CSV out per ``Accept``;
+  probabilities with ``X-Probabilities: true`` (or ``Accept: application/json;
+  probabilities=true``, the spelling that also reaches SageMaker's container). Client
+  mistakes are 4xx and the worker stays up. On the boto3 path errors take the shape
+  SageMaker's runtime gives them (``x-amzn-ErrorType``, ``Message``; the model's refusals
+  a ``ModelError`` with ``OriginalStatusCode`` and ``OriginalMessage``), so botocore's
+  ``ClientError`` carries the message; a name other than this endpoint's is a 404.
 Every response carries ``X-Model-Version`` and ``X-Model-Sha256`` (``Endpoint.headers``:
 the worker sends them with every response, its own 400 and 408 included).
 
@@ -52,6 +58,11 @@ DEFAULT_CLIENT_TIMEOUT_SECONDS = 5.0
 # Error answers given before the request body was read close the connection: the rest of the
 # body would otherwise have to be read (and waited for) before the next request on it.
 _CLOSE = {"Connection": "close"}
+# Probabilities on request. SageMaker forwards no header of the caller's own, so the container reads the
+# same switch from the Accept header instead (inference.PROBABILITIES_PARAMETER); this one is for HTTP clients.
+PROBABILITIES_HEADER = "X-Probabilities"
+SAGEMAKER_RUNTIME_ROUTE = "/endpoints/{name}/invocations"
+ERROR_TYPE_HEADER = "x-amzn-ErrorType"  # botocore takes an error's code from it
 
 
 ModelIntegrityError = inference.ModelIntegrityError
@@ -83,9 +94,10 @@ def token_matches(authorization: str | None, token_sha256: str) -> bool:
 
 class _Model:
     def __init__(self, spec: dict[str, Any]) -> None:
+        self.endpoint: str | None = spec.get("endpoint")
         self.version = spec["version"]
         self.sha256 = spec["sha256"]
-        self.model = inference.model_fn(spec["model_dir"], spec["sha256"])
+        self.model = inference.model_fn(spec["model_dir"], spec["sha256"], spec.get("input_schema"))
         width = int(getattr(self.model, "n_features_in_", 1))
         self.probe = np.zeros((1, width))
 
@@ -113,6 +125,59 @@ def _has_body(req: falcon.asgi.Request) -> bool:
     return bool(req.content_length) or req.get_header("Transfer-Encoding") is not None
 
 
+def _switch(header: str, value: str | None) -> bool:
+    if value is None or value.strip().lower() == "false":
+        return False
+    if value.strip().lower() == "true":
+        return True
+    raise inference.BadRequestError(f"{header}: expected true or false, got {value[:40]!r}")
+
+
+class _Refused(falcon.HTTPError):
+    """A request the inference hooks refused: on the boto3 path, what SageMaker calls a ``ModelError``."""
+
+    def __init__(self, err: inference.InferenceError) -> None:
+        super().__init__(falcon.code_to_http_status(err.status_code), title=str(err))
+        self.error_name = type(err).__name__
+
+
+class _ErrorBodies:
+    """Error bodies. On the boto3 path, as SageMaker's runtime answers them, so botocore's ``ClientError`` carries
+    the message (``Error.Message``) and, for the model's refusals, ``OriginalStatusCode`` and
+    ``OriginalMessage``: status 424 and ``x-amzn-ErrorType: ModelError``, the original message being the
+    body SageMaker's container answers with (``serve.py``). A request refused before the model sees it
+    (another endpoint's name, a body over the limit) keeps its status, as a ``ValidationError``; a missing
+    token is an ``AccessDeniedException``. Every other path keeps falcon's error body (``{"title": ...}``),
+    in JSON whatever the Accept header asked for: an answer in CSV (or none, falcon's default for an Accept
+    it cannot serialise to) would hide the message from a client that asked for CSV.
+    """
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: falcon.HTTPError) -> None:
+        if req.uri_template != SAGEMAKER_RUNTIME_ROUTE:
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = error.to_json()
+            return
+        status = error.status_code
+        message = error.title or str(status)
+        if isinstance(error, _Refused) or status >= 500:
+            original = inference.error_body(status, message, getattr(error, "error_name", "InternalServerError"))
+            kind = "client" if status < 500 else "server"
+            body: dict[str, Any] = {
+                "Message": f'Received {kind} error ({status}) from {self.version} with message "{original}".',
+                "OriginalStatusCode": status, "OriginalMessage": original}
+            code = "ModelError"
+            resp.status = falcon.code_to_http_status(424)
+        else:
+            body = {"Message": message}
+            code = "AccessDeniedException" if status == 401 else "ValidationError"
+        resp.set_header(ERROR_TYPE_HEADER, code)
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = json.dumps(body)
+
+
 class _Invocations:
     def __init__(self, model: _Model, max_payload_bytes: int, token_sha256: str | None) -> None:
         self.model = model
@@ -123,6 +188,9 @@ class _Invocations:
         if self.token_sha256 is not None and not token_matches(req.get_header("Authorization"), self.token_sha256):
             raise falcon.HTTPUnauthorized(title="missing or wrong token", challenges=["Bearer"],
                                           headers=_CLOSE if _has_body(req) else None)
+        if name is not None and self.model.endpoint is not None and name != self.model.endpoint:
+            raise falcon.HTTPNotFound(title=f"endpoint {name!r} is not served here: this is endpoint "
+                                            f"{self.model.endpoint!r}", headers=_CLOSE if _has_body(req) else None)
         length = req.content_length
         if length is not None and length > self.max_payload_bytes:
             raise falcon.HTTPContentTooLarge(
@@ -135,13 +203,14 @@ class _Invocations:
             raise falcon.HTTPContentTooLarge(title=f"request body is over the limit of {self.max_payload_bytes} bytes",
                                              headers=_CLOSE)
         try:
+            probabilities = _switch(PROBABILITIES_HEADER, req.get_header(PROBABILITIES_HEADER))
             rows = inference.input_fn(body, req.content_type or "")
             prediction = inference.predict_fn(rows, self.model.model)
-            text, content_type = inference.output_fn(prediction, req.get_header("Accept"))
+            text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)
         except inference.InferenceError as err:
-            raise falcon.HTTPError(falcon.code_to_http_status(err.status_code), title=str(err)) from None
+            raise _Refused(err) from None
         except UnicodeDecodeError:
-            raise falcon.HTTPBadRequest(title="request body is not UTF-8 text") from None
+            raise _Refused(inference.BadRequestError("request body is not UTF-8 text")) from None
         resp.content_type = content_type
         resp.text = text
 
@@ -191,6 +260,7 @@ def create_app(pointer: str | None = None) -> Endpoint:
     model = _Model(spec)
     max_payload_bytes = int(_positive(spec, "max_payload_mb", DEFAULT_MAX_PAYLOAD_MB) * 1024 * 1024)
     app = Endpoint()
+    app.set_error_serializer(_ErrorBodies(model.version))
     app.settings = ServerSettings(
         headers=((VERSION_HEADER, model.version), (SHA_HEADER, model.sha256)),
         client_timeout_seconds=_positive(spec, "client_timeout_seconds", DEFAULT_CLIENT_TIMEOUT_SECONDS))

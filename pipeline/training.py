@@ -99,6 +99,6 @@ class TrainingPipeline:
     def save(self, jobs_dir: Path, dataset: Dataset, model: Any, metrics: dict[str, Any],
              heldout: pd.DataFrame, training_rows: np.ndarray) -> TrainingJob:
         directory = claim_unique_directory(jobs_dir, timestamp_name(self.config.model_name_prefix))
-        recipe.save_model(model, directory / MODEL_DIR)
+        recipe.save_model(model, directory / MODEL_DIR, dataset.features)
         heldout.to_csv(directory / HELDOUT_FILE, index=False)
         return record_job(directory, self.config, dataset, metrics, training_rows)

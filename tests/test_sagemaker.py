@@ -204,6 +204,35 @@ def test_a_job_trained_locally_is_uploaded_and_deployed_to_sagemaker(pipeline, s
         Path(f".mlops/jobs/{job}/model/model.joblib").read_bytes()
 
 
+IRIS_NAMES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+def _named_rows_with_probabilities() -> dict[str, Any]:
+    """Named columns in reverse order and probabilities, through boto3 as any SageMaker client calls."""
+    rows = [[5.1, 3.5, 1.4, 0.2][::-1], [6.7, 3.0, 5.2, 2.3][::-1]]
+    answer = boto3.client("sagemaker-runtime", region_name=REGION).invoke_endpoint(
+        EndpointName="iris-model", ContentType="application/json", Accept="application/json; probabilities=true",
+        Body=json.dumps({"dataframe_split": {"columns": IRIS_NAMES[::-1], "data": rows}}))
+    return json.loads(answer["Body"].read())
+
+
+@pytest.mark.parametrize("where", ["sagemaker", "local"])
+def test_named_columns_and_probabilities_are_served_on_sagemaker(pipeline, sagemaker, where):
+    """The input schema reaches model.tar.gz whether SageMaker trained the model or this machine did."""
+    if where == "sagemaker":
+        assert pipeline("--role-arn", ROLE).exit_code == 0
+    else:
+        assert pipeline("--mode", "training").exit_code == 0
+        assert deploy_again(pipeline, pipeline.results()["summary"]["training_job"]).exit_code == 0
+    job = pipeline.results()["summary"]["training_job"]
+    model = sm().describe_model(ModelName=pipeline.results()["summary"]["endpoint_version"])["PrimaryContainer"]
+    assert tar_members(s3_object(model["ModelDataUrl"]))["input_schema.json"] == \
+        Path(f".mlops/jobs/{job}/model/input_schema.json").read_bytes()
+    answer = _named_rows_with_probabilities()
+    assert answer["predictions"] == [0, 2] and answer["classes"] == [0, 1, 2]
+    assert [sum(row) for row in answer["probabilities"]] == [pytest.approx(1.0)] * 2
+
+
 def test_failing_second_deployment_is_rolled_back_to_the_first_config(pipeline, sagemaker):
     assert pipeline("--role-arn", ROLE).exit_code == 0
     first, first_run = pipeline.results()["summary"], pipeline.results()["run_id"]
@@ -379,6 +408,29 @@ def test_serve_answers_predictions_as_a_body_and_content_type_and_lets_its_own_f
     # The container refuses a program with transform_fn and any of these; model_fn is the hooks' own.
     assert not [hook for hook in ("input_fn", "predict_fn", "output_fn") if hasattr(serve, hook)]
     assert serve.model_fn is inference.model_fn
+
+
+def test_serve_answers_probabilities_and_named_columns_through_the_same_hooks(tmp_path):
+    """The container hands transform_fn the Content-Type and the Accept header only: the switch for probabilities is
+    a parameter of the Accept header, and the input schema comes with the model (input_schema.json)."""
+    from sklearn.datasets import load_iris
+
+    from pipeline.container import serve, train
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns=["target"])
+    train.save_model(train.build_estimator("logistic_regression", {}, 0).fit(features, frame["target"]), tmp_path,
+                     features)
+    model = serve.model_fn(str(tmp_path))
+    names = list(features.columns)
+    rows = [[0.2, 1.4, 3.5, 5.1], [2.3, 5.2, 3.0, 6.7]]  # classes 0 and 2, columns reversed
+    body = json.dumps({"dataframe_split": {"columns": names[::-1], "data": rows}})
+    text, content_type = serve.transform_fn(model, body, "application/json", "application/json; probabilities=true")
+    answer = json.loads(text)
+    assert content_type == "application/json" and answer["predictions"] == [0, 2] and answer["classes"] == [0, 1, 2]
+    assert [sum(row) for row in answer["probabilities"]] == [pytest.approx(1.0)] * 2
+    refused = serve.transform_fn(model, body, "application/json", "text/csv; probabilities=true")
+    assert refused.status_code == 406 and "JSON only" in json.loads(refused.get_data())["message"]
 
 
 def test_serve_runs_as_a_top_level_module_without_the_pipeline_package_or_flask(tmp_path):

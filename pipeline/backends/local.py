@@ -89,6 +89,7 @@ class LocalBackend(Backend):
         path.parent.mkdir(parents=True, exist_ok=True)
         spec = {"endpoint": name, "version": version, "training_job": job.name,
                 "model_dir": str(job.model_dir.resolve()), "sha256": job.model_sha256,
+                "input_schema": job.input_schema,  # from the manifest the store verified: the server reads no file
                 "max_payload_mb": self.config.max_payload_mb,
                 "client_timeout_seconds": self.config.client_timeout_seconds,
                 "auth_file": str((self.endpoint_dir(name) / AUTH_FILE).resolve())}

@@ -9,6 +9,21 @@ container has.
 Each error class carries the HTTP status it stands for (as in
 aws/sagemaker-inference-toolkit), so a server can answer a client's mistake
 with a 4xx instead of a 500.
+
+How a request for probabilities travels through the hooks: SageMaker hands
+``input_fn`` the Content-Type and ``output_fn`` the Accept header, and nothing
+else of the request (``InvokeEndpoint`` forwards no query string and no header
+of the caller's own). So the switch is a parameter of the Accept header --
+``Accept: application/json; probabilities=true``, which SageMaker passes on
+as it is -- read where the Accept is read, in ``output_fn``. ``predict_fn``
+answers a ``Prediction``: the labels, and the model and rows the probabilities
+would need, so ``predict_proba`` runs only when the answer asks for it and the
+labels keep their fast path.
+
+Named columns travel the same way: ``input_fn`` does not see the model, so it
+answers ``NamedRows`` (the names and the values), and ``predict_fn`` matches the
+names to the model's input schema (recorded at training in ``input_schema.json``
+beside the model) and puts the columns in the model's order.
 """
 from __future__ import annotations
 
@@ -21,6 +36,7 @@ import logging
 import os
 import warnings
 import weakref
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import joblib
@@ -30,6 +46,8 @@ import sklearn
 MODEL_FILENAME = "model.joblib"
 MODEL_SHA256_SUFFIX = ".sha256"  # model.joblib.sha256, written beside the model at training
 MODEL_SHA256_ENV = "MLOPS_MODEL_SHA256"  # set on a SageMaker model from the hash the store recorded
+INPUT_SCHEMA_FILENAME = "input_schema.json"  # the training features' names, order and dtypes (train.save_model)
+PROBABILITIES_PARAMETER = "probabilities"  # Accept: application/json; probabilities=true
 CSV = "text/csv"
 JSON = "application/json"
 log = logging.getLogger(__name__)
@@ -51,6 +69,12 @@ class UnsupportedContentTypeError(InferenceError):
 
 class UnsupportedAcceptError(InferenceError):
     status_code = 406
+
+
+def error_body(status: int, message: str, error: str) -> str:
+    """The JSON body of an error the hooks raised, as the SageMaker container answers it (``serve.py``), and
+    as the local endpoint quotes it as a ``ModelError``'s ``OriginalMessage``."""
+    return json.dumps({"error": error, "message": message, "status": status})
 
 
 class ModelIntegrityError(InferenceError):
@@ -90,13 +114,68 @@ def verify_model_file(model_dir: str | os.PathLike[str], expected_sha256: str | 
     return path
 
 
-def model_fn(model_dir: str, expected_sha256: str | None = None) -> Any:
+@dataclass(frozen=True)
+class InputSchema:
+    """The columns a model takes, in its order: how named columns in a request are put in place."""
+
+    names: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    positions: dict[str, int]
+
+
+def read_input_schema(raw: Any, model: Any, source: str) -> InputSchema:
+    """``{"columns": [{"name": ..., "dtype": ...}, ...]}`` as an ``InputSchema``, once it agrees with the model.
+
+    The names and their order are checked against the ones scikit-learn recorded in the (verified) model
+    when it was fitted, and their number against the model's width: a schema file that was edited, or
+    belongs to another model, is refused instead of putting columns in the wrong places.
+    """
+    columns = raw.get("columns") if isinstance(raw, dict) else None
+    if not isinstance(columns, list) or not columns or not all(
+            isinstance(column, dict) and isinstance(column.get("name"), str) and isinstance(column.get("dtype"), str)
+            for column in columns):
+        raise ModelIntegrityError(f"input schema {source}: expected {{\"columns\": [{{\"name\": ..., \"dtype\": ...}}, "
+                                  f"...]}}: refusing to serve with it")
+    names = tuple(column["name"] for column in columns)
+    if len(set(names)) != len(names):
+        raise ModelIntegrityError(f"input schema {source}: a column name appears twice: refusing to serve with it")
+    fitted = getattr(model, "feature_names_in_", None)
+    width = getattr(model, "n_features_in_", None)
+    if fitted is not None and tuple(str(name) for name in fitted) != names:
+        raise ModelIntegrityError(f"input schema {source}: columns {list(names)} differ from the features the model "
+                                  f"was fitted with {[str(name) for name in fitted]}: refusing to serve with it")
+    if width is not None and int(width) != len(names):
+        raise ModelIntegrityError(f"input schema {source}: {len(names)} columns for a model of {width} features: "
+                                  f"refusing to serve with it")
+    return InputSchema(names, tuple(column["dtype"] for column in columns),
+                       {name: position for position, name in enumerate(names)})
+
+
+def _schema_for(model: Any, model_dir: str, input_schema: dict[str, Any] | None) -> InputSchema | None:
+    """The schema the caller has (the local server's, from the version's pointer), else the file beside the
+    model (SageMaker's container: it is in model.tar.gz), else None (a job from before schemas were kept)."""
+    if input_schema is not None:
+        return read_input_schema(input_schema, model, "of the served version")
+    path = os.path.join(model_dir, INPUT_SCHEMA_FILENAME)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise ModelIntegrityError(f"input schema {path} cannot be read: {err}") from None
+    return read_input_schema(raw, model, path)
+
+
+def model_fn(model_dir: str, expected_sha256: str | None = None, input_schema: dict[str, Any] | None = None) -> Any:
     """Load the fitted scikit-learn pipeline saved by ``train.py``, after checking it is that file, with
-    its fast predict path if it has one."""
+    its fast predict path if it has one, and its input schema if one was recorded."""
     path = verify_model_file(model_dir, expected_sha256)
-    # Rows arrive as bare numbers; the column names the model was fitted with do not apply.
+    # Rows reach the model as bare numbers, named columns already put in its order: the column names it
+    # was fitted with have been applied by predict_fn.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     model = joblib.load(path)
+    schema = _schema_for(model, model_dir, input_schema)
     try:
         fast, reason = _compile(model)
     except Exception as err:
@@ -107,6 +186,8 @@ def model_fn(model_dir: str, expected_sha256: str | None = None) -> Any:
         log.warning("fast predict path not used, scikit-learn's predict serves %s: %s", _describe(model), reason)
     try:
         _FAST_PREDICT[model] = fast
+        if schema is not None:
+            _INPUT_SCHEMAS[model] = schema
     except TypeError:  # an object that cannot be weakly referenced: scikit-learn's predict it is
         pass
     return model
@@ -120,6 +201,7 @@ def model_fn(model_dir: str, expected_sha256: str | None = None) -> Any:
 # row). A fast path is used only after it gave exactly model.predict's answers on probe rows.
 _FAST_PREDICT: "weakref.WeakKeyDictionary[Any, Callable[[np.ndarray], np.ndarray] | None]" = \
     weakref.WeakKeyDictionary()
+_INPUT_SCHEMAS: "weakref.WeakKeyDictionary[Any, InputSchema]" = weakref.WeakKeyDictionary()
 # Up to this many (row, tree) walks the trees are walked all at once (_TreeTable); above it one tree
 # after another is faster (measured: 100 forest trees cross over at ~40 rows, 300 boosting trees at ~12).
 _TABLE_WALKS = 4096
@@ -323,8 +405,137 @@ def _fast_csv(input_data: bytes | str) -> np.ndarray | None:
     return rows
 
 
-def input_fn(input_data: bytes | str, content_type: str) -> np.ndarray:
-    """Parse CSV rows or JSON (a list of rows, or ``{"instances": [...]}``) into a float matrix."""
+@dataclass(frozen=True)
+class NamedRows:
+    """Rows whose values came with column names: ``predict_fn`` puts them in the model's order."""
+
+    columns: tuple[str, ...]
+    rows: np.ndarray  # (rows, columns) floats, finite, in the order of ``columns``
+
+
+# MLflow's scoring server takes exactly one of these keys (and ``instances`` is TensorFlow Serving's).
+_ENVELOPES = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_SPLIT_KEYS = ("columns", "data", "index")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _named(columns: list[Any], rows: list[Any], where: str) -> NamedRows:
+    """Values by row, ``columns`` naming their positions, as ``NamedRows``; a bad value is refused by its column."""
+    if not columns:
+        raise BadRequestError(f"{where}: no columns")
+    if not all(isinstance(name, str) for name in columns):
+        raise BadRequestError(f"{where}: column names must be strings")
+    if len(set(columns)) != len(columns):
+        twice = next(name for name in columns if columns.count(name) > 1)
+        raise BadRequestError(f"{where}: column {twice!r} appears twice")
+    if not isinstance(rows, list) or not rows:
+        raise BadRequestError(f"{where}: expected a non-empty list of rows")
+    width = len(columns)
+    for index, row in enumerate(rows):
+        if not isinstance(row, (list, tuple)) or len(row) != width:
+            count = f"{len(row)} values" if isinstance(row, (list, tuple)) else _shown(row)
+            raise BadRequestError(f"{where}: row {index} has {count} for {width} columns")
+    for position, name in enumerate(columns):
+        for row in rows:
+            value = row[position]
+            if type(value) is not float and type(value) is not int:  # bool is not int here; None, str, list...
+                raise BadRequestError(f"column {name!r}: values must be numbers, got {_shown(value)}")
+    try:
+        matrix = np.array(rows, dtype=np.float64)
+    except OverflowError:
+        name = next(name for position, name in enumerate(columns)
+                    if any(type(row[position]) is int and abs(row[position]) > 1e308 for row in rows))
+        raise BadRequestError(f"column {name!r}: a number too large for a float") from None
+    finite = np.isfinite(matrix).all(axis=0)
+    if not finite.all():
+        raise BadRequestError(f"column {columns[int(np.argmin(finite))]!r}: values must not be NaN or infinity")
+    return NamedRows(tuple(columns), matrix)
+
+
+def _records(records: list[Any], where: str) -> NamedRows:
+    """``[{column: value}, ...]`` (pandas' records orient): the columns are all the names, in order of appearance."""
+    names: dict[str, None] = {}
+    for index, record in enumerate(records):
+        if type(record) is not dict:
+            raise BadRequestError(f"{where}: row {index} is {_shown(record)}, not an object {{column: value}} "
+                                  f"like the rows before it")
+        for name in record:
+            names.setdefault(name)
+    columns = list(names)
+    rows = []
+    for index, record in enumerate(records):
+        if len(record) != len(columns):
+            name = next(name for name in columns if name not in record)
+            raise BadRequestError(f"{where}: row {index} has no value for column {name!r}")
+        rows.append([record[name] for name in columns])
+    return _named(columns, rows, where)
+
+
+def _by_column(columns: dict[str, Any]) -> NamedRows:
+    """MLflow's ``{"inputs": {column: [values...]}}`` (or one value per column: one row)."""
+    values = list(columns.values())
+    if values and all(isinstance(value, list) for value in values):
+        if len({len(value) for value in values}) != 1:
+            raise BadRequestError('"inputs": every column must have the same number of values')
+        return _named(list(columns), [list(row) for row in zip(*values)], '"inputs"')
+    if any(isinstance(value, list) for value in values):
+        raise BadRequestError('"inputs": give every column a list of values, or every column one value')
+    return _named(list(columns), [values], '"inputs"')
+
+
+def _split(frame: Any) -> list[Any] | NamedRows:
+    """pandas' split orient: ``{"columns": [...], "data": [[...]]}`` (``index`` is ignored, as MLflow does)."""
+    if type(frame) is not dict:
+        raise BadRequestError('"dataframe_split" must be an object {"columns": [...], "data": [[...]]}')
+    unknown = [key for key in frame if key not in _SPLIT_KEYS]
+    if unknown:
+        raise BadRequestError(f'"dataframe_split": unexpected key {unknown[0]!r} (it takes columns, data and index)')
+    data = frame.get("data")
+    if not isinstance(data, list) or not data:
+        raise BadRequestError('"dataframe_split" needs "data": a non-empty list of rows')
+    if "columns" not in frame:
+        return data  # no names: rows by position
+    if not isinstance(frame["columns"], list):
+        raise BadRequestError('"dataframe_split": "columns" must be a list of column names')
+    return _named(frame["columns"], data, '"dataframe_split"')
+
+
+def _unwrap(payload: dict[str, Any]) -> Any:
+    """The rows inside one of MLflow's JSON objects: a list (rows or records) or ``NamedRows``."""
+    if len(payload) == 1:  # {"inputs": [[...]]}, MLflow's fastest, and {"instances": [[...]]}: no more checks
+        rows = payload.get("inputs") or payload.get("instances")
+        if type(rows) is list and rows and type(rows[0]) is list:
+            return rows
+    keys = [key for key in payload if key in _ENVELOPES]
+    others = [key for key in payload if key not in _ENVELOPES]
+    if len(keys) != 1 or others:
+        what = f"unexpected key {others[0]!r}" if others else f"{len(keys)} of them"
+        raise BadRequestError('JSON object must have exactly one of "dataframe_split", "dataframe_records", '
+                              f'"instances" or "inputs" ({what})')
+    key = keys[0]
+    value = payload[key]
+    if key == "dataframe_split":
+        return _split(value)
+    if key == "inputs" and type(value) is dict:
+        return _by_column(value)
+    if key == "dataframe_records" and not (isinstance(value, list) and value and type(value[0]) is dict):
+        raise BadRequestError('"dataframe_records" must be a non-empty list of objects {column: value}')
+    if not isinstance(value, list) or not value:
+        raise BadRequestError(f'"{key}" must be a non-empty list of rows')
+    return value
+
+
+def input_fn(input_data: bytes | str, content_type: str) -> np.ndarray | NamedRows:
+    """Parse CSV rows, or JSON rows by position or by name, into a float matrix (``NamedRows`` when named).
+
+    JSON: a list of rows; ``{"instances": [...]}`` or ``{"inputs": [...]}`` of rows or of objects
+    ``{column: value}``; ``{"inputs": {column: [values]}}``; ``{"dataframe_split": {"columns": [...],
+    "data": [[...]]}}``; ``{"dataframe_records": [{column: value}, ...]}``.
+    """
     media_type = _media_type(content_type)
     if media_type not in (CSV, JSON):
         raise UnsupportedContentTypeError(
@@ -343,12 +554,14 @@ def input_fn(input_data: bytes | str, content_type: str) -> np.ndarray:
                 rows = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
         else:
             payload = json.loads(text)
-            if isinstance(payload, dict):
-                if "instances" not in payload:
-                    raise BadRequestError('JSON object must have an "instances" list')
-                payload = payload["instances"]
+            if type(payload) is dict:
+                payload = _unwrap(payload)
+                if type(payload) is NamedRows:
+                    return payload
             if not isinstance(payload, list) or not payload:
                 raise BadRequestError("JSON body must be a non-empty list of rows")
+            if type(payload[0]) is dict:
+                return _records(payload, "rows")
             if not isinstance(payload[0], list):
                 payload = [payload]
             if any(isinstance(value, (bool, str)) or value is None for row in payload for value in row):
@@ -369,52 +582,129 @@ def input_fn(input_data: bytes | str, content_type: str) -> np.ndarray:
     return rows
 
 
-def predict_fn(input_data: np.ndarray, model: Any) -> np.ndarray:
+def _in_model_order(named: NamedRows, model: Any) -> np.ndarray:
+    """Named columns in the order the model was trained with; missing or unexpected ones refused by name."""
+    try:
+        schema = _INPUT_SCHEMAS.get(model)
+    except TypeError:  # not weak-referenceable
+        schema = None
+    if schema is None:
+        raise BadRequestError("this model has no recorded input schema (it was trained before schemas were kept): "
+                              "send rows of values by position, without column names")
+    if named.columns == schema.names:
+        return named.rows
+    missing = [name for name in schema.names if name not in named.columns]
+    unexpected = [name for name in named.columns if name not in schema.positions]
+    if missing or unexpected:
+        problems = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + \
+            ([f"unexpected {', '.join(map(repr, unexpected))}"] if unexpected else [])
+        raise BadRequestError(f"columns do not match the model's: {'; '.join(problems)} "
+                              f"(expected {', '.join(map(repr, schema.names))})")
+    return named.rows[:, [named.columns.index(name) for name in schema.names]]
+
+
+class Prediction:
+    """What ``predict_fn`` answers: the labels, and what their probabilities would take.
+
+    ``output_fn`` is the hook that sees the Accept header, where a request for probabilities is;
+    so they are computed there, from the rows and model kept here, and only when asked for.
+    """
+
+    __slots__ = ("labels", "rows", "model")
+
+    def __init__(self, labels: np.ndarray, rows: np.ndarray, model: Any) -> None:
+        self.labels = labels
+        self.rows = rows
+        self.model = model
+
+    def probabilities(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's probability per class, and the classes in the same order (``model.classes_``)."""
+        predict_proba = getattr(self.model, "predict_proba", None)  # absent where the estimator has none
+        classes = getattr(self.model, "classes_", None)
+        if predict_proba is None or classes is None:
+            raise UnsupportedAcceptError(f"this model ({_describe(self.model)}) gives no probabilities: "
+                                         f"ask for its predictions only")
+        with sklearn.config_context(assume_finite=True):  # input_fn has already checked
+            return np.asarray(predict_proba(self.rows)), np.asarray(classes)
+
+
+def predict_fn(input_data: np.ndarray | NamedRows, model: Any) -> Prediction:
+    rows = _in_model_order(input_data, model) if type(input_data) is NamedRows else input_data
     expected = getattr(model, "n_features_in_", None)
-    if expected is not None and input_data.shape[1] != expected:
-        raise BadRequestError(f"each row must have {expected} features, got {input_data.shape[1]}")
+    if expected is not None and rows.shape[1] != expected:
+        raise BadRequestError(f"each row must have {expected} features, got {rows.shape[1]}")
     try:
         fast = _FAST_PREDICT.get(model)
     except TypeError:  # not weak-referenceable
         fast = None
     if fast is not None:
-        return fast(input_data)
+        return Prediction(fast(rows), rows, model)
     with sklearn.config_context(assume_finite=True):  # input_fn has already checked
-        return model.predict(input_data)
+        return Prediction(model.predict(rows), rows, model)
 
 
 _ACCEPTABLE = {"": JSON, "*/*": JSON, JSON: JSON, "application/*": JSON, CSV: CSV, "text/*": CSV}
+_SWITCH = {"true": True, "false": False}
 
 
 @functools.lru_cache(maxsize=256)
-def _negotiate(accept: str | None) -> str | None:
-    """The best of JSON and CSV for an Accept header such as ``text/csv, application/json;q=0.5``."""
+def _negotiate(accept: str | None) -> tuple[str, bool] | None:
+    """The best of JSON and CSV for an Accept header such as ``text/csv, application/json;q=0.5``, and
+    whether that choice asks for probabilities (``application/json; probabilities=true``)."""
     if not (accept or "").strip():
-        return JSON
+        return JSON, False
     offers = []
     for position, item in enumerate(accept.split(",")):
         media_type, *params = [part.strip() for part in item.split(";")]
         quality = 1.0
+        probabilities = False
         for param in params:
             name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
+            name, value = name.strip().lower(), value.strip().strip('"')
+            if name == "q":
                 try:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
+            elif name == PROBABILITIES_PARAMETER:
+                if value.lower() not in _SWITCH:
+                    raise UnsupportedAcceptError(f"Accept parameter {PROBABILITIES_PARAMETER}={value!r}: "
+                                                 f"expected true or false")
+                probabilities = _SWITCH[value.lower()]
         if quality > 0 and media_type.lower() in _ACCEPTABLE:
-            offers.append((-quality, position, _ACCEPTABLE[media_type.lower()]))
-    return min(offers)[2] if offers else None
+            offers.append((-quality, position, _ACCEPTABLE[media_type.lower()], probabilities))
+    if not offers:
+        return None
+    _, _, media_type, probabilities = min(offers)
+    return media_type, probabilities
 
 
-def output_fn(prediction: np.ndarray, accept: str | None) -> tuple[str, str]:
-    """Serialise predictions as JSON (``{"predictions": [...]}``) or CSV, one per line."""
-    media_type = _negotiate(accept)
-    values = prediction.tolist()
+def output_fn(prediction: Prediction | np.ndarray, accept: str | None,
+              probabilities: bool = False) -> tuple[str, str]:
+    """Serialise predictions as JSON (``{"predictions": [...]}``) or CSV, one per line.
+
+    With probabilities asked for (``Accept: application/json; probabilities=true``, or ``probabilities``
+    from a server that has its own switch), JSON adds ``"probabilities"`` (one list per row) and
+    ``"classes"`` (the order of each list).
+    """
+    negotiated = _negotiate(accept)
+    if negotiated is None:
+        raise UnsupportedAcceptError(f"unsupported Accept {accept!r}: ask for application/json or text/csv")
+    media_type, asked = negotiated
+    labels = prediction.labels if type(prediction) is Prediction else prediction
+    if asked or probabilities:
+        if media_type != JSON:
+            raise UnsupportedAcceptError("probabilities are answered as JSON only: ask for "
+                                         f"application/json; {PROBABILITIES_PARAMETER}=true")
+        if type(prediction) is not Prediction:
+            raise TypeError("probabilities need predict_fn's Prediction, not bare labels")
+        proba, classes = prediction.probabilities()
+        return json.dumps({"predictions": labels.tolist(), "probabilities": proba.tolist(),
+                           "classes": classes.tolist()}), JSON
+    values = labels.tolist()
     if media_type == JSON:
         return json.dumps({"predictions": values}), JSON
-    if media_type == CSV:  # quoted where needed: a label such as "Barolo, DOCG" stays one field
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerows([value] for value in values)
-        return text.getvalue(), CSV
-    raise UnsupportedAcceptError(f"unsupported Accept {accept!r}: ask for application/json or text/csv")
+    # CSV, quoted where needed: a label such as "Barolo, DOCG" stays one field
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([value] for value in values)
+    return text.getvalue(), CSV

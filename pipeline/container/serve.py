@@ -13,6 +13,11 @@ SageMaker passes on as a ``ModelError`` with that ``OriginalStatusCode``. Any
 other exception still propagates: the container answers 500, as it should for
 a fault of ours.
 
+Probabilities and named columns need nothing here: the switch for probabilities
+is a parameter of the Accept header (``application/json; probabilities=true``),
+which SageMaker passes on and ``output_fn`` reads, and the input schema comes
+with the model (``input_schema.json`` in ``model.tar.gz``, read by ``model_fn``).
+
 This module must define no ``input_fn``, ``predict_fn`` or ``output_fn``: the
 container refuses a user module that has them together with ``transform_fn``.
 It imports only ``inference`` (and Flask, which the container has, when
@@ -21,7 +26,6 @@ package.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 if __package__:  # imported as pipeline.container.serve
@@ -52,5 +56,4 @@ def error_response(status: int, message: str, error: str) -> Any:
         from flask import Response
     except ImportError:
         from werkzeug.wrappers import Response
-    body = json.dumps({"error": error, "message": message, "status": status})
-    return Response(body, status=status, mimetype=ERROR_CONTENT_TYPE)
+    return Response(inference.error_body(status, message, error), status=status, mimetype=ERROR_CONTENT_TYPE)

@@ -43,6 +43,7 @@ from sklearn.preprocessing import StandardScaler
 
 MODEL_FILENAME = "model.joblib"
 METRICS_FILENAME = "metrics.json"
+INPUT_SCHEMA_FILENAME = "input_schema.json"  # inference.INPUT_SCHEMA_FILENAME: the endpoint reads it
 
 # Estimators by the names the config uses. Each is fitted behind a StandardScaler
 # so that hyperparameters keep their usual meaning whatever the feature scales.
@@ -192,13 +193,27 @@ def fit_and_evaluate(
     return model, metrics, heldout
 
 
-def save_model(model: Pipeline, model_dir: str | os.PathLike[str]) -> Path:
-    """Save the model with its sha256 beside it: no process loads a model whose bytes changed since."""
+def input_schema(features: pd.DataFrame) -> dict[str, Any]:
+    """The training features' names, order and dtypes: what lets the endpoint take columns by name and
+    put them in the model's order."""
+    return {"columns": [{"name": str(name), "dtype": str(dtype)} for name, dtype in features.dtypes.items()]}
+
+
+def save_model(model: Pipeline, model_dir: str | os.PathLike[str], features: pd.DataFrame | None = None) -> Path:
+    """Save the model with its sha256 beside it: no process loads a model whose bytes changed since.
+
+    With the training ``features`` (their rows are not needed), their input schema goes beside it too
+    (``input_schema.json``), so it travels with the model: in ``model.tar.gz`` on SageMaker, in the
+    job's model directory locally.
+    """
     path = Path(model_dir) / MODEL_FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     path.with_name(MODEL_FILENAME + ".sha256").write_text(digest + "\n", encoding="ascii")
+    if features is not None:
+        path.with_name(INPUT_SCHEMA_FILENAME).write_text(json.dumps(input_schema(features), indent=2),
+                                                          encoding="utf-8")
     return path
 
 
@@ -232,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInputError as err:
         print(f"TrainingInputError: {err}", file=sys.stderr)
         return 1
-    save_model(model, args.model_dir)
+    save_model(model, args.model_dir, data.drop(columns=[args.label_column]))
     output = Path(args.output_data_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / METRICS_FILENAME).write_text(json.dumps(metrics, indent=2))

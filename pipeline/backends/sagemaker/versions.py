@@ -53,8 +53,11 @@ def model_artifacts(aws: AwsSession, job: TrainingJob) -> tuple[str, str]:
     bucket = aws.bucket()
     model_file = job.model_path
     log.info("uploading the model of local training job %s to S3", job.name)
-    model_uri = aws.put(bucket, f"{job.name}/output/model.tar.gz",
-                        artifacts.tar_gz([(recipe.MODEL_FILENAME, model_file.read_bytes())]))
+    members = [(recipe.MODEL_FILENAME, model_file.read_bytes())]
+    schema_file = job.model_dir / recipe.INPUT_SCHEMA_FILENAME  # verified with the job's other files
+    if schema_file.is_file():
+        members.append((recipe.INPUT_SCHEMA_FILENAME, schema_file.read_bytes()))
+    model_uri = aws.put(bucket, f"{job.name}/output/model.tar.gz", artifacts.tar_gz(members))
     source_uri = aws.put(bucket, f"{job.name}/source/sourcedir.tar.gz", aws.sourcedir())
     return model_uri, source_uri
 
