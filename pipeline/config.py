@@ -107,6 +107,12 @@ class PipelineConfig(BaseModel):
     # A request whose headers or body take longer than this to arrive is cut off (408 or a close), so slow
     # or idle clients cannot hold the endpoint's workers.
     client_timeout_seconds: float = Field(5.0, gt=0.0, allow_inf_nan=False)
+    # Data capture (pipeline/endpoint_telemetry.py): the share of answered requests recorded with their
+    # predictions (drawn at random per request; 0 records nothing), and the most the endpoint's capture
+    # files may take on disk, oldest files deleted first. On SageMaker the percent is the endpoint
+    # config's DataCaptureConfig sampling; the files go to S3 there, so the size bound is local only.
+    capture_percent: int = Field(100, ge=0, le=100)
+    capture_max_mb: float = Field(100.0, gt=0.0, allow_inf_nan=False)
     lock_timeout_seconds: float = Field(600.0, ge=0.0)  # how long a deployment waits for another one
     retain_versions: int = Field(5, ge=1)  # cleanup keeps the artifacts of this many newest versions per endpoint
 

@@ -14,12 +14,15 @@ import time
 # Imported once in the master, so forked workers inherit them and a worker (re)start costs only
 # the model load: uvicorn, uvloop and httptools; numpy, scikit-learn and falcon; and the estimator
 # modules a pickled model imports when it is loaded (shared by every worker instead of imported
-# again, and held privately, in each of them).
+# again, and held privately, in each of them); and prometheus_client, whose metrics are multiprocess
+# ones because PROMETHEUS_MULTIPROC_DIR is set when it is first imported.
+import prometheus_client.multiprocess  # noqa: F401
 import sklearn.ensemble
 import sklearn.linear_model
 import sklearn.pipeline
 import sklearn.preprocessing  # noqa: F401
 
+import pipeline.endpoint_telemetry
 import pipeline.endpoint_worker
 import pipeline.serving
 from pipeline.backends.server_processes import OWNER_ENV, watch_owner
@@ -38,6 +41,21 @@ timeout = 60
 # machine would claim the same one. Endpoints are managed through the pipeline, never through it.
 control_socket_disable = True
 ORPHAN_GRACE_SECONDS = 5.0  # how long an orphaned server's processes get to stop before SIGKILL
+
+
+def on_starting(server) -> None:
+    """The metrics directory starts empty: another server's files would be summed with ours."""
+    pipeline.endpoint_telemetry.prepare_metrics_directory()
+
+
+def child_exit(server, worker) -> None:
+    """A worker that exited no longer counts as live (its counters stay in the totals)."""
+    pipeline.endpoint_telemetry.worker_exited(worker.pid)
+
+
+def on_exit(server) -> None:
+    """The workers have exited: the server's metrics directory goes with it."""
+    pipeline.endpoint_telemetry.remove_metrics_directory()
 
 
 def when_ready(server) -> None:

@@ -24,6 +24,9 @@ Routes:
   SageMaker's runtime gives them (``x-amzn-ErrorType``, ``Message``; the model's refusals
   a ``ModelError`` with ``OriginalStatusCode`` and ``OriginalMessage``), so botocore's
   ``ClientError`` carries the message; a name other than this endpoint's is a 404.
+  An answer carries its inference id (``X-Inference-Id``), the key of its captured record.
+- ``GET /metrics``: Prometheus text format, summed over the workers
+  (``pipeline.endpoint_telemetry``; the endpoint's token is asked for, as on /invocations).
 Every response carries ``X-Model-Version`` and ``X-Model-Sha256`` (``Endpoint.headers``:
 the worker sends them with every response, its own 400 and 408 included).
 
@@ -49,7 +52,8 @@ import falcon.asgi
 import numpy as np
 
 from pipeline.container import inference
-from pipeline.serving_contract import SHA_HEADER, TOKEN_ENV, VERSION_HEADER
+from pipeline.endpoint_telemetry import EndpointTelemetry
+from pipeline.serving_contract import INFERENCE_ID_HEADER, SHA_HEADER, TOKEN_ENV, VERSION_HEADER
 
 POINTER_ENV = "MLOPS_MODEL_POINTER"
 POINTER_WAIT_ENV = "MLOPS_POINTER_WAIT"
@@ -179,10 +183,12 @@ class _ErrorBodies:
 
 
 class _Invocations:
-    def __init__(self, model: _Model, max_payload_bytes: int, token_sha256: str | None) -> None:
+    def __init__(self, model: _Model, max_payload_bytes: int, token_sha256: str | None,
+                 telemetry: EndpointTelemetry) -> None:
         self.model = model
         self.max_payload_bytes = max_payload_bytes
         self.token_sha256 = token_sha256
+        self.telemetry = telemetry
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str | None = None) -> None:
         if self.token_sha256 is not None and not token_matches(req.get_header("Authorization"), self.token_sha256):
@@ -213,6 +219,23 @@ class _Invocations:
             raise _Refused(inference.BadRequestError("request body is not UTF-8 text")) from None
         resp.content_type = content_type
         resp.text = text
+        resp.set_header(INFERENCE_ID_HEADER, self.telemetry.answered(req, body, prediction.labels, text,
+                                                                   content_type))
+
+
+class _Metrics:
+    def __init__(self, telemetry: EndpointTelemetry, token_sha256: str | None) -> None:
+        self.telemetry = telemetry
+        self.token_sha256 = token_sha256
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if self.token_sha256 is not None and not token_matches(req.get_header("Authorization"), self.token_sha256):
+            raise falcon.HTTPUnauthorized(title="missing or wrong token", challenges=["Bearer"])
+        exposition = self.telemetry.exposition()
+        if exposition is None:
+            raise falcon.HTTPNotFound(title="metrics are off: this server was started without "
+                                            "PROMETHEUS_MULTIPROC_DIR")
+        resp.data, resp.content_type = exposition
 
 
 @dataclass(frozen=True)
@@ -221,6 +244,7 @@ class ServerSettings:
 
     headers: tuple[tuple[str, str], ...]  # sent with every response, the worker's own included
     client_timeout_seconds: float
+    telemetry: EndpointTelemetry | None = None  # counts the worker's own 408s
 
 
 class Endpoint(falcon.asgi.App):
@@ -257,17 +281,26 @@ def _positive(spec: dict[str, Any], key: str, default: float) -> float:
 def create_app(pointer: str | None = None) -> Endpoint:
     """Load the pointed-to model (checking its sha256) and build the ASGI app."""
     spec = _wait_for_pointer(Path(pointer or os.environ[POINTER_ENV]))
+    began = time.perf_counter()
     model = _Model(spec)
+    load_seconds = time.perf_counter() - began
     max_payload_bytes = int(_positive(spec, "max_payload_mb", DEFAULT_MAX_PAYLOAD_MB) * 1024 * 1024)
+    telemetry = EndpointTelemetry.from_spec(spec, getattr(model.model, "classes_", ()), load_seconds)
     app = Endpoint()
     app.set_error_serializer(_ErrorBodies(model.version))
     app.settings = ServerSettings(
         headers=((VERSION_HEADER, model.version), (SHA_HEADER, model.sha256)),
-        client_timeout_seconds=_positive(spec, "client_timeout_seconds", DEFAULT_CLIENT_TIMEOUT_SECONDS))
+        client_timeout_seconds=_positive(spec, "client_timeout_seconds", DEFAULT_CLIENT_TIMEOUT_SECONDS),
+        telemetry=telemetry)
     app.add_route("/ping", _Ping(model))
-    invocations = _Invocations(model, max_payload_bytes, _token_sha256(spec))
+    token_sha256 = _token_sha256(spec)
+    invocations = _Invocations(model, max_payload_bytes, token_sha256, telemetry)
     app.add_route("/invocations", invocations)
     app.add_route("/endpoints/{name}/invocations", invocations)
+    app.add_route("/metrics", _Metrics(telemetry, token_sha256))
+    # Refused invocations are counted too, then answered as falcon would.
+    app.add_error_handler(falcon.HTTPError, telemetry.count_http_error)
+    app.add_error_handler(Exception, telemetry.count_exception)
     # Everything loaded from here on lives as long as the worker: keep the collector
     # from scanning it, which otherwise shows up as tens of milliseconds of p99.
     gc.collect()

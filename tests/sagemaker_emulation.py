@@ -33,6 +33,14 @@ container would:
   is a 200; a response object is sent with its own status. A 4xx/5xx from the
   container is a ``ModelError`` with that ``OriginalStatusCode`` and the body
   as ``OriginalMessage``. The answer names the production variant.
+- Data capture: moto stores an endpoint config's ``DataCaptureConfig`` but captures
+  nothing, so a test could not see that the pipeline's capture settings work. An
+  answered request is written as SageMaker's capture does: sampled at random at
+  ``InitialSamplingPercentage``, the input and/or output per ``CaptureOptions`` (text
+  for the ``CaptureContentTypeHeader`` types, else base64), ``eventId`` a fresh uuid and
+  ``inferenceId`` only when the client sent one, as one JSON line under
+  ``<DestinationS3Uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/<mm-ss-mmm>-<uuid>.jsonl``
+  (SageMaker batches several lines per file; one per file is the same layout).
   Training is deterministic (the random seed is a hyperparameter), so a run with the
   same script, data and hyperparameters as an earlier one in this test session
   reuses that run's outputs instead of fitting again.
@@ -47,21 +55,25 @@ denied, throttling, a limit) returned by any SageMaker API action.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -487,6 +499,35 @@ class SageMakerEmulation:
             self.stopped_training_jobs.append(name)
             job.training_job_status = job.secondary_status = "Stopped"
 
+    # ----------------------------------------------------------------- data capture
+    def _capture(self, account: str, region: str, endpoint: FakeEndpoint, variant: str, raw: bytes,
+                 content_type: str, body: Any, mimetype: str, inference_id: str | None) -> None:
+        config = sagemaker_backends[account][region].endpoint_configs[endpoint.endpoint_config_name]
+        capture = config.data_capture_config or {}
+        if not capture or not capture.get("EnableCapture", True):
+            return
+        if random.random() * 100 >= capture["InitialSamplingPercentage"]:
+            return
+        modes = {option["CaptureMode"] for option in capture["CaptureOptions"]}
+        header = capture.get("CaptureContentTypeHeader") or {}
+        answer = body if isinstance(body, bytes) else str(body).encode()
+        data: dict[str, Any] = {}
+        if modes & {"Input", "InputAndOutput"}:
+            data["endpointInput"] = _captured(raw, content_type, "INPUT", header)
+        if modes & {"Output", "InputAndOutput"}:
+            data["endpointOutput"] = _captured(answer, mimetype, "OUTPUT", header)
+        now = datetime.now(UTC)
+        metadata = {"eventId": str(uuid.uuid4()),
+                    "inferenceTime": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"}
+        if inference_id:
+            metadata["inferenceId"] = inference_id
+        line = json.dumps({"captureData": data, "eventMetadata": metadata, "eventVersion": "0"}) + "\n"
+        bucket, prefix = split_s3_uri(capture["DestinationS3Uri"])
+        key = "/".join(part for part in (prefix.strip("/"), endpoint.endpoint_name, variant,
+                                         f"{now:%Y/%m/%d/%H}", f"{now:%M-%S}-{now.microsecond // 1000:03d}-"
+                                                               f"{uuid.uuid4()}.jsonl") if part)
+        self._s3(account).put_object(bucket, key, line.encode())
+
     # ----------------------------------------------------------------- the serving container
     def _model_for(self, account: str, region: str, endpoint: FakeEndpoint) -> tuple[str, ServedModel]:
         backend = sagemaker_backends[account][region]
@@ -538,6 +579,9 @@ class SageMakerEmulation:
             status, body, mimetype = 500, FLASK_500_BODY, "text/html"
         else:
             status, body, mimetype = serve_request(served, raw, content_type, accept)
+            if status < 400:
+                self._capture(account, region, endpoint, served.variant, raw, content_type, body, mimetype,
+                              response.headers.get("X-Amzn-SageMaker-Inference-Id"))
         if status >= 400:  # SageMaker passes a container error on as a ModelError
             text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
             return _runtime_error(424, "ModelError",
@@ -549,6 +593,14 @@ class SageMakerEmulation:
                                                f"/aws/sagemaker/Endpoints/{name}")
         return 200, {"status": 200, "Content-Type": mimetype,
                      "x-Amzn-Invoked-Production-Variant": served.variant}, body
+
+
+def _captured(data: bytes, content_type: str, mode: str, header: dict[str, list[str]]) -> dict[str, str]:
+    """One side of a capture record: text for the content types the config lists as CSV or JSON, else base64."""
+    encoding = ("CSV" if content_type in header.get("CsvContentTypes", []) else
+                "JSON" if content_type in header.get("JsonContentTypes", []) else "BASE64")
+    text = data.decode("utf-8", errors="replace") if encoding != "BASE64" else base64.b64encode(data).decode()
+    return {"observedContentType": content_type, "mode": mode, "data": text, "encoding": encoding}
 
 
 def import_program(code: Path, program: str, module_name: str) -> Any:

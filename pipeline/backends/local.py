@@ -59,6 +59,7 @@ from pipeline.training import TrainingPipeline
 log = logging.getLogger(__name__)
 CURRENT_POINTER = "current.json"
 AUTH_FILE = "auth.json"
+CAPTURE_DIR = "capture"  # the endpoint's captured requests (pipeline/endpoint_telemetry.py)
 PORT_RELEASE_SECONDS = 10.0  # how long a restart waits for a dead server's port to be let go
 
 
@@ -92,6 +93,8 @@ class LocalBackend(Backend):
                 "input_schema": job.input_schema,  # from the manifest the store verified: the server reads no file
                 "max_payload_mb": self.config.max_payload_mb,
                 "client_timeout_seconds": self.config.client_timeout_seconds,
+                "capture_percent": self.config.capture_percent, "capture_max_mb": self.config.capture_max_mb,
+                "capture_dir": str((self.endpoint_dir(name) / CAPTURE_DIR).resolve()),
                 "auth_file": str((self.endpoint_dir(name) / AUTH_FILE).resolve())}
         write_atomically(path, json.dumps(spec, indent=2))
         return path

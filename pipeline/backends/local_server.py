@@ -23,6 +23,7 @@ from pipeline.backends.server_processes import (
     write_owner,
 )
 from pipeline.endpoint_client import EndpointDown, HttpEndpointClient, Reply
+from pipeline.endpoint_telemetry import METRICS_DIR_ENV
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.serving import POINTER_ENV, POINTER_WAIT_ENV
 
@@ -108,6 +109,9 @@ def launch_server(endpoint_dir: Path, endpoint_name: str, role: str, host: str, 
     env = server_environment()  # the server knows only the token's hash, and no other secret
     env[POINTER_ENV] = str(pointer.resolve())
     env[OWNER_ENV] = str(owner_file)
+    # prometheus_client's multiprocess directory: one per endpoint and role (a candidate's counts are not the
+    # stable server's); its master empties it at start and removes it when it stops.
+    env[METRICS_DIR_ENV] = str((endpoint_dir / "metrics" / role).resolve())
     if wait_for_pointer:  # a prestarted server gives up if no deployment comes within 10 minutes
         env[POINTER_WAIT_ENV] = "600"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))

@@ -13,26 +13,51 @@ These modules are pure: no config, no store, no CLI. See docs/MONITORING.md.
 """
 from __future__ import annotations
 
-from pipeline.monitoring.baseline import (
-    Baseline,
-    FeatureBaseline,
-    class_key,
-    compute_baseline,
-    read_baseline,
-    write_baseline,
-)
-from pipeline.monitoring.capture import (
-    CaptureRecords,
-    DecodedRecord,
-    capture_hour_directory,
-    capture_line,
-    capture_record,
-    decode_rows,
-    iter_capture_records,
-    prediction_keys,
-)
-from pipeline.monitoring.drift import DriftReport, DriftThresholds, LiveTraffic, detect_drift
-from pipeline.monitoring.quality import QualityReport, live_quality, read_labels
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are loaded on first use (PEP 562): the endpoint's workers import ``capture`` alone, and
+# must not pay for scipy, which ``drift`` and ``baseline`` import, in their start-up time and memory.
+_MODULE_OF = {
+    **dict.fromkeys(("Baseline", "FeatureBaseline", "class_key", "compute_baseline", "read_baseline",
+                     "write_baseline"), "baseline"),
+    **dict.fromkeys(("CaptureRecords", "DecodedRecord", "capture_hour_directory", "capture_line", "capture_record",
+                     "decode_rows", "iter_capture_records", "prediction_keys"), "capture"),
+    **dict.fromkeys(("DriftReport", "DriftThresholds", "LiveTraffic", "detect_drift"), "drift"),
+    **dict.fromkeys(("QualityReport", "live_quality", "read_labels"), "quality"),
+}
+
+if TYPE_CHECKING:
+    from pipeline.monitoring.baseline import (
+        Baseline,
+        FeatureBaseline,
+        class_key,
+        compute_baseline,
+        read_baseline,
+        write_baseline,
+    )
+    from pipeline.monitoring.capture import (
+        CaptureRecords,
+        DecodedRecord,
+        capture_hour_directory,
+        capture_line,
+        capture_record,
+        decode_rows,
+        iter_capture_records,
+        prediction_keys,
+    )
+    from pipeline.monitoring.drift import DriftReport, DriftThresholds, LiveTraffic, detect_drift
+    from pipeline.monitoring.quality import QualityReport, live_quality, read_labels
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Baseline",

@@ -21,6 +21,19 @@ from pipeline.errors import PipelineError
 from pipeline.jobs import TrainingJob
 
 log = logging.getLogger(__package__)  # one logger for the whole backend
+# Where SageMaker writes captured requests: the SageMaker SDK's default, under the pipeline's bucket. The files
+# land in <this>/<endpoint>/<variant>/yyyy/mm/dd/hh/, and a variant is named after its version, so the layout
+# below the endpoint is the local endpoint's capture directory's (pipeline/monitoring/capture.py).
+CAPTURE_PREFIX = "model-monitor/data-capture"
+
+
+def data_capture_config(aws: AwsSession) -> dict[str, object]:
+    """Capture ``capture_percent`` of the requests, input and output, CSV and JSON kept as text."""
+    percent = aws.config.capture_percent
+    return {"EnableCapture": percent > 0, "InitialSamplingPercentage": percent,
+            "DestinationS3Uri": f"s3://{aws.bucket()}/{CAPTURE_PREFIX}",
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"], "JsonContentTypes": ["application/json"]}}
 
 
 def model_artifacts(aws: AwsSession, job: TrainingJob) -> tuple[str, str]:
@@ -80,7 +93,7 @@ def create(aws: AwsSession, version: str, job: TrainingJob, tags: list[dict[str,
                  # The container's model_fn refuses a model.joblib whose bytes differ from training's.
                  inference.MODEL_SHA256_ENV: job.model_sha256}})
     aws.call(aws.sagemaker, "create_endpoint_config", f"create endpoint config {version}",
-             EndpointConfigName=version, Tags=tags,
+             EndpointConfigName=version, Tags=tags, DataCaptureConfig=data_capture_config(aws),
              ProductionVariants=[{"VariantName": version, "ModelName": version,
                                   "InitialInstanceCount": aws.config.instance_count,
                                   "InstanceType": aws.config.instance_type, "InitialVariantWeight": 1.0}])
