@@ -42,7 +42,7 @@ USAGE
 }
 
 # Subcommands take their own options (and their own --help): pass them through untouched.
-SUBCOMMANDS=" history status rollback cleanup jobs runs "
+SUBCOMMANDS=" history status rollback cleanup jobs runs monitor "
 args=()
 while [[ $# -gt 0 ]]; do
   if [[ "$SUBCOMMANDS" == *" $1 "* ]]; then args+=("$@"); break; fi

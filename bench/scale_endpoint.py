@@ -2,7 +2,7 @@
 
     PYTHONPATH=<project> python bench/scale_endpoint.py JOB_DIR URL VERSION
 
-Runs the orchestrator's own test step (``Orchestrator._run_tests``: held-out rows,
+Runs the endpoint tests a deployment runs (``EndpointTester.run_for``: held-out rows,
 offline predictions, then the EndpointTester checks) against a running endpoint,
 with a clock around ``check_predictions`` -- the accuracy test, every held-out row
 sent through the endpoint in batches of ``test_batch_size``. Then, in this process,
@@ -21,22 +21,15 @@ from bench.common import add_timer
 from pipeline import testing
 from pipeline.config import load_config
 from pipeline.container import inference
+from pipeline.endpoint_client import HttpEndpointClient
 from pipeline.jobs import TrainingJob
-from pipeline.orchestrator import Orchestrator
+from pipeline.store import DeploymentStore
 
 TIMES: dict[str, float] = {}
 
 
 def timed(owner: object, name: str) -> None:
     add_timer(TIMES, owner, name)
-
-
-class _Run:
-    """Just what ``Orchestrator._run_tests`` reads and writes."""
-
-    def __init__(self, config) -> None:
-        self.config = config
-        self.results = {"phases": {}, "summary": {}}
 
 
 def inprocess_rate(model_dir: str, bodies: list[bytes], rows: int) -> dict[str, float]:
@@ -66,15 +59,15 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.settings)}
     config, _ = load_config(None, {}, overrides, search_default_file=False)
-    job = TrainingJob.load(Path(args.job_dir))
+    job_dir = Path(args.job_dir)
+    job = TrainingJob.load(job_dir, DeploymentStore(job_dir.parent.parent).training_job(job_dir.name))
     for name in ("check_health", "check_predictions", "check_performance", "check_robustness"):
         timed(testing.EndpointTester, name)
     if hasattr(testing, "to_csv"):
         timed(testing, "to_csv")
-    run = _Run(config)
-    client = testing.HttpEndpointClient(args.url, config.request_timeout_seconds)
+    client = HttpEndpointClient(args.url, config.request_timeout_seconds)
     began = time.perf_counter()
-    report = Orchestrator._run_tests(run, client, job, args.version)
+    report = testing.EndpointTester(client, config, expected_version=args.version).run_for(job)
     test_phase = time.perf_counter() - began
     accuracy = report.checks.get("prediction_accuracy", {})
     rows = int(accuracy.get("rows") or 0)

@@ -461,6 +461,52 @@ def runs_show(ctx: click.Context, run_id: str) -> None:
     print_summary(results)
 
 
+@cli.command()
+@click.option("--endpoint-name", required=True, help="Endpoint whose captured traffic to check.",
+              callback=_endpoint_name)
+@click.option("--version", help="Version to check (default: the one serving now).")
+@click.option("--since", help="Only requests at or after this ISO time (UTC).")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
+              help="CSV of inference_id,label: also judge live accuracy against minimum_accuracy.")
+@click.option("--rollback-on-breach", is_flag=True,
+              help="With --labels: a confirmed breach rolls the endpoint back to its previous version.")
+@click.option("--output-file", "report_file", type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@click.pass_context
+def monitor(ctx: click.Context, endpoint_name: str, version: str | None, since: str | None,
+            labels_file: str | None, rollback_on_breach: bool, report_file: str | None) -> None:
+    """Compare an endpoint's captured traffic with its training baseline (and, with --labels, its
+    live accuracy with minimum_accuracy). Exit 0: no drift; 1: drift or a breach; 2: no verdict
+    (no captures, or fewer than monitor_min_rows rows).
+
+    Example: python3 run_pipeline.py monitor --endpoint-name iris-model --labels labels.csv
+    """
+    if rollback_on_breach and not labels_file:
+        _fail(PipelineError("--rollback-on-breach needs --labels FILE: only labels can show a breach"), False)
+    try:
+        if report_file:
+            check_output_paths({"--output-file": report_file})
+        report = _operations(ctx).monitor(endpoint_name, version=version, since=since, labels_file=labels_file,
+                                          rollback_on_breach=rollback_on_breach, report_file=report_file)
+    except PipelineError as err:
+        _fail(err, bool((ctx.obj or {}).get("verbose")))
+        return
+    drift = report.drift
+    click.echo(f"{endpoint_name} {report.version}: {report.captured_requests:,} captured requests, "
+               f"{drift.rows_compared:,} rows compared")
+    click.echo(f"drift: {drift.verdict} ({drift.reason})")
+    if drift.verdict != "insufficient_data":
+        click.echo(drift.summary_table())
+    if report.quality is not None:
+        quality = report.quality
+        shown = f"{quality.accuracy:.2%} [{quality.interval_low:.2%}, {quality.interval_high:.2%}]" \
+            if quality.accuracy is not None else "unknown"
+        click.echo(f"live accuracy: {quality.status}: {shown} on {quality.matched:,} labelled predictions "
+                   f"({quality.reason})")
+    if report.rollback is not None:
+        click.echo(f"rollback: {report.rollback.status}: {report.rollback.detail}")
+    sys.exit(int(report.exit_code))
+
+
 # Options of a pipeline run that mean nothing to a subcommand: given before one, they would be dropped.
 _RUN_ONLY = {"mode": "--mode", "training_job": "--training-job", "endpoint_name": "--endpoint-name",
              "deployment_only": "--deployment-only", "output_file": "--output-file", "dotenv_file": "--dotenv-file",

@@ -125,9 +125,19 @@ class PipelineConfig(BaseModel):
     max_p95_latency_ms: float | None = Field(1000.0, gt=0.0)  # None: no latency limit
     request_timeout_seconds: float = Field(10.0, gt=0.0)
 
+    # --- monitoring after deployment (`monitor`; pipeline/monitoring/drift.py, docs/MONITORING.md) ---
+    monitor_min_rows: int = Field(100, ge=1)  # fewer captured rows: "insufficient data", never "no drift"
+    monitor_min_labels: int = Field(30, ge=1)  # fewer labelled predictions: no verdict on live accuracy
+    drift_alpha: float = Field(0.05, gt=0.0, lt=1.0)  # false-alarm rate of one monitor run, all tests together
+    drift_psi_threshold: float = Field(0.1, ge=0.0)  # the smallest PSI that counts as a move
+    drift_missing_rate_threshold: float = Field(0.05, ge=0.0, le=1.0)
+    drift_out_of_range_threshold: float = Field(0.05, ge=0.0, le=1.0)
+    drift_prediction_threshold: float = Field(0.1, ge=0.0, le=1.0)
+    drift_wrong_width_threshold: float = Field(0.01, ge=0.0, le=1.0)
+
     # --- notifications (pipeline/notifications/) ---
     notify_events: tuple[str, ...] = ("gate_decision", "tests_failed", "rolled_back", "rollback_failed",
-                                      "pipeline_finished")
+                                      "pipeline_finished", "drift_detected", "live_accuracy_breach")
     notify_strict: bool = False  # true: a notification that was not delivered fails the run (exit 1)
     notification_timeout_seconds: float = Field(5.0, gt=0.0)
     notification_retries: int = Field(3, ge=0, le=10)

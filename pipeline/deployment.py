@@ -101,9 +101,15 @@ class DeploymentPipeline:
     def serving_job(self, endpoint_name: str) -> TrainingJob:
         """The training job of the version an endpoint serves, verified against the store."""
         row = self.store.require_endpoint(endpoint_name)
-        version = self.store.version(row["serving_version"] or "")
-        if version is None:
+        if self.store.version(row["serving_version"] or "") is None:
             raise PipelineError(f"endpoint {endpoint_name!r} serves no recorded version")
+        return self.job_of_version(row["serving_version"])
+
+    def job_of_version(self, version_name: str) -> TrainingJob:
+        """The training job a version was deployed from, verified against the store."""
+        version = self.store.version(version_name)
+        if version is None:
+            raise PipelineError(f"version {version_name!r} is not in the store (see `history`)")
         job_row = self.store.training_job(version["training_job"])
         if job_row is None:
             raise PipelineError(f"training job {version['training_job']!r} of version {version['version']} "

@@ -25,6 +25,9 @@ from pipeline.container import inference as recipe_inference
 from pipeline.container import train as recipe
 from pipeline.data import Dataset
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.evidence import labelled_row_hashes
+from pipeline.monitoring import Baseline, DriftThresholds, compute_baseline, read_baseline, write_baseline
+from pipeline.monitoring.baseline import BASELINE_FILE, CONSTRAINTS_FILE
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
@@ -70,6 +73,13 @@ class TrainingJob:
     def heldout(self) -> tuple[pd.DataFrame, pd.Series]:
         frame = pd.read_csv(self.heldout_path)
         return frame.drop(columns=[self.label_column]), frame[self.label_column]
+
+    def baseline(self) -> Baseline | None:
+        """The training data's baseline for the monitor, checked against the store; None for a job
+        recorded before baselines were kept."""
+        if BASELINE_FILE not in self.artifact_sha256:
+            return None
+        return read_baseline(self.directory / BASELINE_FILE, self.artifact_sha256[BASELINE_FILE])
 
     def training_row_hashes(self) -> np.ndarray | None:
         """The hashes of the rows the model was trained on (``evidence.labelled_row_hashes``), checked
@@ -165,16 +175,18 @@ def claim_unique_directory(parent: Path, base_name: str) -> Path:
 
 
 def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metrics: dict[str, Any],
-               training_rows: np.ndarray, **extra: Any) -> TrainingJob:
-    """Write metrics, manifest and the training rows' hashes beside a saved model and held-out rows:
-    a training job either backend made, readable by ``TrainingJob.load``. ``extra`` goes into the
-    manifest (e.g. AWS ARNs)."""
+               X_train: pd.DataFrame, y_train: pd.Series, **extra: Any) -> TrainingJob:
+    """Write what later steps need beside a saved model and held-out rows: the metrics, the
+    manifest, a hash of every training row (the champion comparison) and the training data's
+    baseline with its constraints (the monitor). The result is a training job either backend made,
+    readable by ``TrainingJob.load``. ``extra`` goes into the manifest (e.g. AWS ARNs)."""
     model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
     schema_path = directory / MODEL_DIR / recipe.INPUT_SCHEMA_FILENAME
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     _write_json(directory / METRICS_FILE, metrics)
     with open(directory / TRAINING_ROWS_FILE, "wb") as handle:
-        np.save(handle, np.asarray(training_rows, dtype=np.uint64), allow_pickle=False)
+        np.save(handle, labelled_row_hashes(X_train, y_train), allow_pickle=False)
+    write_baseline(directory, compute_baseline(X_train, y_train), DriftThresholds.from_mapping(config.model_dump()))
     manifest = {
         "training_job": directory.name,
         "created_at": created_at,
@@ -193,7 +205,8 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
         **extra,
     }
     _write_json(directory / MANIFEST_FILE, manifest)
-    recorded = [METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, TRAINING_ROWS_FILE, manifest["model_file"]]
+    recorded = [METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, TRAINING_ROWS_FILE, BASELINE_FILE, CONSTRAINTS_FILE,
+                manifest["model_file"]]
     if schema_path.is_file():
         recorded.append(str(schema_path.relative_to(directory)))
     artifacts = {name: sha256_file(directory / name) for name in recorded}

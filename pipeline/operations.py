@@ -23,11 +23,14 @@ from pipeline.backends import load_backend
 from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
 from pipeline.deployment import DeploymentPipeline
-from pipeline.errors import PipelineError
+from pipeline.errors import ExitCode, PipelineError
+from pipeline.live_monitor import MonitorReport, roll_back_after_breach, watch
 from pipeline.logs import configure_logging, default_results_file, prune_default_files
+from pipeline.notifications import Notifier
+from pipeline.outcomes import FinalState
 from pipeline.progress import configure as configure_progress
 from pipeline.results_schema import Results
-from pipeline.run_record import new_run_id
+from pipeline.run_record import RunSummary, new_run_id
 from pipeline.store import DeploymentStore
 
 log = logging.getLogger("pipeline")
@@ -200,6 +203,45 @@ class Operations:
         deployer = self.deployer(endpoint_name)
         with deployer.exclusive(endpoint_name, f"rollback {self.run_id}"):
             return deployer.rollback(endpoint_name, to_version)
+
+    # ----------------------------------------------------------------- monitor
+    def monitor(self, endpoint_name: str, *, version: str | None = None, since: str | None = None,
+                labels_file: str | None = None, rollback_on_breach: bool = False,
+                report_file: str | None = None) -> MonitorReport:
+        """Drift and live accuracy of what ``endpoint_name`` serves; notifies, and rolls back on a breach when
+        asked. Recorded as a run (mode ``monitor``), so ``runs`` shows scheduled monitor jobs too."""
+        deployer = self.deployer(endpoint_name)
+        self.store.start_run(self.run_id, "monitor", deployer.backend.TYPE, report_file)
+        notifier = Notifier(self.config, self.run_id)
+        report: MonitorReport | None = None
+        error: PipelineError | None = None
+        try:
+            report = watch(self.config, deployer, endpoint_name, version=version, since=since,
+                           labels_file=labels_file)
+            if rollback_on_breach:
+                roll_back_after_breach(report, self.rollback)
+            if report_file:
+                write_atomically(report_file, json.dumps(report.to_dict(), indent=2))
+            summary = RunSummary(run_id=self.run_id, status=report.verdict, mode="monitor",
+                                 backend=deployer.backend.TYPE, endpoint_name=endpoint_name, version=report.version,
+                                 message=report.drift.reason,
+                                 rollback_reason=report.quality.reason if report.breach and report.quality else None,
+                                 final_state=str(report.rollback.status) if report.rollback else None)
+            if report.drift.verdict == "drift":
+                notifier.notify("drift_detected", summary)
+            if report.breach:
+                notifier.notify("live_accuracy_breach", summary)
+            if report.rollback is not None:
+                notifier.notify("rolled_back" if report.rollback.status == FinalState.ROLLED_BACK
+                                else "rollback_failed", summary)
+            return report
+        except PipelineError as err:
+            error = err
+            raise
+        finally:
+            notifier.close()
+            code = report.exit_code if report is not None else (error.exit_code if error else ExitCode.FAILURE)
+            self.store.finish_run(self.run_id, report.verdict if report is not None else "failed", int(code))
 
     # ----------------------------------------------------------------- cleanup
     def remove_endpoint(self, endpoint_name: str) -> str | None:

@@ -17,14 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig
 from pipeline.container import train as recipe
 from pipeline.data import Dataset, load_dataset
 from pipeline.errors import PipelineError
-from pipeline.evidence import labelled_row_hashes
 from pipeline.jobs import HELDOUT_FILE, MODEL_DIR, TrainingJob, claim_unique_directory, record_job, timestamp_name
 from pipeline.progress import progress
 
@@ -88,17 +86,16 @@ class TrainingPipeline:
         X_train, X_test, y_train, y_test = self.split_data(dataset)
         # The split copied the rows; let the whole frame go before fitting (peak memory).
         dataset = dataset.without_rows()
-        training_rows = labelled_row_hashes(X_train, y_train)
         progress().report("training: final fit", detail=f"{self.config.model_type} on {len(X_train):,} rows")
         model = self.train_local_model(X_train, y_train)
         progress().done("training: final fit")
         metrics = self.evaluate_model(model, X_train, y_train, X_test, y_test)
         return self.save(jobs_dir, dataset, model, metrics, X_test.assign(**{dataset.label_column: y_test}),
-                         training_rows)
+                         X_train, y_train)
 
     def save(self, jobs_dir: Path, dataset: Dataset, model: Any, metrics: dict[str, Any],
-             heldout: pd.DataFrame, training_rows: np.ndarray) -> TrainingJob:
+             heldout: pd.DataFrame, X_train: pd.DataFrame, y_train: pd.Series) -> TrainingJob:
         directory = claim_unique_directory(jobs_dir, timestamp_name(self.config.model_name_prefix))
         recipe.save_model(model, directory / MODEL_DIR, dataset.features)
         heldout.to_csv(directory / HELDOUT_FILE, index=False)
-        return record_job(directory, self.config, dataset, metrics, training_rows)
+        return record_job(directory, self.config, dataset, metrics, X_train, y_train)

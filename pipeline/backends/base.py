@@ -147,6 +147,11 @@ class Backend(ABC):
         """Stop what a pipeline that died started before the store took it over; what was stopped."""
         return []
 
+    def capture_directory(self, endpoint_name: str, version: str, scratch: Path) -> Path | None:
+        """Where the endpoint's captured requests are, laid out as ``<version>/YYYY/MM/DD/HH/*.jsonl``
+        (fetched into ``scratch`` if they live elsewhere); None when nothing was captured."""
+        return None
+
     def unrecorded_servers(self) -> dict[str, list[str]]:
         """What runs for endpoints the store does not know (e.g. after its state file was lost)."""
         return {}

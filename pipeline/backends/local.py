@@ -200,6 +200,10 @@ class LocalBackend(Backend):
         row = self.store.require_endpoint(endpoint_name)
         return self._server(row["port"], row["pid"], "stable")
 
+    def capture_directory(self, endpoint_name: str, version: str, scratch: Path) -> Path | None:
+        directory = self.endpoint_dir(endpoint_name) / "capture"
+        return directory if directory.is_dir() else None
+
     def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
         row = self.store.endpoint(endpoint_name)
         if row is None or not row["serving_version"]:

@@ -19,6 +19,8 @@ EVENTS: tuple[str, ...] = (
     "rolled_back",
     "rollback_failed",
     "pipeline_finished",
+    "drift_detected",  # `monitor`: live inputs or predictions moved away from the training baseline
+    "live_accuracy_breach",  # `monitor --labels`: live accuracy confidently below minimum_accuracy
 )
 
 SNS_SUBJECT_LIMIT = 100  # SNS rejects longer subjects; email uses the same subject
@@ -31,6 +33,8 @@ _TITLES = {
     "rolled_back": "Deployment rolled back",
     "rollback_failed": "Rollback failed",
     "pipeline_finished": "Pipeline finished",
+    "drift_detected": "Drift detected",
+    "live_accuracy_breach": "Live accuracy below the minimum",
 }
 _WARNING_OUTCOMES = {"held", "hold", "rejected", "reject"}
 
@@ -42,7 +46,8 @@ def severity_for(event: str, summary: RunSummary) -> str:
     decision = (summary.gate_decision or "").lower()
     if event == "rollback_failed" or status == "failed" or final_state == "rollback_failed":
         return "error"
-    if event in ("tests_failed", "rolled_back") or status in _WARNING_OUTCOMES or final_state == "rolled_back":
+    if event in ("tests_failed", "rolled_back", "drift_detected", "live_accuracy_breach") or \
+            status in _WARNING_OUTCOMES or final_state == "rolled_back":
         return "warning"
     if event == "gate_decision" and decision in _WARNING_OUTCOMES:
         return "warning"

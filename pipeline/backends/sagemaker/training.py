@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.base import DeploymentError
@@ -26,7 +26,6 @@ from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.container import inference
 from pipeline.container import train as recipe
 from pipeline.errors import PipelineError
-from pipeline.evidence import labelled_row_hashes
 from pipeline.jobs import (
     HELDOUT_FILE,
     MODEL_DIR,
@@ -66,8 +65,6 @@ class TrainingJobs:
         # The same input errors as a local run, and the same split the container makes (same rows, same
         # seed): the rows the model will be trained on, hashed for the comparison with a champion.
         X_train, _, y_train, _ = training.split_data(dataset)
-        training_rows = labelled_row_hashes(X_train, y_train)
-        del X_train, y_train
         try:
             recipe.build_estimator(self.config.model_type, dict(self.config.hyperparameters), self.config.random_seed)
         except recipe.TrainingInputError as err:
@@ -101,7 +98,7 @@ class TrainingJobs:
                 else:
                     raise PipelineError(f"no free training job name after {base!r}; change model_name_prefix")
                 job = self._finish_training(name, directory, training, dataset, image, role, source_uri, data_uri,
-                                            training_rows)
+                                            X_train, y_train)
         except BaseException:
             for directory in claimed:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -172,7 +169,8 @@ class TrainingJobs:
         return True
 
     def _finish_training(self, name: str, directory: Path, training: TrainingPipeline, dataset: Any, image: str,
-                         role: str, source_uri: str, data_uri: str, training_rows: np.ndarray) -> TrainingJob:
+                         role: str, source_uri: str, data_uri: str, X_train: pd.DataFrame,
+                         y_train: pd.Series) -> TrainingJob:
         try:
             description = self.aws.wait(
                 f"training job {name}",
@@ -220,7 +218,7 @@ class TrainingJobs:
             for evaluation in training.custom_evaluations:
                 metrics.update(evaluation(model, features, labels))
         job = record_job(
-            directory, self.config, dataset, metrics, training_rows,
+            directory, self.config, dataset, metrics, X_train, y_train,
             backend=self.backend_type,
             region=self.aws.region,
             role_arn=role,
