@@ -176,3 +176,18 @@ def test_a_deleted_endpoint_config_is_looked_for_where_the_pipeline_sends_captur
     scratch.mkdir()
     assert backend().capture_directory(ENDPOINT, version, scratch) == scratch
     assert copied_files(scratch) == sorted(key[len(CAPTURES):] for key in keys)
+
+
+def test_access_denied_to_the_captures_is_a_one_line_usage_error_without_the_keys(pipeline, sagemaker,  # noqa: F811
+                                                                                   monkeypatch):
+    deploy(pipeline, "--set", "capture_percent=100")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    sagemaker.inject_error("describe_endpoint_config", "AccessDeniedException",
+                           "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: "
+                           "sagemaker:DescribeEndpointConfig (key AKIAIOSFODNN7EXAMPLE, "
+                           "secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY)")
+    result = monitor()
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(error) == 1 and "missing IAM permission sagemaker:DescribeEndpointConfig" in error[0]
+    assert "AKIAIOSFODNN7EXAMPLE" not in result.output and "wJalrXUtnFEMI" not in result.output
