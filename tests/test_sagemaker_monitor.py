@@ -191,3 +191,19 @@ def test_access_denied_to_the_captures_is_a_one_line_usage_error_without_the_key
     error = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(error) == 1 and "missing IAM permission sagemaker:DescribeEndpointConfig" in error[0]
     assert "AKIAIOSFODNN7EXAMPLE" not in result.output and "wJalrXUtnFEMI" not in result.output
+
+
+def test_with_since_the_hours_that_end_before_it_are_not_downloaded(pipeline, workdir):
+    version = deploy(pipeline, "--set", "capture_percent=100")["endpoint_version"]
+    newest = capture_keys(version)
+    s3 = boto3.client("s3", region_name=REGION)
+    line = s3.get_object(Bucket=BUCKET, Key=newest[0])["Body"].read()
+    for hour in ("2019/12/31/23", "2020/01/01/00", "2020/01/01/01", "2020/01/02/00"):
+        s3.put_object(Bucket=BUCKET, Key=f"{CAPTURES}{version}/{hour}/00-00-000-old.jsonl", Body=line)
+    scratch = workdir / "scratch"
+    scratch.mkdir()
+    since = datetime(2020, 1, 1, 1, 30, tzinfo=UTC)  # inside the 01 hour: that hour is read, the reader cuts it
+    assert backend().capture_directory(ENDPOINT, version, scratch, since=since) == scratch
+    assert copied_files(scratch) == sorted([key[len(CAPTURES):] for key in newest] +
+                                           [f"{version}/{hour}/00-00-000-old.jsonl"
+                                            for hour in ("2020/01/01/01", "2020/01/02/00")])

@@ -48,6 +48,7 @@ turns AWS errors into one line, ``artifacts`` builds and unpacks the tarballs.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,8 +107,10 @@ class SageMakerBackend(Backend):
     def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
         return self.endpoints.serving_model(endpoint_name, scratch)
 
-    def capture_directory(self, endpoint_name: str, version: str, scratch: Path) -> Path | None:
-        return CaptureDownload(self.aws, endpoint_name, version).into(scratch)
+    def capture_directory(self, endpoint_name: str, version: str, scratch: Path,
+                          since: datetime | None = None) -> Path | None:
+        """The version's captures from S3 (``captures``); with ``since``, older hours are not even listed."""
+        return CaptureDownload(self.aws, endpoint_name, version).into(scratch, since)
 
     def promote(self, staged: Staged) -> Outcome:
         return self.endpoints.promote(staged)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,9 @@ class CaptureDownload:
         parts = [part for part in (prefix.strip("/"), self.endpoint_name, variant) if part]
         return bucket, "/".join(parts) + "/"
 
-    def into(self, scratch: Path) -> Path | None:
-        """Download into ``scratch/<version>/yyyy/mm/dd/hh/``; ``scratch``, or None when nothing was captured."""
+    def into(self, scratch: Path, since: datetime | None = None) -> Path | None:
+        """Download into ``scratch/<version>/yyyy/mm/dd/hh/``; ``scratch``, or None when nothing was captured.
+        With ``since``, hours that end before it are not listed (the reader would skip them anyway)."""
         source = self.source()
         if source is None:
             return None
@@ -77,8 +79,10 @@ class CaptureDownload:
         target = scratch / self.version
         files = size = 0
         full = False  # the budget is reached: older hours are neither listed nor downloaded
+        first = None if since is None else (since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC)
+        oldest = () if first is None else (first.year, first.month, first.day, first.hour)
         try:
-            for hour in self._hours(bucket, prefix, level=0):
+            for hour in self._hours(bucket, prefix, 0, oldest):
                 objects = sorted(self._objects(bucket, hour), key=lambda item: item["Key"], reverse=True)
                 for item in objects:
                     name = item["Key"][len(hour):]
@@ -108,8 +112,10 @@ class CaptureDownload:
             log.info("downloaded %d capture file(s) (%.1f MB) from %s", files, size / 1e6, where)
         return scratch if files else None
 
-    def _hours(self, bucket: str, prefix: str, level: int) -> Iterator[str]:
-        """The ``yyyy/mm/dd/hh/`` prefixes under ``prefix``, newest first, listed one level at a time."""
+    def _hours(self, bucket: str, prefix: str, level: int, oldest: tuple[int, ...],
+               above: tuple[int, ...] = ()) -> Iterator[str]:
+        """The ``yyyy/mm/dd/hh/`` prefixes under ``prefix``, newest first, listed one level at a time; none
+        older than ``oldest`` (year, month, day, hour; empty for all)."""
         if level == len(_LEVELS):
             yield prefix
             return
@@ -119,9 +125,11 @@ class CaptureDownload:
             for common in page.get("CommonPrefixes", []):
                 child = common["Prefix"]
                 if _LEVELS[level].fullmatch(child[len(prefix):-1]):
-                    children.append(child)
-        for child in sorted(children, reverse=True):
-            yield from self._hours(bucket, child, level + 1)
+                    children.append(((*above, int(child[len(prefix):-1])), child))
+        for when, child in sorted(children, reverse=True):
+            if when < oldest[:len(when)]:
+                break  # this one and every older one end before `since`
+            yield from self._hours(bucket, child, level + 1, oldest, when)
 
     def _objects(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         for page in self.aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
