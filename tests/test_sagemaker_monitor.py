@@ -207,3 +207,14 @@ def test_with_since_the_hours_that_end_before_it_are_not_downloaded(pipeline, wo
     assert copied_files(scratch) == sorted([key[len(CAPTURES):] for key in newest] +
                                            [f"{version}/{hour}/00-00-000-old.jsonl"
                                             for hour in ("2020/01/01/01", "2020/01/02/00")])
+
+
+def test_a_newest_capture_file_over_capture_max_mb_is_a_usage_error_naming_the_setting(pipeline):
+    version = deploy(pipeline, "--set", "capture_percent=100")["endpoint_version"]
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket=BUCKET, Key=f"{CAPTURES}{version}/2099/01/01/00/00-00-000-big.jsonl", Body=b"x" * 2000)
+    result = CliRunner().invoke(cli, ["--backend", "sagemaker", "--set", "capture_max_mb=0.001", "monitor",
+                                      "--endpoint-name", ENDPOINT], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert f"the newest capture file under s3://{BUCKET}/{CAPTURES}{version}/ is larger than capture_max_mb=0.001" \
+        in result.output

@@ -25,6 +25,7 @@ from pipeline.backends.sagemaker import artifacts
 from pipeline.backends.sagemaker.errors import not_found
 from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.backends.sagemaker.versions import CAPTURE_PREFIX
+from pipeline.errors import PipelineError
 from pipeline.monitoring.capture import SUFFIXES
 
 log = logging.getLogger(__package__)  # one logger for the whole backend
@@ -104,6 +105,9 @@ class CaptureDownload:
             raise self.aws.error(err, f"list the captures under {where}", "s3") from None
         except BotoCoreError as err:
             raise self.aws.error(err, f"list the captures under {where}", "s3") from None
+        if full and not files:
+            raise PipelineError(f"the newest capture file under {where} is larger than capture_max_mb="
+                                f"{self.aws.config.capture_max_mb:g}: raise capture_max_mb to read it")
         if full:
             log.warning("read the newest %d capture file(s) of %s (%.1f MB): capture_max_mb=%g reached, older "
                         "captures left out (raise capture_max_mb to read more)", files, where, size / 1e6,
