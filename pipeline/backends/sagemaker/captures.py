@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,18 +94,17 @@ class CaptureDownload:
                         full = True
                         break
                     path = target / hour[len(prefix):] / name
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    self.aws.get(f"s3://{bucket}/{item['Key']}", path)
-                    files += 1
-                    size += int(item.get("Size", 0))
+                    if self._download(bucket, item["Key"], path):
+                        files += 1
+                        size += int(item.get("Size", 0))
                 if full:
                     break
         except ClientError as err:
             if not_found(err):  # no such bucket: nothing was ever captured there
                 return None
-            raise self.aws.error(err, f"list the captures under {where}", "s3") from None
+            raise self.aws.error(err, f"read the captures under {where}", "s3") from None
         except BotoCoreError as err:
-            raise self.aws.error(err, f"list the captures under {where}", "s3") from None
+            raise self.aws.error(err, f"read the captures under {where}", "s3") from None
         if full and not files:
             raise PipelineError(f"the newest capture file under {where} is larger than capture_max_mb="
                                 f"{self.aws.config.capture_max_mb:g}: raise capture_max_mb to read it")
@@ -134,6 +134,19 @@ class CaptureDownload:
             if when < oldest[:len(when)]:
                 break  # this one and every older one end before `since`
             yield from self._hours(bucket, child, level + 1, oldest, when)
+
+    def _download(self, bucket: str, key: str, path: Path) -> bool:
+        """One capture file to ``path``; False when it was deleted since it was listed (a lifecycle rule)."""
+        try:
+            answer = self.aws.s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if not_found(err):
+                return False
+            raise self.aws.error(err, f"download s3://{bucket}/{key}", "s3") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as handle:
+            shutil.copyfileobj(answer["Body"], handle)
+        return True
 
     def _objects(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         for page in self.aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
