@@ -2,6 +2,8 @@
 and examples/gitlab-ci.yml run job by job the way a GitLab runner would."""
 from __future__ import annotations
 
+import http.server
+import io
 import json
 import logging
 import os
@@ -9,9 +11,12 @@ import re
 import shlex
 import shutil
 import sys
+import threading
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -20,7 +25,7 @@ from pipeline import cli as cli_module
 from pipeline.logs import configure_logging, log_phase, phase_of, set_run_id
 from pipeline.reports import DOTENV_KEY, render_dotenv, render_junit, render_metrics
 from pipeline.results_schema import Results
-from tests.conftest import REPO, run_script, stop_servers_under, train_job
+from tests.conftest import REPO, run_script, stop_servers_under, train_job, wait_for
 from tests.served_models import ServedDifferentlyPipeline
 
 EMOJI = re.compile("[\u2600-\u27bf\U0001f300-\U0001faff]")
@@ -348,6 +353,25 @@ def _expand(value: str, env: dict[str, str]) -> str:
                   lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1) or m.group(2), m.group(0)), value)
 
 
+def _when(job: dict[str, Any], env: dict[str, str]) -> str | None:
+    """How GitLab's ``rules`` add a job to a pipeline with these variables: its ``when`` (``on_success``,
+    ``manual``), or None when it is left out. Enough of the ``if`` grammar for this file: ``$VAR == "value"``
+    joined by ``||`` or ``&&``."""
+    def holds(expression: str) -> bool:
+        alternatives = []
+        for alternative in expression.split("||"):
+            comparisons = [re.fullmatch(r'\s*\$(\w+)\s*==\s*"([^"]*)"\s*', part) for part in alternative.split("&&")]
+            assert all(comparisons), f"rule not understood: {expression}"
+            alternatives.append(all(env.get(m.group(1), "") == m.group(2) for m in comparisons if m))
+        return any(alternatives)
+
+    for rule in job.get("rules", []):
+        if "if" not in rule or holds(rule["if"]):
+            when = rule.get("when", "on_success")
+            return None if when == "never" else when
+    return None
+
+
 def _needed(job: dict[str, Any], done: list[str]) -> list[str]:
     """Jobs whose artifacts (and dotenv) this job gets: its needs with artifacts, else every earlier job."""
     if "needs" not in job:
@@ -387,26 +411,32 @@ def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
     shutil.copy2(EXAMPLE, project / ".gitlab-ci.yml")
     config = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
 
-    assert config["stages"] == ["train", "deploy", "test"]
+    assert config["stages"] == ["train", "deploy", "test", "monitor"]
     jobs = _jobs(config)
-    assert [job["stage"] for _, job in jobs] == ["train", "deploy", "test"]
     by_name = dict(jobs)
+    push = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
+    schedule = {**push, "CI_PIPELINE_SOURCE": "schedule"}  # a schedule on main: the branch matches too
+    assert {name: _when(job, push) for name, job in jobs} == {
+        "train": "on_success", "deploy_production": "manual", "test_production": "on_success", "monitor": None}
+    assert {name: _when(job, schedule) for name, job in jobs} == {
+        "train": None, "deploy_production": None, "test_production": None, "monitor": "on_success"}
+    pushed = [(name, job) for name, job in jobs if _when(job, push)]
+    assert [job["stage"] for _, job in pushed] == ["train", "deploy", "test"]
     assert 3 in by_name["train"]["allow_failure"]["exit_codes"]
-    assert [rule.get("when") for rule in by_name["deploy_production"]["rules"]] == ["manual"]
 
     runner = {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3 is this .venv's
-        "CI": "true", "GITLAB_CI": "true", "CI_PROJECT_DIR": str(project), "CI_COMMIT_BRANCH": "main",
-        "CI_DEFAULT_BRANCH": "main", "ROLE_ARN": "",  # the local backend
+        "CI": "true", "GITLAB_CI": "true", "CI_PROJECT_DIR": str(project), **push,
+        "ROLE_ARN": "",  # the local backend
         "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",  # pip may only confirm what is installed
     }
     global_vars = {key: _expand(str(value), runner) for key, value in config.get("variables", {}).items()}
     dotenvs: dict[str, dict[str, str]] = {}
     done: list[str] = []
     seen: dict[str, Any] = {}
+    uploaded: dict[str, bytes] = {}  # each job's artifacts archive, as GitLab keeps it
     try:
-        for name, job in jobs:
-            assert any('$CI_COMMIT_BRANCH == "main"' in rule["if"] for rule in job["rules"]), name
+        for name, job in pushed:
             env = {**runner, **global_vars, "CI_JOB_NAME": name, "CI_JOB_STAGE": job["stage"]}
             env.update({key: _expand(str(value), env) for key, value in job.get("variables", {}).items()})
             for needed in _needed(job, done):
@@ -431,6 +461,10 @@ def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
             assert all(line.startswith("{") for line in result.stderr.splitlines()), result.stderr
             seen[name] = (dotenvs[name], cases, metrics, result)
             done.append(name)
+            if name == "deploy_production":  # its endpoint tests were captured: on disk before the upload
+                wait_for(lambda: list((project / ".mlops" / "endpoints").rglob("*.jsonl")))
+            uploaded[name] = _artifacts_archive(project, artifacts["paths"])
+        seen["monitor"] = _run_scheduled_monitor(workdir, config, {**runner, **schedule}, uploaded)
     finally:
         stop_servers_under(project)
 
@@ -460,6 +494,87 @@ def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
         f"endpoint tests/{check}": "passed" for check in ("health", "prediction_accuracy", "performance",
                                                           "robustness")}
     assert set(metrics) == {"mlops_endpoint_latency_p95_ms", "mlops_endpoint_throughput_rps"}
+
+
+    result, report = seen["monitor"]
+    assert report["endpoint_name"] == "iris-model"
+    assert report["version"] == seen["deploy_production"][0]["MLOPS_ENDPOINT_VERSION"]
+    assert report["captured_requests"] > 0 and report["exit_code"] == result.returncode
+    assert report["verdict"] in ("no_drift", "drift", "insufficient_data")
+    failed = result.returncode not in (0, *by_name["monitor"]["allow_failure"]["exit_codes"])
+    assert failed == (report["verdict"] == "drift")  # drift fails the job: the alert; no verdict is a warning
+
+
+def _artifacts_archive(project: Path, paths: list[str]) -> bytes:
+    """A job's artifacts as GitLab uploads them: a zip of its ``paths``, relative to the project."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in paths:
+            found = project / path.rstrip("/")
+            for file in sorted(found.rglob("*")) if found.is_dir() else [found]:
+                if file.is_file():
+                    archive.write(file, file.relative_to(project))
+    return buffer.getvalue()
+
+
+class _GitLabArtifactsApi(http.server.BaseHTTPRequestHandler):
+    """GitLab's "download the artifacts archive of the latest successful job on a ref", for one project."""
+
+    archives: dict[str, bytes] = {}
+    token = ""
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        match = re.fullmatch(r"/api/v4/projects/7/jobs/artifacts/main/download", url.path)
+        job = parse_qs(url.query).get("job", [""])[0]
+        if self.headers.get("JOB-TOKEN") != self.token:
+            self.send_error(401)
+        elif not match or job not in self.archives:
+            self.send_error(404)
+        else:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(self.archives[job])))
+            self.end_headers()
+            self.wfile.write(self.archives[job])
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _run_scheduled_monitor(workdir: Path, config: dict[str, Any], runner: dict[str, str],
+                           uploaded: dict[str, bytes]) -> tuple[Any, dict[str, Any]]:
+    """The monitor job of a scheduled pipeline, in a fresh checkout (GitLab cleans the build directory), with the
+    artifacts of the push pipeline behind GitLab's job artifacts API."""
+    checkout = workdir / "scheduled"
+    checkout.mkdir()
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, checkout / name)
+    handler = type("Api", (_GitLabArtifactsApi,), {"archives": uploaded, "token": "job-token-of-the-monitor-job"})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        job = config["monitor"]
+        env = {**runner, "CI_PROJECT_DIR": str(checkout), "CI_JOB_NAME": "monitor", "CI_JOB_STAGE": job["stage"],
+               "CI_API_V4_URL": f"http://127.0.0.1:{server.server_address[1]}/api/v4", "CI_PROJECT_ID": "7",
+               "CI_JOB_TOKEN": "job-token-of-the-monitor-job"}
+        env.update({key: _expand(str(value), env) for key, value in config.get("variables", {}).items()})
+        lines = [*job.get("before_script", config.get("default", {}).get("before_script", [])), *job["script"]]
+        result = run_script("bash", "-c", "set -eo pipefail\n" + "\n".join(lines), cwd=checkout, env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode in (0, 1, 2), f"monitor: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert job["artifacts"]["when"] == "always"
+    for path in job["artifacts"]["paths"]:
+        assert (checkout / path).is_file(), f"monitor: artifact {path} missing\n{result.stdout}\n{result.stderr}"
+    assert "job-token-of-the-monitor-job" not in result.stdout + result.stderr
+    return result, json.loads((checkout / "monitor-report.json").read_text())
 
 
 def test_json_logs_carry_progress_lines_of_the_long_steps(pipeline, workdir):

@@ -42,15 +42,18 @@ errors become one-line ``PipelineError`` messages that say what to change.
 The backend delegates to two parts that share one ``AwsSession`` (``session``:
 the boto3 clients, bucket, image, S3 transfers and polling): ``TrainingJobs``
 (``training``) and ``Endpoints`` (``endpoints``, with the models and endpoint
-configs of ``versions``). ``client`` is the endpoint tests' client, ``errors``
+configs of ``versions``). ``captures`` brings an endpoint's captured requests from S3
+for ``monitor``. ``client`` is the endpoint tests' client, ``errors``
 turns AWS errors into one line, ``artifacts`` builds and unpacks the tarballs.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.backends.base import Backend, Outcome, Server, Staged
+from pipeline.backends.sagemaker.captures import CaptureDownload
 from pipeline.backends.sagemaker.client import SageMakerEndpointClient
 from pipeline.backends.sagemaker.endpoints import MAX_WAIT_SECONDS, Endpoints
 from pipeline.backends.sagemaker.errors import WaitTimeout, aws_error
@@ -103,6 +106,11 @@ class SageMakerBackend(Backend):
 
     def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
         return self.endpoints.serving_model(endpoint_name, scratch)
+
+    def capture_directory(self, endpoint_name: str, version: str, scratch: Path,
+                          since: datetime | None = None) -> Path | None:
+        """The version's captures from S3 (``captures``); with ``since``, older hours are not even listed."""
+        return CaptureDownload(self.aws, endpoint_name, version).into(scratch, since)
 
     def promote(self, staged: Staged) -> Outcome:
         return self.endpoints.promote(staged)

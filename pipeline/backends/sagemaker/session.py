@@ -130,10 +130,7 @@ class AwsSession:
         """``s3_bucket``, or the SDK's convention ``sagemaker-<region>-<account>`` (created when missing)."""
         if self._bucket_name:
             return self._bucket_name
-        name = self.config.s3_bucket
-        if name is None:
-            account = self.call(self.client("sts"), "get_caller_identity", "look up the AWS account")["Account"]
-            name = f"sagemaker-{self.region}-{account}"
+        name = self.bucket_name()
         try:
             self.s3.head_bucket(Bucket=name)
         except ClientError as err:
@@ -157,6 +154,15 @@ class AwsSession:
             raise self.error(err, f"check the S3 bucket {name}", "s3") from None
         self._bucket_name = name
         return name
+
+    def bucket_name(self) -> str:
+        """The bucket ``bucket`` uses, without checking or creating it (for reading what may be there)."""
+        if self._bucket_name:
+            return self._bucket_name
+        if self.config.s3_bucket:
+            return self.config.s3_bucket
+        account = self.call(self.client("sts"), "get_caller_identity", "look up the AWS account")["Account"]
+        return f"sagemaker-{self.region}-{account}"
 
     def tags(self, training_job: str, accuracy: Any) -> list[dict[str, str]]:
         numeric = isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
