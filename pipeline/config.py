@@ -110,7 +110,8 @@ class PipelineConfig(BaseModel):
     # Data capture (pipeline/endpoint_telemetry.py): the share of answered requests recorded with their
     # predictions (drawn at random per request; 0 records nothing), and the most the endpoint's capture
     # files may take on disk, oldest files deleted first. On SageMaker the percent is the endpoint
-    # config's DataCaptureConfig sampling; the files go to S3 there, so the size bound is local only.
+    # config's DataCaptureConfig sampling; the files go to S3 there (S3 keeps them), and the size bound is
+    # what `monitor` downloads of them, newest hours first.
     capture_percent: int = Field(100, ge=0, le=100)
     capture_max_mb: float = Field(100.0, gt=0.0, allow_inf_nan=False)
     lock_timeout_seconds: float = Field(600.0, ge=0.0)  # how long a deployment waits for another one

@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -147,9 +148,11 @@ class Backend(ABC):
         """Stop what a pipeline that died started before the store took it over; what was stopped."""
         return []
 
-    def capture_directory(self, endpoint_name: str, version: str, scratch: Path) -> Path | None:
+    def capture_directory(self, endpoint_name: str, version: str, scratch: Path,
+                          since: datetime | None = None) -> Path | None:
         """Where the endpoint's captured requests are, laid out as ``<version>/YYYY/MM/DD/HH/*.jsonl``
-        (fetched into ``scratch`` if they live elsewhere); None when nothing was captured."""
+        (fetched into ``scratch`` if they live elsewhere, hours before ``since`` left behind); None when
+        nothing was captured."""
         return None
 
     def unrecorded_servers(self) -> dict[str, list[str]]:
