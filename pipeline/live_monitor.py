@@ -110,10 +110,11 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
         directory = backend.capture_directory(endpoint_name, version, Path(scratch))
         records = iter_capture_records(directory, since=moment, version=version) if directory else None
         traffic = LiveTraffic(baseline.width)
+        names = baseline.feature_names
         predictions_by_id: dict[str, Any] = {}
         requests = 0
         for record in records or ():
-            decoded = decode_rows(record)
+            decoded = decode_rows(record, names)
             requests += 1
             traffic.add(decoded.rows, decoded.predictions)
             if labels is not None:
