@@ -139,6 +139,9 @@ def roll_back_after_breach(report: MonitorReport, rollback: Any) -> None:
         return
     log.warning("live accuracy of %s is below minimum_accuracy: rolling %s back", report.version,
                 report.endpoint_name)
-    report.rollback = rollback(report.endpoint_name)
+    try:
+        report.rollback = rollback(report.endpoint_name)
+    except PipelineError as err:  # nothing to roll back to, or the endpoint busy: the breach stands all the same
+        report.rollback = Outcome(FinalState.ROLLBACK_FAILED, report.version, str(err))
     if report.rollback.status != FinalState.ROLLED_BACK:
         log.error("rollback after the breach failed: %s", report.rollback.detail)

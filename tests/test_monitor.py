@@ -320,6 +320,21 @@ def test_a_breach_with_rollback_on_breach_serves_the_previous_version_recorded_l
     assert CliRunner().invoke(cli, ["history", "--verify"]).exit_code == 0
 
 
+def test_a_breach_with_no_earlier_version_is_still_a_breach_whose_rollback_failed(pipeline):
+    deployed = _deploy(pipeline)
+    answers = _send_csv(deployed, _replayed(deployed))
+    _wait_captured(deployed.version, len(answers))
+    _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)
+    result = _monitor("--labels", "labels.csv", "--rollback-on-breach")
+    assert result.exit_code == 1, result.output
+    report = _report()
+    assert report["verdict"] == "breach"
+    assert report["rollback"]["final_state"] == "rollback_failed"
+    assert "no earlier deployed version" in report["rollback"]["detail"]
+    assert report["rollback"]["serving_version"] == deployed.version
+    assert _send_csv(deployed, [deployed.rows[0]])[0][1] == deployed.version
+
+
 def test_a_labels_file_without_its_label_column_is_a_one_line_usage_error(pipeline):
     deployed = _deploy(pipeline)
     answers = _send_csv(deployed, deployed.rows[:3])
