@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli import cli
+from pipeline.endpoint_telemetry import CaptureWriter
 from pipeline.jobs import TrainingJob
 from pipeline.monitoring import iter_capture_records
 from pipeline.serving_contract import INFERENCE_ID_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER
@@ -170,7 +171,7 @@ def test_a_request_marked_as_test_traffic_is_answered_but_not_captured(pipeline)
     assert marked.status_code == 200 and marked.headers[INFERENCE_ID_HEADER]
     _send_csv(deployed, [deployed.rows[0]])
     _wait_captured(deployed.version, 1)  # the live request only
-    time.sleep(2.5)  # past a capture flush: the marked one would be on disk by now
+    time.sleep(2 * CaptureWriter.FLUSH_SECONDS + 0.5)  # past every worker's flush: a captured one would be on disk
     assert _captured(deployed.version) == 1
 
 
