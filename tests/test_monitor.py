@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from click.testing import CliRunner, Result
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.cli import cli
 from pipeline.endpoint_telemetry import CaptureWriter
 from pipeline.jobs import TrainingJob
-from pipeline.monitoring import iter_capture_records
+from pipeline.monitoring import capture_record, decode_rows, iter_capture_records
 from pipeline.serving_contract import INFERENCE_ID_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER
 from pipeline.store import DeploymentStore
 from tests.conftest import wait_for
@@ -345,3 +346,39 @@ def test_a_labels_file_without_its_label_column_is_a_one_line_usage_error(pipeli
     assert result.exit_code == 2, result.output
     line = _error_line(result)
     assert "labels.csv" in line and "'label'" in line
+
+
+# --------------------------------------------------------------------------- MLflow bodies, read as the endpoint did
+NAMES = ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("body", [
+    {"dataframe_split": {"columns": ["c", "a", "b"], "data": [[3, 1, 2], [6, 4, 5]]}},
+    {"dataframe_records": [{"b": 2, "c": 3, "a": 1}, {"c": 6, "a": 4, "b": 5}]},
+    {"inputs": {"c": [3, 6], "b": [2, 5], "a": [1, 4]}},
+    {"inputs": [{"a": 1, "b": 2, "c": 3}, {"a": 4, "b": 5, "c": 6}]},
+    {"instances": [{"c": 3, "b": 2, "a": 1}, {"c": 6, "b": 5, "a": 4}]},
+    [{"a": 1, "b": 2, "c": 3}, {"a": 4, "b": 5, "c": 6}],
+    {"inputs": [[1, 2, 3], [4, 5, 6]]},
+    {"dataframe_split": {"data": [[1, 2, 3], [4, 5, 6]]}},
+], ids=["split", "records", "inputs-by-column", "inputs-records", "instances-records", "records-list",
+        "inputs-rows", "split-unnamed"])
+def test_every_json_body_the_endpoint_takes_decodes_to_rows_in_the_baseline_order(body):
+    record = capture_record(inference_id="i1", input_body=json.dumps(body), input_content_type="application/json",
+                            output_body='{"predictions": [0, 1]}', output_content_type="application/json")
+    decoded = decode_rows(record, NAMES)
+    assert decoded.rows.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    assert decoded.predictions == [0, 1]
+
+
+def test_a_named_feature_the_body_lacks_is_missing_and_an_unknown_column_is_left_out():
+    body = {"dataframe_split": {"columns": ["c", "zzz", "a"], "data": [[3, 9, 1]]}}
+    record = capture_record(inference_id="i1", input_body=json.dumps(body), input_content_type="application/json")
+    rows = decode_rows(record, NAMES).rows
+    assert rows.shape == (1, 3) and rows[0, 0] == 1.0 and np.isnan(rows[0, 1]) and rows[0, 2] == 3.0
+
+
+def test_a_json_object_the_endpoint_refuses_has_no_rows():
+    body = {"dataframe_split": {"columns": ["a"], "data": [["x"]]}}
+    record = capture_record(inference_id="i1", input_body=json.dumps(body), input_content_type="application/json")
+    assert decode_rows(record, NAMES).rows.shape[0] == 0
