@@ -337,6 +337,22 @@ def test_a_breach_with_no_earlier_version_is_still_a_breach_whose_rollback_faile
     assert _send_csv(deployed, [deployed.rows[0]])[0][1] == deployed.version
 
 
+def test_a_breach_of_a_version_that_no_longer_serves_rolls_nothing_back(pipeline):
+    first = _deploy(pipeline)
+    answers = _send_csv(first, _replayed(first))
+    _wait_captured(first.version, len(answers))
+    deployed = _deploy(pipeline)
+    _write_labels("labels.csv", answers, first.labels * REPLAYS, wrong_every=3)
+    result = _monitor("--version", first.version, "--labels", "labels.csv", "--rollback-on-breach")
+    assert result.exit_code == 1, result.output
+    report = _report()
+    assert report["verdict"] == "breach" and report["version"] == first.version
+    assert report["rollback"]["final_state"] == "rollback_failed"
+    assert report["rollback"]["serving_version"] == deployed.version
+    assert f"{deployed.version} serves" in report["rollback"]["detail"]
+    assert _send_csv(deployed, [deployed.rows[0]])[0][1] == deployed.version
+
+
 def test_a_labels_file_without_its_label_column_is_a_one_line_usage_error(pipeline):
     deployed = _deploy(pipeline)
     answers = _send_csv(deployed, deployed.rows[:3])
