@@ -295,6 +295,21 @@ def test_correct_labels_are_no_breach(pipeline):
     assert "live accuracy: no_breach" in result.output
 
 
+def test_the_rows_of_a_multi_row_request_are_labelled_by_id_and_row_index(pipeline):
+    deployed = _deploy(pipeline)
+    body = "".join(",".join(map(repr, row)) + "\n" for row in _replayed(deployed))
+    reply = requests.post(f"{deployed.url}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    inference_id = reply.headers[INFERENCE_ID_HEADER]
+    _wait_captured(deployed.version, 1)
+    keys = [(f"{inference_id}:{index}", "") for index in range(len(deployed.rows) * REPLAYS)]
+    _write_labels("labels.csv", keys, deployed.labels * REPLAYS, wrong_every=3)
+    result = _monitor("--labels", "labels.csv")
+    assert result.exit_code == 1, result.output
+    quality = _report()["quality"]
+    assert quality["status"] == "breach" and quality["matched"] == len(keys) and quality["unmatched_labels"] == 0
+
+
 def test_a_breach_with_rollback_on_breach_serves_the_previous_version_recorded_like_a_manual_rollback(pipeline):
     first = _deploy(pipeline)
     deployed = _deploy(pipeline)
