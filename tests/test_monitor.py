@@ -335,6 +335,11 @@ def test_a_breach_with_rollback_on_breach_serves_the_previous_version_recorded_l
     assert any(f"rollback    {ENDPOINT}  {deployed.version} -> {first.version}  rolled_back" in line
                for line in lines), lines
     assert CliRunner().invoke(cli, ["history", "--verify"]).exit_code == 0
+    runs = json.loads(CliRunner().invoke(cli, ["runs", "--json"], catch_exceptions=False).output)["runs"]
+    monitor_run = runs[0]
+    assert (monitor_run["mode"], monitor_run["status"], monitor_run["exit_code"]) == ("monitor", "breach", 1)
+    events = DeploymentStore(".mlops").events(ENDPOINT, run_id=monitor_run["run_id"])
+    assert [event["kind"] for event in events] == ["manual_rolled_back"]  # as `rollback` records it
 
 
 def test_a_breach_with_no_earlier_version_is_still_a_breach_whose_rollback_failed(pipeline):
