@@ -13,7 +13,7 @@ from typing import Protocol
 
 import requests
 
-from pipeline.serving_contract import SHA_HEADER, VERSION_HEADER  # noqa: F401 -- re-exported for callers
+from pipeline.serving_contract import SHA_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER  # noqa: F401 -- re-exported
 
 
 class EndpointDown(ConnectionError):
@@ -42,12 +42,20 @@ class EndpointClient(Protocol):
 
 
 class HttpEndpointClient:
-    """HTTP to a server speaking the SageMaker serving contract (``/ping``, ``/invocations``)."""
+    """HTTP to a server speaking the SageMaker serving contract (``/ping``, ``/invocations``).
 
-    def __init__(self, url: str, timeout: float = 10.0, token: str | None = None) -> None:
+    Its callers are the pipeline's own checks, so by default every invocation carries
+    ``TEST_TRAFFIC_HEADER``: the endpoint answers it but does not capture it, and ``monitor``
+    never mistakes the tester's held-out rows for live traffic. ``test_traffic=False`` sends
+    requests that are captured like any client's.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0, token: str | None = None, *,
+                 test_traffic: bool = True) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._invoke_headers = {**self._headers, TEST_TRAFFIC_HEADER: "1"} if test_traffic else dict(self._headers)
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -63,6 +71,6 @@ class HttpEndpointClient:
         return self._reply(self._session().get(f"{self.url}/ping", timeout=self.timeout, headers=self._headers))
 
     def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> Reply:
-        headers = {**self._headers, "Content-Type": content_type, "Accept": accept}
+        headers = {**self._invoke_headers, "Content-Type": content_type, "Accept": accept}
         return self._reply(self._session().post(f"{self.url}/invocations", data=body, headers=headers,
                                                 timeout=self.timeout))

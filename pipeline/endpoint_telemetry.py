@@ -54,6 +54,7 @@ import falcon
 import numpy as np
 
 from pipeline.monitoring.capture import SUFFIXES, capture_hour_directory, capture_line, capture_record
+from pipeline.serving_contract import TEST_TRAFFIC_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -580,12 +581,14 @@ class EndpointTelemetry:
     def answered(self, req: falcon.asgi.Request, body: bytes, labels: np.ndarray, answer: str,
                  answer_type: str) -> str:
         """Count an answered invocation (one predicted label per row) and maybe capture it; returns its
-        inference id."""
+        inference id. The pipeline's own endpoint tests (``TEST_TRAFFIC_HEADER``) are counted, never
+        captured: they are not live traffic."""
         inference_id = next(self._ids)
         if self.metrics is not None:
             self.metrics.answered(req.scope.get(STARTED_KEY), len(labels), labels)
         capture = self.capture
-        if capture is not None and (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent):
+        if capture is not None and (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent) \
+                and req.get_header(TEST_TRAFFIC_HEADER) is None:
             capture.offer(inference_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000)
         return inference_id
 

@@ -49,6 +49,8 @@ class MonitorReport:
     drift: DriftReport
     quality: QualityReport | None = None
     rollback: Outcome | None = None
+    serving_version: str | None = None  # what the endpoint served when the captures were read
+
 
     @property
     def breach(self) -> bool:
@@ -110,10 +112,11 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
         directory = backend.capture_directory(endpoint_name, version, Path(scratch))
         records = iter_capture_records(directory, since=moment, version=version) if directory else None
         traffic = LiveTraffic(baseline.width)
+        names = baseline.feature_names
         predictions_by_id: dict[str, Any] = {}
         requests = 0
         for record in records or ():
-            decoded = decode_rows(record)
+            decoded = decode_rows(record, names)
             requests += 1
             traffic.add(decoded.rows, decoded.predictions)
             if labels is not None:
@@ -129,7 +132,8 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
     quality = None
     if labels is not None:
         quality = live_quality(predictions_by_id, labels, config.minimum_accuracy, config.monitor_min_labels)
-    return MonitorReport(endpoint_name, version, since, requests, unreadable, drift, quality)
+    return MonitorReport(endpoint_name, version, since, requests, unreadable, drift, quality,
+                         serving_version=row["serving_version"])
 
 
 def roll_back_after_breach(report: MonitorReport, rollback: Any) -> None:
@@ -138,6 +142,15 @@ def roll_back_after_breach(report: MonitorReport, rollback: Any) -> None:
         return
     log.warning("live accuracy of %s is below minimum_accuracy: rolling %s back", report.version,
                 report.endpoint_name)
-    report.rollback = rollback(report.endpoint_name)
+    if report.serving_version != report.version:
+        # A rollback steps back from what serves now, which is not the version judged (--version).
+        report.rollback = Outcome(FinalState.ROLLBACK_FAILED, report.serving_version,
+                                  f"not rolled back: the breach is of version {report.version}, but "
+                                  f"{report.serving_version} serves {report.endpoint_name!r}")
+    else:
+        try:
+            report.rollback = rollback(report.endpoint_name)
+        except PipelineError as err:  # nothing to roll back to, or the endpoint busy: the breach stands all the same
+            report.rollback = Outcome(FinalState.ROLLBACK_FAILED, report.version, str(err))
     if report.rollback.status != FinalState.ROLLED_BACK:
         log.error("rollback after the breach failed: %s", report.rollback.detail)

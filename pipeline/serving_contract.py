@@ -8,4 +8,7 @@ from __future__ import annotations
 VERSION_HEADER = "X-Model-Version"  # the version that answered, on every response
 SHA_HEADER = "X-Model-Sha256"  # the sha256 of the model file that answered
 INFERENCE_ID_HEADER = "X-Inference-Id"  # on every answered invocation: the key of its captured record
+# On the pipeline's own endpoint-test requests (health, parity, performance, robustness): the endpoint
+# answers and counts them, but never captures them, so ``monitor`` judges only live traffic.
+TEST_TRAFFIC_HEADER = "X-Mlops-Test-Traffic"
 TOKEN_ENV = "MLOPS_ENDPOINT_TOKEN"  # the bearer token a deployment sets; servers keep only its hash

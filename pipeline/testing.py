@@ -3,7 +3,9 @@
 The tester talks to an ``EndpointClient``: plain HTTP for the local endpoint
 (``HttpEndpointClient``), ``sagemaker-runtime`` for SageMaker (the backend
 supplies it). The checks are the same for both, so a model passes or fails
-for the same reasons wherever it runs.
+for the same reasons wherever it runs. ``HttpEndpointClient`` marks every request
+with ``TEST_TRAFFIC_HEADER``: the endpoint counts the tests but never captures
+them, so ``monitor`` never judges the tester's own held-out rows as live traffic.
 """
 from __future__ import annotations
 

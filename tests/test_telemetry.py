@@ -246,10 +246,10 @@ def test_capture_stays_under_capture_max_mb_and_the_oldest_files_go_first(pipeli
 def test_an_unwritable_capture_directory_costs_no_request(pipeline):
     url, version = _deploy(pipeline)
     blocked = CAPTURE_DIR / version
-    # Every answer of the deployment's tests captured and on disk (counts start at 0 before the first flush).
-    wait_for(lambda: (lambda m: 0 < _value(m, "mlops_endpoint_captured_total", version=version) ==
-                      _value(m, "mlops_endpoint_requests_total", version=version, code="200"))(_metrics(url))
-             and blocked.is_dir(), seconds=30)
+    # A live request captured and on disk, so the version's directory exists (the deployment's own
+    # endpoint tests are never captured).
+    first = _post(url).headers["X-Inference-Id"]
+    wait_for(lambda: first in _captured(version) and blocked.is_dir(), seconds=30)
     shutil.rmtree(blocked)
     blocked.write_text("a file where the version's capture directory should be")
     replies = [_post(url) for _ in range(30)]
@@ -285,9 +285,11 @@ def test_capture_max_mb_nan_in_the_config_file_is_refused(pipeline):
 
 
 # --------------------------------------------------------------------------- the writer, in this process
-def _request(content_type: str = "text/csv") -> SimpleNamespace:
+def _request(content_type: str = "text/csv", headers: dict[str, str] | None = None) -> SimpleNamespace:
     """What EndpointTelemetry reads of falcon's request."""
-    return SimpleNamespace(scope={}, content_type=content_type)
+    given = {name.lower(): value for name, value in (headers or {}).items()}
+    return SimpleNamespace(scope={}, content_type=content_type,
+                           get_header=lambda name, default=None: given.get(name.lower(), default))
 
 
 def test_sampling_is_random_per_request_not_every_nth(tmp_path):

@@ -30,7 +30,7 @@ import io
 import json
 import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -236,13 +236,19 @@ class DecodedRecord(NamedTuple):
     time: datetime
 
 
-def decode_rows(record: dict[str, Any]) -> DecodedRecord:
-    """The rows a captured request sent and the predictions it got back."""
+def decode_rows(record: dict[str, Any], feature_names: Sequence[str] | None = None) -> DecodedRecord:
+    """The rows a captured request sent and the predictions it got back.
+
+    Rows sent with column names (MLflow's ``dataframe_split``, ``dataframe_records``,
+    ``inputs`` by column, or a list of objects) are put in ``feature_names``' order -- the
+    baseline's, which is the model's -- so they compare with the training data column by
+    column; a named feature the request lacks is missing (NaN), a column the model does not
+    know is left out. Without ``feature_names`` they stay in the order the request gave."""
     metadata = record["eventMetadata"]
     inference_id = str(metadata.get("inferenceId") or metadata["eventId"])
     when = parse_time(metadata["inferenceTime"])
     capture = record["captureData"]
-    rows = _decode_input(capture["endpointInput"])
+    rows = _decode_input(capture["endpointInput"], feature_names)
     output = capture.get("endpointOutput")
     predictions = _decode_output(output) if output else []
     return DecodedRecord(rows, predictions, inference_id, when)
@@ -264,7 +270,7 @@ def _text_and_type(payload: dict[str, Any]) -> tuple[str, str]:
     return data, media_type
 
 
-def _decode_input(payload: dict[str, Any]) -> np.ndarray | list[np.ndarray]:
+def _decode_input(payload: dict[str, Any], feature_names: Sequence[str] | None = None) -> np.ndarray | list[np.ndarray]:
     text, media_type = _text_and_type(payload)
     if media_type == CSV:
         rows = [_csv_row(line) for line in text.splitlines() if line.strip()]
@@ -273,8 +279,10 @@ def _decode_input(payload: dict[str, Any]) -> np.ndarray | list[np.ndarray]:
             body = json.loads(text)
         except ValueError:
             body = None
-        if isinstance(body, dict):
-            body = body.get("instances")
+        if isinstance(body, dict) and set(body) == {"instances"} and _positional(body["instances"]):
+            body = body["instances"]  # the common envelope, read leniently below
+        elif isinstance(body, dict) or (isinstance(body, list) and body and isinstance(body[0], dict)):
+            return _decode_served(text, feature_names)
         if not isinstance(body, list) or not body:
             rows = []
         elif not isinstance(body[0], list):
@@ -287,6 +295,32 @@ def _decode_input(payload: dict[str, Any]) -> np.ndarray | list[np.ndarray]:
     if len(widths) <= 1:
         return np.array(rows, dtype=np.float64).reshape(len(rows), widths.pop() if widths else 0)
     return [np.array(row, dtype=np.float64) for row in rows]
+
+
+def _positional(rows: Any) -> bool:
+    return isinstance(rows, list) and bool(rows) and not isinstance(rows[0], dict)
+
+
+def _decode_served(text: str, feature_names: Sequence[str] | None) -> np.ndarray:
+    """A JSON object body (MLflow's envelopes) read exactly as the endpoint read it: by
+    ``inference.input_fn``, so the monitor never parses a format differently from the server.
+    A body it refuses (the endpoint answered it 4xx, or another server captured it) has no rows."""
+    from pipeline.container import inference  # the endpoint's workers have it loaded; the monitor pays once
+
+    try:
+        parsed = inference.input_fn(text, JSON)
+    except inference.InferenceError:
+        return np.empty((0, 0), dtype=np.float64)
+    if not isinstance(parsed, inference.NamedRows):
+        return parsed
+    if feature_names is None:
+        return parsed.rows
+    position = {name: index for index, name in enumerate(parsed.columns)}
+    rows = np.full((parsed.rows.shape[0], len(feature_names)), np.nan, dtype=np.float64)
+    for index, name in enumerate(feature_names):
+        if name in position:
+            rows[:, index] = parsed.rows[:, position[name]]
+    return rows
 
 
 def _csv_row(line: str) -> list[float]:
