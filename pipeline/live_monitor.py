@@ -33,6 +33,7 @@ from pipeline.monitoring import (
     read_labels,
 )
 from pipeline.outcomes import FinalState
+from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,15 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
     moment = parse_since(since)
     (store.directory / "tmp").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.directory / "tmp", prefix="captures-") as scratch:
-        directory = backend.capture_directory(endpoint_name, version, Path(scratch))
+        directory = backend.capture_directory(endpoint_name, version, Path(scratch), since=moment)
         records = iter_capture_records(directory, since=moment, version=version) if directory else None
         traffic = LiveTraffic(baseline.width)
         names = baseline.feature_names
         predictions_by_id: dict[str, Any] = {}
         requests = 0
         for record in records or ():
+            if str(record.get("eventMetadata", {}).get("inferenceId", "")).startswith(TEST_INFERENCE_ID_PREFIX):
+                continue  # the pipeline's own endpoint tests, on SageMaker (locally they are never captured)
             decoded = decode_rows(record, names)
             requests += 1
             traffic.add(decoded.rows, decoded.predictions)

@@ -11,4 +11,7 @@ INFERENCE_ID_HEADER = "X-Inference-Id"  # on every answered invocation: the key 
 # On the pipeline's own endpoint-test requests (health, parity, performance, robustness): the endpoint
 # answers and counts them, but never captures them, so ``monitor`` judges only live traffic.
 TEST_TRAFFIC_HEADER = "X-Mlops-Test-Traffic"
+# SageMaker's runtime forwards no header of ours to its capture; it records the client's ``InferenceId``.
+# The pipeline's own test requests there carry an id with this prefix, and ``monitor`` skips them.
+TEST_INFERENCE_ID_PREFIX = "mlops-test-traffic-"
 TOKEN_ENV = "MLOPS_ENDPOINT_TOKEN"  # the bearer token a deployment sets; servers keep only its hash

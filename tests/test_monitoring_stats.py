@@ -429,3 +429,8 @@ def test_labels_file_is_read_and_bad_ones_refused_naming_the_line(tmp_path: Path
         read_labels(tmp_path / "empty_id.csv")
     with pytest.raises(PipelineError, match="not found"):
         read_labels(tmp_path / "absent.csv")
+
+
+def test_a_labels_path_that_cannot_be_read_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match=r"labels file '.*' cannot be read \(Is a directory\)"):
+        read_labels(tmp_path)

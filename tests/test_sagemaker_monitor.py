@@ -85,6 +85,14 @@ def test_a_shifted_feature_captured_in_s3_is_drift_that_names_it(pipeline, workd
     assert "petal length (cm)" in result.output
 
 
+def test_the_deployments_own_endpoint_tests_are_not_live_traffic(pipeline, workdir):
+    summary = deploy(pipeline, "--set", "capture_percent=100")
+    assert capture_keys(summary["endpoint_version"])  # SageMaker captured the endpoint tests...
+    result = monitor("--output-file", "monitor.json")
+    assert result.exit_code == 2, result.output  # ...and the monitor, told by their inference ids, skips them
+    assert "no captured requests for version" in result.output
+
+
 def test_an_endpoint_that_captured_nothing_has_no_verdict(pipeline, workdir):
     deploy(pipeline, "--set", "capture_percent=0")
     replay([[5.1, 3.5, 1.4, 0.2]], times=5, batch=1)
@@ -103,7 +111,8 @@ def test_only_the_versions_own_captures_are_read(pipeline, workdir):
     result = monitor("--version", first["endpoint_version"], "--output-file", "monitor.json")
     report = json.loads(Path("monitor.json").read_text())
     assert report["version"] == first["endpoint_version"], result.output
-    assert report["captured_requests"] == len(capture_keys(first["endpoint_version"]))
+    sent = -(-4 * len(heldout_rows(first["training_job"])) // 10)  # the replay's requests, 10 rows each
+    assert report["captured_requests"] == sent  # its own endpoint tests skipped, the second version's unread
 
 
 def backend(**settings: object) -> SageMakerBackend:

@@ -111,6 +111,9 @@ def read_labels(path: Path) -> dict[str, str]:
     except FileNotFoundError:
         raise PipelineError(f"labels file {name} not found: expected a CSV file with columns "
                             f"inference_id,label") from None
+    except OSError as err:  # a directory, no permission
+        raise PipelineError(f"labels file {name} cannot be read ({err.strerror or err}): expected a CSV file "
+                            f"with columns inference_id,label") from None
     labels: dict[str, str] = {}
     first_line: dict[str, int] = {}
     with handle:

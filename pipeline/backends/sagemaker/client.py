@@ -2,12 +2,15 @@
 ``sagemaker-runtime``, both as the ``Reply`` an HTTP endpoint gives."""
 from __future__ import annotations
 
+import uuid
+
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.sagemaker.errors import not_found
 from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.endpoint_client import VERSION_HEADER, EndpointDown, Reply
 from pipeline.errors import ExitCode
+from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
 
 # Endpoint states that end by themselves; anything else is where an endpoint stays.
 TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
@@ -19,7 +22,9 @@ class SageMakerEndpointClient:
     ``ping`` is 200 while the endpoint is ``InService`` and names its endpoint config (the version) in
     ``X-Model-Version``; ``invoke`` names the production variant that answered (also the version). A
     container error (``ModelError``) becomes a reply with the container's own status. boto3 clients are
-    thread-safe, so the performance check may call ``invoke`` from several threads.
+    thread-safe, so the performance check may call ``invoke`` from several threads. Every invocation is
+    the pipeline's own test traffic: its ``InferenceId`` (what SageMaker's capture records) says so, and
+    ``monitor`` skips it.
     """
 
     def __init__(self, aws: AwsSession, endpoint_name: str, url: str) -> None:
@@ -53,7 +58,8 @@ class SageMakerEndpointClient:
     def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> Reply:
         try:
             answer = self.runtime.invoke_endpoint(EndpointName=self.endpoint_name, Body=body,
-                                                  ContentType=content_type, Accept=accept)
+                                                  ContentType=content_type, Accept=accept,
+                                                  InferenceId=f"{TEST_INFERENCE_ID_PREFIX}{uuid.uuid4().hex}")
         except ClientError as err:
             error = err.response.get("Error", {})
             code = str(error.get("Code") or "")
