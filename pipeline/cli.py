@@ -149,6 +149,12 @@ def cli(ctx: click.Context, **options: Any) -> None:
     ctx.obj["given"] = [name for name in options
                         if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
     if ctx.invoked_subcommand is not None:
+        # Checked here, before click parses the command's own options: `--endpoint-name NAME monitor` must
+        # say where --endpoint-name goes, not that the command is missing it.
+        try:
+            _refuse_run_only(ctx.obj["given"], ctx.invoked_subcommand)
+        except PipelineError as err:
+            _fail(err, options["verbose"])
         return
     verbose = options["verbose"]
     try:
@@ -502,6 +508,10 @@ def monitor(ctx: click.Context, endpoint_name: str, version: str | None, since: 
             if quality.accuracy is not None else "unknown"
         click.echo(f"live accuracy: {quality.status}: {shown} on {quality.matched:,} labelled predictions "
                    f"({quality.reason})")
+        if quality.per_class_recall:
+            click.echo("recall by class: " + ", ".join(
+                f"{label} {item['recall']:.2%} ({item['correct']:,}/{item['support']:,})"
+                for label, item in quality.per_class_recall.items()))
     if report.rollback is not None:
         click.echo(f"rollback: {report.rollback.status}: {report.rollback.detail}")
     sys.exit(int(report.exit_code))
@@ -514,16 +524,20 @@ _RUN_ONLY = {"mode": "--mode", "training_job": "--training-job", "endpoint_name"
              "log_file": "--log-file", "log_format": "--log-format"}
 
 
+def _refuse_run_only(given: Any, command: str) -> None:
+    takes_endpoint = any(param.name == "endpoint_name" for param in getattr(cli.commands.get(command), "params", ()))
+    for name in given:
+        if name in _RUN_ONLY:
+            where = (f"; give it after the command: `{command} --endpoint-name NAME`"
+                     if name == "endpoint_name" and takes_endpoint else "")
+            raise PipelineError(f"{_RUN_ONLY[name]} is an option of a pipeline run, not of `{command}`" + where)
+
+
 def _subcommand_config(ctx: click.Context) -> PipelineConfig:
     """The config of a subcommand: the group's flags and --set count as for a run; run-only options are refused."""
     options = ctx.obj or {}
     try:
-        for name in options.get("given", ()):
-            if name in _RUN_ONLY:
-                where = (f"; give it after the command: `{ctx.info_name} --endpoint-name NAME`"
-                         if name == "endpoint_name" else "")
-                raise PipelineError(f"{_RUN_ONLY[name]} is an option of a pipeline run, not of `{ctx.info_name}`"
-                                    + where)
+        _refuse_run_only(options.get("given", ()), ctx.info_name or "")
         config, _ = _build_config(options)
     except PipelineError as err:
         _fail(err, bool(options.get("verbose")))

@@ -27,10 +27,11 @@ from pipeline.jobs import TrainingJob
 from pipeline.monitoring import capture_record, decode_rows, iter_capture_records
 from pipeline.serving_contract import INFERENCE_ID_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER
 from pipeline.store import DeploymentStore
-from tests.conftest import wait_for
+from tests.conftest import run_script, wait_for
 from tests.notification_fixtures import SlackReceiver
 
 ENDPOINT = "iris-model"
+WRAPPER = Path(__file__).resolve().parent.parent / "run_mlops_pipeline.sh"
 CAPTURE_DIR = Path(".mlops/endpoints") / ENDPOINT / "capture"
 SHIFTED = "sepal width (cm)"  # a feature the iris model barely uses: its predictions stay put
 REPLAYS = 4  # 30 held-out rows, 4 times: 120 requests, over monitor_min_rows (100)
@@ -295,6 +296,56 @@ def test_correct_labels_are_no_breach(pipeline):
     assert "live accuracy: no_breach" in result.output
 
 
+def test_live_accuracy_prints_the_recall_of_each_class(pipeline):
+    deployed = _deploy(pipeline)
+    answers = _send_csv(deployed, _replayed(deployed))
+    _wait_captured(deployed.version, len(answers))
+    _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)
+    result = _monitor("--labels", "labels.csv")
+    recall = _report()["quality"]["per_class_recall"]
+    assert sorted(recall) == sorted(set(deployed.labels))
+    expected = "recall by class: " + ", ".join(
+        f"{label} {item['recall']:.2%} ({item['correct']}/{item['support']})" for label, item in recall.items())
+    assert expected in result.output.splitlines(), result.output
+
+
+def test_a_breach_is_sent_to_slack(pipeline, slack: SlackReceiver):
+    deployed = _deploy(pipeline)
+    answers = _send_csv(deployed, _replayed(deployed))
+    _wait_captured(deployed.version, len(answers))
+    _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)
+    delivered = len(slack.requests)
+    result = _monitor("--labels", "labels.csv", env={"SLACK_WEBHOOK_URL": slack.url})
+    assert result.exit_code == 1, result.output
+    sent = slack.requests[delivered:]
+    assert len(sent) == 1, sent  # the breach only: the traffic itself did not drift
+    text = json.dumps(sent[0])
+    assert "Live accuracy below the minimum" in text and ENDPOINT in text
+
+
+@pytest.mark.parametrize("layer", ["flag", "env", "set", "file"])
+def test_minimum_accuracy_of_live_accuracy_is_honoured_from_every_layer(pipeline, layer):
+    deployed = _deploy(pipeline)
+    answers = _send_csv(deployed, _replayed(deployed))
+    _wait_captured(deployed.version, len(answers))
+    _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)  # accuracy about 0.67
+    settings: list[str] = []
+    env = None
+    if layer == "flag":
+        settings = ["--minimum-accuracy", "0.5"]
+    elif layer == "env":
+        env = {"MINIMUM_ACCURACY": "0.5"}
+    elif layer == "set":
+        settings = ["--set", "minimum_accuracy=0.5"]
+    else:
+        Path("monitor-config.json").write_text(json.dumps({"minimum_accuracy": 0.5}))
+        settings = ["--config-file", "monitor-config.json"]
+    result = _monitor("--labels", "labels.csv", settings=settings, env=env)
+    assert result.exit_code == 0, result.output  # the default 0.90 would be a breach (see above)
+    quality = _report()["quality"]
+    assert quality["status"] == "no_breach" and quality["minimum_accuracy"] == 0.5
+
+
 def test_the_rows_of_a_multi_row_request_are_labelled_by_id_and_row_index(pipeline):
     deployed = _deploy(pipeline)
     body = "".join(",".join(map(repr, row)) + "\n" for row in _replayed(deployed))
@@ -418,3 +469,22 @@ def test_a_json_object_the_endpoint_refuses_has_no_rows():
     body = {"dataframe_split": {"columns": ["a"], "data": [["x"]]}}
     record = capture_record(inference_id="i1", input_body=json.dumps(body), input_content_type="application/json")
     assert decode_rows(record, NAMES).rows.shape[0] == 0
+
+
+# --------------------------------------------------------------------------- entry points
+def test_endpoint_name_given_before_monitor_says_where_it_goes(workdir):
+    result = CliRunner().invoke(cli, ["--endpoint-name", ENDPOINT, "monitor"], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert _error_line(result) == ("Error: --endpoint-name is an option of a pipeline run, not of `monitor`; "
+                                   "give it after the command: `monitor --endpoint-name NAME`")
+
+
+def test_monitor_through_the_wrapper(pipeline, workdir):
+    deployed = _deploy(pipeline)
+    _send_csv(deployed, _replayed(deployed))
+    _wait_captured(deployed.version, len(deployed.rows) * REPLAYS)
+    result = run_script(str(WRAPPER), "monitor", "--endpoint-name", ENDPOINT, "--output-file", "wrapped.json",
+                        cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "drift: no_drift" in result.stdout
+    assert _report("wrapped.json")["captured_requests"] == len(deployed.rows) * REPLAYS
