@@ -98,7 +98,8 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
     """Drift (and, with labels, live accuracy) of what ``endpoint_name`` serves, from its captures."""
     store, backend = deployer.store, deployer.backend
     row = store.require_endpoint(endpoint_name)
-    version = version or row["serving_version"]
+    if version is None:  # an empty --version is refused below, not taken for "the serving one"
+        version = row["serving_version"]
     if not version or store.version(version) is None:
         raise PipelineError(f"endpoint {endpoint_name!r} has no recorded version {version!r} (see `history`)")
     job = deployer.job_of_version(version)

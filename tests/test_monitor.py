@@ -488,3 +488,12 @@ def test_monitor_through_the_wrapper(pipeline, workdir):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "drift: no_drift" in result.stdout
     assert _report("wrapped.json")["captured_requests"] == len(deployed.rows) * REPLAYS
+
+
+def test_an_empty_version_is_refused_not_taken_for_the_serving_one(pipeline):
+    deployed = _deploy(pipeline)
+    _send_csv(deployed, deployed.rows[:3])
+    _wait_captured(deployed.version, 3)
+    result = _monitor("--version", "")
+    assert result.exit_code == 2, result.output
+    assert _error_line(result) == f"Error: endpoint {ENDPOINT!r} has no recorded version '' (see `history`)"
