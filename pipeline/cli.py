@@ -497,8 +497,11 @@ def monitor(ctx: click.Context, endpoint_name: str, version: str | None, since: 
         _fail(err, bool((ctx.obj or {}).get("verbose")))
         return
     drift = report.drift
+    counted = "".join(f", {count:,} {what}" for count, what in (
+        (drift.wrong_width_rows, "row(s) of the wrong width"), (report.unreadable_lines, "unreadable capture line(s)"))
+        if count)
     click.echo(f"{endpoint_name} {report.version}: {report.captured_requests:,} captured requests, "
-               f"{drift.rows_compared:,} rows compared")
+               f"{drift.rows_compared:,} rows compared{counted}")
     click.echo(f"drift: {drift.verdict} ({drift.reason})")
     if drift.verdict != "insufficient_data":
         click.echo(drift.summary_table())

@@ -24,7 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.cli import cli
 from pipeline.endpoint_telemetry import CaptureWriter
 from pipeline.jobs import TrainingJob
-from pipeline.monitoring import capture_record, decode_rows, iter_capture_records
+from pipeline.monitoring import (
+    capture_hour_directory,
+    capture_line,
+    capture_record,
+    decode_rows,
+    iter_capture_records,
+)
 from pipeline.serving_contract import INFERENCE_ID_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER
 from pipeline.store import DeploymentStore
 from tests.conftest import run_script, wait_for
@@ -497,3 +503,22 @@ def test_an_empty_version_is_refused_not_taken_for_the_serving_one(pipeline):
     result = _monitor("--version", "")
     assert result.exit_code == 2, result.output
     assert _error_line(result) == f"Error: endpoint {ENDPOINT!r} has no recorded version '' (see `history`)"
+
+
+def test_rows_of_the_wrong_width_and_unreadable_lines_are_counted_in_the_output(pipeline):
+    deployed = _deploy(pipeline)
+    _send_csv(deployed, _replayed(deployed))
+    _wait_captured(deployed.version, len(deployed.rows) * REPLAYS)
+    # A client whose rows lost a feature, answered by some other server writing the same capture layout.
+    when = datetime.now(UTC)
+    lines = [capture_line(capture_record(inference_id=f"short-{index}", input_body="5.1,3.5,1.4",
+                                         input_content_type="text/csv", output_body='{"predictions": [0]}',
+                                         output_content_type="application/json", inference_time=when))
+             for index in range(3)]
+    hour = capture_hour_directory(CAPTURE_DIR, deployed.version, when)
+    hour.mkdir(parents=True, exist_ok=True)
+    (hour / "elsewhere.jsonl").write_bytes(b"".join(lines) + b"not a capture record\n" + lines[0])
+    result = _monitor()
+    first = result.output.splitlines()[0]
+    assert first.endswith(", 4 row(s) of the wrong width, 1 unreadable capture line(s)"), result.output
+    assert _report()["drift"]["wrong_width_rows"] == 4 and _report()["unreadable_lines"] == 1
