@@ -131,6 +131,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _write_monitor_error(report_file: str, endpoint_name: str, version: str | None, since: str | None,
+                         err: PipelineError) -> None:
+    document = {"endpoint_name": endpoint_name, "version": version, "since": since, "verdict": "error",
+                "exit_code": int(err.exit_code), "error": err.message}
+    try:
+        write_atomically(report_file, json.dumps(document, indent=2))
+    except OSError as problem:  # the error itself is what the user must see
+        log.error("monitor report not written to %s: %s", report_file, problem)
+
+
 # --------------------------------------------------------------------------- the other commands
 @dataclass(frozen=True)
 class StatusReport:
@@ -237,6 +247,8 @@ class Operations:
             return report
         except PipelineError as err:
             error = err
+            if report_file:  # a scheduled job's artifact says why there is no verdict, as a run's results do
+                _write_monitor_error(report_file, endpoint_name, version, since, err)
             raise
         finally:
             notifier.close()

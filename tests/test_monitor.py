@@ -171,6 +171,16 @@ def test_the_endpoint_tests_are_counted_but_never_captured(pipeline):
     assert f"no captured requests for version {deployed.version}" in _error_line(result)
 
 
+def test_no_captured_requests_still_writes_the_report_saying_why(pipeline):
+    deployed = _deploy(pipeline)  # only the deployment's own endpoint tests called it: nothing captured
+    result = _monitor(report="why.json")
+    assert result.exit_code == 2, result.output
+    report = _report("why.json")
+    assert (report["verdict"], report["exit_code"], report["version"]) == ("error", 2, None)
+    assert report["error"] == _error_line(result).removeprefix("Error: ")
+    assert f"no captured requests for version {deployed.version}" in report["error"]
+
+
 def test_a_request_marked_as_test_traffic_is_answered_but_not_captured(pipeline):
     deployed = _deploy(pipeline)
     row = ",".join(map(repr, deployed.rows[0]))
