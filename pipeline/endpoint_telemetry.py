@@ -15,7 +15,8 @@ when it stops (``pipeline.gunicorn_conf``). Without the variable there are no me
 server started by hand): per-worker counts would be wrong, not merely partial. Labels are
 bounded: the version this worker serves, HTTP status codes, and the model's own classes.
 
-**Capture** records ``capture_percent`` of the answered requests, each drawn at random, in
+**Capture** records ``capture_percent`` of the answered requests (and of the bodies refused as
+malformed, without an answer: ``refused``), each drawn at random, in
 SageMaker's capture record shape (``pipeline.monitoring.capture``), one JSON line per
 request under ``<capture dir>/<version>/YYYY/MM/DD/HH/<worker>-<part>.jsonl``. A request
 never waits for the disk: ``answered`` appends to a bounded buffer in memory, and a thread
@@ -281,8 +282,8 @@ def _second_text(second: int) -> str:
     return text
 
 
-def capture_line_of(inference_id: str, body: bytes, content_type: str | None, answer: str, answer_type: str,
-                    when_us: int) -> bytes:
+def capture_line_of(inference_id: str, body: bytes, content_type: str | None, answer: str | None,
+                    answer_type: str | None, when_us: int) -> bytes:
     """``capture_line(capture_record(...))`` of an answered request at ``when_us`` (Unix microseconds).
 
     The same bytes, built for the common case (CSV or JSON text in, our JSON or CSV out) at a
@@ -293,7 +294,8 @@ def capture_line_of(inference_id: str, body: bytes, content_type: str | None, an
     second, micro = divmod(when_us, 1_000_000)
     input_encoding, input_type = _content_type(content_type)
     output_encoding, output_type = _content_type(answer_type)
-    if input_encoding is not None and output_encoding is not None and inference_id.isascii() and inference_id.isalnum():
+    if input_encoding is not None and output_encoding is not None and answer is not None and inference_id.isascii() \
+            and inference_id.isalnum():
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -389,7 +391,7 @@ class CaptureWriter:
         self.written = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.deleted_files = 0
-        self._pending: deque[tuple[str, bytes, str | None, str, str, int]] = deque()
+        self._pending: deque[tuple[str, bytes, str | None, str | None, str | None, int]] = deque()
         self._pending_bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -409,10 +411,11 @@ class CaptureWriter:
         atexit.register(self.close)  # a worker that stops writes what it holds
         return self
 
-    def offer(self, inference_id: str, body: bytes, content_type: str | None, answer: str, answer_type: str,
-              when_us: int) -> bool:
-        """Queue one answered request (``when_us``: its Unix time in microseconds); False when dropped."""
-        size = len(body) + len(answer)
+    def offer(self, inference_id: str, body: bytes, content_type: str | None, answer: str | None,
+              answer_type: str | None, when_us: int) -> bool:
+        """Queue one request (``when_us``: its Unix time in microseconds; ``answer`` None: refused, recorded
+        without ``endpointOutput``); False when dropped."""
+        size = len(body) + len(answer or "")
         with self._lock:
             full = self._pending_bytes + size > self.buffer_bytes or len(self._pending) >= self.buffer_records
             if not full:
@@ -591,6 +594,15 @@ class EndpointTelemetry:
                 and req.get_header(TEST_TRAFFIC_HEADER) is None:
             capture.offer(inference_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000)
         return inference_id
+
+    def refused(self, req: falcon.asgi.Request, body: bytes) -> None:
+        """A body refused as malformed (400: a row of the wrong width, an empty or non-numeric value): maybe
+        captured without an answer, so ``monitor`` counts its rows of the wrong width and its missing values --
+        the drift a client's changed schema causes, which answered requests alone would never show."""
+        capture = self.capture
+        if capture is not None and (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent) \
+                and req.get_header(TEST_TRAFFIC_HEADER) is None:
+            capture.offer(next(self._ids), body, req.content_type, None, None, time.time_ns() // 1000)
 
     def exposition(self) -> tuple[bytes, str] | None:
         """``/metrics``: every worker's metrics, this one's up to now; None when metrics are off."""

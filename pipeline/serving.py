@@ -214,6 +214,8 @@ class _Invocations:
             prediction = inference.predict_fn(rows, self.model.model)
             text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)
         except inference.InferenceError as err:
+            if isinstance(err, inference.BadRequestError):  # malformed rows: evidence of drift for `monitor`
+                self.telemetry.refused(req, body)
             raise _Refused(err) from None
         except UnicodeDecodeError:
             raise _Refused(inference.BadRequestError("request body is not UTF-8 text")) from None

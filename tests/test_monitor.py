@@ -223,6 +223,41 @@ def test_one_feature_shifted_by_two_standard_deviations_is_drift_on_that_feature
     assert f"1 of 4 features moved: {SHIFTED}" in result.output
 
 
+def _send_refused(deployed: Deployed, bodies: Sequence[str]) -> None:
+    with requests.Session() as session:
+        for body in bodies:
+            reply = session.post(f"{deployed.url}/invocations", data=body, headers={"Content-Type": "text/csv"},
+                                 timeout=10)
+            assert reply.status_code == 400, reply.text
+
+
+def test_rows_refused_for_an_empty_value_are_captured_and_that_feature_is_drift_by_missing_values(pipeline):
+    deployed = _deploy(pipeline)
+    _send_csv(deployed, _replayed(deployed))
+    index = deployed.columns.index(SHIFTED)
+    _send_refused(deployed, [",".join("" if position == index else repr(value) for position, value in enumerate(row))
+                             for row in deployed.rows])  # a client that lost one feature: 400 each
+    _wait_captured(deployed.version, len(deployed.rows) * (REPLAYS + 1))
+    result = _monitor()
+    assert result.exit_code == 1, result.output
+    drift = _report()["drift"]
+    assert drift["moved_features"] == [SHIFTED]
+    assert {(v["feature_name"], v["constraint_check_type"]) for v in drift["violations"]} == {
+        (SHIFTED, "completeness_check")}
+
+
+def test_rows_refused_for_their_width_are_captured_and_counted_as_drift(pipeline):
+    deployed = _deploy(pipeline)
+    _send_csv(deployed, _replayed(deployed))
+    _send_refused(deployed, [",".join(map(repr, row[:-1])) for row in deployed.rows])  # one feature short: 400 each
+    _wait_captured(deployed.version, len(deployed.rows) * (REPLAYS + 1))
+    result = _monitor()
+    assert result.exit_code == 1, result.output
+    drift = _report()["drift"]
+    assert drift["wrong_width_rows"] == len(deployed.rows) and drift["moved_features"] == []
+    assert [v["constraint_check_type"] for v in drift["violations"]] == ["column_count_check"]
+
+
 def test_fewer_rows_than_monitor_min_rows_is_insufficient_data_never_no_drift(pipeline):
     deployed = _deploy(pipeline)
     _send_csv(deployed, deployed.rows)  # 30 rows

@@ -147,7 +147,8 @@ def test_metrics_count_every_invocation_by_version_code_class_and_rows_summed_ov
     def counted() -> bool:
         latest.update(_metrics(url))
         return delta("mlops_endpoint_requests_total", version=version, code="200") == len(answered) and \
-            delta("mlops_endpoint_requests_total", version=version, code="400") == len(sent["bad"])
+            delta("mlops_endpoint_requests_total", version=version, code="400") == len(sent["bad"]) and \
+            delta("mlops_endpoint_captured_total", version=version) == len(answered) + len(sent["bad"])
 
     wait_for(counted, seconds=30)
     after = dict(latest)
