@@ -99,7 +99,8 @@ def test_an_endpoint_that_captured_nothing_has_no_verdict(pipeline, workdir):
     result = monitor("--output-file", "monitor.json")
     assert result.exit_code == 2, result.output
     assert "no captured requests for version" in result.output
-    assert not Path("monitor.json").exists()
+    report = json.loads(Path("monitor.json").read_text())  # the report says why there is no verdict
+    assert report["verdict"] == "error" and "no captured requests for version" in report["error"]
 
 
 def test_only_the_versions_own_captures_are_read(pipeline, workdir):
