@@ -36,6 +36,7 @@ Wrapper options (mapped to run_pipeline.py):
 
 Commands and any other option go to run_pipeline.py unchanged, e.g.
   ./run_mlops_pipeline.sh history --endpoint-name iris-model
+  ./run_mlops_pipeline.sh monitor --endpoint-name iris-model --output-file drift.json
 
 Exit codes: 0 success, 1 pipeline failure, 2 usage/config/input error, 3 gate held or rejected.
 USAGE

@@ -567,3 +567,9 @@ def test_rows_of_the_wrong_width_and_unreadable_lines_are_counted_in_the_output(
     first = result.output.splitlines()[0]
     assert first.endswith(", 4 row(s) of the wrong width, 1 unreadable capture line(s)"), result.output
     assert _report()["drift"]["wrong_width_rows"] == 4 and _report()["unreadable_lines"] == 1
+
+
+def test_the_wrappers_help_shows_a_monitor_example(workdir):
+    result = run_script(str(WRAPPER), "--help", cwd=workdir)
+    assert result.returncode == 0
+    assert "./run_mlops_pipeline.sh monitor --endpoint-name iris-model" in result.stdout
