@@ -482,7 +482,8 @@ def monitor(ctx: click.Context, endpoint_name: str, version: str | None, since: 
             labels_file: str | None, rollback_on_breach: bool, report_file: str | None) -> None:
     """Compare an endpoint's captured traffic with its training baseline (and, with --labels, its
     live accuracy with minimum_accuracy). Exit 0: no drift; 1: drift or a breach; 2: no verdict
-    (no captures, or fewer than monitor_min_rows rows).
+    (no captures, fewer than monitor_min_rows rows, or with --labels fewer than monitor_min_labels
+    labelled predictions).
 
     Example: python3 run_pipeline.py monitor --endpoint-name iris-model --labels labels.csv
     """

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MonitorReport:
-    """What one monitor run found; ``exit_code`` is the command's (0 no drift, 1 drift or a breach, 2 no verdict)."""
+    """What one monitor run found; ``exit_code`` is the command's (0 no drift, 1 drift or a breach, 2 no verdict:
+    too few rows, or with labels too few labelled predictions)."""
 
     endpoint_name: str
     version: str
@@ -63,6 +64,8 @@ class MonitorReport:
             return ExitCode.FAILURE
         if self.drift.verdict == "insufficient_data":
             return ExitCode.USAGE
+        if self.quality is not None and self.quality.status == "insufficient_data":
+            return ExitCode.USAGE  # labels were given to judge live accuracy, and too few matched: no verdict
         return ExitCode.SUCCESS
 
     @property

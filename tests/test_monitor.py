@@ -397,6 +397,20 @@ def test_minimum_accuracy_of_live_accuracy_is_honoured_from_every_layer(pipeline
     assert quality["status"] == "no_breach" and quality["minimum_accuracy"] == 0.5
 
 
+def test_labels_that_match_too_few_captured_predictions_are_no_verdict_exit_2(pipeline):
+    deployed = _deploy(pipeline)
+    answers = _send_csv(deployed, _replayed(deployed))
+    _wait_captured(deployed.version, len(answers))
+    unknown = [(f"not-{inference_id}", version) for inference_id, version in answers]  # ids of another endpoint
+    _write_labels("labels.csv", unknown, deployed.labels * REPLAYS, wrong_every=None)
+    result = _monitor("--labels", "labels.csv")
+    assert result.exit_code == 2, result.output  # the drift check alone would say 0: the labels were the question
+    report = _report()
+    assert report["quality"]["status"] == "insufficient_data" and report["exit_code"] == 2
+    assert report["drift"]["verdict"] == "no_drift"
+    assert "live accuracy: insufficient_data" in result.output
+
+
 def test_the_rows_of_a_multi_row_request_are_labelled_by_id_and_row_index(pipeline):
     deployed = _deploy(pipeline)
     body = "".join(",".join(map(repr, row)) + "\n" for row in _replayed(deployed))
