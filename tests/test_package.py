@@ -58,6 +58,10 @@ def test_pip_install_gives_a_console_script_that_runs_the_pipeline(tmp_path):
         assert run.returncode == 0, run.stdout + run.stderr
         results = json.loads((work / "results.json").read_text())
         assert results["summary"]["deployment_occurred"] is True and results["summary"]["testing_passed"] is True
+        # the installed package carries the run report's template: the page is written, not an error line
+        assert "report not written" not in run.stderr
+        report = work / ".mlops" / "runs" / results["run_id"] / "report.html"
+        assert "Deployed" in report.read_text()
     finally:
         subprocess.run([str(script), "cleanup", "--all"], cwd=work, capture_output=True, timeout=120)
     assert re.search(r"mlops_pipeline-0\.1\.0\.dist-info", " ".join(p.name for p in Path(site).iterdir()))
