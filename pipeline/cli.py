@@ -173,7 +173,7 @@ def cli(ctx: click.Context, **options: Any) -> None:
     except PipelineError as err:
         _fail(err, verbose)
         return
-    print_summary(results)
+    print_summary(results, store_dir=config.store_dir)
     sys.exit(results.exit_code)
 
 
@@ -191,7 +191,8 @@ def _tick(value: Any, emoji: bool = True) -> str:
     return "✅ Yes" if value else "❌ No"
 
 
-def print_summary(results: Results, emoji: bool | None = None) -> None:
+def print_summary(results: Results, emoji: bool | None = None, store_dir: str | None = None) -> None:
+    """The console summary; with ``store_dir``, it also says where the run's HTML report is (when it was written)."""
     emoji = _on_terminal() if emoji is None else emoji
     summary = results.summary
     status = results.pipeline_status or "unknown"
@@ -235,8 +236,14 @@ def print_summary(results: Results, emoji: bool | None = None) -> None:
     if testing.p95_latency_ms is not None:
         metrics.append(f"   Latency: avg {testing.avg_latency_ms} ms, p95 {testing.p95_latency_ms} ms, "
                        f"{testing.throughput_rps} requests/s")
-    click.echo("\n".join(["", line, title, line, *rows, line, "", *metrics, "",
-                          f"{'📄 ' if emoji else ''}Detailed results saved to: {results.results_file}"]))
+    saved = [f"{'📄 ' if emoji else ''}Detailed results saved to: {results.results_file}"]
+    if store_dir is not None and results.run_id:
+        from pipeline.html_report import report_path
+
+        page = report_path(store_dir, results.run_id)
+        if page.is_file():
+            saved.append(f"{'📄 ' if emoji else ''}Run report: {page}")
+    click.echo("\n".join(["", line, title, line, *rows, line, "", *metrics, "", *saved]))
 
 
 @cli.command()
@@ -453,12 +460,13 @@ def runs_show(ctx: click.Context, run_id: str) -> None:
 
     Example: python3 run_pipeline.py runs show 20261126T030742Z-1a2b3c4d
     """
+    operations = _operations(ctx.parent or ctx)
     try:
-        results = _operations(ctx.parent or ctx).run_results(run_id)
+        results = operations.run_results(run_id)
     except PipelineError as err:
         _fail(err, False)
         return
-    print_summary(results)
+    print_summary(results, store_dir=str(operations.store.directory))
 
 
 @cli.command()

@@ -212,6 +212,13 @@ def test_a_run_that_fails_still_writes_its_report_with_the_error(pipeline, workd
     assert verdict.startswith("Failed endpoint 'nope' not found")
 
 
+def test_the_console_summary_says_where_the_run_report_is(pipeline, workdir):
+    result = pipeline("--mode", "training")
+    assert result.exit_code == 0
+    page = report_path(workdir / ".mlops", pipeline.results()["run_id"])
+    assert f"Run report: {page}" in result.output and page.is_file()
+
+
 def test_a_report_that_cannot_be_written_is_an_error_line_and_the_run_keeps_its_verdict(pipeline, workdir):
     # Writable when checked before the run; the run itself makes state.db a file, so the copy fails at the end.
     unwritable = workdir / ".mlops" / "state.db" / "report.html"

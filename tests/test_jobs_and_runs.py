@@ -6,6 +6,7 @@ import json
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.html_report import report_path
 
 
 def _invoke(*args: str):
@@ -55,6 +56,12 @@ def test_runs_show_prints_a_run_summary_again(pipeline):
     shown = _invoke("runs", "show", run_id)
     assert shown.exit_code == 0
     assert "ENTERPRISE MLOPS PIPELINE COMPLETED" in shown.output and "Status: SUCCESS" in shown.output
+
+
+def test_runs_show_says_where_the_runs_html_report_is(pipeline, workdir):
+    assert pipeline("--mode", "training").exit_code == 0
+    run_id = pipeline.results()["run_id"]
+    assert f"Run report: {report_path(workdir / '.mlops', run_id)}" in _invoke("runs", "show", run_id).output
 
 
 def test_runs_show_of_an_unknown_run_is_a_usage_error(pipeline):
