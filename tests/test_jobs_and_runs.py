@@ -64,6 +64,19 @@ def test_runs_show_says_where_the_runs_html_report_is(pipeline, workdir):
     assert f"Run report: {report_path(workdir / '.mlops', run_id)}" in _invoke("runs", "show", run_id).output
 
 
+def test_runs_show_finds_a_relative_results_file_from_another_directory(workdir, monkeypatch):
+    store = workdir / "state"
+    assert _invoke("--mode", "training", "--store-dir", str(store), "--output-file", "results.json",
+                   "--log-file", "pipeline.log").exit_code == 0
+    [run] = json.loads(_invoke("--store-dir", str(store), "runs", "--json").output)["runs"]
+    assert run["results_file"] == str(workdir / "results.json")
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    shown = _invoke("--store-dir", str(store), "runs", "show", run["run_id"])
+    assert shown.exit_code == 0 and "Status: SUCCESS" in shown.output
+
+
 def test_runs_show_of_an_unknown_run_is_a_usage_error(pipeline):
     result = _invoke("runs", "show", "20990101T000000Z-00000000")
     assert result.exit_code == 2 and "not found" in result.output
