@@ -143,6 +143,8 @@ def cli(ctx: click.Context, **options: Any) -> None:
       python3 run_pipeline.py --mode testing --endpoint-name iris-model
       python3 run_pipeline.py --mode cleanup --endpoint-name iris-model
       python3 run_pipeline.py --role-arn arn:aws:iam::123456789012:role/SageMakerRole
+      python3 run_pipeline.py jobs                             # training jobs: gate, where each serves
+      python3 run_pipeline.py runs show RUN_ID                 # a run's summary and report path again
     """
     ctx.ensure_object(dict)
     ctx.obj.update(options)

@@ -80,3 +80,14 @@ def test_runs_show_finds_a_relative_results_file_from_another_directory(workdir,
 def test_runs_show_of_an_unknown_run_is_a_usage_error(pipeline):
     result = _invoke("runs", "show", "20990101T000000Z-00000000")
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_every_command_has_an_example_in_its_help_and_a_line_in_the_readme():
+    from tests.conftest import REPO
+
+    commands = REPO.joinpath("README.md").read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
+    for name in cli.commands:
+        assert "Example" in _invoke(name, "--help").output, name
+        assert f"run_mlops_pipeline.sh {name}" in commands, name
+    for name in getattr(cli.commands["runs"], "commands", {}):
+        assert "Example" in _invoke("runs", name, "--help").output, name
