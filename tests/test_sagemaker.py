@@ -96,6 +96,16 @@ def test_seed_command_trains_deploys_and_tests_a_live_sagemaker_endpoint(pipelin
     assert "Testing:" in result.output and "Passed" in result.output.split("Testing:")[1].splitlines()[0]
 
 
+def test_json_logs_show_each_sagemaker_wait_with_its_status_and_elapsed_time(pipeline, sagemaker, workdir):
+    result = pipeline("--role-arn", ROLE, "--mode", "training", "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    job = pipeline.results()["summary"]["training_job"]
+    messages = [json.loads(line)["message"] for line in (workdir / "pipeline.log").read_text().splitlines()]
+    waits = [message for message in messages if message.startswith(f"waiting for training job {job}")]
+    assert waits[0] == f"waiting for training job {job}: InProgress (Training) (0.0s)"
+    assert waits[-1].startswith(f"waiting for training job {job} done: Completed") and waits[-1].endswith("s)")
+
+
 def test_training_runs_the_script_mode_entry_point_from_sourcedir_in_the_sklearn_image(pipeline, sagemaker):
     from sagemaker.core import image_uris
 
