@@ -7,6 +7,7 @@ credentials are fake.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -441,6 +442,22 @@ def test_serve_answers_probabilities_and_named_columns_through_the_same_hooks(tm
     assert [sum(row) for row in answer["probabilities"]] == [pytest.approx(1.0)] * 2
     refused = serve.transform_fn(model, body, "application/json", "text/csv; probabilities=true")
     assert refused.status_code == 406 and "JSON only" in json.loads(refused.get_data())["message"]
+
+
+def test_serve_quotes_csv_answers_so_a_label_with_a_comma_or_a_quote_stays_one_field(tmp_path):
+    from sklearn.datasets import load_iris
+
+    from pipeline.container import serve, train
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns=["target"])
+    labels = frame["target"].map({0: "Barolo, DOCG", 1: 'Grignolino "classico"', 2: "Barbera"})
+    train.save_model(train.build_estimator("logistic_regression", {}, 0).fit(features, labels), tmp_path, features)
+    model = serve.model_fn(str(tmp_path))
+    text, content_type = serve.transform_fn(model, "5.1,3.5,1.4,0.2\n6.0,2.2,4.0,1.0\n6.7,3.0,5.2,2.3", "text/csv",
+                                            "text/csv")
+    assert content_type == "text/csv"
+    assert list(csv.reader(io.StringIO(text))) == [["Barolo, DOCG"], ['Grignolino "classico"'], ["Barbera"]]
 
 
 def test_serve_runs_as_a_top_level_module_without_the_pipeline_package_or_flask(tmp_path):
