@@ -415,15 +415,26 @@ def jobs(ctx: click.Context, prefix: str | None, as_json: bool) -> None:
         return
     if not listed:
         click.echo("no training jobs" + (f" named {prefix}*" if prefix else ""))
+        return
+    rows = []
     for job in listed:
         value, interval = job["gate_value"], job["gate_interval"]
         judged = f"{job['gate_metric']} {value:.4f}" if isinstance(value, (int, float)) else job["gate_metric"]
         if interval:
             judged += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
         served = ", ".join(f"{item['endpoint_name']}:{item['version']}" for item in job["deployed_as"]) or "-"
-        data = f"{Path(job['dataset']).name if job['dataset'] else '?'} {(job['data_sha256'] or '')[:12]}"
-        click.echo(f"{job['created_at'][:19]}  {job['name']}  {data}  {job['model_type']}  {judged}  "
-                   f"{job['gate_decision'] or '-'}  deployed: {served}")
+        rows.append([job["created_at"][:19], job["name"], Path(job["dataset"]).name if job["dataset"] else "?",
+                     (job["data_sha256"] or "-")[:12], job["model_type"] or "-", judged, job["gate_decision"] or "-",
+                     served])
+    _table(["created", "training job", "dataset", "sha256", "model", "gate metric [95% interval]", "decision",
+            "deployed to endpoint:version"], rows)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns aligned under a header, two spaces apart, the last one unpadded (it may be long)."""
+    widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header) - 1)]
+    for row in [header, *rows]:
+        click.echo("  ".join([*(f"{str(cell):<{width}}" for cell, width in zip(row, widths)), str(row[-1])]))
 
 
 @cli.group(invoke_without_command=True)
@@ -446,12 +457,16 @@ def runs(ctx: click.Context, as_json: bool) -> None:
         return
     if not listed:
         click.echo("no runs")
+        return
+    rows = []
     for run in listed:
         took = f"{run['duration_seconds']:.1f}s" if run["duration_seconds"] is not None else "-"
-        code = "-" if run["exit_code"] is None else run["exit_code"]
+        code = "-" if run["exit_code"] is None else str(run["exit_code"])
         deployed = f"{run['endpoint_name']}:{run['version']}" if run["version"] else "-"
-        click.echo(f"{run['started_at'][:19]}  {run['run_id']}  {run['mode']}  {run['status']}  exit {code}  {took}  "
-                   f"{run['training_job'] or '-'}  {deployed}  {run['results_file'] or '-'}")
+        rows.append([run["started_at"][:19], run["run_id"], run["mode"], run["status"], code, took,
+                     run["training_job"] or "-", deployed, run["results_file"] or "-"])
+    _table(["started", "run id", "mode", "status", "exit", "took", "training job", "endpoint:version",
+            "results file"], rows)
 
 
 @runs.command("show")

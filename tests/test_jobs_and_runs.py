@@ -27,9 +27,11 @@ def test_jobs_lists_training_jobs_newest_first_with_the_gate_and_where_they_serv
     assert oldest["gate_decision"] == "deploy" and oldest["dataset"] == "iris" and len(oldest["data_sha256"]) == 64
     assert oldest["deployed_as"] == [{"endpoint_name": "iris-model",
                                       "version": deployed["summary"]["endpoint_version"]}]
-    text = _invoke("jobs").output.splitlines()
-    assert text[0].split("  ")[1] == held["summary"]["training_job"]
-    assert f"deployed: iris-model:{deployed['summary']['endpoint_version']}" in text[1]
+    header, newer, older = _invoke("jobs").output.splitlines()
+    assert header.split()[:3] == ["created", "training", "job"]
+    assert newer.split()[1] == held["summary"]["training_job"] and newer.split()[-2:] == ["held", "-"]
+    assert older.split()[2:4] == ["iris", oldest["data_sha256"][:12]]
+    assert older.split()[-1] == f"iris-model:{deployed['summary']['endpoint_version']}"
 
 
 def test_jobs_filters_by_prefix(pipeline):
@@ -47,7 +49,10 @@ def test_runs_lists_each_run_with_its_outcome_and_results_file(pipeline):
     assert run["results_file"] == str(pipeline.last_output) and run["duration_seconds"] >= 0
     assert run["training_job"] == results["summary"]["training_job"]
     assert run["version"] == results["summary"]["endpoint_version"]
-    assert results["run_id"] in _invoke("runs").output
+    header, row = _invoke("runs").output.splitlines()
+    assert header.split()[:4] == ["started", "run", "id", "mode"]
+    assert row.split()[1:6] == [results["run_id"], "full", "success", "0", f"{run['duration_seconds']:.1f}s"]
+    assert row.index(results["run_id"]) == header.index("run id")  # columns line up under the header
 
 
 def test_runs_show_prints_a_run_summary_again(pipeline):
