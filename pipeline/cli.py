@@ -21,7 +21,7 @@ from pipeline.config import MODEL_TYPES, PipelineConfig, load_config, validate_e
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.invocation import check_output_paths, output_label, resolve_mode
 from pipeline.logs import LOG_FORMATS, default_results_file
-from pipeline.operations import Operations, default_outputs, run_pipeline
+from pipeline.operations import MonitorRunReport, Operations, default_outputs, run_pipeline
 from pipeline.outcomes import FinalState, Mode
 from pipeline.results_schema import Results
 
@@ -482,6 +482,10 @@ def runs_show(ctx: click.Context, run_id: str) -> None:
         results = operations.run_results(run_id)
     except PipelineError as err:
         _fail(err, False)
+        return
+    if isinstance(results, MonitorRunReport):  # a monitor run: its report, as `monitor --output-file` wrote it
+        click.echo(f"monitor run {run_id}, report {results.path}:")
+        click.echo(json.dumps(results.document, indent=2))
         return
     print_summary(results, store_dir=str(operations.store.directory))
 

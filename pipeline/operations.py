@@ -152,6 +152,14 @@ class CleanupReport:
 
 
 @dataclass(frozen=True)
+class MonitorRunReport:
+    """What a monitor run wrote (``monitor --output-file``): ``runs show`` prints it as it is."""
+
+    path: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class History:
     deployments: list[dict[str, Any]]
     rollbacks: list[dict[str, Any]]
@@ -211,7 +219,8 @@ class Operations:
         """Drift and live accuracy of what ``endpoint_name`` serves; notifies, and rolls back on a breach when
         asked. Recorded as a run (mode ``monitor``), so ``runs`` shows scheduled monitor jobs too."""
         deployer = self.deployer(endpoint_name)
-        self.store.start_run(self.run_id, "monitor", deployer.backend.TYPE, report_file)
+        self.store.start_run(self.run_id, "monitor", deployer.backend.TYPE,
+                             str(Path(report_file).resolve()) if report_file else None)
         notifier = Notifier(self.config, self.run_id)
         report: MonitorReport | None = None
         error: PipelineError | None = None
@@ -334,18 +343,24 @@ class Operations:
                           | {"duration_seconds": duration})
         return listed
 
-    def run_results(self, run_id: str) -> Results:
-        """A run's results read back from the file it wrote."""
+    def run_results(self, run_id: str) -> Results | MonitorRunReport:
+        """A run's results read back from the file it wrote: a pipeline run's results, or a monitor run's
+        report (``monitor --output-file``), which has a shape of its own."""
         row = self.store.run(run_id)
         if row is None:
             raise PipelineError(f"run {run_id!r} not found in {str(self.store.path)!r} (`runs` lists them)")
         if not row["results_file"]:
-            raise PipelineError(f"run {run_id!r} recorded no results file")
+            written = " (it was run without --output-file)" if row["mode"] == "monitor" else ""
+            raise PipelineError(f"run {run_id!r} recorded no results file{written}")
         path = Path(row["results_file"])
         try:
-            return Results.model_validate(json.loads(path.read_text()))
+            document = json.loads(path.read_text())
+            if row["mode"] == "monitor":
+                return MonitorRunReport(str(path), document)
+            return Results.model_validate(document)
         except FileNotFoundError:
-            raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, no longer exists "
-                                f"(the status was {row['status']}, exit code {row['exit_code']})") from None
+            raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, does not exist (deleted, or "
+                                f"never written: the status was {row['status']}, exit code {row['exit_code']})"
+                                ) from None
         except (OSError, ValueError) as err:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, cannot be read: {err}") from None

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import time
 
+import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.endpoint_telemetry import CaptureWriter
 from pipeline.html_report import report_path
 
 
@@ -80,6 +83,24 @@ def test_runs_show_finds_a_relative_results_file_from_another_directory(workdir,
     monkeypatch.chdir(elsewhere)
     shown = _invoke("--store-dir", str(store), "runs", "show", run["run_id"])
     assert shown.exit_code == 0 and "Status: SUCCESS" in shown.output
+
+
+def test_runs_show_of_a_monitor_run_prints_the_report_it_wrote(pipeline, workdir):
+    assert pipeline().exit_code == 0
+    url = pipeline.results()["summary"]["endpoint_url"]
+    for _ in range(3):  # traffic of its own for the monitor to judge (the endpoint tests' is not captured)
+        assert requests.post(f"{url}/invocations", data="5.1,3.5,1.4,0.2", timeout=10,
+                             headers={"Content-Type": "text/csv"}).status_code == 200
+    time.sleep(2 * CaptureWriter.FLUSH_SECONDS + 0.5)  # past every worker's flush of its captures
+    # too few rows for a verdict (exit 2), but the report is written
+    assert _invoke("monitor", "--endpoint-name", "iris-model", "--output-file", "monitor.json").exit_code == 2
+    [run, _] = json.loads(_invoke("runs", "--json").output)["runs"]
+    assert run["mode"] == "monitor" and run["results_file"] == str(workdir / "monitor.json")
+    shown = _invoke("runs", "show", run["run_id"])
+    assert shown.exit_code == 0 and "PIPELINE" not in shown.output, shown.output
+    heading, report = shown.output.split("\n", 1)
+    assert heading == f"monitor run {run['run_id']}, report {workdir / 'monitor.json'}:"
+    assert json.loads(report) == json.loads((workdir / "monitor.json").read_text())
 
 
 def test_runs_show_of_an_unknown_run_is_a_usage_error(pipeline):
