@@ -396,22 +396,33 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, e
         click.echo("no endpoints matched")
 
 
+def _more(listed: list[dict[str, Any]], limit: int, what: str, as_json: bool) -> bool:
+    """Drop the one row past ``limit`` (its presence says there are more), and say so off the JSON."""
+    more = len(listed) > limit
+    del listed[limit:]
+    if more and not as_json:
+        click.echo(f"(the {limit} newest {what}; --limit N shows more)", err=True)
+    return more
+
+
 @cli.command()
 @click.option("--prefix", help="Only jobs whose name starts with this.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (\"more\": true when --limit left some out).")
 @click.pass_context
-def jobs(ctx: click.Context, prefix: str | None, as_json: bool) -> None:
+def jobs(ctx: click.Context, prefix: str | None, limit: int, as_json: bool) -> None:
     """Training jobs, newest first: data, model, the gate's numbers and decision, where each serves.
 
     Example: python3 run_pipeline.py jobs --prefix iris-classifier
     """
     try:
-        listed = _operations(ctx).jobs(prefix)
+        listed = _operations(ctx).jobs(prefix, limit)
     except PipelineError as err:
         _fail(err, False)
         return
+    more = _more(listed, limit, "training jobs", as_json)
     if as_json:
-        click.echo(json.dumps({"jobs": listed}, indent=2, default=str))
+        click.echo(json.dumps({"jobs": listed, "more": more}, indent=2, default=str))
         return
     if not listed:
         click.echo("no training jobs" + (f" named {prefix}*" if prefix else ""))
@@ -438,9 +449,10 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (\"more\": true when --limit left some out).")
 @click.pass_context
-def runs(ctx: click.Context, as_json: bool) -> None:
+def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Pipeline runs, newest first: mode, status, exit code, duration, what they trained and deployed.
 
     Example: python3 run_pipeline.py runs; python3 run_pipeline.py runs show RUN_ID
@@ -448,12 +460,13 @@ def runs(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     try:
-        listed = _operations(ctx).runs()
+        listed = _operations(ctx).runs(limit)
     except PipelineError as err:
         _fail(err, False)
         return
+    more = _more(listed, limit, "runs", as_json)
     if as_json:
-        click.echo(json.dumps({"runs": listed}, indent=2, default=str))
+        click.echo(json.dumps({"runs": listed, "more": more}, indent=2, default=str))
         return
     if not listed:
         click.echo("no runs")

@@ -315,10 +315,11 @@ class Operations:
         return self.store.verify_events()
 
     # ----------------------------------------------------------------- jobs and runs
-    def jobs(self, prefix: str | None = None) -> list[dict[str, Any]]:
-        """Training jobs newest first: what each was trained on, how the gate judged it, where it serves."""
+    def jobs(self, prefix: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Training jobs newest first: what each was trained on, how the gate judged it, where it serves.
+        Up to ``limit`` of them, plus one more when there are more (the caller says so, and drops it)."""
         listed = []
-        for row in self.store.training_jobs(prefix):
+        for row in self.store.training_jobs(prefix, limit=limit + 1):
             metrics = json.loads(row["metrics_json"] or "{}")
             listed.append({
                 "name": row["name"], "created_at": row["created_at"], "backend": row["backend"],
@@ -330,10 +331,11 @@ class Operations:
                 "gate_decision": row["gate_decision"], "deployed_as": row["deployed_as"], "run_id": row["run_id"]})
         return listed
 
-    def runs(self) -> list[dict[str, Any]]:
-        """Pipeline runs newest first: mode, outcome, how long, what they trained and deployed, their results."""
+    def runs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Pipeline runs newest first: mode, outcome, how long, what they trained and deployed, their results.
+        Up to ``limit`` of them, plus one more when there are more (the caller says so, and drops it)."""
         listed = []
-        for row in self.store.run_overview():
+        for row in self.store.run_overview(limit=limit + 1):
             duration = None
             if row["finished_at"]:
                 duration = round((datetime.fromisoformat(row["finished_at"]) -

@@ -44,6 +44,20 @@ def test_jobs_filters_by_prefix(pipeline):
     assert "no training jobs named fraud_*" in _invoke("jobs", "--prefix", "fraud_").output
 
 
+def test_limit_shows_the_newest_and_says_there_are_more(pipeline):
+    for _ in range(3):
+        assert pipeline("--mode", "training").exit_code == 0
+    for command, key in (("jobs", "jobs"), ("runs", "runs")):
+        listed = json.loads(_invoke(command, "--json").output)
+        assert len(listed[key]) == 3 and listed["more"] is False
+        limited = json.loads(_invoke(command, "--limit", "2", "--json").output)
+        assert limited[key] == listed[key][:2] and limited["more"] is True
+        text = _invoke(command, "--limit", "2")
+        assert len(text.stdout.splitlines()) == 3  # the header and two rows
+        assert f"(the 2 newest {'training jobs' if command == 'jobs' else 'runs'}; --limit N shows more)" \
+            in text.stderr
+
+
 def test_runs_lists_each_run_with_its_outcome_and_results_file(pipeline):
     assert pipeline().exit_code == 0
     results = pipeline.results()
