@@ -220,7 +220,12 @@ class _Invocations:
         try:
             if req.query_string:
                 raise inference.BadRequestError(_query_refused(req))
-            probabilities = _switch(PROBABILITIES_HEADER, req.get_header(PROBABILITIES_HEADER))
+            switch = req.get_header(PROBABILITIES_HEADER)
+            probabilities = _switch(PROBABILITIES_HEADER, switch)
+            if switch is not None and not probabilities and \
+                    inference.accept_asks_for_probabilities(req.get_header("Accept")):
+                raise inference.BadRequestError(f"{PROBABILITIES_HEADER}: false contradicts Accept's "
+                                                f"{inference.PROBABILITIES_PARAMETER}=true: send one of them")
             rows = inference.input_fn(body, req.content_type or "")
             prediction = inference.predict_fn(rows, self.model.model)
             text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)
