@@ -321,13 +321,15 @@ class Operations:
         listed = []
         for row in self.store.training_jobs(prefix, limit=limit + 1):
             metrics = json.loads(row["metrics_json"] or "{}")
+            metric = row["gate_metric"] or "accuracy"
             listed.append({
                 "name": row["name"], "created_at": row["created_at"], "backend": row["backend"],
                 "dataset": row["dataset"], "data_sha256": row["data_sha256"], "model_type": row["model_type"],
-                "gate_metric": row["gate_metric"] or "accuracy",
-                "gate_value": row["gate_value"] if row["gate_value"] is not None else metrics.get("accuracy"),
+                "gate_metric": metric,
+                "gate_value": row["gate_value"] if row["gate_value"] is not None else metrics.get(metric),
+                # only accuracy has an interval: another metric is never shown beside accuracy's
                 "gate_interval": json.loads(row["gate_interval_json"]) if row["gate_interval_json"]
-                else metrics.get("accuracy_ci95"),
+                else metrics.get("accuracy_ci95") if metric == "accuracy" else None,
                 "gate_decision": row["gate_decision"], "deployed_as": row["deployed_as"], "run_id": row["run_id"]})
         return listed
 

@@ -37,6 +37,14 @@ def test_jobs_lists_training_jobs_newest_first_with_the_gate_and_where_they_serv
     assert older.split()[-1] == f"iris-model:{deployed['summary']['endpoint_version']}"
 
 
+def test_a_job_gated_on_a_metric_without_an_interval_is_not_shown_with_accuracys(pipeline):
+    assert pipeline("--mode", "training", "--set", "gate_metric=f1_weighted").exit_code == 0
+    [job] = json.loads(_invoke("jobs", "--json").output)["jobs"]
+    assert job["gate_metric"] == "f1_weighted" and job["gate_value"] == pipeline.results()["gate"]["value"]
+    assert job["gate_interval"] is None
+    assert "[" not in _invoke("jobs").output.splitlines()[1]
+
+
 def test_jobs_filters_by_prefix(pipeline):
     assert pipeline("--mode", "training").exit_code == 0
     assert json.loads(_invoke("jobs", "--prefix", "iris-", "--json").output)["jobs"]
