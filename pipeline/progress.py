@@ -88,7 +88,28 @@ def progress() -> Progress:
     return _current
 
 
+class _AboveTheLiveLines:
+    """The console log handler's stream while live lines are shown: each log line is written above them (tqdm
+    clears its lines, writes, and draws them again), so a log line never lands in the middle of one."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.stream, end="")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def configure(live: bool) -> Progress:
+    """Live lines (a terminal, text logs) or log lines; with live lines, the console log writes above them."""
     global _current
     _current = Progress(live=live)
+    if live:
+        for handler in logging.getLogger("pipeline").handlers:
+            if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
+                handler.setStream(_AboveTheLiveLines(sys.stderr))
     return _current

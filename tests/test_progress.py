@@ -15,11 +15,12 @@ from tests.conftest import REPO
 
 
 def _on_a_terminal(*args: str, cwd: Path) -> tuple[int, str]:
-    """Run run_pipeline.py with stdout and stderr on a pseudo-terminal 120 columns wide; its exit code and output."""
+    """Run Python (run_pipeline.py and its arguments, or -c CODE) with stdout and stderr on a pseudo-terminal 120
+    columns wide; its exit code and output."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    process = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), *args], cwd=cwd, stdin=follower,
-                               stdout=follower, stderr=follower, close_fds=True)
+    process = subprocess.Popen([sys.executable, *args], cwd=cwd, stdin=follower, stdout=follower, stderr=follower,
+                               close_fds=True)
     os.close(follower)
     output = b""
     while True:
@@ -35,10 +36,30 @@ def _on_a_terminal(*args: str, cwd: Path) -> tuple[int, str]:
 
 
 def test_training_folds_are_a_live_line_on_a_terminal(workdir):
-    code, output = _on_a_terminal("--mode", "training", "--output-file", "results.json", "--log-file",
-                                  str(workdir / "pipeline.log"), cwd=workdir)
+    code, output = _on_a_terminal(str(REPO / "run_pipeline.py"), "--mode", "training", "--output-file",
+                                  "results.json", "--log-file", str(workdir / "pipeline.log"), cwd=workdir)
     assert code == 0, output
     assert "\rtraining: cross-validation: 5/5, fold 5 of 5 [" in output  # redrawn in place, with the elapsed time
     assert "\rtraining: final fit, logistic_regression on 120 rows [" in output
     assert "training: cross-validation 1 of 5" not in output  # no log line per fold on a terminal
     assert "INFO training: cross-validation done" in output
+
+
+def test_a_log_line_during_a_live_line_is_written_above_it_not_inside_it(workdir):
+    # A SageMaker wait logs each new status while its live line shows; the console handler is the pipeline's own.
+    program = f"""
+import logging, sys
+sys.path.insert(0, {str(REPO)!r})
+from pipeline.logs import configure_logging
+from pipeline.progress import configure
+configure_logging("INFO", "pipeline.log")
+progress = configure(live=True)
+progress.report("waiting for training job job-1", detail="InProgress (Training)")
+logging.getLogger("pipeline").info("training job job-1: Completed")
+progress.done("waiting for training job job-1", "Completed")
+"""
+    code, output = _on_a_terminal("-c", program, cwd=workdir)
+    assert code == 0, output
+    assert "\rwaiting for training job job-1, InProgress (Training) [" in output
+    assert "INFO training job job-1: Completed" in output
+    assert all(before.endswith(("\r", "\n")) or not before for before in output.split("INFO ")[:-1]), output
