@@ -304,6 +304,17 @@ def test_champion_comparison_is_shown_when_the_gate_has_one():
     assert "Champion comparison" not in Page(render_report(_results())).text
 
 
+def test_the_gate_chart_labels_the_champions_row_short_and_names_its_version_beside_the_point():
+    champion = {"status": "compared", "version": "a-long-endpoint-name-model-20261125-120000", "metric": "accuracy",
+                "champion_value": 0.9}
+    page = Page(render_report(_results(gate={**_results().gate.model_dump(), "champion": champion})))
+    chart = re.search(r'<div class="chart wide" id="gate-chart">(.*?)</div>', page.html, re.S)
+    assert chart, "no gate chart"
+    labels = [Page(text).text for text in re.findall(r"<text\b.*?</text>", chart.group(1), re.S)]
+    assert "champion" in labels and "candidate" in labels  # row labels short enough for the margin
+    assert "0.9 (a-long-endpoint-name-model-20261125-120000)" in labels
+
+
 def test_notifications_delivered_and_not():
     text = Page(render_report(_results())).section("notifications")
     assert "gate_decision slack yes 1" in text and "gate_decision email no 3 timed out" in text
