@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.endpoint_telemetry import CaptureWriter
 from pipeline.html_report import report_path
+from tests.conftest import wait_for
 
 
 def _invoke(*args: str):
@@ -113,7 +112,7 @@ def test_runs_show_of_a_monitor_run_prints_the_report_it_wrote(pipeline, workdir
     for _ in range(3):  # traffic of its own for the monitor to judge (the endpoint tests' is not captured)
         assert requests.post(f"{url}/invocations", data="5.1,3.5,1.4,0.2", timeout=10,
                              headers={"Content-Type": "text/csv"}).status_code == 200
-    time.sleep(2 * CaptureWriter.FLUSH_SECONDS + 0.5)  # past every worker's flush of its captures
+    wait_for(lambda: list((workdir / ".mlops" / "endpoints").rglob("*.jsonl")))  # a worker flushed its captures
     # too few rows for a verdict (exit 2), but the report is written
     assert _invoke("monitor", "--endpoint-name", "iris-model", "--output-file", "monitor.json").exit_code == 2
     [run, _] = json.loads(_invoke("runs", "--json").output)["runs"]
