@@ -336,15 +336,18 @@ class Operations:
     def runs(self, limit: int = 100) -> list[dict[str, Any]]:
         """Pipeline runs newest first: mode, outcome, how long, what they trained and deployed, their results.
         Up to ``limit`` of them, plus one more when there are more (the caller says so, and drops it)."""
+        from pipeline.html_report import report_path
+
         listed = []
         for row in self.store.run_overview(limit=limit + 1):
+            page = report_path(self.store.directory, row["run_id"])
             duration = None
             if row["finished_at"]:
                 duration = round((datetime.fromisoformat(row["finished_at"]) -
                                   datetime.fromisoformat(row["started_at"])).total_seconds(), 1)
             listed.append({key: row[key] for key in ("run_id", "started_at", "mode", "backend", "status", "exit_code",
                                                      "training_job", "endpoint_name", "version", "results_file")}
-                          | {"duration_seconds": duration})
+                          | {"duration_seconds": duration, "report_html": str(page) if page.is_file() else None})
         return listed
 
     def run_results(self, run_id: str) -> Results | MonitorRunReport:

@@ -65,12 +65,13 @@ def test_limit_shows_the_newest_and_says_there_are_more(pipeline):
             in text.stderr
 
 
-def test_runs_lists_each_run_with_its_outcome_and_results_file(pipeline):
+def test_runs_lists_each_run_with_its_outcome_and_results_file(pipeline, workdir):
     assert pipeline().exit_code == 0
     results = pipeline.results()
     [run] = json.loads(_invoke("runs", "--json").output)["runs"]
     assert run["run_id"] == results["run_id"] and run["status"] == "success" and run["exit_code"] == 0
     assert run["results_file"] == str(pipeline.last_output) and run["duration_seconds"] >= 0
+    assert run["report_html"] == str(report_path(workdir / ".mlops", results["run_id"]))
     assert run["training_job"] == results["summary"]["training_job"]
     assert run["version"] == results["summary"]["endpoint_version"]
     header, row = _invoke("runs").output.splitlines()
