@@ -21,7 +21,7 @@ from pipeline.config import MODEL_TYPES, PipelineConfig, load_config, validate_e
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.invocation import check_output_paths, output_label, resolve_mode
 from pipeline.logs import LOG_FORMATS, default_results_file
-from pipeline.operations import Operations, default_outputs, run_pipeline
+from pipeline.operations import MonitorRunReport, Operations, default_outputs, run_pipeline
 from pipeline.outcomes import FinalState, Mode
 from pipeline.results_schema import Results
 
@@ -143,6 +143,8 @@ def cli(ctx: click.Context, **options: Any) -> None:
       python3 run_pipeline.py --mode testing --endpoint-name iris-model
       python3 run_pipeline.py --mode cleanup --endpoint-name iris-model
       python3 run_pipeline.py --role-arn arn:aws:iam::123456789012:role/SageMakerRole
+      python3 run_pipeline.py jobs                             # training jobs: gate, where each serves
+      python3 run_pipeline.py runs show RUN_ID                 # a run's summary and report path again
     """
     ctx.ensure_object(dict)
     ctx.obj.update(options)
@@ -179,7 +181,7 @@ def cli(ctx: click.Context, **options: Any) -> None:
     except PipelineError as err:
         _fail(err, verbose)
         return
-    print_summary(results)
+    print_summary(results, store_dir=config.store_dir)
     sys.exit(results.exit_code)
 
 
@@ -197,7 +199,8 @@ def _tick(value: Any, emoji: bool = True) -> str:
     return "✅ Yes" if value else "❌ No"
 
 
-def print_summary(results: Results, emoji: bool | None = None) -> None:
+def print_summary(results: Results, emoji: bool | None = None, store_dir: str | None = None) -> None:
+    """The console summary; with ``store_dir``, it also says where the run's HTML report is (when it was written)."""
     emoji = _on_terminal() if emoji is None else emoji
     summary = results.summary
     status = results.pipeline_status or "unknown"
@@ -241,8 +244,14 @@ def print_summary(results: Results, emoji: bool | None = None) -> None:
     if testing.p95_latency_ms is not None:
         metrics.append(f"   Latency: avg {testing.avg_latency_ms} ms, p95 {testing.p95_latency_ms} ms, "
                        f"{testing.throughput_rps} requests/s")
-    click.echo("\n".join(["", line, title, line, *rows, line, "", *metrics, "",
-                          f"{'📄 ' if emoji else ''}Detailed results saved to: {results.results_file}"]))
+    saved = [f"{'📄 ' if emoji else ''}Detailed results saved to: {results.results_file}"]
+    if store_dir is not None and results.run_id:
+        from pipeline.html_report import report_path
+
+        page = report_path(store_dir, results.run_id)
+        if page.is_file():
+            saved.append(f"{'📄 ' if emoji else ''}Run report: {page}")
+    click.echo("\n".join(["", line, title, line, *rows, line, "", *metrics, "", *saved]))
 
 
 @cli.command()
@@ -393,40 +402,63 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, e
         click.echo("no endpoints matched")
 
 
+def _more(listed: list[dict[str, Any]], limit: int, what: str, as_json: bool) -> bool:
+    """Drop the one row past ``limit`` (its presence says there are more), and say so off the JSON."""
+    more = len(listed) > limit
+    del listed[limit:]
+    if more and not as_json:
+        click.echo(f"(the {limit} newest {what}; --limit N shows more)", err=True)
+    return more
+
+
 @cli.command()
 @click.option("--prefix", help="Only jobs whose name starts with this.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (\"more\": true when --limit left some out).")
 @click.pass_context
-def jobs(ctx: click.Context, prefix: str | None, as_json: bool) -> None:
+def jobs(ctx: click.Context, prefix: str | None, limit: int, as_json: bool) -> None:
     """Training jobs, newest first: data, model, the gate's numbers and decision, where each serves.
 
     Example: python3 run_pipeline.py jobs --prefix iris-classifier
     """
     try:
-        listed = _operations(ctx).jobs(prefix)
+        listed = _operations(ctx).jobs(prefix, limit)
     except PipelineError as err:
         _fail(err, False)
         return
+    more = _more(listed, limit, "training jobs", as_json)
     if as_json:
-        click.echo(json.dumps({"jobs": listed}, indent=2, default=str))
+        click.echo(json.dumps({"jobs": listed, "more": more}, indent=2, default=str))
         return
     if not listed:
         click.echo("no training jobs" + (f" named {prefix}*" if prefix else ""))
+        return
+    rows = []
     for job in listed:
         value, interval = job["gate_value"], job["gate_interval"]
         judged = f"{job['gate_metric']} {value:.4f}" if isinstance(value, (int, float)) else job["gate_metric"]
         if interval:
             judged += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
         served = ", ".join(f"{item['endpoint_name']}:{item['version']}" for item in job["deployed_as"]) or "-"
-        data = f"{Path(job['dataset']).name if job['dataset'] else '?'} {(job['data_sha256'] or '')[:12]}"
-        click.echo(f"{job['created_at'][:19]}  {job['name']}  {data}  {job['model_type']}  {judged}  "
-                   f"{job['gate_decision'] or '-'}  deployed: {served}")
+        rows.append([job["created_at"][:19], job["name"], Path(job["dataset"]).name if job["dataset"] else "?",
+                     (job["data_sha256"] or "-")[:12], job["model_type"] or "-", judged, job["gate_decision"] or "-",
+                     served])
+    _table(["created", "training job", "dataset", "sha256", "model", "gate metric [95% interval]", "decision",
+            "deployed to endpoint:version"], rows)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns aligned under a header, two spaces apart, the last one unpadded (it may be long)."""
+    widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header) - 1)]
+    for row in [header, *rows]:
+        click.echo("  ".join([*(f"{str(cell):<{width}}" for cell, width in zip(row, widths)), str(row[-1])]))
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (\"more\": true when --limit left some out).")
 @click.pass_context
-def runs(ctx: click.Context, as_json: bool) -> None:
+def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Pipeline runs, newest first: mode, status, exit code, duration, what they trained and deployed.
 
     Example: python3 run_pipeline.py runs; python3 run_pipeline.py runs show RUN_ID
@@ -434,21 +466,26 @@ def runs(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     try:
-        listed = _operations(ctx).runs()
+        listed = _operations(ctx).runs(limit)
     except PipelineError as err:
         _fail(err, False)
         return
+    more = _more(listed, limit, "runs", as_json)
     if as_json:
-        click.echo(json.dumps({"runs": listed}, indent=2, default=str))
+        click.echo(json.dumps({"runs": listed, "more": more}, indent=2, default=str))
         return
     if not listed:
         click.echo("no runs")
+        return
+    rows = []
     for run in listed:
         took = f"{run['duration_seconds']:.1f}s" if run["duration_seconds"] is not None else "-"
-        code = "-" if run["exit_code"] is None else run["exit_code"]
+        code = "-" if run["exit_code"] is None else str(run["exit_code"])
         deployed = f"{run['endpoint_name']}:{run['version']}" if run["version"] else "-"
-        click.echo(f"{run['started_at'][:19]}  {run['run_id']}  {run['mode']}  {run['status']}  exit {code}  {took}  "
-                   f"{run['training_job'] or '-'}  {deployed}  {run['results_file'] or '-'}")
+        rows.append([run["started_at"][:19], run["run_id"], run["mode"], run["status"], code, took,
+                     run["training_job"] or "-", deployed, run["results_file"] or "-"])
+    _table(["started", "run id", "mode", "status", "exit", "took", "training job", "endpoint:version",
+            "results file"], rows)
 
 
 @runs.command("show")
@@ -459,12 +496,17 @@ def runs_show(ctx: click.Context, run_id: str) -> None:
 
     Example: python3 run_pipeline.py runs show 20261126T030742Z-1a2b3c4d
     """
+    operations = _operations(ctx.parent or ctx)
     try:
-        results = _operations(ctx.parent or ctx).run_results(run_id)
+        results = operations.run_results(run_id)
     except PipelineError as err:
         _fail(err, False)
         return
-    print_summary(results)
+    if isinstance(results, MonitorRunReport):  # a monitor run: its report, as `monitor --output-file` wrote it
+        click.echo(f"monitor run {run_id}, report {results.path}:")
+        click.echo(json.dumps(results.document, indent=2))
+        return
+    print_summary(results, store_dir=str(operations.store.directory))
 
 
 @cli.command()

@@ -275,11 +275,13 @@ def _gate_chart(results: Results) -> Figure | None:
               *([champion_value] if _finite(champion_value) else [])]
     low = max(0.0, min(points) - 0.05)
     high = min(1.0, max(points) + 0.02) if max(points) <= 1.0 else max(points) + 0.02
-    rows = [("candidate", gate.value, gate.interval, _COLOURS[_gate_tone(gate.decision)])]
+    rows = [("candidate", gate.value, gate.interval, _COLOURS[_gate_tone(gate.decision)], "")]
     if _finite(champion_value):
-        rows.append((f"champion {champion.get('version') or ''}".strip(), champion_value, None, _COLOURS["muted"]))
-    longest = max(len(label) for label, *_ in rows)
-    figure, ax = _figure(WIDE, 1.3 + 0.4 * len(rows), (0.25 + 0.065 * longest, 0.45, 0.2, 0.1))
+        # the version goes beside the point: as a row label it is too long for the margin (the browser draws
+        # the text, in a font matplotlib cannot measure)
+        version = champion.get("version")
+        rows.append(("champion", champion_value, None, _COLOURS["muted"], f"  ({version})" if version else ""))
+    figure, ax = _figure(WIDE, 1.3 + 0.4 * len(rows), (0.9, 0.45, 0.2, 0.1))
     ax.axvspan(low, gate.minimum, color=_COLOURS["bad"], alpha=0.10, lw=0)
     ax.axvspan(gate.minimum, gate.threshold, color=_COLOURS["warn"], alpha=0.12, lw=0)
     ax.axvspan(gate.threshold, high, color=_COLOURS["good"], alpha=0.10, lw=0)
@@ -289,14 +291,14 @@ def _gate_chart(results: Results) -> Figure | None:
         ax.annotate(f"{label} {_number(x)}", (x, 1.0), xycoords=("data", "axes fraction"),
                     xytext=(-3 if near_the_end else 3, -2), textcoords="offset points", va="top",
                     ha="right" if near_the_end else "left", fontsize=8, color="#444")
-    for y, (_, value, interval, colour) in enumerate(reversed(rows)):
+    for y, (_, value, interval, colour, note) in enumerate(reversed(rows)):
         if interval and _finite(*interval):
             ax.errorbar([value], [y], xerr=[[value - interval[0]], [interval[1] - value]], fmt="o", color=colour,
                         capsize=4, ms=7, lw=2)
             shown = f"{_number(value)}  (95% interval {_number(interval[0])}-{_number(interval[1])})"
         else:
             ax.plot([value], [y], "o", color=colour, ms=7)
-            shown = _number(value)
+            shown = _number(value) + note
         right_half = value > (low + high) / 2  # keep the label inside the axes
         ax.annotate(shown, (value, y), xytext=(-6 if right_half else 6, 9), textcoords="offset points",
                     ha="right" if right_half else "left", fontsize=8)

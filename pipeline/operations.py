@@ -162,6 +162,14 @@ class CleanupReport:
 
 
 @dataclass(frozen=True)
+class MonitorRunReport:
+    """What a monitor run wrote (``monitor --output-file``): ``runs show`` prints it as it is."""
+
+    path: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class History:
     deployments: list[dict[str, Any]]
     rollbacks: list[dict[str, Any]]
@@ -221,7 +229,8 @@ class Operations:
         """Drift and live accuracy of what ``endpoint_name`` serves; notifies, and rolls back on a breach when
         asked. Recorded as a run (mode ``monitor``), so ``runs`` shows scheduled monitor jobs too."""
         deployer = self.deployer(endpoint_name)
-        self.store.start_run(self.run_id, "monitor", deployer.backend.TYPE, report_file)
+        self.store.start_run(self.run_id, "monitor", deployer.backend.TYPE,
+                             str(Path(report_file).resolve()) if report_file else None)
         notifier = Notifier(self.config, self.run_id)
         report: MonitorReport | None = None
         error: PipelineError | None = None
@@ -318,46 +327,59 @@ class Operations:
         return self.store.verify_events()
 
     # ----------------------------------------------------------------- jobs and runs
-    def jobs(self, prefix: str | None = None) -> list[dict[str, Any]]:
-        """Training jobs newest first: what each was trained on, how the gate judged it, where it serves."""
+    def jobs(self, prefix: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Training jobs newest first: what each was trained on, how the gate judged it, where it serves.
+        Up to ``limit`` of them, plus one more when there are more (the caller says so, and drops it)."""
         listed = []
-        for row in self.store.training_jobs(prefix):
+        for row in self.store.training_jobs(prefix, limit=limit + 1):
             metrics = json.loads(row["metrics_json"] or "{}")
+            metric = row["gate_metric"] or "accuracy"
             listed.append({
                 "name": row["name"], "created_at": row["created_at"], "backend": row["backend"],
                 "dataset": row["dataset"], "data_sha256": row["data_sha256"], "model_type": row["model_type"],
-                "gate_metric": row["gate_metric"] or "accuracy",
-                "gate_value": row["gate_value"] if row["gate_value"] is not None else metrics.get("accuracy"),
+                "gate_metric": metric,
+                "gate_value": row["gate_value"] if row["gate_value"] is not None else metrics.get(metric),
+                # only accuracy has an interval: another metric is never shown beside accuracy's
                 "gate_interval": json.loads(row["gate_interval_json"]) if row["gate_interval_json"]
-                else metrics.get("accuracy_ci95"),
+                else metrics.get("accuracy_ci95") if metric == "accuracy" else None,
                 "gate_decision": row["gate_decision"], "deployed_as": row["deployed_as"], "run_id": row["run_id"]})
         return listed
 
-    def runs(self) -> list[dict[str, Any]]:
-        """Pipeline runs newest first: mode, outcome, how long, what they trained and deployed, their results."""
+    def runs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Pipeline runs newest first: mode, outcome, how long, what they trained and deployed, their results.
+        Up to ``limit`` of them, plus one more when there are more (the caller says so, and drops it)."""
+        from pipeline.html_report import report_path
+
         listed = []
-        for row in self.store.run_overview():
+        for row in self.store.run_overview(limit=limit + 1):
+            page = report_path(self.store.directory, row["run_id"])
             duration = None
             if row["finished_at"]:
                 duration = round((datetime.fromisoformat(row["finished_at"]) -
                                   datetime.fromisoformat(row["started_at"])).total_seconds(), 1)
             listed.append({key: row[key] for key in ("run_id", "started_at", "mode", "backend", "status", "exit_code",
                                                      "training_job", "endpoint_name", "version", "results_file")}
-                          | {"duration_seconds": duration})
+                          | {"duration_seconds": duration, "report_html": str(page) if page.is_file() else None})
         return listed
 
-    def run_results(self, run_id: str) -> Results:
-        """A run's results read back from the file it wrote."""
+    def run_results(self, run_id: str) -> Results | MonitorRunReport:
+        """A run's results read back from the file it wrote: a pipeline run's results, or a monitor run's
+        report (``monitor --output-file``), which has a shape of its own."""
         row = self.store.run(run_id)
         if row is None:
             raise PipelineError(f"run {run_id!r} not found in {str(self.store.path)!r} (`runs` lists them)")
         if not row["results_file"]:
-            raise PipelineError(f"run {run_id!r} recorded no results file")
+            written = " (it was run without --output-file)" if row["mode"] == "monitor" else ""
+            raise PipelineError(f"run {run_id!r} recorded no results file{written}")
         path = Path(row["results_file"])
         try:
-            return Results.model_validate(json.loads(path.read_text()))
+            document = json.loads(path.read_text())
+            if row["mode"] == "monitor":
+                return MonitorRunReport(str(path), document)
+            return Results.model_validate(document)
         except FileNotFoundError:
-            raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, no longer exists "
-                                f"(the status was {row['status']}, exit code {row['exit_code']})") from None
+            raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, does not exist (deleted, or "
+                                f"never written: the status was {row['status']}, exit code {row['exit_code']})"
+                                ) from None
         except (OSError, ValueError) as err:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, cannot be read: {err}") from None

@@ -193,7 +193,9 @@ class Orchestrator:
 
     # ----------------------------------------------------------------- the diagram
     def run(self) -> RunRecord:
-        self.store.start_run(self.run_id, self.mode, self.backend.TYPE, self.record.results_file)
+        # absolute, so `runs show` finds the file from any directory (the store may be named by --store-dir)
+        results_file = str(Path(self.record.results_file).resolve()) if self.record.results_file else None
+        self.store.start_run(self.run_id, self.mode, self.backend.TYPE, results_file)
         self.notify("pipeline_started")
         try:
             if self.mode == Mode.CLEANUP:

@@ -16,6 +16,7 @@ from typing import Any
 log = logging.getLogger("pipeline.progress")
 
 PROGRESS_LOG_SECONDS = 5.0
+LIVE_REDRAW_SECONDS = 0.1  # a live line is redrawn at most this often (and at a step's last report)
 
 
 @dataclass
@@ -23,6 +24,7 @@ class _Step:
     started: float = field(default_factory=time.monotonic)
     logged: float = 0.0
     bar: Any = None
+    drawn: float = 0.0
 
 
 class Progress:
@@ -64,13 +66,18 @@ class Progress:
         if state.bar is None:
             from tqdm import tqdm  # only a person at a terminal needs it
 
+            # tqdm puts ", " before the postfix: "fit: 3/5, fold 3 of 5 [00:01]", "final fit, 120 rows [00:00]"
             state.bar = tqdm(desc=step, total=total, file=sys.stderr, leave=False, dynamic_ncols=True,
-                             bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]" if total else
-                             "{desc}: {postfix} [{elapsed}]")
+                             bar_format="{desc}: {n_fmt}/{total_fmt}{postfix} [{elapsed}]" if total else
+                             "{desc}{postfix} [{elapsed}]")
         if done is not None:
             state.bar.n = done
         state.bar.set_postfix_str(detail, refresh=False)
-        state.bar.refresh()
+        # a step reporting every request (thousands) must not write the terminal as often
+        now = time.monotonic()
+        if not state.drawn or now - state.drawn >= LIVE_REDRAW_SECONDS or (done is not None and done == total):
+            state.drawn = now
+            state.bar.refresh()
 
 
 _current = Progress()
@@ -81,7 +88,28 @@ def progress() -> Progress:
     return _current
 
 
+class _AboveTheLiveLines:
+    """The console log handler's stream while live lines are shown: each log line is written above them (tqdm
+    clears its lines, writes, and draws them again), so a log line never lands in the middle of one."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.stream, end="")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def configure(live: bool) -> Progress:
+    """Live lines (a terminal, text logs) or log lines; with live lines, the console log writes above them."""
     global _current
     _current = Progress(live=live)
+    if live:
+        for handler in logging.getLogger("pipeline").handlers:
+            if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
+                handler.setStream(_AboveTheLiveLines(sys.stderr))
     return _current

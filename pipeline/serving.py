@@ -19,8 +19,9 @@ Routes:
   ``sagemaker-runtime`` client uses with ``endpoint_url``): CSV or JSON in (rows by
   position, or MLflow's payloads with named columns), JSON or CSV out per ``Accept``;
   probabilities with ``X-Probabilities: true`` (or ``Accept: application/json;
-  probabilities=true``, the spelling that also reaches SageMaker's container). Client
-  mistakes are 4xx and the worker stays up. On the boto3 path errors take the shape
+  probabilities=true``, the spelling that also reaches SageMaker's container); a query
+  string (``?probabilities=true``) is a 400 saying so. Client mistakes are 4xx and the worker
+  stays up. On the boto3 path errors take the shape
   SageMaker's runtime gives them (``x-amzn-ErrorType``, ``Message``; the model's refusals
   a ``ModelError`` with ``OriginalStatusCode`` and ``OriginalMessage``), so botocore's
   ``ClientError`` carries the message; a name other than this endpoint's is a 404.
@@ -137,6 +138,14 @@ def _switch(header: str, value: str | None) -> bool:
     raise inference.BadRequestError(f"{header}: expected true or false, got {value[:40]!r}")
 
 
+def _query_refused(req: falcon.asgi.Request) -> str:
+    """A query string is refused rather than ignored: ``?probabilities=true`` would otherwise answer without
+    probabilities and without saying why (SageMaker forwards no query string, so the switches are headers)."""
+    names = ", ".join(repr(name) for name in req.params) or repr(req.query_string[:40])
+    return (f"query parameters are not read here (got {names}): ask for probabilities with the header "
+            f"{PROBABILITIES_HEADER}: true, or Accept: application/json; {inference.PROBABILITIES_PARAMETER}=true")
+
+
 class _Refused(falcon.HTTPError):
     """A request the inference hooks refused: on the boto3 path, what SageMaker calls a ``ModelError``."""
 
@@ -209,7 +218,14 @@ class _Invocations:
             raise falcon.HTTPContentTooLarge(title=f"request body is over the limit of {self.max_payload_bytes} bytes",
                                              headers=_CLOSE)
         try:
-            probabilities = _switch(PROBABILITIES_HEADER, req.get_header(PROBABILITIES_HEADER))
+            if req.query_string:
+                raise inference.BadRequestError(_query_refused(req))
+            switch = req.get_header(PROBABILITIES_HEADER)
+            probabilities = _switch(PROBABILITIES_HEADER, switch)
+            if switch is not None and not probabilities and \
+                    inference.accept_asks_for_probabilities(req.get_header("Accept")):
+                raise inference.BadRequestError(f"{PROBABILITIES_HEADER}: false contradicts Accept's "
+                                                f"{inference.PROBABILITIES_PARAMETER}=true: send one of them")
             rows = inference.input_fn(body, req.content_type or "")
             prediction = inference.predict_fn(rows, self.model.model)
             text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)

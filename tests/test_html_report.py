@@ -212,6 +212,13 @@ def test_a_run_that_fails_still_writes_its_report_with_the_error(pipeline, workd
     assert verdict.startswith("Failed endpoint 'nope' not found")
 
 
+def test_the_console_summary_says_where_the_run_report_is(pipeline, workdir):
+    result = pipeline("--mode", "training")
+    assert result.exit_code == 0
+    page = report_path(workdir / ".mlops", pipeline.results()["run_id"])
+    assert f"Run report: {page}" in result.output and page.is_file()
+
+
 def test_a_report_that_cannot_be_written_is_an_error_line_and_the_run_keeps_its_verdict(pipeline, workdir):
     # Writable when checked before the run; the run itself makes state.db a file, so the copy fails at the end.
     unwritable = workdir / ".mlops" / "state.db" / "report.html"
@@ -295,6 +302,17 @@ def test_champion_comparison_is_shown_when_the_gate_has_one():
                      "rows only the champion got right 1", "95% interval of the difference [-0.05, 0.12]"):
         assert fragment in text, fragment
     assert "Champion comparison" not in Page(render_report(_results())).text
+
+
+def test_the_gate_chart_labels_the_champions_row_short_and_names_its_version_beside_the_point():
+    champion = {"status": "compared", "version": "a-long-endpoint-name-model-20261125-120000", "metric": "accuracy",
+                "champion_value": 0.9}
+    page = Page(render_report(_results(gate={**_results().gate.model_dump(), "champion": champion})))
+    chart = re.search(r'<div class="chart wide" id="gate-chart">(.*?)</div>', page.html, re.S)
+    assert chart, "no gate chart"
+    labels = [Page(text).text for text in re.findall(r"<text\b.*?</text>", chart.group(1), re.S)]
+    assert "champion" in labels and "candidate" in labels  # row labels short enough for the margin
+    assert "0.9 (a-long-endpoint-name-model-20261125-120000)" in labels
 
 
 def test_notifications_delivered_and_not():

@@ -47,3 +47,19 @@ def test_an_odd_file_name_still_gives_a_valid_name():
     config, sources = load_config(env={}, flags={"dataset": "/data/2024 Q1 (final)!.csv"},
                                   search_default_file=False)
     assert config.endpoint_prefix == "2024-q1-final-model" and sources["model_name_prefix"] == "derived:dataset"
+
+
+def test_a_prefix_given_with_set_wins_over_the_file_name_and_the_other_still_follows_it(pipeline):
+    assert pipeline("--dataset", _csv(), "--mode", "training", "--set", "model_name_prefix=fraud-job",
+                    *LOW_BAR).exit_code == 0
+    results = pipeline.results()
+    assert results["summary"]["training_job"].startswith("fraud-job-")
+    assert results["config"]["endpoint_prefix"] == "breast-cancer-model"
+    assert results["config_sources"]["model_name_prefix"] == "set:model_name_prefix"
+
+
+def test_an_endpoint_name_given_with_a_csv_dataset_names_the_endpoint_and_its_versions(pipeline):
+    assert pipeline("--dataset", _csv(), "--endpoint-name", "bc-model", *LOW_BAR).exit_code == 0
+    summary = pipeline.results()["summary"]
+    assert summary["endpoint_name"] == "bc-model" and summary["endpoint_version"].startswith("bc-model-")
+    assert summary["training_job"].startswith("breast-cancer-classifier-")

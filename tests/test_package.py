@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -50,6 +51,14 @@ def test_pip_install_gives_a_console_script_that_runs_the_pipeline(tmp_path):
     script = venv / "bin" / "mlops-pipeline"
     help_text = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert help_text.returncode == 0 and "Usage: mlops-pipeline" in help_text.stdout
+    # shell completion as README documents it: click's own, under the console script's name
+    source = subprocess.run([str(script)], env={**os.environ, "_MLOPS_PIPELINE_COMPLETE": "bash_source"},
+                            capture_output=True, text=True, timeout=120)
+    assert source.returncode == 0 and "complete -o nosort -F _mlops_pipeline_completion mlops-pipeline" in source.stdout
+    completing = {"_MLOPS_PIPELINE_COMPLETE": "bash_complete", "COMP_WORDS": "mlops-pipeline ru", "COMP_CWORD": "1"}
+    completed = subprocess.run([str(script)], capture_output=True, text=True, timeout=120,
+                               env={**os.environ, **completing})
+    assert completed.stdout.split() == ["plain,runs"]
     work = tmp_path / "work"
     work.mkdir()
     try:
@@ -58,7 +67,10 @@ def test_pip_install_gives_a_console_script_that_runs_the_pipeline(tmp_path):
         assert run.returncode == 0, run.stdout + run.stderr
         results = json.loads((work / "results.json").read_text())
         assert results["summary"]["deployment_occurred"] is True and results["summary"]["testing_passed"] is True
-        assert list(work.glob(".mlops/runs/*/report.html"))  # the report's template is in the package
+        # the installed package carries the run report's template: the page is written, not an error line
+        assert "report not written" not in run.stderr
+        report = work / ".mlops" / "runs" / results["run_id"] / "report.html"
+        assert "Deployed" in report.read_text()
     finally:
         subprocess.run([str(script), "cleanup", "--all"], cwd=work, capture_output=True, timeout=120)
     assert re.search(r"mlops_pipeline-0\.1\.0\.dist-info", " ".join(p.name for p in Path(site).iterdir()))

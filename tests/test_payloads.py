@@ -174,6 +174,17 @@ def test_a_probabilities_switch_that_is_neither_true_nor_false_is_refused(endpoi
     assert reply.status_code == status and "expected true or false" in reply.json()["title"]
 
 
+def test_probabilities_switches_that_contradict_each_other_are_a_400(endpoint):
+    reply = _post(endpoint, [SETOSA], {"X-Probabilities": "false", "Accept": "application/json; probabilities=true"})
+    assert reply.status_code == 400 and "contradicts" in reply.json()["title"]
+
+
+def test_probabilities_asked_for_in_the_query_string_are_a_400_naming_the_header(endpoint):
+    reply = _post(endpoint, [SETOSA], {"Accept": "application/json"}, path="/invocations?probabilities=true")
+    assert reply.status_code == 400
+    assert "'probabilities'" in reply.json()["title"] and "X-Probabilities: true" in reply.json()["title"]
+
+
 # --------------------------------------------------------------------------- the boto3 route
 def test_boto3_client_error_carries_the_endpoints_message_and_the_plain_route_keeps_its_own(endpoint):
     with pytest.raises(ClientError) as caught:

@@ -7,6 +7,7 @@ credentials are fake.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -94,6 +95,16 @@ def test_seed_command_trains_deploys_and_tests_a_live_sagemaker_endpoint(pipelin
     assert results["summary"]["endpoint_url"].endswith("/endpoints/iris-model/invocations")
     assert "Training Accuracy: 100.00%" in result.output
     assert "Testing:" in result.output and "Passed" in result.output.split("Testing:")[1].splitlines()[0]
+
+
+def test_json_logs_show_each_sagemaker_wait_with_its_status_and_elapsed_time(pipeline, sagemaker, workdir):
+    result = pipeline("--role-arn", ROLE, "--mode", "training", "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    job = pipeline.results()["summary"]["training_job"]
+    messages = [json.loads(line)["message"] for line in (workdir / "pipeline.log").read_text().splitlines()]
+    waits = [message for message in messages if message.startswith(f"waiting for training job {job}")]
+    assert waits[0] == f"waiting for training job {job}: InProgress (Training) (0.0s)"
+    assert waits[-1].startswith(f"waiting for training job {job} done: Completed") and waits[-1].endswith("s)")
 
 
 def test_training_runs_the_script_mode_entry_point_from_sourcedir_in_the_sklearn_image(pipeline, sagemaker):
@@ -431,6 +442,22 @@ def test_serve_answers_probabilities_and_named_columns_through_the_same_hooks(tm
     assert [sum(row) for row in answer["probabilities"]] == [pytest.approx(1.0)] * 2
     refused = serve.transform_fn(model, body, "application/json", "text/csv; probabilities=true")
     assert refused.status_code == 406 and "JSON only" in json.loads(refused.get_data())["message"]
+
+
+def test_serve_quotes_csv_answers_so_a_label_with_a_comma_or_a_quote_stays_one_field(tmp_path):
+    from sklearn.datasets import load_iris
+
+    from pipeline.container import serve, train
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns=["target"])
+    labels = frame["target"].map({0: "Barolo, DOCG", 1: 'Grignolino "classico"', 2: "Barbera"})
+    train.save_model(train.build_estimator("logistic_regression", {}, 0).fit(features, labels), tmp_path, features)
+    model = serve.model_fn(str(tmp_path))
+    text, content_type = serve.transform_fn(model, "5.1,3.5,1.4,0.2\n6.0,2.2,4.0,1.0\n6.7,3.0,5.2,2.3", "text/csv",
+                                            "text/csv")
+    assert content_type == "text/csv"
+    assert list(csv.reader(io.StringIO(text))) == [["Barolo, DOCG"], ['Grignolino "classico"'], ["Barbera"]]
 
 
 def test_serve_runs_as_a_top_level_module_without_the_pipeline_package_or_flask(tmp_path):

@@ -679,6 +679,13 @@ def _negotiate(accept: str | None) -> tuple[str, bool] | None:
     return media_type, probabilities
 
 
+def accept_asks_for_probabilities(accept: str | None) -> bool:
+    """Whether the Accept header's chosen type carries ``probabilities=true`` (for a server with a switch of its
+    own, which must not contradict it)."""
+    negotiated = _negotiate(accept)
+    return bool(negotiated and negotiated[1])
+
+
 def output_fn(prediction: Prediction | np.ndarray, accept: str | None,
               probabilities: bool = False) -> tuple[str, str]:
     """Serialise predictions as JSON (``{"predictions": [...]}``) or CSV, one per line.
