@@ -28,7 +28,9 @@ CAPTURES = f"model-monitor/data-capture/{ENDPOINT}/"
 
 
 def deploy(pipeline, *settings: str) -> dict:
-    result = pipeline("--role-arn", ROLE, *settings)
+    # The emulated endpoint writes each capture to moto's S3 in the request: its latency is moto's, not
+    # the subject here (a loaded machine took a p95 over the default 1 s limit).
+    result = pipeline("--role-arn", ROLE, "--set", "max_p95_latency_ms=null", *settings)
     assert result.exit_code == 0, result.output
     return pipeline.results()["summary"]
 
