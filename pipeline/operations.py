@@ -206,10 +206,13 @@ class Operations:
         if stopped:
             log.warning("stopped servers whose pipeline died before deploying them: %s", ", ".join(stopped))
         names = [endpoint_name] if endpoint_name else [row["name"] for row in self.store.endpoints()]
+        deploying = set(self.store.endpoints_deploying())
+        for name in [name for name in deploying if name not in names and not endpoint_name]:
+            self.deployer(name).reconcile_if_idle(name)  # a first deployment that died: finished, not listed
         rows = []
         for name in names:
             deployer = self.deployer(name)
-            if self.store.endpoint(name):
+            if self.store.endpoint(name) or name in deploying:
                 deployer.reconcile_if_idle(name)
             rows.append(deployer.backend.describe(name))
         unrecorded = {name: servers for name, servers in self.backend().unrecorded_servers().items()

@@ -403,6 +403,13 @@ class DeploymentStore:
                                (endpoint_name, limit))
         return self._query("SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,))
 
+    def endpoints_deploying(self) -> list[str]:
+        """Endpoints with a deployment still ``in_progress``: a first deployment whose pipeline died has one
+        before its endpoint has a row."""
+        rows = self._query("SELECT DISTINCT endpoint_name FROM deployments WHERE status=? ORDER BY endpoint_name",
+                           ("in_progress",))
+        return [row["endpoint_name"] for row in rows]
+
     def serving_version_at(self, endpoint_name: str, at: str) -> str | None:
         """Which version served ``endpoint_name`` at time ``at``, from the audit trail alone."""
         try:

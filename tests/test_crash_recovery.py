@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import requests
+from click.testing import CliRunner
 
+from pipeline.cli import cli
 from pipeline.store import DeploymentStore
 from tests.conftest import PYTHON, REPO, processes_mentioning
 
@@ -95,3 +97,21 @@ def test_sigterm_during_a_deployment_drops_the_candidate_and_keeps_the_old_versi
     _wait_for(lambda: not processes_mentioning("mlops-iris-model-candidate-"), seconds=15, interval=0.1)
     url = DeploymentStore(".mlops").endpoint("iris-model")["url"]
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
+
+
+def test_a_first_deployment_whose_pipeline_died_before_its_endpoint_existed_is_finished_by_status(pipeline):
+    assert pipeline("--mode", "training").exit_code == 0
+    job = pipeline.results()["summary"]["training_job"]
+    store = DeploymentStore(".mlops")
+    # What a SIGKILL leaves between recording the deployment and recording its endpoint (the chaos test
+    # hits this moment now and then): a deployment in progress, no endpoint, a run that no process owns.
+    store.start_deployment("run-that-died", "new-model", None, "new-model-20261130-000000", job)
+    assert store.endpoint("new-model") is None
+
+    result = CliRunner().invoke(cli, ["status", "--json"], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    [deployment] = store.deployments("new-model")
+    assert deployment["status"] == "interrupted"
+    assert "stopped during this deployment" in deployment["reason"]
+    assert store.endpoint("new-model") is None
