@@ -17,7 +17,7 @@ import click
 from click.core import ParameterSource
 
 from pipeline.backends import BACKENDS
-from pipeline.config import MODEL_TYPES, PipelineConfig, load_config, validate_endpoint_name
+from pipeline.config import MODEL_TYPES, TRAFFIC_ROUTINGS, PipelineConfig, load_config, validate_endpoint_name
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.invocation import check_output_paths, output_label, resolve_mode
 from pipeline.logs import LOG_FORMATS, default_results_file
@@ -76,6 +76,7 @@ def flag_settings(options: dict[str, Any]) -> dict[str, Any]:
         "model_type": options.get("model_type"), "random_seed": options.get("random_seed"),
         "store_dir": options.get("store_dir"), "endpoint_port": options.get("endpoint_port"),
         "log_file": options.get("log_file"), "log_level": "DEBUG" if options.get("verbose") else None,
+        "traffic_routing": options.get("traffic_routing"),
     }
 
 
@@ -113,6 +114,9 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
 @click.option("--random-seed", type=int, help="Seed for the split, CV and the model.")
 @click.option("--store-dir", type=click.Path(file_okay=False), help="State directory (default .mlops).")
 @click.option("--endpoint-port", type=int, help="Port of a new local endpoint (default: a free one).")
+@click.option("--traffic-routing", type=click.Choice(TRAFFIC_ROUTINGS, case_sensitive=False),
+              help="How a tested version takes the endpoint's traffic (default ALL_AT_ONCE; CANARY, LINEAR and "
+                   "SHADOW bake it on live requests first).")
 @click.option("--log-file", type=click.Path(dir_okay=False),
               help="Log file (default /tmp/mlops_pipeline_<ts>.log; the newest tmp_retention_count such files "
                    "are kept).")

@@ -53,6 +53,8 @@ DEFAULT_CONFIG_FILE = "pipeline_config.json"
 # The estimators pipeline/container/train.py builds, by the names the config uses. The container
 # code cannot import this package, so a test checks that its ESTIMATORS table has exactly these.
 MODEL_TYPES = ("logistic_regression", "random_forest", "gradient_boosting")
+# How a tested version takes an endpoint's traffic, in SageMaker's words (pipeline/rollout.py).
+TRAFFIC_ROUTINGS = ("ALL_AT_ONCE", "CANARY", "LINEAR", "SHADOW")
 
 
 class PipelineConfig(BaseModel):
@@ -117,6 +119,20 @@ class PipelineConfig(BaseModel):
     lock_timeout_seconds: float = Field(600.0, ge=0.0)  # how long a deployment waits for another one
     retain_versions: int = Field(5, ge=1)  # cleanup keeps the artifacts of this many newest versions per endpoint
 
+    # --- progressive delivery (pipeline/rollout.py, README "Progressive delivery") ---
+    # How a tested version takes the endpoint's traffic: all at once; CANARY (canary_percent for one
+    # baking interval, then all); LINEAR (linear_step_percent more each interval until all); SHADOW (a copy
+    # of every request, never answered by it). The names SageMaker uses; one key for both backends.
+    traffic_routing: Literal[TRAFFIC_ROUTINGS] = "ALL_AT_ONCE"  # type: ignore[valid-type]
+    canary_percent: int = Field(10, ge=1, le=99)
+    linear_step_percent: int = Field(20, ge=1, le=99)
+    baking_seconds: float = Field(60.0, gt=0.0, le=3600.0, allow_inf_nan=False)  # one analysis interval
+    analysis_min_requests: int = Field(50, ge=1)  # live candidate requests an interval needs for a verdict
+    insufficient_traffic: Literal["hold", "promote"] = "hold"  # too little traffic is never a pass unless "promote"
+    max_error_rate_increase: float = Field(0.01, ge=0.0, le=1.0)  # candidate non-2xx rate over the serving one's
+    max_latency_ratio: float = Field(2.0, ge=1.0, allow_inf_nan=False)  # candidate p95 / serving p95
+    shadow_min_agreement: float = Field(0.95, ge=0.0, le=1.0)  # SHADOW: share of rows both versions predict alike
+
     # --- testing the live endpoint ---
     health_timeout_seconds: float = Field(60.0, gt=0.0)
     test_batch_size: int = Field(5000, ge=1)  # rows per request of the accuracy test (capped by max_payload_mb)
@@ -150,8 +166,6 @@ class PipelineConfig(BaseModel):
     sklearn_framework_version: str = "1.9-0"  # the container's scikit-learn matches requirements.txt, for parity
     training_instance_type: str = "ml.m5.large"
     instance_count: int = Field(1, ge=1)
-    traffic_routing: Literal["ALL_AT_ONCE", "CANARY", "LINEAR"] = "ALL_AT_ONCE"
-    canary_percent: int = Field(10, ge=1, le=99)
     baking_period_minutes: int = Field(0, ge=0, le=120)
     rollback_alarm_names: tuple[str, ...] = ()
     sagemaker_timeout_minutes: float = Field(60.0, gt=0.0)
@@ -178,7 +192,7 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"expected an address of this machine (cannot listen on it: {err.strerror})") from None
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "traffic_routing", mode="before")
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
@@ -223,6 +237,7 @@ ENV_VARS: dict[str, str] = {
     "LOG_LEVEL": "log_level",
     "SNS_TOPIC_ARN": "sns_topic_arn",
     "SLACK_WEBHOOK_URL": "slack_webhook_url",
+    "TRAFFIC_ROUTING": "traffic_routing",
 }
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -367,7 +382,7 @@ FLAGS: dict[str, str] = {
     "backend": "--backend", "auto_deploy_enabled": "--disable-auto-deploy", "dataset": "--dataset",
     "label_column": "--label-column", "model_type": "--model-type", "random_seed": "--random-seed",
     "store_dir": "--store-dir", "endpoint_port": "--endpoint-port", "log_file": "--log-file",
-    "log_level": "--verbose",
+    "log_level": "--verbose", "traffic_routing": "--traffic-routing",
 }
 _SWITCHES = ("auto_deploy_enabled", "log_level")
 
