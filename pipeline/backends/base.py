@@ -79,6 +79,38 @@ class Outcome:
     stable: Server | None = None  # the stable server afterwards, when it changed (e.g. restarted)
 
 
+@dataclass(frozen=True)
+class TrafficStep:
+    """How live traffic is shared between the serving version and a tested candidate during a bake.
+
+    ``split``: the candidate answers ``percent`` of live requests, the serving version the rest.
+    ``shadow``: the serving version answers every request; the candidate predicts a copy of each,
+    off the response path, and its answers are recorded, never returned.
+    """
+
+    mode: str  # "split" or "shadow"
+    percent: int  # split: the candidate's share of live requests; shadow: the share copied to it (100)
+
+
+@dataclass(frozen=True)
+class VersionTraffic:
+    """One version's live requests over an analysis interval (the pipeline's own test requests excluded)."""
+
+    requests: int  # answered (shadow: predicted) requests
+    errors: int  # of them, non-2xx (shadow: predictions that failed)
+    p95_seconds: float | None  # None: no request, or no latency known
+
+
+@dataclass(frozen=True)
+class IntervalTraffic:
+    """What an analysis interval saw, per version; ``compared_rows``/``agreeing_rows`` under shadow only."""
+
+    serving: VersionTraffic
+    candidate: VersionTraffic
+    compared_rows: int = 0  # rows both versions predicted (shadow)
+    agreeing_rows: int = 0  # of them, rows both predicted alike
+
+
 class Backend(ABC):
     TYPE: ClassVar[str]
 
@@ -173,6 +205,27 @@ class Backend(ABC):
 
     def delete_version_artifacts(self, endpoint_name: str, version: str) -> None:
         """Forget what the backend keeps for an old version (retention); by default nothing."""
+
+    # --- progressive delivery (pipeline/rollout.py drives these; the orchestrator decides) ---
+    def bakes_on_the_endpoint(self, traffic_routing: str) -> bool:
+        """True when the pipeline itself shifts traffic in steps and judges each interval for this routing
+        (``split_traffic``, ``traffic_mark``, ``traffic_since``); False when the backend does the shifting
+        inside ``stage`` (SageMaker's blue/green CANARY and LINEAR) or there is nothing to bake."""
+        return False
+
+    def split_traffic(self, staged: Staged, step: TrafficStep) -> None:
+        """Share the endpoint's live traffic with the staged version as ``step`` says, verified; the serving
+        version keeps answering throughout. ``promote`` ends a split with the candidate serving alone,
+        ``discard`` with the previous version serving alone."""
+        raise DeploymentError(f"the {self.TYPE} backend cannot split an endpoint's traffic")
+
+    def traffic_mark(self, staged: Staged) -> Any:
+        """Where an analysis interval starts (a counter snapshot, or a time): handed back to ``traffic_since``."""
+        raise DeploymentError(f"the {self.TYPE} backend cannot read an endpoint's traffic")
+
+    def traffic_since(self, staged: Staged, mark: Any) -> IntervalTraffic:
+        """The live traffic of both versions since ``mark``, the pipeline's own test requests excluded."""
+        raise DeploymentError(f"the {self.TYPE} backend cannot read an endpoint's traffic")
 
     @abstractmethod
     def describe(self, endpoint_name: str) -> dict[str, Any]:
