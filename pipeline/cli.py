@@ -317,7 +317,7 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None:
-    """Each endpoint: URL, serving version, health, and whether its process is alive.
+    """Each endpoint: URL, serving version, health, whether its process is alive, and a bake's traffic split.
 
     Exit 1 when any endpoint listed is unhealthy or its process is dead, so it serves as a health
     check; 0 when all are healthy (or there are none).
@@ -339,6 +339,11 @@ def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None
             health = "healthy" if row.get("healthy") else "UNHEALTHY"
             alive = "" if row.get("process_alive", True) else \
                 "  process DEAD: the next deployment or rollback restarts it"
+            split = row.get("traffic_split")
+            if split:  # a bake in progress: who answers what
+                share = "a shadow copy of every request" if split.get("mode") == "shadow" else \
+                    f"{split.get('percent')}% of requests"
+                alive += f"  BAKING: {split.get('candidate_version')} gets {share}"
             click.echo(f"{row['name']}  {row['url']}  {row['serving_version']}  {health}{alive}")
         for name, servers in report.unrecorded_servers.items():
             click.echo(f"{name}  NOT IN THE STORE: {', '.join(servers)} still running; "

@@ -165,13 +165,16 @@ class DeploymentPipeline:
         log.info("endpoint %s now serves %s", staged.endpoint_name, staged.version)
         return outcome
 
-    def discard(self, deployment: Deployment, reason: str) -> Outcome:
-        """The new version failed: keep or restore the previous one, verified; record how it ended."""
+    def discard(self, deployment: Deployment, reason: str, status: FinalState | None = None) -> Outcome:
+        """The new version failed: keep or restore the previous one, verified; record how it ended (``status``,
+        when given, names it instead of the backend, unless the previous version could not be verified)."""
         staged = deployment.staged
         try:
             outcome = self.backend.discard(staged)
         except PipelineError as err:
             outcome = Outcome(FinalState.ROLLBACK_FAILED, None, str(err))
+        if status is not None and outcome.status not in (FinalState.ROLLBACK_FAILED, FinalState.REMOVED):
+            outcome = Outcome(status, outcome.serving_version, outcome.detail, outcome.stable)
         self._finish(deployment, outcome, reason)
         return outcome
 

@@ -70,6 +70,10 @@ class HttpEndpointClient:
     def ping(self) -> Reply:
         return self._reply(self._session().get(f"{self.url}/ping", timeout=self.timeout, headers=self._headers))
 
+    def metrics(self) -> Reply:
+        """``GET /metrics``: the endpoint's Prometheus counters, summed over its workers."""
+        return self._reply(self._session().get(f"{self.url}/metrics", timeout=self.timeout, headers=self._headers))
+
     def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> Reply:
         headers = {**self._invoke_headers, "Content-Type": content_type, "Accept": accept}
         return self._reply(self._session().post(f"{self.url}/invocations", data=body, headers=headers,

@@ -205,18 +205,56 @@ class EndpointMetrics:
         self.deleted_files = Counter("mlops_endpoint_capture_deleted_files",
                                      "Capture files deleted to keep the capture directory under capture_max_mb",
                                      ["version"], registry=None).labels(version)
+        # The pipeline's own endpoint tests, counted again here (they are in the totals above too): a bake's
+        # analysis takes them out, counters and latency buckets alike, so it judges clients' requests alone.
+        self._test_requests = Counter("mlops_endpoint_test_requests",
+                                      "The pipeline's own test invocations among the answered ones, by version and "
+                                      "HTTP status code", ["version", "code"], registry=None)
+        self._test_codes: dict[int, int] = {}
+        self._test_latency = _Histogram(
+            Histogram("mlops_endpoint_test_request_duration_seconds",
+                      "Seconds from the first byte to the answer of the pipeline's own test invocations, by version",
+                      ["version"], buckets=LATENCY_BUCKETS, registry=None).labels(version), LATENCY_BUCKETS)
+        # A shadow candidate (pipeline/serving.py): its predictions of copies of live requests, never returned.
+        self._shadow_requests = Counter("mlops_endpoint_shadow_requests",
+                                        "Copies of live invocations a shadow version predicted, by version and the "
+                                        "HTTP status code it would have answered", ["version", "code"], registry=None)
+        self._shadow_codes: dict[int, int] = {}
+        self._shadow_latency = _Histogram(
+            Histogram("mlops_endpoint_shadow_request_duration_seconds",
+                      "Seconds a client would have waited had the shadow version answered, by version",
+                      ["version"], buckets=LATENCY_BUCKETS, registry=None).labels(version), LATENCY_BUCKETS)
+        shadow_rows = Counter("mlops_endpoint_shadow_rows", "Rows a shadow version predicted, by version and whether "
+                              "it agreed with the serving version", ["version", "agreement"], registry=None)
+        self._shadow_rows = {"same": shadow_rows.labels(version, "same"),
+                             "different": shadow_rows.labels(version, "different")}
+        self._shadow_row_counts = {"same": 0, "different": 0}
         self._scheduled = False
         atexit.register(self.flush)  # a worker that stops leaves its last counts in the files
 
-    def request(self, code: int, started: float | None) -> None:
+    def request(self, code: int, started: float | None, test: bool = False) -> None:
         self._codes[code] = self._codes.get(code, 0) + 1
         if started is not None:
-            self._latency.observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self._latency.observe(seconds)
+            if test:
+                self._test_latency.observe(seconds)
+        if test:
+            self._test_codes[code] = self._test_codes.get(code, 0) + 1
         if not self._scheduled:
             self._schedule()
 
-    def answered(self, started: float | None, rows: int, prediction: Any) -> None:
-        self.request(200, started)
+    def shadowed(self, code: int, seconds: float | None, same: int, different: int) -> None:
+        self._shadow_codes[code] = self._shadow_codes.get(code, 0) + 1
+        if seconds is not None:
+            self._shadow_latency.observe(seconds)
+        self._shadow_row_counts["same"] += same
+        self._shadow_row_counts["different"] += different
+        if not self._scheduled:
+            self._schedule()
+
+    def answered(self, started: float | None, rows: int, prediction: Any, test: bool = False) -> None:
+        self.request(200, started, test)
         self._rows.observe(rows)
         index_of = self._class_index
         if not index_of:
@@ -250,6 +288,17 @@ class EndpointMetrics:
             child.inc(count)
         self._latency.flush()
         self._rows.flush()
+        for counter, counted in ((self._test_requests, self._test_codes), (self._shadow_requests, self._shadow_codes)):
+            if counted:
+                for code, count in counted.items():
+                    counter.labels(self._version, str(code)).inc(count)
+                counted.clear()
+        self._test_latency.flush()
+        self._shadow_latency.flush()
+        for agreement, count in self._shadow_row_counts.items():
+            if count:
+                self._shadow_rows[agreement].inc(count)
+                self._shadow_row_counts[agreement] = 0
         for index, count in enumerate(self._class_counts):
             if count:
                 self._class_children[index].inc(count)
@@ -587,11 +636,12 @@ class EndpointTelemetry:
         inference id. The pipeline's own endpoint tests (``TEST_TRAFFIC_HEADER``) are counted, never
         captured: they are not live traffic."""
         inference_id = next(self._ids)
+        test = req.get_header(TEST_TRAFFIC_HEADER) is not None
         if self.metrics is not None:
-            self.metrics.answered(req.scope.get(STARTED_KEY), len(labels), labels)
+            self.metrics.answered(req.scope.get(STARTED_KEY), len(labels), labels, test)
         capture = self.capture
-        if capture is not None and (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent) \
-                and req.get_header(TEST_TRAFFIC_HEADER) is None:
+        if capture is not None and not test and \
+                (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent):
             capture.offer(inference_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000)
         return inference_id
 
@@ -611,23 +661,29 @@ class EndpointTelemetry:
         self.metrics.flush()
         return metrics_exposition()
 
-    def failed(self, code: int, started: float | None) -> None:
+    def failed(self, code: int, started: float | None, test: bool = False) -> None:
         """An invocation refused with ``code`` (by the app, or by the worker: 408)."""
         if self.metrics is not None:
-            self.metrics.request(code, started)
+            self.metrics.request(code, started, test)
+
+    def shadowed(self, code: int, seconds: float | None, same: int, different: int) -> None:
+        """A shadow version's prediction of a live request's copy: the status it would have answered, the
+        client's wait had it answered, and how many rows it predicted as the serving version did."""
+        if self.metrics is not None:
+            self.metrics.shadowed(code, seconds, same, different)
 
     # falcon error handlers (``app.add_error_handler``): count, then let falcon answer as it would.
     async def count_http_error(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: falcon.HTTPError,
                                params: dict[str, Any]) -> None:
         if req.uri_template in INVOCATION_ROUTES:
-            self.failed(error.status_code, req.scope.get(STARTED_KEY))
+            self.failed(error.status_code, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None)
         raise error
 
     async def count_exception(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: Exception,
                               params: dict[str, Any]) -> None:
         log.error("unhandled error answering %s %s", req.method, req.path, exc_info=error)  # as falcon's own handler
         if req.uri_template in INVOCATION_ROUTES:
-            self.failed(500, req.scope.get(STARTED_KEY))
+            self.failed(500, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None)
         raise falcon.HTTPInternalServerError()
 
     def close(self) -> None:

@@ -90,6 +90,7 @@ class EndpointProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client_timeout: float = self.config.client_timeout_seconds  # set by EndpointWorker
+        self.headers_per_response: bool = getattr(self.config, "headers_per_response", False)
         self._deadline: asyncio.TimerHandle | None = None
         self._receiving = False  # a request has begun to arrive and has not arrived whole
         self._draining = False
@@ -162,6 +163,8 @@ class EndpointProtocol(HttpToolsProtocol):
             answered()
 
         cycle.on_response = flush_then_answered
+        if self.headers_per_response:  # a split: the app names the version that answered
+            cycle.default_headers = []
         if self._draining:
             cycle.keep_alive = False
 
@@ -209,5 +212,6 @@ class EndpointWorker(UvicornWorker):
         self.config.headers = list(settings.headers)
         self.config.client_timeout_seconds = settings.client_timeout_seconds  # read by EndpointProtocol
         self.config.telemetry = settings.telemetry  # counts the 408s EndpointProtocol sends
+        self.config.headers_per_response = settings.headers_per_response  # read by EndpointProtocol
         self.config.timeout_keep_alive = settings.client_timeout_seconds
         await super()._serve()

@@ -1,10 +1,13 @@
 """The pipeline, phase by phase:
 
-    train -> evaluate -> gate -> deploy -> test the live endpoint -> keep it, or roll back -> notify -> record
+    train -> evaluate -> gate -> deploy -> test the live endpoint -> [bake on live traffic]
+          -> keep it, or roll back -> notify -> record
 
-``Orchestrator.run`` reads like that diagram. The two decisions that matter are
-made here and nowhere else: the accuracy gate (``Gate``) and whether a
-deployment whose tests failed is rolled back. Modules below do the work; this
+``Orchestrator.run`` reads like that diagram. The decisions that matter are
+made here and nowhere else: the accuracy gate (``Gate``), whether a
+deployment whose tests failed is rolled back, and what a bake's findings
+(``pipeline.rollout``) lead to: promote, roll back on a breach, or keep the
+serving version when there was too little traffic for a verdict. Modules below do the work; this
 one decides, passing one config object and one ``RunRecord`` along.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pipeline.jobs import TrainingJob
 from pipeline.logs import log_phase, set_run_id
 from pipeline.notifications import Notifier
 from pipeline.outcomes import FinalState, Mode, Verdict
+from pipeline.rollout import BakeOutcome, BakeReport, bake
 from pipeline.run_record import (
     CleanupRecord,
     EndpointRef,
@@ -212,7 +216,14 @@ class Orchestrator:
                         deployment = self.deploy(job)
                         report = self.test(deployment, job)
                         if report.passed:
-                            self.keep(deployment)
+                            baked = self.bake(deployment)  # None: the version takes all traffic at once
+                            if baked is None or baked.promotes:
+                                self.keep(deployment)
+                            elif baked.outcome == BakeOutcome.BREACH:
+                                self.roll_back(deployment, baked.reason or "bake breached", tests_failed=True)
+                            else:  # too little traffic for a verdict: never a pass
+                                self.roll_back(deployment, baked.reason or "insufficient traffic",
+                                               status=FinalState.KEPT_PREVIOUS)
                         elif self.config.rollback_on_failure:
                             self.roll_back(deployment, report.failure_reason or "endpoint tests failed",
                                            tests_failed=True)
@@ -287,6 +298,26 @@ class Orchestrator:
             self.record.testing = EndpointTester(client, self.config, expected_version=staged.version).run_for(job)
             return self.record.testing  # notified after the rollback: never delay it
 
+    def bake(self, deployment: Deployment) -> BakeReport | None:
+        """CANARY, LINEAR or SHADOW: the tested version meets live traffic before it takes all of it."""
+        staged, routing = deployment.staged, self.config.traffic_routing
+        if routing == "ALL_AT_ONCE" or not self.backend.bakes_on_the_endpoint(routing):
+            return None  # (SageMaker's CANARY and LINEAR bake inside its own update)
+        if not (staged.beside_stable and staged.previous_version):
+            log.warning("traffic_routing %s: endpoint %s has no serving version to bake beside; %s takes all "
+                        "traffic now", routing, staged.endpoint_name, staged.version)
+            return None
+        with log_phase("rollout"):
+            self.record.rollout = BakeReport(routing, self.config.baking_seconds)
+            log.info("baking %s on live traffic (%s, %g s per interval) beside %s", staged.version, routing,
+                     self.config.baking_seconds, staged.previous_version)
+            baked = bake(self.config, self.backend, staged, record=self.record.rollout)
+            for interval in baked.intervals:
+                self.store.record_event("bake_interval", run_id=self.run_id, endpoint_name=staged.endpoint_name,
+                                        version=staged.version, **interval.to_dict())
+            (log.info if baked.promotes else log.warning)("bake: %s: %s", baked.outcome, baked.reason)
+            return baked
+
     def keep(self, deployment: Deployment, failed_reason: str | None = None) -> None:
         """Make the tested version the serving one (or, with rollback off, the failed one stays)."""
         with log_phase("deployment"):
@@ -304,9 +335,12 @@ class Orchestrator:
         else:
             self.notify("tests_failed", rollback_reason=failed_reason)
 
-    def roll_back(self, deployment: Deployment, reason: str, tests_failed: bool = False) -> None:
+    def roll_back(self, deployment: Deployment, reason: str, tests_failed: bool = False,
+                  status: FinalState | None = None) -> None:
+        """Drop the new version; ``status`` names how it ended when the backend's word is not the right one
+        (a bake that stopped without a breach: the serving version never stopped serving, ``kept_previous``)."""
         with log_phase("rollback"):
-            outcome = self.deployer.discard(deployment, reason)
+            outcome = self.deployer.discard(deployment, reason, status)
             self.record.rollback = RollbackRecord(outcome.status, reason, outcome.serving_version, outcome.detail)
             log.error("deployment of %s failed (%s): %s", deployment.staged.version, reason, outcome.detail)
         if tests_failed:
@@ -341,8 +375,13 @@ class Orchestrator:
     def fail(self, message: str, exit_code: ExitCode, hint: str | None = None) -> None:
         deployment = self._deployment
         if deployment is not None and deployment.outcome is None:
-            # Never leave a half-done deployment: drop the candidate, keep what served before.
-            self.roll_back(deployment, f"interrupted: {message}")
+            # Never leave a half-done deployment: drop the candidate, keep what served before. A bake cut short
+            # (Ctrl-C, SIGTERM, an unreadable endpoint) ends with every request back on the serving version.
+            baking = self.record.rollout is not None and self.record.rollout.outcome is None
+            if baking and self.record.rollout is not None:
+                self.record.rollout.reason = f"interrupted: {message}"
+            self.roll_back(deployment, f"interrupted: {message}",
+                           status=FinalState.KEPT_PREVIOUS if baking else None)
         self.record.error = RunError(message, exit_code, hint)
         job = self.record.training_job
         if job and self.mode in (Mode.FULL, Mode.DEPLOYMENT) and exit_code == ExitCode.FAILURE \

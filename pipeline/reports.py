@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.atomic_files import write_atomically
-from pipeline.results_schema import DeploymentResults, Gate, Results, TestingPhase
+from pipeline.results_schema import DeploymentResults, Gate, Results, RolloutPhase, TestingPhase
 
 DOTENV_PREFIX = "MLOPS_"
 DOTENV_MAX_VARIABLES = 20  # the smallest per-plan limit GitLab applies
@@ -207,6 +207,12 @@ def junit_tree(results: Results) -> ET.ElementTree:
             for name in ENDPOINT_CHECKS:
                 suite.case(name, skipped=reason)
 
+    rollout = results.phases.rollout
+    if rollout is not None:
+        suite = _Suite(root, "bake")
+        suites.append(suite)
+        _bake_cases(suite, rollout)
+
     deployment = results.deployment
     if deployment is not None:
         suite = _Suite(root, "deployment")
@@ -297,6 +303,23 @@ def _endpoint_cases(suite: _Suite, testing: TestingPhase) -> None:
             suite.case(name, details=details, seconds=seconds)
         else:
             suite.case(name, failure=f"{name}: {check.get('reason') or 'failed'}", details=details, seconds=seconds)
+
+
+def _bake_cases(suite: _Suite, rollout: RolloutPhase) -> None:
+    """One case per analysis interval: a breach fails; too little traffic fails too unless it was promoted on
+    purpose (``insufficient_traffic`` promote: skipped, saying so); a bake cut short fails its last case."""
+    for interval in rollout.intervals:
+        name = f"interval {interval.interval} ({interval.mode}, {interval.candidate_percent}%)"
+        details = interval.model_dump(exclude={"reason", "interval"})
+        if interval.verdict == "pass":
+            suite.case(name, details=details, seconds=interval.seconds)
+        elif interval.verdict == "insufficient_traffic" and rollout.outcome == "promote":
+            suite.case(name, skipped=f"{interval.reason} (promoted anyway: insufficient_traffic promote)")
+        else:
+            suite.case(name, failure=interval.reason, details=details, seconds=interval.seconds)
+    if rollout.outcome == "interrupted":
+        cut_short = rollout.reason or "interrupted"
+        suite.case("bake", failure=f"the {rollout.traffic_routing} bake was cut short: {cut_short}")
 
 
 def _deployment_case(suite: _Suite, deployment: DeploymentResults, results: Results) -> None:

@@ -108,10 +108,37 @@ class TestingPhase(_Document):
     failures: list[str] = Field(default_factory=list)
 
 
+class BakeInterval(_Document):
+    interval: int
+    mode: str  # split | shadow
+    candidate_percent: int
+    seconds: float
+    verdict: str  # pass | breach | insufficient_traffic
+    reason: str
+    metric: str | None = None
+    candidate_value: float | None = None
+    limit: float | None = None
+    serving: dict[str, Any] = Field(default_factory=dict)  # requests, errors, error_rate, p95_ms
+    candidate: dict[str, Any] = Field(default_factory=dict)
+    compared_rows: int = 0
+    agreeing_rows: int = 0
+    agreement: float | None = None
+
+
+class RolloutPhase(_Document):
+    traffic_routing: str
+    baking_seconds: float
+    outcome: str  # promote | breach | insufficient_traffic | interrupted
+    reason: str | None = None
+    promoted_without_verdict: bool = False
+    intervals: list[BakeInterval] = Field(default_factory=list)
+
+
 class Phases(_Document):
     training: TrainingPhase | None = None
     deployment: DeploymentPhase | None = None
     testing: TestingPhase | None = None
+    rollout: RolloutPhase | None = None
     cleanup: dict[str, Any] | None = None
 
 

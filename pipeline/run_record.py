@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pipeline.deployment import Deployment
     from pipeline.jobs import TrainingJob
     from pipeline.orchestrator import GateDecision
+    from pipeline.rollout import BakeReport
     from pipeline.testing import TestReport
 
 
@@ -131,6 +132,7 @@ class RunRecord:
     gate: GateDecision | None = None
     deployment: Deployment | None = None
     testing: TestReport | None = None
+    rollout: BakeReport | None = None
     cleanup: CleanupRecord | None = None
     rollback: RollbackRecord | None = None
     endpoint: EndpointRef | None = None
@@ -230,6 +232,8 @@ class RunRecord:
                 "deployment_results": self.deployment.to_results()}
         if self.testing is not None:
             phases["testing"] = self.testing.to_dict()
+        if self.rollout is not None:
+            phases["rollout"] = self.rollout.to_dict()
         if self.cleanup is not None:
             phases["cleanup"] = self.cleanup.to_dict()
         results: dict[str, Any] = {

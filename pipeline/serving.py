@@ -45,6 +45,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,14 @@ import falcon.asgi
 import numpy as np
 
 from pipeline.container import inference
-from pipeline.endpoint_telemetry import EndpointTelemetry
-from pipeline.serving_contract import INFERENCE_ID_HEADER, SHA_HEADER, TOKEN_ENV, VERSION_HEADER
+from pipeline.endpoint_telemetry import STARTED_KEY, EndpointTelemetry
+from pipeline.serving_contract import (
+    INFERENCE_ID_HEADER,
+    SHA_HEADER,
+    TEST_TRAFFIC_HEADER,
+    TOKEN_ENV,
+    VERSION_HEADER,
+)
 
 POINTER_ENV = "MLOPS_MODEL_POINTER"
 POINTER_WAIT_ENV = "MLOPS_POINTER_WAIT"
@@ -102,9 +109,13 @@ class _Model:
         self.endpoint: str | None = spec.get("endpoint")
         self.version = spec["version"]
         self.sha256 = spec["sha256"]
+        began = time.perf_counter()
         self.model = inference.model_fn(spec["model_dir"], spec["sha256"], spec.get("input_schema"))
+        self.load_seconds = time.perf_counter() - began
         width = int(getattr(self.model, "n_features_in_", 1))
         self.probe = np.zeros((1, width))
+        self.headers = ((VERSION_HEADER, self.version), (SHA_HEADER, self.sha256))
+        self.telemetry = EndpointTelemetry.from_spec(spec, getattr(self.model, "classes_", ()), self.load_seconds)
 
     def healthy(self) -> bool:
         try:
@@ -115,15 +126,73 @@ class _Model:
 
 
 class _Ping:
-    def __init__(self, model: _Model) -> None:
+    """Health of the serving version (which answers every ping); during a bake, the split and the candidate's
+    health too, so a deployment can verify that every worker routes as it was told."""
+
+    def __init__(self, model: _Model, router: _Router | None = None) -> None:
         self.model = model
+        self.router = router
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         healthy = self.model.healthy()
         resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
         resp.content_type = falcon.MEDIA_JSON
-        resp.text = json.dumps({"status": "healthy" if healthy else "unhealthy",
-                                "version": self.model.version, "sha256": self.model.sha256})
+        body: dict[str, Any] = {"status": "healthy" if healthy else "unhealthy",
+                                "version": self.model.version, "sha256": self.model.sha256}
+        if self.router is not None:
+            body["split"] = self.router.describe()
+        resp.text = json.dumps(body)
+
+
+class _Router:
+    """Which version answers a request while a candidate bakes beside the serving version.
+
+    ``split``: the candidate answers ``percent`` of the clients' requests, interleaved exactly
+    (request n goes to it when ``n * percent // 100`` steps up), so a worker's share never drifts
+    the way a random draw's does over a short interval. ``shadow``: the serving version answers
+    everything; the candidate predicts a copy afterwards (``_Invocations._shadow``). The
+    pipeline's own test requests (``TEST_TRAFFIC_HEADER``) always go to the serving version: they
+    check what serves, and are never part of a bake's analysis.
+    """
+
+    def __init__(self, serving: _Model, candidate: _Model, mode: str, percent: int) -> None:
+        if mode not in ("split", "shadow"):
+            raise ValueError(f"pointer key split.mode: expected 'split' or 'shadow', got {mode!r}")
+        if not 0 <= percent <= 100:
+            raise ValueError(f"pointer key split.percent: expected 0 to 100, got {percent}")
+        self.serving = serving
+        self.candidate = candidate
+        self.mode = mode
+        self.percent = percent
+        self._seen = 0
+
+    def choose(self, req: falcon.asgi.Request) -> _Model:
+        if self.mode != "split" or req.get_header(TEST_TRAFFIC_HEADER) is not None:
+            return self.serving
+        seen = self._seen = self._seen + 1
+        if (seen * self.percent) // 100 != ((seen - 1) * self.percent) // 100:
+            return self.candidate
+        return self.serving
+
+    def shadows(self, req: falcon.asgi.Request) -> bool:
+        return self.mode == "shadow" and req.get_header(TEST_TRAFFIC_HEADER) is None
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "percent": self.percent, "candidate_version": self.candidate.version,
+                "candidate_sha256": self.candidate.sha256, "candidate_healthy": self.candidate.healthy()}
+
+
+class _VersionHeaders:
+    """During a split each response names the version that answered it (the worker's default headers, which
+    name one version, are off then: ``ServerSettings.headers_per_response``)."""
+
+    def __init__(self, serving: _Model) -> None:
+        self.serving = serving
+
+    async def process_response(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
+                               req_succeeded: bool) -> None:
+        model = getattr(req.context, "model", None) or self.serving
+        resp.set_headers(model.headers)
 
 
 def _has_body(req: falcon.asgi.Request) -> bool:
@@ -169,6 +238,8 @@ class _ErrorBodies:
         self.version = version
 
     def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: falcon.HTTPError) -> None:
+        model = getattr(req.context, "model", None)
+        version = model.version if model is not None else self.version
         if req.uri_template != SAGEMAKER_RUNTIME_ROUTE:
             resp.content_type = falcon.MEDIA_JSON
             resp.data = error.to_json()
@@ -179,7 +250,7 @@ class _ErrorBodies:
             original = inference.error_body(status, message, getattr(error, "error_name", "InternalServerError"))
             kind = "client" if status < 500 else "server"
             body: dict[str, Any] = {
-                "Message": f'Received {kind} error ({status}) from {self.version} with message "{original}".',
+                "Message": f'Received {kind} error ({status}) from {version} with message "{original}".',
                 "OriginalStatusCode": status, "OriginalMessage": original}
             code = "ModelError"
             resp.status = falcon.code_to_http_status(424)
@@ -193,11 +264,11 @@ class _ErrorBodies:
 
 class _Invocations:
     def __init__(self, model: _Model, max_payload_bytes: int, token_sha256: str | None,
-                 telemetry: EndpointTelemetry) -> None:
+                 router: _Router | None = None) -> None:
         self.model = model
         self.max_payload_bytes = max_payload_bytes
         self.token_sha256 = token_sha256
-        self.telemetry = telemetry
+        self.router = router
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str | None = None) -> None:
         if self.token_sha256 is not None and not token_matches(req.get_header("Authorization"), self.token_sha256):
@@ -226,19 +297,49 @@ class _Invocations:
                     inference.accept_asks_for_probabilities(req.get_header("Accept")):
                 raise inference.BadRequestError(f"{PROBABILITIES_HEADER}: false contradicts Accept's "
                                                 f"{inference.PROBABILITIES_PARAMETER}=true: send one of them")
+            model = self.model
+            if self.router is not None:
+                model = req.context.model = self.router.choose(req)
             rows = inference.input_fn(body, req.content_type or "")
-            prediction = inference.predict_fn(rows, self.model.model)
+            began = time.perf_counter()
+            prediction = inference.predict_fn(rows, model.model)
+            predicted = time.perf_counter()
             text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)
         except inference.InferenceError as err:
             if isinstance(err, inference.BadRequestError):  # malformed rows: evidence of drift for `monitor`
-                self.telemetry.refused(req, body)
+                model.telemetry.refused(req, body)
             raise _Refused(err) from None
         except UnicodeDecodeError:
             raise _Refused(inference.BadRequestError("request body is not UTF-8 text")) from None
         resp.content_type = content_type
         resp.text = text
-        resp.set_header(INFERENCE_ID_HEADER, self.telemetry.answered(req, body, prediction.labels, text,
-                                                                   content_type))
+        resp.set_header(INFERENCE_ID_HEADER, model.telemetry.answered(req, body, prediction.labels, text,
+                                                                    content_type))
+        if self.router is not None and self.router.shadows(req):
+            # After the answer is sent: the candidate's prediction never delays, or reaches, the client.
+            started = req.scope.get(STARTED_KEY)
+            # The request's own time but for the serving version's prediction: the candidate's is added to it.
+            overhead = None if started is None else max(0.0, (time.perf_counter() - started) - (predicted - began))
+            resp.schedule(partial(self._shadow, rows, prediction.labels, overhead))
+
+    async def _shadow(self, rows: Any, served: np.ndarray, overhead: float | None) -> None:
+        """The candidate predicts the rows the serving version just answered: the two predictions are compared
+        row by row, and the candidate's latency is what the client would have waited had it answered (the
+        request's own time with the candidate's prediction in place of the serving version's)."""
+        assert self.router is not None
+        candidate = self.router.candidate
+        began = time.perf_counter()
+        try:
+            labels = inference.predict_fn(rows, candidate.model).labels
+        except inference.InferenceError as err:
+            candidate.telemetry.shadowed(err.status_code, None, 0, 0)
+            return
+        except Exception:  # the candidate's own failure: counted, never the serving version's problem
+            candidate.telemetry.shadowed(500, None, 0, 0)
+            return
+        waited = None if overhead is None else overhead + time.perf_counter() - began
+        same = int(np.count_nonzero(np.asarray(labels) == np.asarray(served))) if len(labels) == len(served) else 0
+        candidate.telemetry.shadowed(200, waited, same, len(served) - same)
 
 
 class _Metrics:
@@ -260,9 +361,12 @@ class _Metrics:
 class ServerSettings:
     """What the worker running the app needs to know of the version it serves."""
 
-    headers: tuple[tuple[str, str], ...]  # sent with every response, the worker's own included
+    headers: tuple[tuple[str, str], ...]  # the serving version's: on the worker's own answers (400, 408)
     client_timeout_seconds: float
     telemetry: EndpointTelemetry | None = None  # counts the worker's own 408s
+    # During a split the app names the answering version on each response, and the worker adds no
+    # version headers of its own to the app's responses (they would name the serving version twice).
+    headers_per_response: bool = False
 
 
 class Endpoint(falcon.asgi.App):
@@ -296,29 +400,55 @@ def _positive(spec: dict[str, Any], key: str, default: float) -> float:
     return value
 
 
+def _router(spec: dict[str, Any], serving: _Model) -> _Router | None:
+    """During a bake the pointer carries ``split``: the candidate's own pointer spec, how it shares the traffic."""
+    split = spec.get("split")
+    if not split:
+        return None
+    candidate = _Model(split["candidate"])  # sha256-checked like the serving model
+    return _Router(serving, candidate, split.get("mode", "split"), int(split.get("percent", 0)))
+
+
+class _CountedBy:
+    """falcon's error handlers during a split: a refused invocation counts against the version that refused it."""
+
+    def __init__(self, serving: _Model) -> None:
+        self.serving = serving
+
+    async def http_error(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: falcon.HTTPError,
+                         params: dict[str, Any]) -> None:
+        model = getattr(req.context, "model", None) or self.serving
+        await model.telemetry.count_http_error(req, resp, error, params)
+
+    async def exception(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: Exception,
+                        params: dict[str, Any]) -> None:
+        model = getattr(req.context, "model", None) or self.serving
+        await model.telemetry.count_exception(req, resp, error, params)
+
+
 def create_app(pointer: str | None = None) -> Endpoint:
-    """Load the pointed-to model (checking its sha256) and build the ASGI app."""
+    """Load the pointed-to model (checking its sha256), and during a bake the candidate beside it; build the app."""
     spec = _wait_for_pointer(Path(pointer or os.environ[POINTER_ENV]))
-    began = time.perf_counter()
     model = _Model(spec)
-    load_seconds = time.perf_counter() - began
+    router = _router(spec, model)
     max_payload_bytes = int(_positive(spec, "max_payload_mb", DEFAULT_MAX_PAYLOAD_MB) * 1024 * 1024)
-    telemetry = EndpointTelemetry.from_spec(spec, getattr(model.model, "classes_", ()), load_seconds)
-    app = Endpoint()
+    telemetry = model.telemetry
+    app = Endpoint(middleware=[_VersionHeaders(model)] if router is not None else None)
     app.set_error_serializer(_ErrorBodies(model.version))
     app.settings = ServerSettings(
-        headers=((VERSION_HEADER, model.version), (SHA_HEADER, model.sha256)),
+        headers=model.headers,
         client_timeout_seconds=_positive(spec, "client_timeout_seconds", DEFAULT_CLIENT_TIMEOUT_SECONDS),
-        telemetry=telemetry)
-    app.add_route("/ping", _Ping(model))
+        telemetry=telemetry, headers_per_response=router is not None)
+    app.add_route("/ping", _Ping(model, router))
     token_sha256 = _token_sha256(spec)
-    invocations = _Invocations(model, max_payload_bytes, token_sha256, telemetry)
+    invocations = _Invocations(model, max_payload_bytes, token_sha256, router)
     app.add_route("/invocations", invocations)
     app.add_route("/endpoints/{name}/invocations", invocations)
     app.add_route("/metrics", _Metrics(telemetry, token_sha256))
     # Refused invocations are counted too, then answered as falcon would.
-    app.add_error_handler(falcon.HTTPError, telemetry.count_http_error)
-    app.add_error_handler(Exception, telemetry.count_exception)
+    counted_by = _CountedBy(model) if router is not None else None
+    app.add_error_handler(falcon.HTTPError, counted_by.http_error if counted_by else telemetry.count_http_error)
+    app.add_error_handler(Exception, counted_by.exception if counted_by else telemetry.count_exception)
     # Everything loaded from here on lives as long as the worker: keep the collector
     # from scanning it, which otherwise shows up as tens of milliseconds of p99.
     gc.collect()

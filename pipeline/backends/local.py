@@ -27,13 +27,22 @@ from typing import Any
 import requests
 
 from pipeline.atomic_files import write_atomically
-from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
+from pipeline.backends.base import (
+    Backend,
+    DeploymentError,
+    IntervalTraffic,
+    Outcome,
+    Server,
+    Staged,
+    TrafficStep,
+)
 from pipeline.backends.local_server import (
     LocalEndpointClient,
     free_port,
     launch_server,
     port_in_use,
 )
+from pipeline.backends.local_traffic import TrafficReading, interval, read_metrics
 from pipeline.backends.server_processes import (
     Owner,
     ServerProcess,
@@ -126,6 +135,20 @@ class LocalBackend(Backend):
         except (ModelIntegrityError, OSError) as err:
             raise DeploymentError(f"version {version!r}: {err}") from None
         write_atomically(self.endpoint_dir(name) / CURRENT_POINTER, source.read_text())
+
+    def _point_split(self, name: str, serving: str, candidate: str, step: TrafficStep) -> None:
+        """Point the stable server at ``serving`` with ``candidate`` beside it, both models checked first."""
+        specs = []
+        for version in (serving, candidate):
+            source = self.pointer_path(name, version)
+            try:
+                spec = json.loads(source.read_text())
+                verified_model_dir(spec)
+            except (ModelIntegrityError, OSError, ValueError) as err:
+                raise DeploymentError(f"version {version!r}: {err}") from None
+            specs.append(spec)
+        pointer = {**specs[0], "split": {"mode": step.mode, "percent": step.percent, "candidate": specs[1]}}
+        write_atomically(self.endpoint_dir(name) / CURRENT_POINTER, json.dumps(pointer, indent=2))
 
     def serving_pointer(self, name: str) -> dict[str, Any] | None:
         """The version the stable server is pointed at (what it serves after its next reload)."""
@@ -300,11 +323,62 @@ class LocalBackend(Backend):
             self._verify(staged.endpoint_name, stable.url, staged.version, stable.pid)
         return Outcome(FinalState.DEPLOYED, staged.version, f"{staged.version} serves at {stable.url}", stable)
 
+    # --- progressive delivery: the stable server's workers route between two models ---
+    def bakes_on_the_endpoint(self, traffic_routing: str) -> bool:
+        return traffic_routing in ("CANARY", "LINEAR", "SHADOW")
+
+    def split_traffic(self, staged: Staged, step: TrafficStep) -> None:
+        """Both models in the stable server's workers (a HUP, as for a switch: no request dropped), verified by
+        pings until every worker routes as told. The candidate's own server is no longer needed."""
+        if not staged.beside_stable or staged.previous_version is None:
+            raise DeploymentError(f"endpoint {staged.endpoint_name!r} has no serving version to split traffic with")
+        self._stop_role(staged.endpoint_name, staged.candidate.pid, staged.candidate.role)
+        self._point_split(staged.endpoint_name, staged.previous_version, staged.version, step)
+        self._reload(staged.stable.pid)
+        expected = {"mode": step.mode, "percent": step.percent, "candidate_version": staged.version}
+        self._verify(staged.endpoint_name, staged.stable.url, staged.previous_version, staged.stable.pid,
+                     split=expected)
+
+    def _stable_client(self, staged: Staged) -> LocalEndpointClient:
+        return self.client(staged.endpoint_name, staged.stable)
+
+    def traffic_mark(self, staged: Staged) -> TrafficReading:
+        return self._read_traffic(staged)
+
+    def traffic_since(self, staged: Staged, mark: TrafficReading) -> IntervalTraffic:
+        pointer = self.serving_pointer(staged.endpoint_name) or {}
+        shadow = (pointer.get("split") or {}).get("mode") == "shadow"
+        return interval(mark, self._read_traffic(staged), staged.previous_version or "", staged.version, shadow)
+
+    def _read_traffic(self, staged: Staged) -> TrafficReading:
+        try:
+            reply = self._stable_client(staged).metrics()
+        except requests.RequestException as err:
+            raise DeploymentError(f"endpoint {staged.endpoint_name!r}: cannot read its metrics: "
+                                  f"{type(err).__name__}") from None
+        if not reply.ok:
+            raise DeploymentError(f"endpoint {staged.endpoint_name!r}: /metrics answered {reply.status}")
+        return read_metrics(reply.body.decode())
+
+    def traffic_split(self, endpoint_name: str) -> dict[str, Any] | None:
+        """The split the stable server is pointed at, if any (for ``status``)."""
+        split = (self.serving_pointer(endpoint_name) or {}).get("split")
+        if not split:
+            return None
+        return {"mode": split.get("mode"), "percent": split.get("percent"),
+                "candidate_version": (split.get("candidate") or {}).get("version")}
+
     def discard(self, staged: Staged) -> Outcome:
         stable = staged.stable
         if staged.beside_stable:
             self._stop_role(staged.endpoint_name, staged.candidate.pid, staged.candidate.role)
             pointer = self.serving_pointer(staged.endpoint_name)
+            if pointer and pointer.get("split") and staged.previous_version:
+                # A bake was on: every request goes back to the serving version at once.
+                outcome = self.rollback(staged.endpoint_name, staged.previous_version, pid=stable.pid)
+                return Outcome(FinalState.ROLLED_BACK, outcome.serving_version,
+                               f"traffic split ended: {staged.previous_version} answers every request again at "
+                               f"{stable.url}", outcome.stable)
             if pointer and staged.previous_version and pointer["version"] != staged.previous_version:
                 # The switch had happened (its verification failed): switch back.
                 return self.rollback(staged.endpoint_name, staged.previous_version, pid=stable.pid)
@@ -408,10 +482,13 @@ class LocalBackend(Backend):
             return Outcome(FinalState.INTERRUPTED, known_good, "; ".join(
                 notes + ["server not running: the next deployment or rollback restarts it"]))
         pointer = self.serving_pointer(endpoint_name)
-        if pointer is None or pointer["version"] != known_good:
+        if pointer is None or pointer["version"] != known_good or pointer.get("split"):
             self._point_current(endpoint_name, known_good)
             self._reload(row["pid"])
-            notes.append(f"switched back from {pointer['version'] if pointer else 'nothing'} to {known_good}")
+            if pointer and pointer.get("split") and pointer["version"] == known_good:
+                notes.append(f"ended the traffic split with {pointer['split'].get('candidate', {}).get('version')}")
+            else:
+                notes.append(f"switched back from {pointer['version'] if pointer else 'nothing'} to {known_good}")
         self._verify(endpoint_name, row["url"], known_good, row["pid"])
         return Outcome(FinalState.INTERRUPTED, known_good, "; ".join(notes + [f"{known_good} serves, verified"]))
 
@@ -446,7 +523,7 @@ class LocalBackend(Backend):
                   if not (server.group == row["pid"] and server.master_alive)]
         return {"name": endpoint_name, "backend": self.TYPE, "url": row["url"], "pid": row["pid"],
                 "process_alive": alive, "serving_version": row["serving_version"], **health,
-                "other_servers": others}
+                "traffic_split": self.traffic_split(endpoint_name), "other_servers": others}
 
     # --- switching and checking ---
     def _reload(self, pid: int) -> None:
@@ -455,8 +532,10 @@ class LocalBackend(Backend):
         except ProcessLookupError:
             raise DeploymentError(f"stable server process {pid} is gone; cannot switch versions") from None
 
-    def _verify(self, endpoint_name: str, url: str, version: str | None, pid: int | None) -> None:
-        """Healthy, and every one of several answers names ``version``: only then is a switch done."""
+    def _verify(self, endpoint_name: str, url: str, version: str | None, pid: int | None,
+                split: dict[str, Any] | None = None) -> None:
+        """Healthy, and every one of several answers names ``version`` (and, during a bake, the ``split``, or
+        no split at all when none is expected): only then is a switch done."""
         client = LocalEndpointClient(url, self.config.request_timeout_seconds, os.environ.get(TOKEN_ENV), pid,
                                      self.marker(endpoint_name), self.endpoint_dir(endpoint_name) / "stable.log")
         pointer = self.pointer_path(endpoint_name, version) if version else None
@@ -472,7 +551,7 @@ class LocalBackend(Backend):
                         and reply.headers.get(SHA_HEADER) != expected_sha:
                     raise DeploymentError(f"endpoint {endpoint_name!r} serves {version} with model sha256 "
                                           f"{reply.headers.get(SHA_HEADER)}, expected {expected_sha}")
-                if reply.ok and reply.headers.get(VERSION_HEADER) == version:
+                if reply.ok and reply.headers.get(VERSION_HEADER) == version and _routes_as(reply.body, split):
                     consecutive += 1
                     # Old workers may still answer for a moment after a HUP; wait until they are gone.
                     if consecutive >= 2 * self.config.endpoint_workers + 2:
@@ -487,6 +566,18 @@ class LocalBackend(Backend):
         raise DeploymentError(
             f"endpoint {endpoint_name!r} did not serve version {version} at {url} within "
             f"{self.config.health_timeout_seconds:g}s (last: {seen})")
+
+
+def _routes_as(ping_body: bytes, split: dict[str, Any] | None) -> bool:
+    """A ping's answer shows the split expected (each of its keys), or no split when none is expected."""
+    try:
+        shown = json.loads(ping_body).get("split")
+    except (ValueError, AttributeError):
+        return False
+    if split is None:
+        return not shown
+    return bool(shown) and all(shown.get(key) == value for key, value in split.items()) and \
+        shown.get("candidate_healthy") is not False
 
 
 def _owned_by_us(server: ServerProcess) -> bool:

@@ -1,0 +1,236 @@
+"""Progressive delivery: a tested version bakes on live traffic before it takes all of it.
+
+``traffic_routing`` (SageMaker's names) says how:
+
+| routing       | intervals                                          | the candidate                                  |
+|---------------|----------------------------------------------------|------------------------------------------------|
+| ALL_AT_ONCE   | none: the switch of today                          | takes every request once its tests pass        |
+| CANARY        | one, at ``canary_percent``                         | answers that share, then all                   |
+| LINEAR        | ``linear_step_percent``, twice that, ... below 100 | answers a growing share, then all              |
+| SHADOW        | one                                                | predicts a copy of every request, never answers|
+
+Each interval lasts ``baking_seconds``; then ``TrafficAnalysis`` judges what the backend read of
+it (``Backend.traffic_since``: clients' requests only, the pipeline's own tests left out):
+
+1. the candidate's non-2xx rate above the serving version's + ``max_error_rate_increase``: breach
+   (judged first, at any volume: failures are evidence however few requests there were);
+2. fewer than ``analysis_min_requests`` candidate requests (or nothing to compare with): not enough
+   traffic for a verdict -- never a pass;
+3. its p95 latency above ``max_latency_ratio`` x the serving version's and at least 1 ms above it
+   (a millisecond is below what a latency histogram's buckets resolve): breach;
+4. under SHADOW, the share of rows both versions predicted alike below ``shadow_min_agreement``: breach.
+
+``bake`` runs the intervals and says what they found; what happens next -- promote, roll back, or
+keep the serving version -- is the orchestrator's decision (``pipeline.orchestrator``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pipeline.backends.base import Backend, IntervalTraffic, Staged, TrafficStep, VersionTraffic
+from pipeline.config import PipelineConfig
+from pipeline.progress import progress
+
+log = logging.getLogger(__name__)
+
+LATENCY_RESOLUTION_SECONDS = 0.001  # a p95 less than this above the serving one's is never a breach
+
+
+class IntervalVerdict(StrEnum):
+    PASS = "pass"
+    BREACH = "breach"
+    INSUFFICIENT_TRAFFIC = "insufficient_traffic"
+
+
+class BakeOutcome(StrEnum):
+    """What the bake found, for the orchestrator to act on."""
+
+    PROMOTE = "promote"  # every interval passed (or had too little traffic, with insufficient_traffic promote)
+    BREACH = "breach"  # an interval breached a threshold: roll back
+    INSUFFICIENT_TRAFFIC = "insufficient_traffic"  # too little traffic for a verdict, insufficient_traffic hold
+
+
+def traffic_steps(config: PipelineConfig) -> list[TrafficStep]:
+    """The intervals of a bake, in order (none for ALL_AT_ONCE)."""
+    routing = config.traffic_routing
+    if routing == "CANARY":
+        return [TrafficStep("split", config.canary_percent)]
+    if routing == "LINEAR":
+        step = config.linear_step_percent
+        return [TrafficStep("split", percent) for percent in range(step, 100, step)]
+    if routing == "SHADOW":
+        return [TrafficStep("shadow", 100)]
+    return []
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+def _rate(traffic: VersionTraffic) -> float:
+    return traffic.errors / traffic.requests if traffic.requests else 0.0
+
+
+@dataclass(frozen=True)
+class IntervalReport:
+    """One analysis interval: what was seen and what it means."""
+
+    index: int
+    step: TrafficStep
+    seconds: float
+    traffic: IntervalTraffic
+    verdict: IntervalVerdict
+    reason: str
+    metric: str | None = None  # the breached (or missing) measure
+    candidate_value: float | None = None
+    limit: float | None = None  # what the candidate's value had to stay within
+
+    @property
+    def agreement(self) -> float | None:
+        traffic = self.traffic
+        return traffic.agreeing_rows / traffic.compared_rows if traffic.compared_rows else None
+
+    def summary_line(self, total: int, seconds_left: float) -> str:
+        """The progress line of one interval: share, requests per version, error rates, p95s, time left."""
+        serving, candidate = self.traffic.serving, self.traffic.candidate
+        share = "shadow copy of every request" if self.step.mode == "shadow" else f"{self.step.percent}% to candidate"
+        agreement = f", agreement {self.agreement:.1%}" if self.agreement is not None else ""
+        return (f"bake interval {self.index} of {total} ({share}): candidate {candidate.requests} requests, "
+                f"{_rate(candidate):.1%} errors, p95 {_ms(candidate.p95_seconds)}; serving {serving.requests} "
+                f"requests, {_rate(serving):.1%} errors, p95 {_ms(serving.p95_seconds)}{agreement}; "
+                f"{self.verdict}; {seconds_left:.0f}s of baking left")
+
+    def to_dict(self) -> dict[str, Any]:
+        def version(traffic: VersionTraffic) -> dict[str, Any]:
+            return {"requests": traffic.requests, "errors": traffic.errors, "error_rate": round(_rate(traffic), 6),
+                    "p95_ms": None if traffic.p95_seconds is None else round(traffic.p95_seconds * 1000, 3)}
+
+        return {"interval": self.index, "mode": self.step.mode, "candidate_percent": self.step.percent,
+                "seconds": round(self.seconds, 3), "verdict": str(self.verdict), "reason": self.reason,
+                "metric": self.metric, "candidate_value": self.candidate_value, "limit": self.limit,
+                "serving": version(self.traffic.serving), "candidate": version(self.traffic.candidate),
+                "compared_rows": self.traffic.compared_rows, "agreeing_rows": self.traffic.agreeing_rows,
+                "agreement": None if self.agreement is None else round(self.agreement, 6)}
+
+
+class TrafficAnalysis:
+    """Judges one interval against the configured thresholds (the order is the module doc's)."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+
+    def judge(self, index: int, step: TrafficStep, seconds: float, traffic: IntervalTraffic) -> IntervalReport:
+        config = self.config
+        serving, candidate = traffic.serving, traffic.candidate
+        where = f"in interval {index} ({seconds:.0f}s, {self._share(step)})"
+
+        def report(verdict: IntervalVerdict, reason: str, metric: str | None = None,
+                   value: float | None = None, limit: float | None = None) -> IntervalReport:
+            return IntervalReport(index, step, seconds, traffic, verdict, reason, metric, value, limit)
+
+        error_limit = _rate(serving) + config.max_error_rate_increase
+        if candidate.requests and _rate(candidate) > error_limit:
+            return report(IntervalVerdict.BREACH,
+                          f"error rate: candidate {_rate(candidate):.1%} ({candidate.errors} of {candidate.requests} "
+                          f"requests) against serving {_rate(serving):.1%} ({serving.errors} of {serving.requests}) "
+                          f"{where}; max_error_rate_increase {config.max_error_rate_increase:g}",
+                          "error_rate", round(_rate(candidate), 6), round(error_limit, 6))
+        if candidate.requests < config.analysis_min_requests:
+            return report(IntervalVerdict.INSUFFICIENT_TRAFFIC,
+                          f"insufficient traffic: {candidate.requests} live candidate requests {where}, "
+                          f"analysis_min_requests is {config.analysis_min_requests}",
+                          "requests", candidate.requests, config.analysis_min_requests)
+        if candidate.p95_seconds is None or serving.p95_seconds is None:
+            return report(IntervalVerdict.INSUFFICIENT_TRAFFIC,
+                          f"insufficient traffic: no p95 latency to compare {where} (serving "
+                          f"{serving.requests} requests, candidate {candidate.requests})", "p95_latency")
+        latency_limit = max(config.max_latency_ratio * serving.p95_seconds,
+                            serving.p95_seconds + LATENCY_RESOLUTION_SECONDS)
+        if candidate.p95_seconds > latency_limit:
+            return report(IntervalVerdict.BREACH,
+                          f"p95 latency: candidate {_ms(candidate.p95_seconds)} against serving "
+                          f"{_ms(serving.p95_seconds)} {where}; max_latency_ratio {config.max_latency_ratio:g}",
+                          "p95_latency_ms", round(candidate.p95_seconds * 1000, 3), round(latency_limit * 1000, 3))
+        if step.mode == "shadow":
+            if not traffic.compared_rows:
+                return report(IntervalVerdict.INSUFFICIENT_TRAFFIC,
+                              f"insufficient traffic: no rows predicted by both versions {where}", "agreement")
+            agreement = traffic.agreeing_rows / traffic.compared_rows
+            if agreement < config.shadow_min_agreement:
+                return report(IntervalVerdict.BREACH,
+                              f"shadow agreement: {agreement:.1%} of {traffic.compared_rows} rows predicted alike "
+                              f"{where}; shadow_min_agreement {config.shadow_min_agreement:g}",
+                              "agreement", round(agreement, 6), config.shadow_min_agreement)
+        return report(IntervalVerdict.PASS, f"passed {where}: {candidate.requests} candidate requests")
+
+    @staticmethod
+    def _share(step: TrafficStep) -> str:
+        return "shadow" if step.mode == "shadow" else f"{step.percent}% to the candidate"
+
+
+@dataclass
+class BakeReport:
+    """A bake's intervals and what they add up to; ``outcome`` None while it runs (or when it was cut short)."""
+
+    traffic_routing: str
+    baking_seconds: float
+    intervals: list[IntervalReport] = field(default_factory=list)
+    outcome: BakeOutcome | None = None
+    reason: str | None = None
+    promoted_without_verdict: bool = False  # insufficient_traffic promote was used
+
+    @property
+    def promotes(self) -> bool:
+        return self.outcome == BakeOutcome.PROMOTE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"traffic_routing": self.traffic_routing, "baking_seconds": self.baking_seconds,
+                "outcome": str(self.outcome) if self.outcome else "interrupted", "reason": self.reason,
+                "promoted_without_verdict": self.promoted_without_verdict,
+                "intervals": [interval.to_dict() for interval in self.intervals]}
+
+
+def bake(config: PipelineConfig, backend: Backend, staged: Staged,
+         sleep: Callable[[float], None] = time.sleep, record: BakeReport | None = None) -> BakeReport:
+    """Run every interval of ``traffic_routing`` on the endpoint; stop at the first breach or, with
+    ``insufficient_traffic`` hold, at the first interval with too little traffic. Leaves the last split in
+    place: the orchestrator ends it (promote or discard)."""
+    steps = traffic_steps(config)
+    report = record or BakeReport(config.traffic_routing, config.baking_seconds)
+    analysis = TrafficAnalysis(config)
+    total_seconds = len(steps) * config.baking_seconds
+    reporter = progress()
+    for index, step in enumerate(steps, 1):
+        backend.split_traffic(staged, step)
+        mark = backend.traffic_mark(staged)
+        began = time.monotonic()
+        while (left := config.baking_seconds - (time.monotonic() - began)) > 0:
+            sleep(min(1.0, left))
+            elapsed = (index - 1) * config.baking_seconds + min(config.baking_seconds, time.monotonic() - began)
+            reporter.report("baking", detail=f"interval {index} of {len(steps)} ({TrafficAnalysis._share(step)}), "
+                                             f"{total_seconds - elapsed:.0f}s left")
+        judged = analysis.judge(index, step, time.monotonic() - began, backend.traffic_since(staged, mark))
+        report.intervals.append(judged)
+        log.info("%s", judged.summary_line(len(steps), total_seconds - index * config.baking_seconds))
+        if judged.verdict == IntervalVerdict.BREACH:
+            report.outcome, report.reason = BakeOutcome.BREACH, judged.reason
+            break
+        if judged.verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC:
+            if config.insufficient_traffic == "hold":
+                report.outcome, report.reason = BakeOutcome.INSUFFICIENT_TRAFFIC, judged.reason
+                break
+            report.promoted_without_verdict = True
+            log.warning("%s; insufficient_traffic is promote: going on without a verdict", judged.reason)
+    else:
+        report.outcome = BakeOutcome.PROMOTE
+        report.reason = (f"{config.traffic_routing} bake passed {len(steps)} interval(s)"
+                         if not report.promoted_without_verdict else
+                         f"{config.traffic_routing} bake promoted without a verdict on every interval "
+                         f"(insufficient_traffic promote)")
+    reporter.done("baking", detail=str(report.outcome))
+    return report
