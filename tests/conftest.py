@@ -124,3 +124,63 @@ def train_job(workdir: Path, training: type[TrainingPipeline] = TrainingPipeline
     """Train a job in-process (``--mode training``) with a training pipeline of the test's choosing."""
     config, sources = load_config(env={}, flags={"cv_folds": 3, **settings}, search_default_file=False)
     return Orchestrator(config, sources, mode="training", training_pipeline=training(config)).run().training_job
+
+
+class LiveTraffic:
+    """A client of the endpoint that is not the pipeline: single rows, one after another, in a thread.
+
+    Every answer is kept as (monotonic time, status, X-Model-Version); a request that raised is status 0.
+    """
+
+    ROWS = ("5.1,3.5,1.4,0.2", "6.2,2.9,4.3,1.3", "7.7,3.0,6.1,2.3", "5.9,3.0,5.1,1.8", "5.6,2.7,4.2,1.3")
+
+    def __init__(self, url: str, rows: tuple[str, ...] = ROWS, pause: float = 0.0) -> None:
+        import threading
+
+        self.url = url
+        self.rows = rows
+        self.pause = pause
+        self.answers: list[tuple[float, int, str | None]] = []
+        self.sent_rows: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LiveTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self, at_least: int = 0, seconds: float = 120.0) -> None:
+        """Stop once ``at_least`` requests were answered (bounded by ``seconds``)."""
+        deadline = time.monotonic() + seconds
+        while len(self.answers) < at_least and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import requests
+
+        session = requests.Session()
+        index = 0
+        while not self._stop.is_set():
+            row = self.rows[index % len(self.rows)]
+            index += 1
+            try:
+                reply = session.post(f"{self.url}/invocations", data=row, timeout=10,
+                                     headers={"Content-Type": "text/csv"})
+                self.answers.append((time.monotonic(), reply.status_code, reply.headers.get("X-Model-Version")))
+            except Exception:  # noqa: BLE001 -- a failed request is what the tests look for
+                self.answers.append((time.monotonic(), 0, None))
+            self.sent_rows.append(row)
+            if self.pause:
+                time.sleep(self.pause)
+
+    def failures(self) -> list[tuple[float, int, str | None]]:
+        return [answer for answer in self.answers if answer[1] != 200]
+
+    def versions(self, before: float | None = None, after: float | None = None) -> set[str | None]:
+        return {version for at, _, version in self.answers
+                if (before is None or at < before) and (after is None or at > after)}

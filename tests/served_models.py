@@ -8,6 +8,7 @@ The server imports this module through the project root on its PYTHONPATH.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -39,3 +40,27 @@ class ServedDifferentlyPipeline(TrainingPipeline):
 
     def train_local_model(self, X_train, y_train):
         return ServedDifferently().fit(X_train, y_train)
+
+
+class SlowWhenServed(ClassifierMixin, BaseEstimator):
+    """Predicts exactly like logistic regression, ``delay_seconds`` slower per call inside an endpoint server:
+    a candidate that passes every offline and endpoint test and then slows live traffic down."""
+
+    def __init__(self, delay_seconds: float = 0.03) -> None:
+        self.delay_seconds = delay_seconds
+
+    def fit(self, X, y):
+        self.inner_ = LogisticRegression(max_iter=1000).fit(np.asarray(X), y)
+        self.classes_ = self.inner_.classes_
+        self.n_features_in_ = self.inner_.n_features_in_
+        return self
+
+    def predict(self, X):
+        if os.environ.get("MLOPS_MODEL_POINTER"):
+            time.sleep(self.delay_seconds)
+        return self.inner_.predict(np.asarray(X))
+
+
+class SlowWhenServedPipeline(TrainingPipeline):
+    def train_local_model(self, X_train, y_train):
+        return SlowWhenServed().fit(X_train, y_train)

@@ -1,0 +1,328 @@
+"""Progressive delivery on the local endpoint: CANARY, LINEAR and SHADOW bakes judged on live traffic.
+
+The first part specifies the analysis and the routing without a process; the second runs real
+endpoints with a client of their own (``LiveTraffic``) while the pipeline bakes a new version.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import requests
+from click.testing import CliRunner
+
+from pipeline.backends.base import IntervalTraffic, TrafficStep, VersionTraffic
+from pipeline.backends.local_traffic import interval, quantile, read_metrics
+from pipeline.cli import cli
+from pipeline.config import load_config
+from pipeline.rollout import IntervalVerdict, TrafficAnalysis, traffic_steps
+from pipeline.store import DeploymentStore
+from tests.conftest import PYTHON, REPO, LiveTraffic, train_job, wait_for
+from tests.served_models import SlowWhenServedPipeline
+
+ENDPOINT_DIR = Path(".mlops/endpoints/iris-model")
+BAKE = ["--set", "baking_seconds=4", "--set", "analysis_min_requests=20"]
+
+
+def _config(**settings):
+    return load_config(env={}, flags=settings, search_default_file=False)[0]
+
+
+def _traffic(serving=(500, 0, 0.002), candidate=(60, 0, 0.002), compared=0, agreeing=0) -> IntervalTraffic:
+    return IntervalTraffic(VersionTraffic(*serving), VersionTraffic(*candidate), compared, agreeing)
+
+
+def _judge(traffic: IntervalTraffic, step=TrafficStep("split", 10), **settings):
+    return TrafficAnalysis(_config(**settings)).judge(1, step, 60.0, traffic)
+
+
+# --------------------------------------------------------------------------- the plan
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"traffic_routing": "ALL_AT_ONCE"}, []),
+    ({"traffic_routing": "CANARY", "canary_percent": 5}, [("split", 5)]),
+    ({"traffic_routing": "LINEAR"}, [("split", 20), ("split", 40), ("split", 60), ("split", 80)]),
+    ({"traffic_routing": "LINEAR", "linear_step_percent": 30}, [("split", 30), ("split", 60), ("split", 90)]),
+    ({"traffic_routing": "SHADOW"}, [("shadow", 100)]),
+])
+def test_each_routing_bakes_in_its_own_steps(settings, expected):
+    assert [(step.mode, step.percent) for step in traffic_steps(_config(**settings))] == expected
+
+
+# --------------------------------------------------------------------------- the analysis
+def test_an_interval_within_every_threshold_passes():
+    assert _judge(_traffic()).verdict == IntervalVerdict.PASS
+
+
+def test_a_candidate_failing_more_than_the_serving_version_breaches_even_with_few_requests():
+    report = _judge(_traffic(candidate=(5, 5, 0.002)))
+    assert report.verdict == IntervalVerdict.BREACH
+    assert report.metric == "error_rate"
+    assert "candidate 100.0% (5 of 5 requests) against serving 0.0% (0 of 500)" in report.reason
+    assert "in interval 1" in report.reason
+
+
+def test_errors_the_serving_version_makes_as_often_are_no_breach():
+    assert _judge(_traffic(serving=(500, 50, 0.002), candidate=(60, 6, 0.002))).verdict == IntervalVerdict.PASS
+
+
+def test_too_few_candidate_requests_are_insufficient_traffic_never_a_pass():
+    report = _judge(_traffic(candidate=(49, 0, 0.002)))
+    assert report.verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC
+    assert "49 live candidate requests" in report.reason and "analysis_min_requests is 50" in report.reason
+
+
+def test_no_latency_to_compare_is_insufficient_traffic_not_a_pass():
+    assert _judge(_traffic(serving=(0, 0, None))).verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC
+
+
+def test_a_p95_above_the_ratio_breaches():
+    report = _judge(_traffic(serving=(500, 0, 0.002), candidate=(60, 0, 0.0045)))
+    assert report.verdict == IntervalVerdict.BREACH
+    assert report.metric == "p95_latency_ms" and report.candidate_value == 4.5 and report.limit == 4.0
+
+
+def test_a_p95_less_than_a_millisecond_above_the_serving_one_is_no_breach():
+    assert _judge(_traffic(serving=(500, 0, 0.0002), candidate=(60, 0, 0.0009))).verdict == IntervalVerdict.PASS
+
+
+def test_shadow_agreement_below_the_minimum_breaches():
+    report = _judge(_traffic(candidate=(60, 0, 0.002), compared=60, agreeing=54), step=TrafficStep("shadow", 100))
+    assert report.verdict == IntervalVerdict.BREACH
+    assert report.metric == "agreement" and report.candidate_value == 0.9
+    assert _judge(_traffic(compared=60, agreeing=58), step=TrafficStep("shadow", 100)).verdict == IntervalVerdict.PASS
+
+
+def test_shadow_without_compared_rows_is_insufficient_traffic():
+    verdict = _judge(_traffic(), step=TrafficStep("shadow", 100)).verdict
+    assert verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC
+
+
+# --------------------------------------------------------------------------- reading the endpoint's metrics
+def test_p95_is_interpolated_within_its_bucket_as_prometheus_does():
+    buckets = {0.001: 50.0, 0.0025: 90.0, 0.005: 100.0, float("inf"): 100.0}
+    assert quantile(0.95, buckets) == pytest.approx(0.0025 + 0.0025 * (95 - 90) / 10)
+    assert quantile(0.95, {float("inf"): 0.0}) is None
+
+
+EXPOSITION = """\
+mlops_endpoint_requests_total{code="200",version="v1"} %(v1)d
+mlops_endpoint_requests_total{code="400",version="v2"} %(v2_bad)d
+mlops_endpoint_requests_total{code="200",version="v2"} %(v2)d
+mlops_endpoint_test_requests_total{code="200",version="v1"} %(v1_test)d
+mlops_endpoint_request_duration_seconds_bucket{le="0.001",version="v1"} %(v1_fast)d
+mlops_endpoint_request_duration_seconds_bucket{le="+Inf",version="v1"} %(v1)d
+mlops_endpoint_test_request_duration_seconds_bucket{le="0.001",version="v1"} %(v1_test)d
+mlops_endpoint_test_request_duration_seconds_bucket{le="+Inf",version="v1"} %(v1_test)d
+mlops_endpoint_request_duration_seconds_bucket{le="0.001",version="v2"} 0
+mlops_endpoint_request_duration_seconds_bucket{le="+Inf",version="v2"} %(v2_all)d
+"""
+
+
+def _reading(v1: int, v1_test: int, v1_fast: int, v2: int, v2_bad: int):
+    return read_metrics(EXPOSITION % {"v1": v1, "v1_test": v1_test, "v1_fast": v1_fast, "v2": v2, "v2_bad": v2_bad,
+                                      "v2_all": v2 + v2_bad})
+
+
+def test_an_interval_counts_clients_requests_only_the_pipelines_tests_taken_out():
+    before = _reading(v1=100, v1_test=40, v1_fast=90, v2=0, v2_bad=0)
+    after = _reading(v1=400, v1_test=240, v1_fast=390, v2=30, v2_bad=3)
+    seen = interval(before, after, "v1", "v2", shadow=False)
+    assert seen.serving.requests == 100 and seen.serving.errors == 0  # 300 answered, 200 of them tests
+    assert seen.candidate.requests == 33 and seen.candidate.errors == 3
+    assert seen.serving.p95_seconds is not None and seen.serving.p95_seconds <= 0.001  # the tests' buckets too
+
+
+# --------------------------------------------------------------------------- real endpoints
+def _first(pipeline) -> tuple[str, str]:
+    assert pipeline().exit_code == 0
+    results = pipeline.results()
+    return results["summary"]["endpoint_url"], results["summary"]["endpoint_version"]
+
+
+def _split_shown(url: str) -> dict | None:
+    try:
+        return requests.get(f"{url}/ping", timeout=5).json().get("split")
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def test_a_canary_that_passes_is_promoted_and_no_client_request_fails(pipeline):
+    url, v1 = _first(pipeline)
+    with LiveTraffic(url) as client:
+        result = pipeline("--traffic-routing", "CANARY", *BAKE)
+        finished = time.monotonic()
+        client.stop(at_least=2000)
+    assert result.exit_code == 0, result.output
+    results = pipeline.results()
+    v2 = results["summary"]["endpoint_version"]
+    rollout = results["phases"]["rollout"]
+    assert rollout["outcome"] == "promote" and rollout["intervals"][0]["verdict"] == "pass"
+    assert rollout["intervals"][0]["candidate_percent"] == 10
+    assert len(client.answers) >= 2000 and client.failures() == []
+    assert {v1, v2} <= client.versions(before=finished)  # both answered during the bake
+    first_v2 = min(at for at, _, version in client.answers if version == v2)
+    assert v1 in client.versions(after=first_v2, before=finished)  # ... interleaved: a split, not a switch
+    assert client.versions(after=finished) == {v2}
+    assert _split_shown(url) is None
+    assert "bake interval 1 of 1 (10% to candidate)" in Path("pipeline.log").read_text()
+
+
+def test_a_slow_canary_is_rolled_back_by_its_analysis_and_no_client_request_fails(pipeline):
+    url, v1 = _first(pipeline)
+    job = train_job(pipeline.root, SlowWhenServedPipeline)
+    with LiveTraffic(url) as client:
+        result = pipeline("--mode", "deployment", "--training-job", job, "--traffic-routing", "CANARY", *BAKE,
+                          "--set", "champion_policy=off", "--junit-xml", "junit.xml")
+        finished = time.monotonic()
+        client.stop(at_least=2000)
+    assert result.exit_code == 1, result.output
+    results = pipeline.results()
+    v2 = results["phases"]["deployment"]["deployment_results"]["version"]
+    assert results["rollback"]["final_state"] == "rolled_back"
+    assert results["rollback"]["reason"].startswith("p95 latency: candidate")
+    assert "in interval 1" in results["rollback"]["reason"]
+    assert results["phases"]["rollout"]["intervals"][0]["metric"] == "p95_latency_ms"
+    assert len(client.answers) >= 2000 and client.failures() == []
+    assert {v1, v2} <= client.versions(before=finished)
+    assert client.versions(after=finished) == {v1}
+    history = DeploymentStore(".mlops").deployments("iris-model")
+    assert history[0]["status"] == "rolled_back" and history[0]["reason"].startswith("p95 latency: candidate")
+    failure = ET.parse("junit.xml").getroot().find(".//testsuite[@name='bake']/testcase/failure")
+    assert failure is not None and failure.get("message", failure.text or "").startswith("p95 latency")
+
+
+def _iris_without_sepal_width(path: Path) -> Path:
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame.drop(columns=["sepal width (cm)"])
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_candidate_that_fails_on_live_requests_is_rolled_back_while_the_serving_version_answers(pipeline):
+    url, v1 = _first(pipeline)
+    dataset = _iris_without_sepal_width(pipeline.root / "three_features.csv")
+    with LiveTraffic(url) as client:
+        result = pipeline("--dataset", str(dataset), "--endpoint-name", "iris-model", "--traffic-routing", "CANARY",
+                          "--set", "champion_policy=off", *BAKE)
+        finished = time.monotonic()
+        client.stop()
+    assert result.exit_code == 1, result.output
+    results = pipeline.results()
+    assert results["summary"]["testing_passed"] is True  # its own held-out rows (three features) pass
+    assert results["rollback"]["final_state"] == "rolled_back"
+    assert results["rollback"]["reason"].startswith("error rate: candidate 100.0%")
+    v2 = results["phases"]["deployment"]["deployment_results"]["version"]
+    assert all(status == 200 for _, status, version in client.answers if version == v1)
+    assert {status for _, status, version in client.answers if version == v2} == {400}
+    assert client.versions(after=finished) == {v1}
+
+
+def test_shadow_never_answers_with_the_candidate_and_measures_its_agreement_as_offline(pipeline):
+    url, v1 = _first(pipeline)
+    job = train_job(pipeline.root, model_type="random_forest", hyperparameters={"max_depth": 1},
+                    accuracy_threshold=0.5, minimum_accuracy=0.3)
+    rows = tuple(",".join(f"{value:.1f}" for value in row) for row in np.random.default_rng(7).uniform(
+        [4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(40, 4)))
+    command = [PYTHON, str(REPO / "run_pipeline.py"), "--mode", "deployment", "--training-job", job,
+               "--traffic-routing", "SHADOW", "--set", "baking_seconds=8", "--set", "analysis_min_requests=20",
+               "--set", "accuracy_threshold=0.5", "--set", "minimum_accuracy=0.3", "--set", "champion_policy=off",
+               "--output-file", "shadow.json", "--set", "cv_folds=3", "--set", "performance_requests=40"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: (_split_shown(url) or {}).get("mode") == "shadow", seconds=120)
+    time.sleep(0.5)  # the bake's first reading is taken once every worker shadows
+    client = LiveTraffic(url, rows=rows)
+    with client:
+        client.stop(at_least=300)
+    assert process.wait(timeout=120) == 1  # a one-split stump agrees with the serving model far too little
+    results = json.loads(Path("shadow.json").read_text())
+    interval_seen = results["phases"]["rollout"]["intervals"][0]
+    assert results["rollback"]["final_state"] == "rolled_back"
+    assert results["rollback"]["reason"].startswith("shadow agreement: ")
+    assert client.failures() == [] and client.versions() == {v1}  # never a candidate's answer
+
+    models = {version: joblib.load(next(Path(".mlops/jobs").glob(f"{name}/model/model.joblib")))
+              for version, name in ((v1, DeploymentStore(".mlops").version(v1)["training_job"]), ("v2", job))}
+    sent = np.array([[float(value) for value in row.split(",")] for row in client.sent_rows])
+    offline_agreeing = int(np.count_nonzero(models[v1].predict(sent) == models["v2"].predict(sent)))
+    assert interval_seen["compared_rows"] == len(sent)
+    assert interval_seen["agreeing_rows"] == offline_agreeing
+
+
+def test_a_bake_without_traffic_keeps_the_previous_version_never_deployed(pipeline):
+    url, v1 = _first(pipeline)
+    result = pipeline("--traffic-routing", "CANARY", "--set", "baking_seconds=1")
+    assert result.exit_code == 1, result.output
+    results = pipeline.results()
+    assert results["rollback"]["final_state"] == "kept_previous"
+    assert results["rollback"]["reason"].startswith("insufficient traffic: 0 live candidate requests")
+    assert results["summary"]["deployment_occurred"] is False
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1 and _split_shown(url) is None
+
+
+def test_insufficient_traffic_promote_deploys_and_says_it_had_no_verdict(pipeline):
+    _first(pipeline)
+    result = pipeline("--traffic-routing", "CANARY", "--set", "baking_seconds=1",
+                      "--set", "insufficient_traffic=promote")
+    assert result.exit_code == 0, result.output
+    rollout = pipeline.results()["phases"]["rollout"]
+    assert rollout["outcome"] == "promote" and rollout["promoted_without_verdict"] is True
+    assert rollout["intervals"][0]["verdict"] == "insufficient_traffic"
+
+
+def test_a_linear_bake_judges_every_step(pipeline):
+    url, _ = _first(pipeline)
+    with LiveTraffic(url) as client:
+        result = pipeline("--traffic-routing", "LINEAR", "--set", "linear_step_percent=40",
+                          "--set", "baking_seconds=2", "--set", "analysis_min_requests=10")
+        client.stop()
+    assert result.exit_code == 0, result.output
+    intervals = pipeline.results()["phases"]["rollout"]["intervals"]
+    assert [(i["candidate_percent"], i["verdict"]) for i in intervals] == [(40, "pass"), (80, "pass")]
+    assert client.failures() == []
+
+
+def _start_baking(job: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, str(REPO / "run_pipeline.py"), "--mode", "deployment", "--training-job", job, "--output-file",
+         "baking.json", "--traffic-routing", "CANARY", "--set", "baking_seconds=120", "--set", "cv_folds=3",
+         "--set", "performance_requests=40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_sigterm_while_baking_returns_every_request_to_the_serving_version(pipeline):
+    url, v1 = _first(pipeline)
+    assert pipeline("--mode", "training").exit_code == 0
+    process = _start_baking(pipeline.results()["summary"]["training_job"])
+    wait_for(lambda: _split_shown(url) is not None, seconds=120)
+    status = CliRunner().invoke(cli, ["status"])
+    assert "BAKING:" in status.output and "gets 10% of requests" in status.output
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 1
+    results = json.loads(Path("baking.json").read_text())
+    assert results["rollback"]["final_state"] == "kept_previous"
+    assert results["phases"]["rollout"]["outcome"] == "interrupted"
+    assert _split_shown(url) is None and requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
+
+
+def test_a_split_left_by_a_killed_pipeline_is_ended_by_the_next_command(pipeline):
+    url, v1 = _first(pipeline)
+    assert pipeline("--mode", "training").exit_code == 0
+    process = _start_baking(pipeline.results()["summary"]["training_job"])
+    wait_for(lambda: _split_shown(url) is not None, seconds=120)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _split_shown(url) is not None  # nobody ended it
+
+    result = CliRunner().invoke(cli, ["status"])
+    assert result.exit_code == 0, result.output
+    wait_for(lambda: _split_shown(url) is None, seconds=30)
+    history = DeploymentStore(".mlops").deployments("iris-model")
+    assert history[0]["status"] == "interrupted" and "ended the traffic split" in history[0]["reason"]
+    assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
