@@ -29,6 +29,7 @@ from tests.served_models import SlowWhenServedPipeline
 
 ENDPOINT_DIR = Path(".mlops/endpoints/iris-model")
 BAKE = ["--set", "baking_seconds=4", "--set", "analysis_min_requests=20"]
+CANARY_10 = TrafficStep("split", 10)
 
 
 def _config(**settings):
@@ -39,7 +40,7 @@ def _traffic(serving=(500, 0, 0.002), candidate=(60, 0, 0.002), compared=0, agre
     return IntervalTraffic(VersionTraffic(*serving), VersionTraffic(*candidate), compared, agreeing)
 
 
-def _judge(traffic: IntervalTraffic, step=TrafficStep("split", 10), **settings):
+def _judge(traffic: IntervalTraffic, step: TrafficStep = CANARY_10, **settings):
     return TrafficAnalysis(_config(**settings)).judge(1, step, 60.0, traffic)
 
 
