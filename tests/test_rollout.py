@@ -327,3 +327,27 @@ def test_a_split_left_by_a_killed_pipeline_is_ended_by_the_next_command(pipeline
     history = DeploymentStore(".mlops").deployments("iris-model")
     assert history[0]["status"] == "interrupted" and "ended the traffic split" in history[0]["reason"]
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
+
+
+# --------------------------------------------------------------------------- the setting, every way it arrives
+@pytest.mark.parametrize(("how", "source"), [
+    ("file", "file:config.json"), ("env", "env:TRAFFIC_ROUTING"), ("flag", "flag:--traffic-routing"),
+    ("set", "set:traffic_routing"),
+])
+def test_traffic_routing_arrives_from_each_source(workdir, how, source):
+    Path("config.json").write_text(json.dumps({"traffic_routing": "LINEAR"} if how == "file" else {}))
+    env = {"TRAFFIC_ROUTING": "shadow"} if how == "env" else {}
+    flags = {"traffic_routing": "CANARY"} if how == "flag" else {}
+    settings = ["traffic_routing=SHADOW"] if how == "set" else []
+    config, sources = load_config("config.json", env, flags, settings=settings)
+    assert config.traffic_routing == {"file": "LINEAR", "env": "SHADOW", "flag": "CANARY", "set": "SHADOW"}[how]
+    assert sources["traffic_routing"] == source
+
+
+def test_an_unknown_traffic_routing_is_refused_naming_where_it_came_from(workdir):
+    result = CliRunner().invoke(cli, ["--mode", "training", "--output-file", "out.json"],
+                                env={"TRAFFIC_ROUTING": "BLUE_GREEN"})
+    assert result.exit_code == 2
+    assert "environment variable TRAFFIC_ROUTING: traffic_routing: expected one of" in result.output
+    flag = CliRunner().invoke(cli, ["--traffic-routing", "BLUE_GREEN", "--mode", "training"])
+    assert flag.exit_code == 2 and "'BLUE_GREEN' is not one of" in flag.output
