@@ -46,7 +46,7 @@ class SlowWhenServed(ClassifierMixin, BaseEstimator):
     """Predicts exactly like logistic regression, ``delay_seconds`` slower per call inside an endpoint server:
     a candidate that passes every offline and endpoint test and then slows live traffic down."""
 
-    def __init__(self, delay_seconds: float = 0.03) -> None:
+    def __init__(self, delay_seconds: float = 0.2) -> None:
         self.delay_seconds = delay_seconds
 
     def fit(self, X, y):
