@@ -36,10 +36,13 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from pipeline.endpoint_telemetry import STARTED_KEY
+from pipeline.serving_contract import SHA_HEADER, VERSION_HEADER
 
 # Sent by the master to the workers it is about to replace; SIGUSR2 means nothing else to a worker.
 DRAIN_SIGNAL = signal.SIGUSR2
 _replacing = False  # this worker is being replaced by fresh ones (set by DRAIN_SIGNAL)
+# The headers that name a version, as uvicorn keeps its default headers (lower case, bytes).
+_VERSION_HEADERS = frozenset(name.lower().encode("latin1") for name in (VERSION_HEADER, SHA_HEADER))
 
 
 def _mark_replaced(signum: int, frame: Any) -> None:
@@ -163,8 +166,8 @@ class EndpointProtocol(HttpToolsProtocol):
             answered()
 
         cycle.on_response = flush_then_answered
-        if self.headers_per_response:  # a split: the app names the version that answered
-            cycle.default_headers = []
+        if self.headers_per_response:  # a split: the app names the version that answered; Date stays
+            cycle.default_headers = [header for header in cycle.default_headers if header[0] not in _VERSION_HEADERS]
         if self._draining:
             cycle.keep_alive = False
 

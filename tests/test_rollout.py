@@ -301,6 +301,30 @@ def _start_baking(job: str) -> subprocess.Popen:
          "--set", "performance_requests=40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def test_while_baking_each_answer_names_the_one_version_that_gave_it(pipeline):
+    url, v1 = _first(pipeline)
+    assert pipeline("--mode", "training").exit_code == 0
+    process = _start_baking(pipeline.results()["summary"]["training_job"])
+    try:
+        wait_for(lambda: _split_shown(url) is not None, seconds=120)
+        v2 = _split_shown(url)["candidate_version"]
+        session = requests.Session()
+        answers = [session.post(f"{url}/invocations", data=row, headers={"Content-Type": "text/csv"}, timeout=10)
+                   for row in ["5.1,3.5,1.4,0.2"] * 40 + ["1,2"] * 20]
+        tests = [session.post(f"{url}/invocations", data="5.1,3.5,1.4,0.2", timeout=10,
+                              headers={"Content-Type": "text/csv", "X-Mlops-Test-Traffic": "1"}) for _ in range(20)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    for reply in answers:
+        assert reply.headers["X-Model-Version"] in (v1, v2)  # one value: never both versions' headers
+        assert len(reply.headers["X-Model-Sha256"]) == 64 and "Date" in reply.headers
+    assert {reply.headers["X-Model-Version"] for reply in answers[:40]} == {v1, v2}
+    assert {reply.status_code for reply in answers[40:]} == {400}  # refusals name who refused, too
+    assert {reply.headers["X-Model-Version"] for reply in answers[40:]} == {v1, v2}
+    assert {reply.headers["X-Model-Version"] for reply in tests} == {v1}  # the pipeline's checks see what serves
+
+
 def test_sigterm_while_baking_returns_every_request_to_the_serving_version(pipeline):
     url, v1 = _first(pipeline)
     assert pipeline("--mode", "training").exit_code == 0
