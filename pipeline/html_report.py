@@ -220,6 +220,10 @@ def _describe_event(kind: str, detail: Mapping[str, Any]) -> tuple[str, str, str
             "interrupted": ("interrupted", f"{get('detail') or ''}{reason}", "warn"),
         }
         return described.get(state, (state.replace("_", " "), _details(detail), "info"))
+    if kind == "bake_interval":
+        verdict = str(get("verdict"))
+        tone = {"pass": "good", "breach": "bad"}.get(verdict, "warn")
+        return f"bake interval {get('interval')}: {verdict.replace('_', ' ')}", str(get("reason") or ""), tone
     if kind.startswith("manual_"):
         return f"manual {kind.removeprefix('manual_').replace('_', ' ')}", \
             f"{get('from_version')} -> {get('to_version')}", "warn"

@@ -311,10 +311,10 @@ class Orchestrator:
             self.record.rollout = BakeReport(routing, self.config.baking_seconds)
             log.info("baking %s on live traffic (%s, %g s per interval) beside %s", staged.version, routing,
                      self.config.baking_seconds, staged.previous_version)
-            baked = bake(self.config, self.backend, staged, record=self.record.rollout)
-            for interval in baked.intervals:
-                self.store.record_event("bake_interval", run_id=self.run_id, endpoint_name=staged.endpoint_name,
-                                        version=staged.version, **interval.to_dict())
+            baked = bake(self.config, self.backend, staged, record=self.record.rollout,
+                         on_interval=lambda interval: self.store.record_event(
+                             "bake_interval", run_id=self.run_id, endpoint_name=staged.endpoint_name,
+                             version=staged.version, **interval.to_dict()))
             (log.info if baked.promotes else log.warning)("bake: %s: %s", baked.outcome, baked.reason)
             return baked
 

@@ -195,11 +195,13 @@ class BakeReport:
                 "intervals": [interval.to_dict() for interval in self.intervals]}
 
 
-def bake(config: PipelineConfig, backend: Backend, staged: Staged,
-         sleep: Callable[[float], None] = time.sleep, record: BakeReport | None = None) -> BakeReport:
+def bake(config: PipelineConfig, backend: Backend, staged: Staged, record: BakeReport | None = None,
+         on_interval: Callable[[IntervalReport], None] | None = None,
+         sleep: Callable[[float], None] = time.sleep) -> BakeReport:
     """Run every interval of ``traffic_routing`` on the endpoint; stop at the first breach or, with
     ``insufficient_traffic`` hold, at the first interval with too little traffic. Leaves the last split in
-    place: the orchestrator ends it (promote or discard)."""
+    place: the orchestrator ends it (promote or discard). ``on_interval`` hears each judged interval at once
+    (the audit trail records it as it happens)."""
     steps = traffic_steps(config)
     report = record or BakeReport(config.traffic_routing, config.baking_seconds)
     analysis = TrafficAnalysis(config)
@@ -216,6 +218,8 @@ def bake(config: PipelineConfig, backend: Backend, staged: Staged,
                                              f"{total_seconds - elapsed:.0f}s left")
         judged = analysis.judge(index, step, time.monotonic() - began, backend.traffic_since(staged, mark))
         report.intervals.append(judged)
+        if on_interval is not None:
+            on_interval(judged)
         log.info("%s", judged.summary_line(len(steps), total_seconds - index * config.baking_seconds))
         if judged.verdict == IntervalVerdict.BREACH:
             report.outcome, report.reason = BakeOutcome.BREACH, judged.reason

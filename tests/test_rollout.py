@@ -199,6 +199,8 @@ def test_a_slow_canary_is_rolled_back_by_its_analysis_and_no_client_request_fail
     assert history[0]["status"] == "rolled_back" and history[0]["reason"].startswith("p95 latency: candidate")
     failure = ET.parse("junit.xml").getroot().find(".//testsuite[@name='bake']/testcase/failure")
     assert failure is not None and failure.get("message", failure.text or "").startswith("p95 latency")
+    report = Path(".mlops/runs", results["run_id"], "report.html").read_text()
+    assert "bake interval 1: breach" in report  # on the run report's timeline
     rolled_back = [body for body in slack.requests if "p95 latency: candidate" in json.dumps(body)]
     assert rolled_back, slack.requests  # the notification says which measure, both numbers and the interval
 
