@@ -288,6 +288,7 @@ class _Invocations:
         if len(body) > self.max_payload_bytes:
             raise falcon.HTTPContentTooLarge(title=f"request body is over the limit of {self.max_payload_bytes} bytes",
                                              headers=_CLOSE)
+        model = self.model
         try:
             if req.query_string:
                 raise inference.BadRequestError(_query_refused(req))
@@ -297,7 +298,6 @@ class _Invocations:
                     inference.accept_asks_for_probabilities(req.get_header("Accept")):
                 raise inference.BadRequestError(f"{PROBABILITIES_HEADER}: false contradicts Accept's "
                                                 f"{inference.PROBABILITIES_PARAMETER}=true: send one of them")
-            model = self.model
             if self.router is not None:
                 model = req.context.model = self.router.choose(req)
             rows = inference.input_fn(body, req.content_type or "")
