@@ -190,7 +190,8 @@ class Endpoints:
                       Server(url, resources={"endpoint_config": previous, "region": self.aws.region}),
                       beside_stable=True)
 
-    def _update(self, endpoint_name: str, config_name: str, deployment: dict[str, Any], previous: str) -> dict[str, Any]:
+    def _update(self, endpoint_name: str, config_name: str, deployment: dict[str, Any],
+                previous: str) -> dict[str, Any]:
         """``update_endpoint`` to ``config_name``, waited for and verified; a failure puts ``previous`` back."""
         self.aws.call(self.aws.sagemaker, "update_endpoint", f"update endpoint {endpoint_name}",
                       EndpointName=endpoint_name, EndpointConfigName=config_name, DeploymentConfig=deployment)

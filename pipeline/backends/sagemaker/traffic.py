@@ -130,12 +130,10 @@ class ShadowTraffic:
                                  "cloudwatch") from None
         found = {}
         for index, variant in enumerate((self.serving, self.candidate)):
-            def total(metric: str) -> float:
-                return sum(values.get(f"v{index}_{metric.lower()}", []))
-
+            totals = {metric: sum(values.get(f"v{index}_{metric.lower()}", [])) for metric in _STATISTICS}
             latencies = values.get(f"v{index}_modellatency", [])
-            requests = int(round(total("Invocations")))
-            errors = int(round(total("Invocation4XXErrors") + total("Invocation5XXErrors")))
+            requests = int(round(totals["Invocations"]))
+            errors = int(round(totals["Invocation4XXErrors"] + totals["Invocation5XXErrors"]))
             # One period spans the interval: at most one p95; ModelLatency is in microseconds.
             p95 = max(latencies) / 1e6 if latencies and requests else None
             found[variant] = (requests, errors, p95)
