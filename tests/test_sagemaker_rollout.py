@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,20 +18,38 @@ import boto3
 import joblib
 import numpy as np
 import pytest
+from moto import mock_aws
 from sklearn.datasets import load_iris
 
 from pipeline.backends.base import DeploymentError, Staged, TrafficStep
 from pipeline.backends.sagemaker import SageMakerBackend, traffic
 from pipeline.config import load_config
-from pipeline.deployment import Deployment, DeploymentPipeline
+from pipeline.deployment import DeploymentPipeline
 from pipeline.jobs import TrainingJob
 from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
 from pipeline.store import DeploymentStore
 from tests.sagemaker_emulation import SageMakerEmulation, nearest_rank
-from tests.test_sagemaker import ROLE, REGION, deploy_again, fake_aws, sagemaker, sm  # noqa: F401 -- fixtures
+from tests.test_sagemaker import FAKE_AWS_ENV, REGION, ROLE, deploy_again, sm
+
+
+@pytest.fixture
+def sagemaker(monkeypatch: pytest.MonkeyPatch, workdir: Path):
+    """As in test_sagemaker: fake credentials only, short polling, moto with the container emulated."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(SageMakerBackend, "POLL_INITIAL_SECONDS", 0.01)
+    monkeypatch.setattr(SageMakerBackend, "POLL_MAX_SECONDS", 0.05)
+    with mock_aws(), SageMakerEmulation() as emulation:
+        yield emulation
 
 ENDPOINT = "iris-model"
 MARK = datetime(2026, 11, 30, 12, 0, 30, tzinfo=UTC)  # the bake starts half-way through a minute
+# Each emulated request writes its capture to moto's S3 and its metrics to moto's CloudWatch: moto's latency is
+# not what these tests judge.
+NO_LATENCY_LIMIT = ("--set", "max_p95_latency_ms=null")
 
 
 def runtime() -> Any:
@@ -48,9 +67,9 @@ def updates_of(emulation: SageMakerEmulation) -> list[dict[str, Any]]:
 ])
 def test_canary_and_linear_send_their_step_the_baking_interval_and_the_alarms(pipeline, sagemaker, routing, size_key,
                                                                              percent_setting, percent):
-    assert pipeline("--role-arn", ROLE).exit_code == 0
+    assert pipeline("--role-arn", ROLE, *NO_LATENCY_LIMIT).exit_code == 0
     first = pipeline.results()["summary"]
-    result = deploy_again(pipeline, first["training_job"], "--traffic-routing", routing,
+    result = deploy_again(pipeline, first["training_job"], *NO_LATENCY_LIMIT, "--traffic-routing", routing,
                           "--set", f"{percent_setting}={percent}", "--set", "baking_seconds=120",
                           "--set", "baking_period_minutes=5", "--set", 'rollback_alarm_names=["iris-5xx", "iris-p99"]')
     assert result.exit_code == 0, result.output
@@ -63,9 +82,11 @@ def test_canary_and_linear_send_their_step_the_baking_interval_and_the_alarms(pi
 
 
 def test_a_fractional_baking_interval_is_rounded_up_to_whole_seconds_and_said(pipeline, sagemaker, workdir):
-    assert pipeline("--role-arn", ROLE).exit_code == 0
+    assert pipeline("--role-arn", ROLE, *NO_LATENCY_LIMIT).exit_code == 0
     job = pipeline.results()["summary"]["training_job"]
-    assert deploy_again(pipeline, job, "--traffic-routing", "LINEAR", "--set", "baking_seconds=90.25").exit_code == 0
+    result = deploy_again(pipeline, job, *NO_LATENCY_LIMIT, "--traffic-routing", "LINEAR",
+                          "--set", "baking_seconds=90.25")
+    assert result.exit_code == 0, result.output
     routing = updates_of(sagemaker)[-1]["deployment_config"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
     assert routing["WaitIntervalInSeconds"] == 91
     assert "baking_seconds=90.25 rounded up to 91: SageMaker's WaitIntervalInSeconds takes whole seconds" in \
@@ -91,9 +112,10 @@ def train(pipeline, *settings: str) -> TrainingJob:
 @pytest.fixture
 def shadow(pipeline, sagemaker):
     """v1 serves (deployed by the CLI); a weaker model is staged beside it with traffic_routing=SHADOW."""
-    assert pipeline("--role-arn", ROLE).exit_code == 0
+    assert pipeline("--role-arn", ROLE, *NO_LATENCY_LIMIT).exit_code == 0
     serving = pipeline.results()["summary"]["endpoint_version"]
-    candidate_job = train(pipeline, "--set", 'hyperparameters={"C": 0.005}', "--set", "minimum_accuracy=0", "--set", "accuracy_threshold=0",
+    candidate_job = train(pipeline, "--set", 'hyperparameters={"C": 0.005}', "--set", "minimum_accuracy=0",
+                          "--set", "accuracy_threshold=0",
                           "--set", "champion_policy=off")
     config, _ = load_config(env={}, flags={"role_arn": ROLE, "traffic_routing": "SHADOW"}, search_default_file=False)
     store = DeploymentStore(".mlops")
@@ -261,9 +283,9 @@ def test_discard_after_a_shadow_bake_leaves_the_serving_version_alone(shadow, sa
 
 
 def test_a_shadow_deployment_through_the_cli_tests_the_candidate_and_ends_with_it_alone(pipeline, sagemaker):
-    assert pipeline("--role-arn", ROLE).exit_code == 0
+    assert pipeline("--role-arn", ROLE, *NO_LATENCY_LIMIT).exit_code == 0
     first = pipeline.results()["summary"]
-    result = deploy_again(pipeline, first["training_job"], "--traffic-routing", "SHADOW",
+    result = deploy_again(pipeline, first["training_job"], *NO_LATENCY_LIMIT, "--traffic-routing", "SHADOW",
                           "--set", "insufficient_traffic=promote", "--set", "baking_seconds=0.2")
     assert result.exit_code == 0, result.output
     second = pipeline.results()
