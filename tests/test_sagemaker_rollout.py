@@ -144,10 +144,11 @@ def test_shadow_stage_tests_the_candidate_beside_the_serving_version_that_answer
     assert backend.describe(ENDPOINT)["serving_version"] == staged.previous_version
 
 
-def test_shadow_split_attaches_the_candidate_as_the_serving_versions_shadow_variant(shadow, sagemaker):
+def test_shadow_split_attaches_the_candidate_as_the_serving_versions_shadow_variant(shadow, sagemaker, caplog):
     backend, _, deployment, _ = shadow
     staged = deployment.staged
     backend.split_traffic(staged, TrafficStep("shadow", 100))
+    assert "baking_seconds=60: a SHADOW bake on SageMaker reads whole CloudWatch minutes" in caplog.text
     name = f"{staged.version}-shadow"
     config = sm().describe_endpoint_config(EndpointConfigName=name)
     assert [(v["VariantName"], v["ModelName"], v["InitialVariantWeight"]) for v in config["ProductionVariants"]] == \
@@ -320,3 +321,16 @@ def test_capture_rows_are_the_ones_sent(shadow, sagemaker, monkeypatch):
                  for line in io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())]
         found[version] = {line["eventMetadata"].get("inferenceId"): line["eventMetadata"]["eventId"] for line in lines}
     assert found[staged.version]["live-join"] == found[staged.previous_version]["live-join"]
+
+
+def test_a_pipeline_that_died_during_a_shadow_bake_is_reconciled_to_the_serving_version_alone(shadow, sagemaker):
+    backend, deployments, deployment, _ = shadow
+    staged: Staged = deployment.staged
+    backend.split_traffic(staged, TrafficStep("shadow", 100))
+    repaired = deployments.reconcile(ENDPOINT)  # the deployment is still in progress: its pipeline is gone
+    assert [(row["version"], row["status"], row["serving_version"]) for row in repaired] == \
+        [(staged.version, "interrupted", staged.previous_version)]
+    endpoint = sm().describe_endpoint(EndpointName=ENDPOINT)
+    assert endpoint["EndpointConfigName"] == staged.previous_version
+    assert _variants(endpoint) == ([staged.previous_version], [])
+    assert not {f"{staged.version}-trial", f"{staged.version}-shadow"} & _configs()

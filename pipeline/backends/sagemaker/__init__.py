@@ -141,6 +141,9 @@ class SageMakerBackend(Backend):
     def traffic_since(self, staged: Staged, mark: Any) -> IntervalTraffic:
         return self.endpoints.traffic_since(staged, mark)
 
+    def reconcile(self, endpoint_name: str, deployment: dict[str, Any]) -> Outcome:
+        return self.endpoints.reconcile(endpoint_name, deployment)
+
     def discard(self, staged: Staged) -> Outcome:
         return self.endpoints.discard(staged)
 

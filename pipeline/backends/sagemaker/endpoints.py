@@ -241,11 +241,29 @@ class Endpoints:
         shadow = versions.create_shadow(self.aws, staged.version, staged.previous_version, step.percent, tags)
         log.info("updating SageMaker endpoint %s to %s: %s answers every client, %s predicts a copy of %d%% of them",
                  staged.endpoint_name, shadow, staged.previous_version, staged.version, step.percent)
+        if self.config.baking_seconds < traffic.USEFUL_BAKE_SECONDS:
+            log.warning("baking_seconds=%g: a SHADOW bake on SageMaker reads whole CloudWatch minutes after it starts "
+                        "(and CloudWatch publishes a minute late); at least %d seconds lets it see traffic",
+                        self.config.baking_seconds, traffic.USEFUL_BAKE_SECONDS)
         description = self._update(staged.endpoint_name, shadow, self._at_once(), staged.previous_version)
         attached = self._shadow_of(description)
         if attached is not None and attached != staged.version:
             raise DeploymentError(f"SageMaker endpoint {staged.endpoint_name!r} shadows {attached}, not "
                                   f"{staged.version}")
+
+    def reconcile(self, endpoint_name: str, deployment: dict[str, Any]) -> Outcome:
+        """A pipeline that died while its SHADOW candidate stood beside the serving version (trial or shadow
+        config) leaves every client on ``from_version`` but pays for the candidate's instances: update back to
+        ``from_version`` alone. Any other state is left as it is (what served before, or the update's result)."""
+        previous, version = deployment["from_version"], deployment["to_version"]
+        description = self._settle(endpoint_name)
+        config_name = (description or {}).get("EndpointConfigName") or ""
+        derived = {f"{version}-{role}" for role in versions.DERIVED_ROLES}
+        if description is None or not previous or config_name not in derived:
+            return Outcome(FinalState.INTERRUPTED, previous, "nothing to repair")
+        outcome = self.rollback(endpoint_name, previous)
+        versions.delete_derived(self.aws, version)
+        return Outcome(FinalState.INTERRUPTED, previous, f"{version} no longer stands beside it: {outcome.detail}")
 
     def traffic_mark(self, staged: Staged) -> traffic.TrafficMark:
         return traffic.TrafficMark(traffic.now())
@@ -432,7 +450,8 @@ class Endpoints:
                         in_use.add(description["EndpointConfigName"])
                         config = self.aws.sagemaker.describe_endpoint_config(
                             EndpointConfigName=description["EndpointConfigName"])
-                        in_use |= {variant["ModelName"] for variant in config.get("ProductionVariants", [])}
+                        in_use |= {variant["ModelName"] for variant in (config.get("ProductionVariants", []) +
+                                                                        config.get("ShadowProductionVariants", []))}
         except (ClientError, BotoCoreError) as err:
             raise self.aws.error(err, "list the endpoints still in use") from None
         configs = [name for name in names("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName")

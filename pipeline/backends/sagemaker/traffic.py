@@ -37,6 +37,7 @@ from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
 
 NAMESPACE = "AWS/SageMaker"
 MINUTE = timedelta(minutes=1)
+USEFUL_BAKE_SECONDS = 180  # the mark's minute is skipped and the last one may not be published yet
 # CloudWatch's metric -> the statistic read over the interval.
 _STATISTICS = {"Invocations": "Sum", "Invocation4XXErrors": "Sum", "Invocation5XXErrors": "Sum", "ModelLatency": "p95"}
 
