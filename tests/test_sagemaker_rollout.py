@@ -264,6 +264,8 @@ def test_promote_after_a_shadow_bake_leaves_the_candidate_serving_alone(shadow, 
     assert endpoint["EndpointConfigName"] == staged.version and endpoint["EndpointStatus"] == "InService"
     assert _variants(endpoint) == ([staged.version], [])
     assert updates_of(sagemaker)[-1]["endpoint_config"] == staged.version
+    assert updates_of(sagemaker)[-1]["deployment_config"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] \
+        == {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}  # baking_period_minutes, 0 by default
     assert DeploymentStore(".mlops").endpoint(ENDPOINT)["serving_version"] == staged.version
     assert not {f"{staged.version}-trial", f"{staged.version}-shadow"} & _configs()
     assert {staged.version, staged.previous_version} <= _configs()

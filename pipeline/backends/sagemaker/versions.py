@@ -114,9 +114,11 @@ def create_trial(aws: AwsSession, version: str, serving: str, tags: list[dict[st
 
 
 def create_shadow(aws: AwsSession, version: str, serving: str, percent: int, tags: list[dict[str, str]]) -> str:
-    """``serving`` the only production variant, ``version`` its shadow. SageMaker copies to a shadow the share of
-    requests its ``InitialVariantWeight`` is of the production variant's (1.0 against 1.0: every request); the
-    endpoint's ``DataCaptureConfig`` captures both variants, each under its own name."""
+    """``serving`` the only production variant (SageMaker allows one beside a shadow), ``version`` its shadow.
+    SageMaker's own example gives the shadow the production variant's weight, 1.0, and every request is copied;
+    ``percent`` below 100 lowers it (guides describe the copied share as the ratio of the two weights, SageMaker's
+    API reference does not say). The endpoint's ``DataCaptureConfig`` captures both variants, each under its own
+    name."""
     name = derived_name(version, "shadow")
     aws.call(aws.sagemaker, "create_endpoint_config", f"create endpoint config {name}", EndpointConfigName=name,
              Tags=tags, DataCaptureConfig=data_capture_config(aws),
