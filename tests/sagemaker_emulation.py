@@ -48,6 +48,20 @@ container would:
 - moto 5.2.5 has no ``update_endpoint`` and no ``stop_training_job``; both are
   added here (the endpoint swaps to the new config when it settles; a stopped
   job reads ``Stopped``).
+- Variants (SHADOW routing needs them; moto keeps the names and weights but routes
+  nothing): ``invoke_endpoint`` picks a production variant by weight, or the one named
+  in ``TargetVariant`` (a production variant only, as the runtime's reference says);
+  moto drops an endpoint config's ``ShadowProductionVariants``, so they are kept here
+  (one production and one shadow variant, as SageMaker allows) and shown by both
+  describes; a request is copied to the shadow at the share its weight is of the
+  production variant's, answered there, captured under the shadow's name with the
+  request's ``eventId`` and ``inferenceId``, and its answer dropped.
+- Metrics: moto's SageMaker publishes nothing to CloudWatch, so each answer (a
+  shadow's too) puts SageMaker's per-variant invocation metrics into moto's
+  CloudWatch: ``Invocations``, ``Invocation4XXErrors``, ``Invocation5XXErrors`` and
+  ``ModelLatency`` (microseconds), namespace ``AWS/SageMaker``, dimensions
+  ``EndpointName`` and ``VariantName``, timestamped by ``clock`` (a test can set it).
+  moto's CloudWatch computes no percentile statistic; ``pNN`` is added (nearest rank).
 
 Faults a test can ask for: a failing endpoint creation, an update that AWS
 rolls back, a model whose hooks fail at request time, and an error (access
@@ -60,6 +74,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import math
 import os
 import random
 import shutil
@@ -68,6 +83,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -78,6 +94,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from moto.cloudwatch.models import Statistics, cloudwatch_backends
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.s3.models import s3_backends
@@ -176,12 +193,33 @@ class _Pending:
     seen: bool = False
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One request a variant answered, as its metrics were published."""
+
+    endpoint: str
+    variant: str
+    status: int
+    latency_microseconds: float
+    inference_id: str | None
+    shadow: bool
+    at: datetime
+
+
+def nearest_rank(values: list[float], percent: float) -> float:
+    """The ``percent``-th percentile by nearest rank: the smallest value with ``percent``% of them at or below."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
+
+
 @dataclass
 class SageMakerEmulation:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sagemaker-emulation-")))
     training_runs: list[TrainingRun] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)
     invocations: int = 0
+    answered: list[Answered] = field(default_factory=list)  # every variant's answers, shadows' included
+    clock: Any = field(default=lambda: datetime.now(UTC))  # the metrics' and captures' timestamps
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -228,6 +266,28 @@ class SageMakerEmulation:
         original_describe_endpoint = SageMakerModelBackend.describe_endpoint
         original_call_action = SageMakerResponse.call_action
         original_create_model = SageMakerModelBackend.create_model
+        original_create_endpoint_config = SageMakerResponse.create_endpoint_config
+        original_statistic = Statistics.get_statistics_for_type
+
+        # moto 5.2.5 drops ShadowProductionVariants; SHADOW routing puts the candidate there.
+        def create_endpoint_config_response(response: SageMakerResponse) -> Any:
+            shadows = response._get_param("ShadowProductionVariants") or []
+            if shadows and (len(response._get_param("ProductionVariants") or []) != 1 or len(shadows) != 1):
+                raise ValidationError(message="An endpoint config with ShadowProductionVariants must have exactly "
+                                              "one production variant and one shadow variant.")
+            result = original_create_endpoint_config(response)
+            if shadows:
+                config = response.sagemaker_backend.endpoint_configs[response._get_param("EndpointConfigName")]
+                config.validate_production_variants(shadows)
+                config.shadow_production_variants = shadows
+            return result
+
+        # moto's CloudWatch computes no percentile; the SHADOW bake reads ModelLatency at p95.
+        def statistic(stats: Statistics, stat: str) -> Any:
+            if stat.startswith("p") and stat[1:].replace(".", "", 1).isdigit():
+                values = stats.metric_single_values_list
+                return nearest_rank(values, float(stat[1:])) if values else None
+            return original_statistic(stats, stat)
 
         def create_model(backend: SageMakerModelBackend, *args: Any, **kwargs: Any) -> Any:
             model = original_create_model(backend, *args, **kwargs)
@@ -303,6 +363,8 @@ class SageMakerEmulation:
         self._patch(SageMakerResponse, "stop_training_job", stop_training_job_response)
         self._patch(SageMakerResponse, "call_action", call_action)
         self._patch(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+        self._patch(SageMakerResponse, "create_endpoint_config", create_endpoint_config_response)
+        self._patch(Statistics, "get_statistics_for_type", statistic)
         return self
 
     def _patch(self, owner: type, name: str, value: Any) -> None:
@@ -349,6 +411,7 @@ class SageMakerEmulation:
                 endpoint.endpoint_status = "Failed" if fault else "InService"
                 endpoint.failure_reason = fault
                 endpoint.last_modified_time = utcnow()
+                self._show_shadow(endpoint, backend.endpoint_configs[endpoint.endpoint_config_name])
 
             self._pending[self._key(backend, "endpoint", endpoint.endpoint_name)] = _Pending(settle)
 
@@ -375,12 +438,22 @@ class SageMakerEmulation:
                 if fault is None or fault[1]:
                     endpoint.endpoint_config_name = config_name
                     endpoint.production_variants = endpoint._process_production_variants(config.production_variants)
+                    self._show_shadow(endpoint, config)
                 endpoint.endpoint_status = "InService"
                 endpoint.failure_reason = fault[0] if fault else None
                 endpoint.last_modified_time = utcnow()
 
             self._pending[self._key(backend, "endpoint", name)] = _Pending(settle)
         return endpoint
+
+    @staticmethod
+    def _show_shadow(endpoint: FakeEndpoint, config: Any) -> None:
+        """describe_endpoint lists the shadow variant of the config the endpoint runs (moto knows none)."""
+        shadows = getattr(config, "shadow_production_variants", None)
+        if shadows:
+            endpoint.shadow_production_variants = endpoint._process_production_variants(shadows)
+        elif hasattr(endpoint, "shadow_production_variants"):
+            del endpoint.shadow_production_variants
 
     # ----------------------------------------------------------------- S3 inside moto
     @staticmethod
@@ -500,14 +573,18 @@ class SageMakerEmulation:
             job.training_job_status = job.secondary_status = "Stopped"
 
     # ----------------------------------------------------------------- data capture
-    def _capture(self, account: str, region: str, endpoint: FakeEndpoint, variant: str, raw: bytes,
-                 content_type: str, body: Any, mimetype: str, inference_id: str | None) -> None:
-        config = sagemaker_backends[account][region].endpoint_configs[endpoint.endpoint_config_name]
+    @staticmethod
+    def _sampled(config: Any) -> bool:
+        """Whether a request is captured: drawn once per request, for its shadow copy as well."""
         capture = config.data_capture_config or {}
         if not capture or not capture.get("EnableCapture", True):
-            return
-        if random.random() * 100 >= capture["InitialSamplingPercentage"]:
-            return
+            return False
+        return random.random() * 100 < capture["InitialSamplingPercentage"]
+
+    def _capture(self, account: str, region: str, endpoint: FakeEndpoint, variant: str, raw: bytes,
+                 content_type: str, body: Any, mimetype: str, inference_id: str | None, event_id: str) -> None:
+        config = sagemaker_backends[account][region].endpoint_configs[endpoint.endpoint_config_name]
+        capture = config.data_capture_config or {}
         modes = {option["CaptureMode"] for option in capture["CaptureOptions"]}
         header = capture.get("CaptureContentTypeHeader") or {}
         answer = body if isinstance(body, bytes) else str(body).encode()
@@ -516,8 +593,8 @@ class SageMakerEmulation:
             data["endpointInput"] = _captured(raw, content_type, "INPUT", header)
         if modes & {"Output", "InputAndOutput"}:
             data["endpointOutput"] = _captured(answer, mimetype, "OUTPUT", header)
-        now = datetime.now(UTC)
-        metadata = {"eventId": str(uuid.uuid4()),
+        now = self.clock()
+        metadata = {"eventId": event_id,
                     "inferenceTime": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"}
         if inference_id:
             metadata["inferenceId"] = inference_id
@@ -529,10 +606,8 @@ class SageMakerEmulation:
         self._s3(account).put_object(bucket, key, line.encode())
 
     # ----------------------------------------------------------------- the serving container
-    def _model_for(self, account: str, region: str, endpoint: FakeEndpoint) -> tuple[str, ServedModel]:
+    def _model_for(self, account: str, region: str, variant: dict[str, Any]) -> tuple[str, ServedModel]:
         backend = sagemaker_backends[account][region]
-        config = backend.endpoint_configs[endpoint.endpoint_config_name]
-        variant = config.production_variants[0]
         model_name = variant["ModelName"]
         container = backend._models[model_name].primary_container
         environment = container.get("Environment", {})
@@ -571,17 +646,21 @@ class SageMakerEmulation:
         if not accept or accept == "*/*":
             accept = "application/json"
         raw = response.raw_body if isinstance(response.raw_body, bytes) else str(response.raw_body or "").encode()
-        try:
-            model_name, served = self._model_for(account, region, endpoint)
-            if model_name in self._broken_models:
-                raise RuntimeError(self._broken_models[model_name])
-        except Exception:  # the worker could not load the program or the model
-            status, body, mimetype = 500, FLASK_500_BODY, "text/html"
-        else:
-            status, body, mimetype = serve_request(served, raw, content_type, accept)
-            if status < 400:
-                self._capture(account, region, endpoint, served.variant, raw, content_type, body, mimetype,
-                              response.headers.get("X-Amzn-SageMaker-Inference-Id"))
+        config = sagemaker_backends[account][region].endpoint_configs[endpoint.endpoint_config_name]
+        target = response.headers.get("X-Amzn-SageMaker-Target-Variant")
+        variant = self._route(config, target)
+        if variant is None:
+            return _runtime_error(400, "ValidationError", f"Variant {target} of endpoint {name} is not a production "
+                                                          f"variant of endpoint config {config.endpoint_config_name}.")
+        inference_id = response.headers.get("X-Amzn-SageMaker-Inference-Id")
+        event_id, sampled = str(uuid.uuid4()), self._sampled(config)
+        status, body, mimetype = self._answer(account, region, endpoint, variant, raw, content_type, accept,
+                                              inference_id, event_id, sampled, shadow=False)
+        for shadow in getattr(config, "shadow_production_variants", None) or []:
+            share = float(shadow.get("InitialVariantWeight", 1.0)) / float(variant.get("InitialVariantWeight", 1.0))
+            if random.random() < share:  # a copy of the request, answered off the response path
+                self._answer(account, region, endpoint, shadow, raw, content_type, accept, inference_id, event_id,
+                             sampled, shadow=True)
         if status >= 400:  # SageMaker passes a container error on as a ModelError
             text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
             return _runtime_error(424, "ModelError",
@@ -592,7 +671,54 @@ class SageMakerEmulation:
                                   LogStreamArn=f"arn:aws:logs:{region}:{account}:log-group:"
                                                f"/aws/sagemaker/Endpoints/{name}")
         return 200, {"status": 200, "Content-Type": mimetype,
-                     "x-Amzn-Invoked-Production-Variant": served.variant}, body
+                     "x-Amzn-Invoked-Production-Variant": variant["VariantName"]}, body
+
+    @staticmethod
+    def _route(config: Any, target: str | None) -> dict[str, Any] | None:
+        """The production variant that answers: the one ``TargetVariant`` names, else one drawn by weight."""
+        variants = config.production_variants
+        if target:
+            return next((variant for variant in variants if variant["VariantName"] == target), None)
+        weights = [float(variant.get("InitialVariantWeight", 1.0)) for variant in variants]
+        if not any(weights):
+            return variants[0]
+        return random.choices(variants, weights=weights)[0]
+
+    def _answer(self, account: str, region: str, endpoint: FakeEndpoint, variant: dict[str, Any], raw: bytes,
+                content_type: str, accept: str, inference_id: str | None, event_id: str, sampled: bool,
+                shadow: bool) -> tuple[int, Any, str]:
+        """One variant's answer to a request: served, captured when sampled and answered, its metrics published."""
+        started = time.perf_counter()
+        try:
+            model_name, served = self._model_for(account, region, variant)
+            if model_name in self._broken_models:
+                raise RuntimeError(self._broken_models[model_name])
+        except Exception:  # the worker could not load the program or the model
+            status, body, mimetype = 500, FLASK_500_BODY, "text/html"
+        else:
+            status, body, mimetype = serve_request(served, raw, content_type, accept)
+            if status < 400 and sampled:
+                self._capture(account, region, endpoint, variant["VariantName"], raw, content_type, body, mimetype,
+                              inference_id, event_id)
+        latency = (time.perf_counter() - started) * 1e6
+        self._publish(account, region, endpoint.endpoint_name, variant["VariantName"], status, latency,
+                      inference_id, shadow)
+        return status, body, mimetype
+
+    def _publish(self, account: str, region: str, endpoint: str, variant: str, status: int, latency: float,
+                 inference_id: str | None, shadow: bool) -> None:
+        """SageMaker's per-variant invocation metrics of one answer, into moto's CloudWatch."""
+        now = self.clock()
+        timestamp = now.astimezone(UTC).replace(tzinfo=None)  # moto keeps naive UTC times
+        dimensions = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]
+        data = [{"MetricName": "Invocations", "Value": 1.0, "Unit": "None"},
+                {"MetricName": "Invocation4XXErrors", "Value": float(400 <= status < 500), "Unit": "None"},
+                {"MetricName": "Invocation5XXErrors", "Value": float(status >= 500), "Unit": "None"},
+                {"MetricName": "ModelLatency", "Value": latency, "Unit": "Microseconds"}]
+        cloudwatch_backends[account][region].put_metric_data(
+            "AWS/SageMaker", [{**datum, "Dimensions": dimensions, "Timestamp": timestamp} for datum in data])
+        with self._lock:
+            self.answered.append(Answered(endpoint, variant, status, latency, inference_id, shadow, now))
 
 
 def _captured(data: bytes, content_type: str, mode: str, header: dict[str, list[str]]) -> dict[str, str]:

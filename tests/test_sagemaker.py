@@ -197,9 +197,9 @@ def test_second_deployment_updates_the_endpoint_blue_green(pipeline, sagemaker):
         "from_endpoint_config": first["summary"]["endpoint_version"],
         "deployment_config": {
             "BlueGreenUpdatePolicy": {
-                "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 300,
+                "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 60,  # baking_seconds
                                                 "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20}},
-                "TerminationWaitInSeconds": 0},
+                "TerminationWaitInSeconds": 300},  # baking_period_minutes: the old fleet kept after the last shift
             "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "iris-model-5xx"}]}}}]
 
 

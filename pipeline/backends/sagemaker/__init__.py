@@ -36,6 +36,18 @@ Deployment
     blue/green update is the switch); ``discard`` updates back to the
     previous config, or deletes a first endpoint.
 
+Traffic routing
+    CANARY and LINEAR are SageMaker's blue/green ``TrafficRoutingConfiguration``
+    (``canary_percent`` / ``linear_step_percent`` of the capacity per step, one
+    step every ``baking_seconds`` rounded up to whole seconds, the old fleet
+    kept ``baking_period_minutes`` after the last shift), ``rollback_alarm_names``
+    its ``AutoRollbackConfiguration``: SageMaker bakes them inside
+    ``update_endpoint``. SHADOW is baked by the pipeline: the candidate is
+    tested beside the serving version (a production variant of weight 0 that
+    only ``TargetVariant`` reaches), then attached as its shadow variant while
+    ``traffic`` reads CloudWatch and the captures of both, then promoted by an
+    update to its own config, or dropped by one to the previous config.
+
 Waiting is polling with backoff under ``sagemaker_timeout_minutes``; AWS
 errors become one-line ``PipelineError`` messages that say what to change.
 
@@ -43,7 +55,7 @@ The backend delegates to two parts that share one ``AwsSession`` (``session``:
 the boto3 clients, bucket, image, S3 transfers and polling): ``TrainingJobs``
 (``training``) and ``Endpoints`` (``endpoints``, with the models and endpoint
 configs of ``versions``). ``captures`` brings an endpoint's captured requests from S3
-for ``monitor``. ``client`` is the endpoint tests' client, ``errors``
+for ``monitor``. ``traffic`` reads a SHADOW bake. ``client`` is the endpoint tests' client, ``errors``
 turns AWS errors into one line, ``artifacts`` builds and unpacks the tarballs.
 """
 from __future__ import annotations
@@ -52,7 +64,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.backends.base import Backend, Outcome, Server, Staged
+from pipeline.backends.base import Backend, IntervalTraffic, Outcome, Server, Staged, TrafficStep
 from pipeline.backends.sagemaker.captures import CaptureDownload
 from pipeline.backends.sagemaker.client import SageMakerEndpointClient
 from pipeline.backends.sagemaker.endpoints import MAX_WAIT_SECONDS, Endpoints
@@ -114,6 +126,23 @@ class SageMakerBackend(Backend):
 
     def promote(self, staged: Staged) -> Outcome:
         return self.endpoints.promote(staged)
+
+    def bakes_on_the_endpoint(self, traffic_routing: str) -> bool:
+        """SHADOW only: CANARY and LINEAR are SageMaker's blue/green routing, shifted (and rolled back on an alarm)
+        inside ``update_endpoint``, so ``stage`` has already baked them when it returns."""
+        return traffic_routing == "SHADOW"
+
+    def split_traffic(self, staged: Staged, step: TrafficStep) -> None:
+        self.endpoints.split_traffic(staged, step)
+
+    def traffic_mark(self, staged: Staged) -> Any:
+        return self.endpoints.traffic_mark(staged)
+
+    def traffic_since(self, staged: Staged, mark: Any) -> IntervalTraffic:
+        return self.endpoints.traffic_since(staged, mark)
+
+    def reconcile(self, endpoint_name: str, deployment: dict[str, Any]) -> Outcome:
+        return self.endpoints.reconcile(endpoint_name, deployment)
 
     def discard(self, staged: Staged) -> Outcome:
         return self.endpoints.discard(staged)

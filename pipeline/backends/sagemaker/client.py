@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -25,13 +26,27 @@ class SageMakerEndpointClient:
     thread-safe, so the performance check may call ``invoke`` from several threads. Every invocation is
     the pipeline's own test traffic: its ``InferenceId`` (what SageMaker's capture records) says so, and
     ``monitor`` skips it.
+
+    With ``target_variant`` (a SHADOW candidate beside the serving version, at weight 0) every invocation names
+    it in ``TargetVariant``, and ``ping`` names it while the endpoint holds it as a production variant.
     """
 
-    def __init__(self, aws: AwsSession, endpoint_name: str, url: str) -> None:
+    def __init__(self, aws: AwsSession, endpoint_name: str, url: str, target_variant: str | None = None) -> None:
         self.aws = aws
         self.endpoint_name = endpoint_name
         self.url = url
+        self.target_variant = target_variant
         self.runtime = aws.runtime  # created here, once: the performance check invokes from threads
+
+    def _version(self, description: dict[str, Any]) -> str:
+        """The version this client reaches: its target variant while the endpoint has it, else the only
+        production variant (variants are named after their versions), else the endpoint config's name."""
+        variants = [variant.get("VariantName") for variant in description.get("ProductionVariants") or []]
+        if self.target_variant and self.target_variant in variants:
+            return self.target_variant
+        if len(variants) == 1 and variants[0]:
+            return str(variants[0])
+        return str(description.get("EndpointConfigName", ""))
 
     def ping(self) -> Reply:
         try:
@@ -47,7 +62,7 @@ class SageMakerEndpointClient:
         except BotoCoreError as err:
             raise self.aws.error(err, f"describe endpoint {self.endpoint_name}") from None
         status = description["EndpointStatus"]
-        headers = {VERSION_HEADER: description.get("EndpointConfigName", "")}
+        headers = {VERSION_HEADER: self._version(description)}
         if status == "InService":
             return Reply(200, headers, b"")
         if status not in TRANSITIONAL:  # Failed, UpdateRollbackFailed, OutOfService: it will not heal
@@ -57,9 +72,10 @@ class SageMakerEndpointClient:
 
     def invoke(self, body: bytes, content_type: str, accept: str = "application/json") -> Reply:
         try:
+            target = {"TargetVariant": self.target_variant} if self.target_variant else {}
             answer = self.runtime.invoke_endpoint(EndpointName=self.endpoint_name, Body=body,
                                                   ContentType=content_type, Accept=accept,
-                                                  InferenceId=f"{TEST_INFERENCE_ID_PREFIX}{uuid.uuid4().hex}")
+                                                  InferenceId=f"{TEST_INFERENCE_ID_PREFIX}{uuid.uuid4().hex}", **target)
         except ClientError as err:
             error = err.response.get("Error", {})
             code = str(error.get("Code") or "")

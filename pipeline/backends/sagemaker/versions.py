@@ -75,6 +75,69 @@ def model_artifacts(aws: AwsSession, job: TrainingJob) -> tuple[str, str]:
     return model_uri, source_uri
 
 
+# Endpoint configs made for a candidate beside the serving version, named after the candidate (SHADOW routing):
+# "trial" serves the serving version to every client and holds the candidate as a production variant of weight 0,
+# which only a request naming it in TargetVariant reaches (the endpoint tests); "shadow" holds the candidate as a
+# shadow variant that predicts a copy of the live requests. Their models are the versions' own: deleting one of
+# these configs deletes no model.
+DERIVED_ROLES = ("trial", "shadow")
+MAX_NAME = 63  # SageMaker's limit on an endpoint config's name
+
+
+def derived_name(version: str, role: str) -> str:
+    """``<version>-<role>``; a version whose name leaves no room for the role is refused, never cut short."""
+    name = f"{version}-{role}"
+    if len(name) > MAX_NAME:
+        raise PipelineError(f"endpoint config name {name!r} is longer than SageMaker's {MAX_NAME} characters: use a "
+                            f"shorter endpoint name for traffic_routing=SHADOW")
+    return name
+
+
+def is_derived(config_name: str) -> bool:
+    return any(config_name.endswith(f"-{role}") for role in DERIVED_ROLES)
+
+
+def _variant(aws: AwsSession, version: str, weight: float) -> dict[str, object]:
+    """A version's variant, as ``create`` makes it for its own config: named after it, its model."""
+    return {"VariantName": version, "ModelName": version, "InitialInstanceCount": aws.config.instance_count,
+            "InstanceType": aws.config.instance_type, "InitialVariantWeight": weight}
+
+
+def create_trial(aws: AwsSession, version: str, serving: str, tags: list[dict[str, str]]) -> str:
+    """The config the endpoint tests reach ``version`` through while ``serving`` answers every client: both
+    production variants, the candidate's weight 0 (SageMaker routes by weight, and ``TargetVariant`` overrides it)."""
+    name = derived_name(version, "trial")
+    aws.call(aws.sagemaker, "create_endpoint_config", f"create endpoint config {name}", EndpointConfigName=name,
+             Tags=tags, DataCaptureConfig=data_capture_config(aws),
+             ProductionVariants=[_variant(aws, serving, 1.0), _variant(aws, version, 0.0)])
+    return name
+
+
+def create_shadow(aws: AwsSession, version: str, serving: str, percent: int, tags: list[dict[str, str]]) -> str:
+    """``serving`` the only production variant (SageMaker allows one beside a shadow), ``version`` its shadow.
+    SageMaker's own example gives the shadow the production variant's weight, 1.0, and every request is copied;
+    ``percent`` below 100 lowers it (guides describe the copied share as the ratio of the two weights, SageMaker's
+    API reference does not say). The endpoint's ``DataCaptureConfig`` captures both variants, each under its own
+    name."""
+    name = derived_name(version, "shadow")
+    aws.call(aws.sagemaker, "create_endpoint_config", f"create endpoint config {name}", EndpointConfigName=name,
+             Tags=tags, DataCaptureConfig=data_capture_config(aws),
+             ProductionVariants=[_variant(aws, serving, 1.0)],
+             ShadowProductionVariants=[_variant(aws, version, percent / 100)])
+    return name
+
+
+def delete_derived(aws: AwsSession, version: str) -> list[str]:
+    """The trial and shadow configs of ``version`` (their models are the versions' own and stay)."""
+    deleted = []
+    for role in DERIVED_ROLES:
+        name = f"{version}-{role}"
+        if len(name) <= MAX_NAME and aws.try_delete("delete_endpoint_config", f"delete endpoint config {name}",
+                                                    EndpointConfigName=name):
+            deleted.append(name)
+    return deleted
+
+
 def create(aws: AwsSession, version: str, job: TrainingJob, tags: list[dict[str, str]]) -> None:
     """A model and an endpoint config, both named ``version``."""
     role = aws.role(job)
@@ -100,9 +163,15 @@ def create(aws: AwsSession, version: str, job: TrainingJob, tags: list[dict[str,
 
 
 def delete(aws: AwsSession, names: Iterable[str]) -> list[str]:
-    """Delete endpoint configs and their models; names that do not exist are skipped."""
+    """Delete endpoint configs and their models (a version's trial and shadow configs with it); names that do
+    not exist are skipped."""
     deleted = []
     for name in sorted(set(names)):
+        if is_derived(name):  # its models are versions' own, deleted with their configs
+            if aws.try_delete("delete_endpoint_config", f"delete endpoint config {name}", EndpointConfigName=name):
+                deleted.append(name)
+            continue
+        deleted += delete_derived(aws, name)
         models = {name}
         try:
             config = aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)
