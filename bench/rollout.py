@@ -1,6 +1,6 @@
 """What routing costs: an endpoint holding two models during a bake, against one holding one.
 
-    python -m bench.rollout               # 10 rounds of 3 s runs per server and load (~6 min)
+    python -m bench.rollout               # 10 rounds of 3 s runs per server and load (~8 min)
     python -m bench.rollout --quick       # 4 rounds of 2 s
     python -m bench.rollout --compare-patch bench/patches/X.diff   # a proposed change, side by side
 
@@ -32,6 +32,14 @@ of the cores other work on a shared machine left the server). At the end each se
 /metrics is read, so the run is known to have measured what it says: the split server's
 candidate answered 10% of the requests, the shadow server's candidate predicted a copy of
 every one.
+
+The load runs' rates move by tens of percent from one run to the next on a shared machine, more
+than the few percent a split is expected to cost. So the same three apps are also measured in
+one process (``bench/rollout_inprocess.py``): CPU per single-row request, driven through ASGI,
+taking turns in short blocks. That gives what a split and a shadow add to a request in
+microseconds, and two ratios that hold whatever the foreign load: the app's own (a lower bound:
+the app alone costs less than a request through the server) and the projected server ratio (the
+one-model server's CPU per request at 8 clients, measured above, plus what routing adds).
 """
 from __future__ import annotations
 
@@ -45,6 +53,7 @@ from typing import Any
 import pandas as pd
 
 from bench.common import (
+    BENCH,
     HOST,
     REPO,
     WRK_MISSING,
@@ -57,7 +66,9 @@ from bench.common import (
     print_table,
     project_env,
     project_root,
+    python_child_json,
     ratio,
+    run_child,
     run_load,
     temp_dir,
     write_result,
@@ -189,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quiet-cores", type=float, default=0.3,
                         help="before each run, wait until other work uses at most this many cores...")
     parser.add_argument("--quiet-wait", type=float, default=3.0, help="...but at most this many seconds")
+    parser.add_argument("--inprocess-rounds", type=int, default=150, help="in-process rounds (blocks per app)")
     parser.add_argument("--patch", help="benchmark a copy of the project with this patch applied")
     parser.add_argument("--compare-patch", help="also run the three servers from a copy of the project with this "
                         "patch (comma-separated patches), side by side; its ratios are against its own one-model "
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--keep-temp", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.rounds, args.warmup = 2.0, 4, 1.0
+        args.duration, args.rounds, args.warmup, args.inprocess_rounds = 2.0, 4, 1.0, 50
     if not wrk_path():
         print(WRK_MISSING, file=sys.stderr)
     tags = [""] + ([" [patched]"] if args.compare_patch else [])
@@ -246,11 +258,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             for server in servers.values():
                 server.stop()
+        results["inprocess"] = {}
+        for tag in tags:
+            print(f"  in process{tag} ...", flush=True)
+            results["inprocess"][tag.strip(" []") or "current"] = inprocess(
+                roots[tag], workdir, "-patched" if tag else "", versions["bodies"]["single"], args.inprocess_rounds)
     results.update(summarise(results, tags))
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_result(args.output, results)
     print_report(results, tags)
     return results
+
+
+def inprocess(root: Path, workdir: Path, suffix: str, body: tuple[Path, str], rounds: int) -> dict[str, Any]:
+    """``bench/rollout_inprocess.py`` over the pointers the servers read: CPU per request, app alone."""
+    scratch = workdir / f"inprocess{suffix}"
+    (scratch / "metrics").mkdir(parents=True, exist_ok=True)
+    env = project_env(root, {"PYTHONPATH": f"{root}:{REPO}", "PROMETHEUS_MULTIPROC_DIR": str(scratch / "metrics")})
+    pointers = [f"--pointer={name}={workdir / (name + suffix) / 'current.json'}" for name in SERVERS]
+    run = run_child([sys.executable, str(BENCH / "rollout_inprocess.py"), *pointers, "--body", str(body[0]),
+                     "--content-type", body[1], "--blocks", str(rounds)], env=env, cwd=root, timeout=900)
+    if run["returncode"] != 0:
+        raise RuntimeError(f"in-process measurement failed: {run['stderr'][-1500:]}")
+    return python_child_json(run["stdout"])
 
 
 def measure_warmup(server: Server, body: tuple[Path, str], connections: int, seconds: float) -> int:
@@ -280,6 +310,20 @@ def summarise(results: dict[str, Any], tags: list[str]) -> dict[str, Any]:
                     checks.append({"metric": f"{label}{tag} {load} {'req/s' if basis == 'rps' else 'req/CPU-s'}",
                                    "value": value, "target": f">= {target}" if judged else None,
                                    "met": (value is not None and value >= target) if judged else None})
+    for tag in tags:
+        measured = results["inprocess"][tag.strip(" []") or "current"]
+        one_c8 = summary[f"one{tag}"]["single_c8"]["req_per_cpu_s"]
+        server_us = 1e6 / one_c8 if one_c8 else None
+        for label, (name, target) in TARGETS.items():
+            compared = measured[f"{name} vs one"]
+            checks.append({"metric": f"{label}{tag}: added CPU per request, us (in process)",
+                           "value": compared["added_cpu_us"], "target": None, "met": None})
+            checks.append({"metric": f"{label}{tag}: app alone, in process (lower bound)", "value": compared["ratio"],
+                           "target": f">= {target}", "met": compared["ratio"] >= target})
+            if server_us is not None:
+                value = round(server_us / (server_us + compared["added_cpu_us"]), 3)
+                checks.append({"metric": f"{label}{tag}: server, projected (c8 CPU per request + added)",
+                               "value": value, "target": f">= {target}", "met": value >= target})
     return {"summary": summary, "checks": checks}
 
 
@@ -294,6 +338,10 @@ def print_report(results: dict[str, Any], tags: list[str]) -> None:
                   " / ".join(f"{s[load]['req_per_cpu_s'] or 0:,.0f}" for load, _, _ in LOADS),
                   median([s[load]["foreign_busy_cores"] for load, _, _ in LOADS]),
                   sum(s[load]["errors"] for load, _, _ in LOADS)] for key, s in summary.items()])
+    print_table("Rollout in process: CPU per single-row request through the app (median of the rounds)",
+                ["project", "app", "CPU us"],
+                [[project, name, measured[name]["median_cpu_us"]] for project, measured in results["inprocess"].items()
+                 for name in SERVERS])
     print_table("Rollout: ratios against targets (median of the rounds' ratios)", ["metric", "value", "target", "met"],
                 [[c["metric"], c["value"], c["target"], c["met"]] for c in results["checks"]])
 
