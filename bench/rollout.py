@@ -1,6 +1,6 @@
 """What routing costs: an endpoint holding two models during a bake, against one holding one.
 
-    python -m bench.rollout               # 10 rounds of 3 s runs per server and load (~8 min)
+    python -m bench.rollout               # 10 rounds of 3 s runs per server and load (~10 min)
     python -m bench.rollout --quick       # 4 rounds of 2 s
     python -m bench.rollout --compare-patch bench/patches/X.diff   # a proposed change, side by side
 
