@@ -38,6 +38,7 @@ loop's job and not a blocked thread's.
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import hmac
@@ -45,7 +46,6 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -316,13 +316,16 @@ class _Invocations:
         resp.set_header(INFERENCE_ID_HEADER, model.telemetry.answered(req, body, prediction.labels, text,
                                                                     content_type))
         if self.router is not None and self.router.shadows(req):
-            # After the answer is sent: the candidate's prediction never delays, or reaches, the client.
+            # After the answer: the candidate's prediction never delays, or reaches, the client.
             started = req.scope.get(STARTED_KEY)
             # The request's own time but for the serving version's prediction: the candidate's is added to it.
             overhead = None if started is None else max(0.0, (time.perf_counter() - started) - (predicted - began))
-            resp.schedule(partial(self._shadow, rows, prediction.labels, overhead))
+            # A plain callback on the loop's next turn: the worker has written this answer by then (it writes an
+            # answer whole as the app completes it, before the loop turns). resp.schedule would cost a coroutine,
+            # a task and falcon's coroutine-function check per request, several times the callback's own cost.
+            asyncio.get_running_loop().call_soon(self._shadow, rows, prediction.labels, overhead)
 
-    async def _shadow(self, rows: Any, served: np.ndarray, overhead: float | None) -> None:
+    def _shadow(self, rows: Any, served: np.ndarray, overhead: float | None) -> None:
         """The candidate predicts the rows the serving version just answered: the two predictions are compared
         row by row, and the candidate's latency is what the client would have waited had it answered (the
         request's own time with the candidate's prediction in place of the serving version's)."""
