@@ -21,7 +21,7 @@ What uvicorn does not do, this module adds (``EndpointProtocol``):
 - **One write per answer**: uvicorn writes an answer's head and body separately, two system calls
   and two TCP segments; here they leave together (about 10% less CPU per single-row request).
 - **When a request began**: its first byte's ``perf_counter()`` goes into its ASGI scope
-  (``endpoint_telemetry.STARTED_KEY``) for the latency histogram, and the worker's own 408s are
+  (``endpoint_metrics.STARTED_KEY``) for the latency histogram, and the worker's own 408s are
   counted with the app's answers (``ServerSettings.telemetry``).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from pipeline.endpoint_telemetry import STARTED_KEY
+from pipeline.endpoint_metrics import STARTED_KEY
 from pipeline.serving_contract import SHA_HEADER, VERSION_HEADER
 
 # Sent by the master to the workers it is about to replace; SIGUSR2 means nothing else to a worker.

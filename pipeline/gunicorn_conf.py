@@ -22,6 +22,7 @@ import sklearn.linear_model
 import sklearn.pipeline
 import sklearn.preprocessing  # noqa: F401
 
+import pipeline.endpoint_metrics
 import pipeline.endpoint_telemetry
 import pipeline.endpoint_worker
 import pipeline.serving
@@ -45,17 +46,17 @@ ORPHAN_GRACE_SECONDS = 5.0  # how long an orphaned server's processes get to sto
 
 def on_starting(server) -> None:
     """The metrics directory starts empty: another server's files would be summed with ours."""
-    pipeline.endpoint_telemetry.prepare_metrics_directory()
+    pipeline.endpoint_metrics.prepare_metrics_directory()
 
 
 def child_exit(server, worker) -> None:
     """A worker that exited no longer counts as live (its counters stay in the totals)."""
-    pipeline.endpoint_telemetry.worker_exited(worker.pid)
+    pipeline.endpoint_metrics.worker_exited(worker.pid)
 
 
 def on_exit(server) -> None:
     """The workers have exited: the server's metrics directory goes with it."""
-    pipeline.endpoint_telemetry.remove_metrics_directory()
+    pipeline.endpoint_metrics.remove_metrics_directory()
 
 
 def when_ready(server) -> None:

@@ -54,7 +54,8 @@ import falcon.asgi
 import numpy as np
 
 from pipeline.container import inference
-from pipeline.endpoint_telemetry import STARTED_KEY, EndpointTelemetry
+from pipeline.endpoint_metrics import STARTED_KEY
+from pipeline.endpoint_telemetry import EndpointTelemetry
 from pipeline.serving_contract import (
     INFERENCE_ID_HEADER,
     SHA_HEADER,

@@ -26,9 +26,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.endpoint_metrics import EndpointMetrics
 from pipeline.endpoint_telemetry import (
     CaptureWriter,
-    EndpointMetrics,
     EndpointTelemetry,
     capture_line_of,
     prune_captures,

@@ -23,7 +23,7 @@ from pipeline.backends.server_processes import (
     write_owner,
 )
 from pipeline.endpoint_client import EndpointDown, HttpEndpointClient, Reply
-from pipeline.endpoint_telemetry import METRICS_DIR_ENV
+from pipeline.endpoint_metrics import METRICS_DIR_ENV
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.serving import POINTER_ENV, POINTER_WAIT_ENV
 
