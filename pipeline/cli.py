@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from pipeline.backends import BACKENDS
 from pipeline.config import MODEL_TYPES, TRAFFIC_ROUTINGS, PipelineConfig, load_config, validate_endpoint_name
+from pipeline.console_summary import render_summary
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.invocation import check_output_paths, output_label, resolve_mode
 from pipeline.logs import LOG_FORMATS, default_results_file
@@ -197,65 +198,9 @@ def _on_terminal() -> bool:
         return False
 
 
-def _tick(value: Any, emoji: bool = True) -> str:
-    if not emoji:
-        return "Yes" if value else "No"
-    return "✅ Yes" if value else "❌ No"
-
-
 def print_summary(results: Results, emoji: bool | None = None, store_dir: str | None = None) -> None:
-    """The console summary; with ``store_dir``, it also says where the run's HTML report is (when it was written)."""
-    emoji = _on_terminal() if emoji is None else emoji
-    summary = results.summary
-    status = results.pipeline_status or "unknown"
-    line = "=" * 80
-    title = "ENTERPRISE MLOPS PIPELINE COMPLETED" if status == "success" else "ENTERPRISE MLOPS PIPELINE FINISHED"
-    if emoji:
-        title = ("🎉 " if status == "success" else "⚠️ ") + title
-    colour = {"success": "green", "held": "yellow", "rejected": "yellow"}.get(status, "red")
-    accuracy = summary.training_accuracy
-    rows = [click.style(f"Status: {status.upper()}", fg=colour, bold=True),  # click.echo drops it off a terminal
-            f"Duration: {results.total_duration_seconds or 0:.2f} seconds"]
-    if accuracy is not None:
-        rows.append(f"Training Accuracy: {accuracy:.2%}")
-    if results.gate:
-        rows.append(f"Gate: {results.gate.decision} ({results.gate.reason})")
-        if results.gate.champion:
-            rows.append(f"Champion comparison: {results.gate.champion.reason}")
-        if results.gate.warning:
-            rows.append(f"Gate warning: {results.gate.warning}")
-    rows.append(f"Deployment Occurred: {_tick(summary.deployment_occurred, emoji)}")
-    if summary.endpoint_name:
-        rows.append(f"Endpoint: {summary.endpoint_name} ({summary.endpoint_url}, version {summary.endpoint_version})")
-    if summary.testing_passed is not None:
-        passed = summary.testing_passed
-        rows.append(f"Testing: {('✅ ' if passed else '❌ ') if emoji else ''}{'Passed' if passed else 'Failed'}")
-    if results.rollback:
-        rows.append(f"Rollback: {results.rollback.final_state} ({results.rollback.reason})")
-    if results.error:
-        rows.append(f"Error: {results.error.message}")
-    if results.resume_command:
-        rows.append(f"To resume: {results.resume_command}")
-    testing = results.test_summary
-    metrics = [f"{'📊 ' if emoji else ''}Key Metrics:", f"   Status: {status}"]
-    if accuracy is not None:
-        metrics.append(f"   Training Accuracy: {accuracy:.2%}")
-    metrics.append(f"   Deployment: {_tick(summary.deployment_occurred, emoji)}")
-    if summary.endpoint_name:
-        metrics.append(f"   Endpoint: {summary.endpoint_name}")
-    if summary.testing_passed is not None:
-        metrics.append(f"   Testing: {'Passed' if summary.testing_passed else 'Failed'}")
-    if testing.p95_latency_ms is not None:
-        metrics.append(f"   Latency: avg {testing.avg_latency_ms} ms, p95 {testing.p95_latency_ms} ms, "
-                       f"{testing.throughput_rps} requests/s")
-    saved = [f"{'📄 ' if emoji else ''}Detailed results saved to: {results.results_file}"]
-    if store_dir is not None and results.run_id:
-        from pipeline.html_report import report_path
-
-        page = report_path(store_dir, results.run_id)
-        if page.is_file():
-            saved.append(f"{'📄 ' if emoji else ''}Run report: {page}")
-    click.echo("\n".join(["", line, title, line, *rows, line, "", *metrics, "", *saved]))
+    """The console summary (``pipeline.console_summary``): emoji and colour only for a person at a terminal."""
+    click.echo(render_summary(results, _on_terminal() if emoji is None else emoji, store_dir))
 
 
 @cli.command()

@@ -174,6 +174,7 @@ def test_a_canary_that_passes_is_promoted_and_no_client_request_fails(pipeline):
     assert client.versions(after=finished) == {v2}
     assert _split_shown(url) is None
     assert "bake interval 1 of 1 (30% to candidate)" in Path("pipeline.log").read_text()
+    assert "Bake: CANARY, 1 interval(s) of 4 s: promote" in result.output
 
 
 def test_a_slow_canary_is_rolled_back_by_its_analysis_and_no_client_request_fails(pipeline, slack):
