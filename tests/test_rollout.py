@@ -381,3 +381,34 @@ def test_an_unknown_traffic_routing_is_refused_naming_where_it_came_from(workdir
     assert "environment variable TRAFFIC_ROUTING: traffic_routing: expected one of" in result.output
     flag = CliRunner().invoke(cli, ["--traffic-routing", "BLUE_GREEN", "--mode", "training"])
     assert flag.exit_code == 2 and "'BLUE_GREEN' is not one of" in flag.output
+
+
+SHADOW_EXPOSITION = """\
+mlops_endpoint_requests_total{code="200",version="v1"} %(answered)d
+mlops_endpoint_requests_total{code="400",version="v1"} %(refused)d
+mlops_endpoint_request_duration_seconds_bucket{le="0.001",version="v1"} 0
+mlops_endpoint_request_duration_seconds_bucket{le="0.005",version="v1"} %(all)d
+mlops_endpoint_request_duration_seconds_bucket{le="+Inf",version="v1"} %(all)d
+mlops_endpoint_shadow_requests_total{code="200",version="v2"} %(shadow_ok)d
+mlops_endpoint_shadow_requests_total{code="400",version="v2"} %(shadow_failed)d
+mlops_endpoint_shadow_request_duration_seconds_bucket{le="0.001",version="v2"} 0
+mlops_endpoint_shadow_request_duration_seconds_bucket{le="0.005",version="v2"} %(shadow_ok)d
+mlops_endpoint_shadow_request_duration_seconds_bucket{le="+Inf",version="v2"} %(shadow_ok)d
+mlops_endpoint_shadow_rows_total{agreement="same",version="v2"} %(shadow_ok)d
+"""
+
+
+def _shadow_reading(answered: int, refused: int, shadow_failed: int):
+    shadow_ok = answered - shadow_failed
+    return read_metrics(SHADOW_EXPOSITION % {"answered": answered, "refused": refused, "all": answered + refused,
+                                             "shadow_ok": shadow_ok, "shadow_failed": shadow_failed})
+
+
+def test_a_shadow_failing_copies_the_serving_version_answered_breaches_whatever_clients_sent_malformed():
+    # 1,000 client requests: 100 malformed ones refused by the serving version (never copied to the shadow),
+    # 900 answered and copied; the shadow fails 50 of those 900 copies (5.6%).
+    seen = interval(_shadow_reading(0, 0, 0), _shadow_reading(900, 100, 50), "v1", "v2", shadow=True)
+    assert seen.candidate.requests == 900 and seen.candidate.errors == 50
+    assert seen.serving.requests == 900 and seen.serving.errors == 0  # the very requests the shadow saw
+    report = TrafficAnalysis(_config(traffic_routing="SHADOW")).judge(1, TrafficStep("shadow", 100), 60.0, seen)
+    assert report.verdict == IntervalVerdict.BREACH and report.metric == "error_rate"
