@@ -22,7 +22,7 @@ from pipeline.backends.base import IntervalTraffic, TrafficStep, VersionTraffic
 from pipeline.backends.local_traffic import interval, quantile, read_metrics
 from pipeline.cli import cli
 from pipeline.config import load_config
-from pipeline.rollout import IntervalVerdict, TrafficAnalysis, traffic_steps
+from pipeline.rollout import BakeReport, IntervalVerdict, TrafficAnalysis, traffic_steps
 from pipeline.store import DeploymentStore
 from tests.conftest import PYTHON, REPO, LiveTraffic, train_job, wait_for
 from tests.served_models import SlowWhenServedPipeline
@@ -412,3 +412,14 @@ def test_a_shadow_failing_copies_the_serving_version_answered_breaches_whatever_
     assert seen.serving.requests == 900 and seen.serving.errors == 0  # the very requests the shadow saw
     report = TrafficAnalysis(_config(traffic_routing="SHADOW")).judge(1, TrafficStep("shadow", 100), 60.0, seen)
     assert report.verdict == IntervalVerdict.BREACH and report.metric == "error_rate"
+
+
+def test_a_promotion_without_a_verdict_says_how_many_intervals_had_too_little_traffic():
+    config = _config(traffic_routing="LINEAR", linear_step_percent=50, insufficient_traffic="promote")
+    analysis = TrafficAnalysis(config)
+    passed = analysis.judge(1, TrafficStep("split", 50), 60.0, _traffic())
+    unjudged = analysis.judge(2, TrafficStep("split", 50), 60.0, _traffic(candidate=(3, 0, 0.002)))
+    baked = BakeReport("LINEAR", 60.0, [passed, unjudged])
+    assert baked.promotion_reason() == ("LINEAR bake promoted without a verdict: 1 of 2 interval(s) had too little "
+                                        "traffic (insufficient_traffic promote)")
+    assert BakeReport("LINEAR", 60.0, baked.intervals[:1]).promotion_reason() == "LINEAR bake passed 1 interval(s)"
