@@ -188,6 +188,15 @@ class BakeReport:
     def promotes(self) -> bool:
         return self.outcome == BakeOutcome.PROMOTE
 
+    def promotion_reason(self) -> str:
+        """Why every interval let the candidate go on, naming how many had no verdict (not "every" when some had)."""
+        total = len(self.intervals)
+        unjudged = sum(1 for interval in self.intervals if interval.verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC)
+        if not unjudged:
+            return f"{self.traffic_routing} bake passed {total} interval(s)"
+        return (f"{self.traffic_routing} bake promoted without a verdict: {unjudged} of {total} interval(s) had too "
+                f"little traffic (insufficient_traffic promote)")
+
     def to_dict(self) -> dict[str, Any]:
         return {"traffic_routing": self.traffic_routing, "baking_seconds": self.baking_seconds,
                 "outcome": str(self.outcome) if self.outcome else "interrupted", "reason": self.reason,
@@ -232,9 +241,6 @@ def bake(config: PipelineConfig, backend: Backend, staged: Staged, record: BakeR
             log.warning("%s; insufficient_traffic is promote: going on without a verdict", judged.reason)
     else:
         report.outcome = BakeOutcome.PROMOTE
-        report.reason = (f"{config.traffic_routing} bake passed {len(steps)} interval(s)"
-                         if not report.promoted_without_verdict else
-                         f"{config.traffic_routing} bake promoted without a verdict on every interval "
-                         f"(insufficient_traffic promote)")
+        report.reason = report.promotion_reason()
     reporter.done("baking", detail=str(report.outcome))
     return report

@@ -22,7 +22,7 @@ from pipeline.backends.base import IntervalTraffic, TrafficStep, VersionTraffic
 from pipeline.backends.local_traffic import interval, quantile, read_metrics
 from pipeline.cli import cli
 from pipeline.config import load_config
-from pipeline.rollout import IntervalVerdict, TrafficAnalysis, traffic_steps
+from pipeline.rollout import BakeReport, IntervalVerdict, TrafficAnalysis, traffic_steps
 from pipeline.store import DeploymentStore
 from tests.conftest import PYTHON, REPO, LiveTraffic, train_job, wait_for
 from tests.served_models import SlowWhenServedPipeline
@@ -382,3 +382,45 @@ def test_an_unknown_traffic_routing_is_refused_naming_where_it_came_from(workdir
     assert "environment variable TRAFFIC_ROUTING: traffic_routing: expected one of" in result.output
     flag = CliRunner().invoke(cli, ["--traffic-routing", "BLUE_GREEN", "--mode", "training"])
     assert flag.exit_code == 2 and "'BLUE_GREEN' is not one of" in flag.output
+
+
+SHADOW_EXPOSITION = """\
+mlops_endpoint_requests_total{code="200",version="v1"} %(answered)d
+mlops_endpoint_requests_total{code="400",version="v1"} %(refused)d
+mlops_endpoint_request_duration_seconds_bucket{le="0.001",version="v1"} 0
+mlops_endpoint_request_duration_seconds_bucket{le="0.005",version="v1"} %(all)d
+mlops_endpoint_request_duration_seconds_bucket{le="+Inf",version="v1"} %(all)d
+mlops_endpoint_shadow_requests_total{code="200",version="v2"} %(shadow_ok)d
+mlops_endpoint_shadow_requests_total{code="400",version="v2"} %(shadow_failed)d
+mlops_endpoint_shadow_request_duration_seconds_bucket{le="0.001",version="v2"} 0
+mlops_endpoint_shadow_request_duration_seconds_bucket{le="0.005",version="v2"} %(shadow_ok)d
+mlops_endpoint_shadow_request_duration_seconds_bucket{le="+Inf",version="v2"} %(shadow_ok)d
+mlops_endpoint_shadow_rows_total{agreement="same",version="v2"} %(shadow_ok)d
+"""
+
+
+def _shadow_reading(answered: int, refused: int, shadow_failed: int):
+    shadow_ok = answered - shadow_failed
+    return read_metrics(SHADOW_EXPOSITION % {"answered": answered, "refused": refused, "all": answered + refused,
+                                             "shadow_ok": shadow_ok, "shadow_failed": shadow_failed})
+
+
+def test_a_shadow_failing_copies_the_serving_version_answered_breaches_whatever_clients_sent_malformed():
+    # 1,000 client requests: 100 malformed ones refused by the serving version (never copied to the shadow),
+    # 900 answered and copied; the shadow fails 50 of those 900 copies (5.6%).
+    seen = interval(_shadow_reading(0, 0, 0), _shadow_reading(900, 100, 50), "v1", "v2", shadow=True)
+    assert seen.candidate.requests == 900 and seen.candidate.errors == 50
+    assert seen.serving.requests == 900 and seen.serving.errors == 0  # the very requests the shadow saw
+    report = TrafficAnalysis(_config(traffic_routing="SHADOW")).judge(1, TrafficStep("shadow", 100), 60.0, seen)
+    assert report.verdict == IntervalVerdict.BREACH and report.metric == "error_rate"
+
+
+def test_a_promotion_without_a_verdict_says_how_many_intervals_had_too_little_traffic():
+    config = _config(traffic_routing="LINEAR", linear_step_percent=50, insufficient_traffic="promote")
+    analysis = TrafficAnalysis(config)
+    passed = analysis.judge(1, TrafficStep("split", 50), 60.0, _traffic())
+    unjudged = analysis.judge(2, TrafficStep("split", 50), 60.0, _traffic(candidate=(3, 0, 0.002)))
+    baked = BakeReport("LINEAR", 60.0, [passed, unjudged])
+    assert baked.promotion_reason() == ("LINEAR bake promoted without a verdict: 1 of 2 interval(s) had too little "
+                                        "traffic (insufficient_traffic promote)")
+    assert BakeReport("LINEAR", 60.0, baked.intervals[:1]).promotion_reason() == "LINEAR bake passed 1 interval(s)"

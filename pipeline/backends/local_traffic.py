@@ -80,7 +80,8 @@ def read_metrics(text: str) -> TrafficReading:
 def interval(before: TrafficReading, after: TrafficReading, serving: str, candidate: str,
              shadow: bool) -> IntervalTraffic:
     """What happened between two readings: the serving version's answers, and the candidate's (its answers
-    in a split, its shadow predictions under shadow)."""
+    in a split, its shadow predictions under shadow, set beside the serving version's successful answers,
+    the requests they are copies of)."""
     empty = Counts()
     serving_counts = after.served.get(serving, empty).minus(before.served.get(serving, empty))
     source_after, source_before = (after.shadow, before.shadow) if shadow else (after.served, before.served)
@@ -88,7 +89,14 @@ def interval(before: TrafficReading, after: TrafficReading, serving: str, candid
     rows_after, rows_before = after.shadow_rows.get(candidate, {}), before.shadow_rows.get(candidate, {})
     same = rows_after.get("same", 0.0) - rows_before.get("same", 0.0)
     different = rows_after.get("different", 0.0) - rows_before.get("different", 0.0)
-    return IntervalTraffic(serving_counts.traffic(), candidate_counts.traffic(),
+    serving_traffic = serving_counts.traffic()
+    if shadow:
+        # The endpoint copies to a shadow only what the serving version answered (a refused request -- a client's
+        # malformed body, say -- is never predicted again): over the requests the candidate saw, the serving
+        # version failed none. Its refusals would otherwise raise the error rate the candidate may reach.
+        serving_traffic = VersionTraffic(serving_traffic.requests - serving_traffic.errors, 0,
+                                         serving_traffic.p95_seconds)
+    return IntervalTraffic(serving_traffic, candidate_counts.traffic(),
                            compared_rows=int(round(same + different)), agreeing_rows=int(round(same)))
 
 
