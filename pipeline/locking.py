@@ -10,6 +10,7 @@ dies, so a killed pipeline never leaves a stale lock behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +18,8 @@ from types import TracebackType
 from filelock import FileLock, Timeout
 
 from pipeline.errors import ExitCode, PipelineError
+
+log = logging.getLogger(__name__)
 
 
 class EndpointLock:
@@ -34,7 +37,15 @@ class EndpointLock:
             self._lock.acquire()
             return self
         try:
-            self._lock.acquire(timeout=self.timeout)
+            if self.timeout > 0:
+                try:
+                    self._lock.acquire(timeout=0)
+                except Timeout:  # say who it waits for, once, then wait
+                    log.warning("endpoint %s is locked by %s: waiting up to %gs (lock_timeout_seconds)",
+                                self.endpoint_name, self._current_holder(), self.timeout)
+                    self._lock.acquire(timeout=self.timeout)
+            else:
+                self._lock.acquire(timeout=self.timeout)
         except Timeout:
             raise PipelineError(
                 f"endpoint {self.endpoint_name!r} is locked by {self._current_holder()} "

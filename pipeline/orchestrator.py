@@ -218,7 +218,7 @@ class Orchestrator:
                         if report.passed:
                             baked = self.bake(deployment)  # None: the version takes all traffic at once
                             if baked is None or baked.promotes:
-                                self.keep(deployment)
+                                self.keep(deployment, reason=baked.reason if baked else None)
                             elif baked.outcome == BakeOutcome.BREACH:
                                 self.roll_back(deployment, baked.reason or "bake breached", tests_failed=True)
                             else:  # too little traffic for a verdict: never a pass
@@ -301,12 +301,21 @@ class Orchestrator:
     def bake(self, deployment: Deployment) -> BakeReport | None:
         """CANARY, LINEAR or SHADOW: the tested version meets live traffic before it takes all of it."""
         staged, routing = deployment.staged, self.config.traffic_routing
-        if routing == "ALL_AT_ONCE" or not self.backend.bakes_on_the_endpoint(routing):
-            return None  # (SageMaker's CANARY and LINEAR bake inside its own update)
-        if not (staged.beside_stable and staged.previous_version):
-            log.warning("traffic_routing %s: endpoint %s has no serving version to bake beside; %s takes all "
-                        "traffic now", routing, staged.endpoint_name, staged.version)
+        if routing == "ALL_AT_ONCE":
             return None
+        if not self.backend.bakes_on_the_endpoint(routing):  # SageMaker's CANARY and LINEAR: inside its update
+            if not self.config.rollback_alarm_names:
+                log.warning("traffic_routing %s on %s shifts traffic on a timer and nothing judges it: set "
+                            "rollback_alarm_names for CloudWatch alarms that roll the update back", routing,
+                            self.backend.TYPE)
+            return None
+        if not (staged.beside_stable and staged.previous_version):
+            reason = (f"endpoint {staged.endpoint_name} has no serving version to bake beside: {staged.version} "
+                      f"takes all traffic now")
+            log.warning("traffic_routing %s: %s", routing, reason)
+            self.record.rollout = BakeReport(routing, self.config.baking_seconds, outcome=BakeOutcome.SKIPPED,
+                                             reason=reason)
+            return self.record.rollout
         with log_phase("rollout"):
             self.record.rollout = BakeReport(routing, self.config.baking_seconds)
             log.info("baking %s on live traffic (%s, %g s per interval) beside %s", staged.version, routing,
@@ -318,12 +327,13 @@ class Orchestrator:
             (log.info if baked.promotes else log.warning)("bake: %s: %s", baked.outcome, baked.reason)
             return baked
 
-    def keep(self, deployment: Deployment, failed_reason: str | None = None) -> None:
-        """Make the tested version the serving one (or, with rollback off, the failed one stays)."""
+    def keep(self, deployment: Deployment, failed_reason: str | None = None, reason: str | None = None) -> None:
+        """Make the tested version the serving one (or, with rollback off, the failed one stays); ``reason``
+        says why for the history (a bake's verdict)."""
         with log_phase("deployment"):
             try:
                 if failed_reason is None:
-                    self.deployer.promote(deployment)
+                    self.deployer.promote(deployment, reason=reason)
                 else:
                     self.deployer.promote(deployment, status=FinalState.FAILED,
                                           reason=f"{failed_reason}; rollback_on_failure is off, so it stays serving")

@@ -317,6 +317,8 @@ def _bake_cases(suite: _Suite, rollout: RolloutPhase) -> None:
             suite.case(name, skipped=f"{interval.reason} (promoted anyway: insufficient_traffic promote)")
         else:
             suite.case(name, failure=interval.reason, details=details, seconds=interval.seconds)
+    if rollout.outcome == "skipped":
+        suite.case("bake", skipped=rollout.reason or "nothing to bake beside")
     if rollout.outcome == "interrupted":
         cut_short = rollout.reason or "interrupted"
         suite.case("bake", failure=f"the {rollout.traffic_routing} bake was cut short: {cut_short}")

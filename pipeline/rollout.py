@@ -51,6 +51,7 @@ class BakeOutcome(StrEnum):
     """What the bake found, for the orchestrator to act on."""
 
     PROMOTE = "promote"  # every interval passed (or had too little traffic, with insufficient_traffic promote)
+    SKIPPED = "skipped"  # nothing to bake beside (a first deployment): the version takes all traffic
     BREACH = "breach"  # an interval breached a threshold: roll back
     INSUFFICIENT_TRAFFIC = "insufficient_traffic"  # too little traffic for a verdict, insufficient_traffic hold
 
@@ -186,7 +187,7 @@ class BakeReport:
 
     @property
     def promotes(self) -> bool:
-        return self.outcome == BakeOutcome.PROMOTE
+        return self.outcome in (BakeOutcome.PROMOTE, BakeOutcome.SKIPPED)
 
     def promotion_reason(self) -> str:
         """Why every interval let the candidate go on, naming how many had no verdict (not "every" when some had)."""

@@ -272,6 +272,9 @@ class _Invocations:
         self.router = router
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str | None = None) -> None:
+        model = self.model
+        if self.router is not None:  # routed first, so refusals fall on both versions in proportion
+            model = req.context.model = self.router.choose(req)
         if self.token_sha256 is not None and not token_matches(req.get_header("Authorization"), self.token_sha256):
             raise falcon.HTTPUnauthorized(title="missing or wrong token", challenges=["Bearer"],
                                           headers=_CLOSE if _has_body(req) else None)
@@ -289,7 +292,6 @@ class _Invocations:
         if len(body) > self.max_payload_bytes:
             raise falcon.HTTPContentTooLarge(title=f"request body is over the limit of {self.max_payload_bytes} bytes",
                                              headers=_CLOSE)
-        model = self.model
         try:
             if req.query_string:
                 raise inference.BadRequestError(_query_refused(req))
@@ -299,8 +301,6 @@ class _Invocations:
                     inference.accept_asks_for_probabilities(req.get_header("Accept")):
                 raise inference.BadRequestError(f"{PROBABILITIES_HEADER}: false contradicts Accept's "
                                                 f"{inference.PROBABILITIES_PARAMETER}=true: send one of them")
-            if self.router is not None:
-                model = req.context.model = self.router.choose(req)
             rows = inference.input_fn(body, req.content_type or "")
             began = time.perf_counter()
             prediction = inference.predict_fn(rows, model.model)
@@ -347,13 +347,17 @@ class _Invocations:
 
 
 class _Metrics:
-    def __init__(self, telemetry: EndpointTelemetry, token_sha256: str | None) -> None:
+    def __init__(self, telemetry: EndpointTelemetry, token_sha256: str | None,
+                 also: EndpointTelemetry | None = None) -> None:
         self.telemetry = telemetry
         self.token_sha256 = token_sha256
+        self.also = also  # during a bake, the candidate's: its counts are written out first too
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if self.token_sha256 is not None and not token_matches(req.get_header("Authorization"), self.token_sha256):
             raise falcon.HTTPUnauthorized(title="missing or wrong token", challenges=["Bearer"])
+        if self.also is not None and self.also.metrics is not None:
+            self.also.metrics.flush()
         exposition = self.telemetry.exposition()
         if exposition is None:
             raise falcon.HTTPNotFound(title="metrics are off: this server was started without "
@@ -448,7 +452,7 @@ def create_app(pointer: str | None = None) -> Endpoint:
     invocations = _Invocations(model, max_payload_bytes, token_sha256, router)
     app.add_route("/invocations", invocations)
     app.add_route("/endpoints/{name}/invocations", invocations)
-    app.add_route("/metrics", _Metrics(telemetry, token_sha256))
+    app.add_route("/metrics", _Metrics(telemetry, token_sha256, router.candidate.telemetry if router else None))
     # Refused invocations are counted too, then answered as falcon would.
     counted_by = _CountedBy(model) if router is not None else None
     app.add_error_handler(falcon.HTTPError, counted_by.http_error if counted_by else telemetry.count_http_error)

@@ -155,6 +155,20 @@ def _split_shown(url: str) -> dict | None:
         return None
 
 
+def _wait_for_split(url: str, seconds: float = 120.0) -> dict:
+    """The split once a ping shows it (during the switch, a retiring worker may still answer without one)."""
+    seen: list[dict] = []
+
+    def shown() -> bool:
+        split = _split_shown(url)
+        if split:
+            seen.append(split)
+        return bool(split)
+
+    wait_for(shown, seconds=seconds)
+    return seen[-1]
+
+
 def test_a_canary_that_passes_is_promoted_and_no_client_request_fails(pipeline):
     url, v1 = _first(pipeline)
     with LiveTraffic(url) as client:
@@ -175,6 +189,8 @@ def test_a_canary_that_passes_is_promoted_and_no_client_request_fails(pipeline):
     assert _split_shown(url) is None
     assert "bake interval 1 of 1 (30% to candidate)" in Path("pipeline.log").read_text()
     assert "Bake: CANARY, 1 interval(s) of 4 s: promote" in result.output
+    history = DeploymentStore(".mlops").deployments("iris-model")
+    assert history[0]["status"] == "deployed" and history[0]["reason"] == "CANARY bake passed 1 interval(s)"
 
 
 def test_a_slow_canary_is_rolled_back_by_its_analysis_and_no_client_request_fails(pipeline, slack):
@@ -264,6 +280,16 @@ def test_shadow_never_answers_with_the_candidate_and_measures_its_agreement_as_o
     assert interval_seen["agreeing_rows"] == offline_agreeing
 
 
+def test_a_first_deployment_has_nothing_to_bake_beside_and_says_so(pipeline):
+    result = pipeline("--traffic-routing", "CANARY", "--junit-xml", "junit.xml")
+    assert result.exit_code == 0, result.output
+    rollout = pipeline.results()["phases"]["rollout"]
+    assert rollout["outcome"] == "skipped" and "no serving version to bake beside" in rollout["reason"]
+    assert rollout["intervals"] == []
+    skipped = ET.parse("junit.xml").getroot().find(".//testsuite[@name='bake']/testcase/skipped")
+    assert skipped is not None
+
+
 def test_a_bake_without_traffic_keeps_the_previous_version_never_deployed(pipeline):
     url, v1 = _first(pipeline)
     result = pipeline("--traffic-routing", "CANARY", "--set", "baking_seconds=1")
@@ -309,11 +335,12 @@ def test_while_baking_each_answer_names_the_one_version_that_gave_it(pipeline):
     assert pipeline("--mode", "training").exit_code == 0
     process = _start_baking(pipeline.results()["summary"]["training_job"])
     try:
-        wait_for(lambda: _split_shown(url) is not None, seconds=120)
-        v2 = _split_shown(url)["candidate_version"]
+        v2 = _wait_for_split(url)["candidate_version"]
         session = requests.Session()
         answers = [session.post(f"{url}/invocations", data=row, headers={"Content-Type": "text/csv"}, timeout=10)
                    for row in ["5.1,3.5,1.4,0.2"] * 40 + ["1,2"] * 20]
+        refused = [session.post(f"{url}/invocations?probabilities=true", data="5.1,3.5,1.4,0.2", timeout=10,
+                                headers={"Content-Type": "text/csv"}) for _ in range(20)]
         tests = [session.post(f"{url}/invocations", data="5.1,3.5,1.4,0.2", timeout=10,
                               headers={"Content-Type": "text/csv", "X-Mlops-Test-Traffic": "1"}) for _ in range(20)]
     finally:
@@ -326,13 +353,16 @@ def test_while_baking_each_answer_names_the_one_version_that_gave_it(pipeline):
     assert {reply.status_code for reply in answers[40:]} == {400}  # refusals name who refused, too
     assert {reply.headers["X-Model-Version"] for reply in answers[40:]} == {v1, v2}
     assert {reply.headers["X-Model-Version"] for reply in tests} == {v1}  # the pipeline's checks see what serves
+    # Refused before a model is asked, and still routed first: such refusals fall on both versions alike.
+    assert {reply.status_code for reply in refused} == {400}
+    assert {reply.headers["X-Model-Version"] for reply in refused} == {v1, v2}
 
 
 def test_sigterm_while_baking_returns_every_request_to_the_serving_version(pipeline):
     url, v1 = _first(pipeline)
     assert pipeline("--mode", "training").exit_code == 0
     process = _start_baking(pipeline.results()["summary"]["training_job"])
-    wait_for(lambda: _split_shown(url) is not None, seconds=120)
+    _wait_for_split(url)
     status = CliRunner().invoke(cli, ["status"])
     assert "BAKING:" in status.output and "gets 10% of requests" in status.output
     process.send_signal(signal.SIGTERM)
@@ -347,10 +377,10 @@ def test_a_split_left_by_a_killed_pipeline_is_ended_by_the_next_command(pipeline
     url, v1 = _first(pipeline)
     assert pipeline("--mode", "training").exit_code == 0
     process = _start_baking(pipeline.results()["summary"]["training_job"])
-    wait_for(lambda: _split_shown(url) is not None, seconds=120)
+    _wait_for_split(url)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert _split_shown(url) is not None  # nobody ended it
+    assert _wait_for_split(url, seconds=30)  # nobody ended it
 
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code == 0, result.output

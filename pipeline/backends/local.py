@@ -54,6 +54,7 @@ from pipeline.backends.server_processes import (
     stop_server,
 )
 from pipeline.endpoint_client import EndpointDown
+from pipeline.endpoint_metrics import EndpointMetrics
 from pipeline.errors import PipelineError
 from pipeline.jobs import TrainingJob
 from pipeline.outcomes import FinalState
@@ -346,6 +347,9 @@ class LocalBackend(Backend):
         return self._read_traffic(staged)
 
     def traffic_since(self, staged: Staged, mark: TrafficReading) -> IntervalTraffic:
+        # Every worker writes its counts within FLUSH_SECONDS: wait that long, the split still in place, so the
+        # interval's last requests are in its reading rather than lost between two intervals.
+        time.sleep(EndpointMetrics.FLUSH_SECONDS + 0.1)
         pointer = self.serving_pointer(staged.endpoint_name) or {}
         shadow = (pointer.get("split") or {}).get("mode") == "shadow"
         return interval(mark, self._read_traffic(staged), staged.previous_version or "", staged.version, shadow)
