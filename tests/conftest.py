@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,17 @@ class LiveTraffic:
     def versions(self, before: float | None = None, after: float | None = None) -> set[str | None]:
         return {version for at, _, version in self.answers
                 if (before is None or at < before) and (after is None or at > after)}
+
+
+@pytest.fixture
+def python_ctrl_c() -> Iterator[None]:
+    """Ctrl-C as a fresh Python process has it: SIGINT unblocked in the main thread and raising
+    KeyboardInterrupt. In the full suite an earlier in-process test leaves the pytest process otherwise
+    (not traced yet); a pipeline command is a process of its own and starts with Python's defaults."""
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)

@@ -492,7 +492,8 @@ def wait_until_main_thread_runs(function: str, limit: float = 10.0) -> bool:
     return False
 
 
-def test_ctrl_c_while_close_waits_stops_the_wait_and_records_why(hanging_slack: SlackReceiver) -> None:
+def test_ctrl_c_while_close_waits_stops_the_wait_and_records_why(hanging_slack: SlackReceiver,
+                                                                 python_ctrl_c: None) -> None:
     notifier = budget_notifier(hanging_slack.url, budget=25)  # the wait a Ctrl-C cuts short
     notifier.notify("gate_decision", SUMMARY)
     notifier.notify("pipeline_finished", SUMMARY)
