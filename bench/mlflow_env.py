@@ -1,7 +1,10 @@
 """MLflow in a virtual environment of its own (bench/.venv-mlflow), never in requirements.txt.
 
 Created on first use with the same scikit-learn and numpy versions as the project's
-environment, so both servers load the very same fitted model.
+environment, so both servers load the very same fitted model, and with uvloop and httptools
+(uvicorn's "standard" extras, which ``pip install mlflow`` leaves out): MLflow's scoring server runs
+on uvicorn, which picks them up when present, as the endpoint's worker does. Measured: 1.3x MLflow's
+single-row throughput (389 against 296 req/s at 8 clients), so leaving them out would flatter the ratios.
 """
 from __future__ import annotations
 
@@ -17,8 +20,11 @@ PYTHON = VENV / "bin" / "python"
 MLFLOW = VENV / "bin" / "mlflow"
 
 
+PINNED = ("scikit-learn", "numpy", "uvloop", "httptools")
+
+
 def _pins() -> list[str]:
-    return [f"scikit-learn=={metadata.version('scikit-learn')}", f"numpy=={metadata.version('numpy')}"]
+    return [f"{name}=={metadata.version(name)}" for name in PINNED]
 
 
 def _installed(package: str) -> str | None:
@@ -35,10 +41,8 @@ def ensure() -> str:
     if not PYTHON.exists():
         print(f"creating {VENV} (first use: pip install mlflow {' '.join(wanted)}; a few minutes)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=300)
-    have_sklearn = _installed("scikit-learn")
     mlflow_version = _installed("mlflow")
-    if mlflow_version is None or f"scikit-learn=={have_sklearn}" not in wanted or \
-            f"numpy=={_installed('numpy')}" not in wanted:
+    if mlflow_version is None or any(f"{name}=={_installed(name)}" not in wanted for name in PINNED):
         print(f"installing mlflow {' '.join(wanted)} into {VENV}", flush=True)
         subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         "mlflow", *wanted], check=True, timeout=1800)

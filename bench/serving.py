@@ -13,9 +13,10 @@ the same wrk load (bench/post.lua): single-row requests at 1 and 8 clients and
 the resident memory of the whole process tree after warm-up (PSS, and RSS summed).
 
 Each server gets the body format it answers fastest (``FORMATS``): single rows as JSON
-(``{"inputs": [[...]]}`` for MLflow, about three times its CSV rate; ``[[...]]`` for the
-endpoint), 1,000-row bodies as CSV (with the header row MLflow's pandas parser requires; headerless,
-SageMaker's contract, for the endpoint).
+(``{"inputs": [[...]]}`` for MLflow, its fastest JSON shape; ``[[...]]`` for the endpoint), 1,000-row
+bodies as CSV (with the header row MLflow's pandas parser requires; headerless, SageMaker's contract,
+for the endpoint). MLflow's environment has uvloop and httptools, as the endpoint's has
+(bench/mlflow_env.py).
 
 The machine may be shared: the servers take turns in alternating order, each measured run
 first waits (bounded) for other work to quieten, and records the cores other work used
