@@ -16,7 +16,7 @@ processes). CPU time moves much less than wall time on a machine others are usin
 
 ``--breakdown RESULTS.json`` draws the report of that run (a results JSON of a default run) in
 fresh interpreters that first import what the CLI imports, and times each part of it: jinja2 and
-the module, the template's compilation, matplotlib's import, drawing the page (charts, template)
+the module, the template's compilation, pygal's import, drawing the page (charts, template)
 and writing it. The minimum over the runs is the cost on a machine nobody else is using.
 """
 from __future__ import annotations
@@ -68,10 +68,10 @@ from pipeline import html_report
 mark("import jinja2 and html_report")
 html_report._template()
 mark("compile the template")
-html_report._import_matplotlib()
-mark("import matplotlib")
+html_report._import_plotting()
+mark("import pygal")
 page = html_report.render_report(results, [])
-mark("draw the page (3 charts, template)")
+mark("draw the page (2 charts, template)")
 html_report.write_html_report(results, [], [("bench", sys.argv[2])])
 mark("draw and write it again (warm)")
 parts = {name: [round(wall - marks[i][1], 4), round(cpu - marks[i][2], 4)]
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     with temp_dir("bench-html-report-") as workdir:
         roots = {kind: project_root(patch, workdir) for kind, patch in KINDS.items()}
-        for kind in KINDS:  # warm the page cache and matplotlib's font cache: the first run of anything is slower
+        for kind in KINDS:  # warm the page cache: the first run of anything is slower
             run_once(roots[kind], workdir)
         order = list(KINDS)
         for index in range(args.rounds):

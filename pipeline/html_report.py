@@ -10,22 +10,20 @@ recall; the endpoint tests (latency histogram, percentiles, throughput, parity);
 notifications delivered.
 
 Self-contained, so it opens from a file or as a GitLab artifact with no network: the styles are
-inline, the charts are inline SVG drawn by matplotlib, and the page loads nothing (no script, no
-external ``src``/``href``; the endpoint URL is shown as text). Every value is escaped by the
-template engine (jinja2 with autoescape); only the SVG that matplotlib wrote goes in as markup, and
-matplotlib escapes the text it puts there.
+inline, the charts are inline SVG drawn by pygal, and the page loads nothing (no script: pygal's
+tooltips are switched off; no external ``src``/``href``; the endpoint URL is shown as text). Every value
+is escaped by the template engine (jinja2 with autoescape); only the SVG that pygal wrote goes in as
+markup, and pygal builds it with ElementTree, which escapes the text it puts there. The confusion
+matrix is a table with shaded cells: every count stays readable and copyable at any number of classes.
 
-matplotlib is imported when the page is drawn, at the end of a run, never by ``status`` or
-``history``: its import is most of the report's cost (docs/PERFORMANCE.md, "The HTML run report").
-Importing it in a background thread from the run's start was measured too, and cost more: it competes
-with training and the endpoint tests for the interpreter. Only the object-oriented ``Figure`` API is
-used (no ``pyplot``, no GUI backend; the SVG backend draws), with fixed ``svg.hashsalt`` and no date in
-the metadata, so the same results give the same page.
+pygal is imported when the page is drawn, at the end of a run, never by ``status`` or ``history``.
+It replaced matplotlib, whose import alone (0.5-0.8 s of CPU) was more than the report's whole budget
+of 0.5 s (docs/PERFORMANCE.md, "The HTML run report"). Chart ids are fixed and pygal's comments (which
+carry the date) are dropped, so the same results give the same page.
 """
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import math
 import os
@@ -43,8 +41,7 @@ from pipeline.redaction import scrub_known_secrets
 from pipeline.results_schema import Results
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from pygal.graph.graph import Graph
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +53,10 @@ CHAMPION_ROWS = (("version", "champion version"), ("metric", "metric"), ("champi
                  ("rows_compared", "rows compared"), ("rows_excluded", "rows excluded"),
                  ("candidate_only_correct", "rows only the candidate got right"),
                  ("champion_only_correct", "rows only the champion got right"))
-WIDE = 13.0  # inches: an SVG inch is 72 CSS pixels, so about the page's width at 100% zoom
+WIDE = 940  # pixels: about the width of a section at 100% zoom (the SVG scales down with the page)
+CHART_TITLES = {"gate": "The gate: the metric against the threshold and the minimum",
+                "latency": "Endpoint test latency per request"}
+CELL_EMPTY, CELL_FULL = "#f7fbff", "#08306b"  # a confusion matrix cell at 0 and at the largest count
 _CLASS_REPORT_SUMMARIES = ("accuracy", "macro avg", "weighted avg", "micro avg", "samples avg")
 _COLOURS = {"good": "#1a7f37", "warn": "#9a6700", "bad": "#cf222e", "info": "#0969da", "muted": "#6e7781"}
 
@@ -66,25 +66,11 @@ def report_path(store_dir: str | os.PathLike[str], run_id: str) -> Path:
     return Path(store_dir).resolve() / "runs" / run_id / REPORT_FILENAME
 
 
-class _ToRunLog(logging.Handler):
-    """matplotlib's own warnings (a font cache being built, a temporary config directory) go to the
-    run's log, in its format, instead of bare lines on stderr."""
+def _import_plotting() -> Any:
+    import pygal
+    import pygal.style
 
-    def emit(self, record: logging.LogRecord) -> None:
-        log.log(record.levelno, "matplotlib: %s", record.getMessage())
-
-
-def _import_matplotlib() -> Any:
-    matplotlib_log = logging.getLogger("matplotlib")
-    if not any(isinstance(handler, _ToRunLog) for handler in matplotlib_log.handlers):
-        matplotlib_log.addHandler(_ToRunLog(logging.WARNING))
-        matplotlib_log.propagate = False
-    import matplotlib
-    import matplotlib.backends.backend_svg  # what savefig(format="svg") loads
-    import matplotlib.figure
-    import matplotlib.ticker
-
-    return matplotlib
+    return pygal
 
 
 # --------------------------------------------------------------------------- the verdict
@@ -235,41 +221,58 @@ def _describe_event(kind: str, detail: Mapping[str, Any]) -> tuple[str, str, str
 
 # --------------------------------------------------------------------------- charts
 def _charts(results: Results) -> dict[str, Markup]:
-    """The page's figures as inline SVG: the gate, the confusion matrix, the latency histogram."""
-    matplotlib = _import_matplotlib()
-
-    settings = {"svg.hashsalt": "mlops-run-report", "svg.fonttype": "none", "text.parse_math": False,
-                "font.family": "sans-serif", "font.size": 9, "axes.spines.top": False,
-                "axes.spines.right": False}
+    """The page's figures as inline SVG: the gate and the latency histogram."""
+    if results.gate is None and results.phases.testing is None:
+        return {}  # nothing to draw: no reason to import the plotting library
+    _import_plotting()
     charts: dict[str, Markup] = {}
-    with matplotlib.rc_context(settings):
-        for name, draw in (("gate", _gate_chart), ("confusion", _confusion_chart), ("latency", _latency_chart)):
-            figure = draw(results)
-            if figure is not None:
-                matplotlib.rcParams["svg.hashsalt"] = f"mlops-run-report-{name}"  # ids unique across the page
-                charts[name] = _svg(figure)
+    for name, draw in (("gate", _gate_chart), ("latency", _latency_chart)):
+        chart = draw(results)
+        if chart is not None:
+            charts[name] = _svg(chart, name)
     return charts
 
 
-def _figure(width: float, height: float, margins: tuple[float, float, float, float]) -> tuple[Figure, Axes]:
-    """A figure with one axes placed by fixed margins in inches (left, bottom, right, top): a layout
-    engine would measure every label first and double the cost of drawing."""
-    from matplotlib.figure import Figure
+def _chart(kind: str, colours: Sequence[str], height: int, **config: Any) -> Graph:
+    """A pygal chart as the page wants every chart: no script (pygal's tooltips load one), nothing cut
+    short, the page's colours and font, transparent on the section's white."""
+    import pygal
+    from pygal.style import Style
 
-    figure = Figure(figsize=(width, height))
-    left, bottom, right, top = margins
-    axes = figure.add_axes((left / width, bottom / height, 1 - (left + right) / width, 1 - (bottom + top) / height))
-    return figure, axes
-
-
-def _svg(figure: Figure) -> Markup:
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    return Markup(text[text.index("<svg"):])  # no XML declaration or DOCTYPE inside an HTML page
+    style = Style(background="transparent", plot_background="transparent", foreground="#1f2328",
+                  foreground_strong="#1f2328", foreground_subtle="#d0d7de", font_family="sans-serif",
+                  label_font_size=12, major_label_font_size=12, legend_font_size=12, value_font_size=12,
+                  value_label_font_size=12, title_font_size=13, colors=tuple(colours), opacity="1",
+                  opacity_hover="1", transition="none")
+    return getattr(pygal, kind)(js=[], disable_xml_declaration=True, pretty_print=False, width=WIDE,
+                                height=height, style=style, truncate_label=-1, truncate_legend=-1,
+                                show_x_guides=False, **config)
 
 
-def _gate_chart(results: Results) -> Figure | None:
+def _svg(chart: Graph, name: str) -> Markup:
+    chart.uuid = name  # the SVG's id (chart-<name>) and its CSS scope: unique on the page, the same every time
+    chart.add_xml_filter(functools.partial(_page_ready, title=CHART_TITLES[name]))
+    return Markup(chart.render(is_unicode=True))
+
+
+def _page_ready(root: Any, title: str) -> Any:
+    """pygal's tree as the page takes it: without the script pygal always writes (its tooltips' config;
+    the page runs no script) or its comments (one carries today's date), and titled for screen readers."""
+    for parent in list(root.iter()):
+        for child in list(parent):
+            if callable(child.tag) or _local_name(child.tag) == "script":  # a comment's tag is a function
+                parent.remove(child)
+            elif _local_name(child.tag) == "title" and parent is root:
+                child.text = title
+    return root
+
+
+def _local_name(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _gate_chart(results: Results) -> Graph | None:
+    """The gate's metric (with its interval) and the champion's against the threshold and the minimum."""
     gate = results.gate
     if gate is None or not _finite(gate.value, gate.threshold, gate.minimum):
         return None
@@ -279,100 +282,104 @@ def _gate_chart(results: Results) -> Figure | None:
               *([champion_value] if _finite(champion_value) else [])]
     low = max(0.0, min(points) - 0.05)
     high = min(1.0, max(points) + 0.02) if max(points) <= 1.0 else max(points) + 0.02
-    rows = [("candidate", gate.value, gate.interval, _COLOURS[_gate_tone(gate.decision)], "")]
+    interval = gate.interval if gate.interval and _finite(*gate.interval) else None
+    rows = [("candidate", gate.value, interval, _COLOURS[_gate_tone(gate.decision)],
+             f"{_number(gate.value)} (95% interval {_number(interval[0])}-{_number(interval[1])})" if interval
+             else _number(gate.value))]
     if _finite(champion_value):
-        # the version goes beside the point: as a row label it is too long for the margin (the browser draws
-        # the text, in a font matplotlib cannot measure)
+        # the version goes beside the point: as a row label it would crowd the margin
         version = champion.get("version")
-        rows.append(("champion", champion_value, None, _COLOURS["muted"], f"  ({version})" if version else ""))
-    figure, ax = _figure(WIDE, 1.3 + 0.4 * len(rows), (0.9, 0.45, 0.2, 0.1))
-    ax.axvspan(low, gate.minimum, color=_COLOURS["bad"], alpha=0.10, lw=0)
-    ax.axvspan(gate.minimum, gate.threshold, color=_COLOURS["warn"], alpha=0.12, lw=0)
-    ax.axvspan(gate.threshold, high, color=_COLOURS["good"], alpha=0.10, lw=0)
-    for x, label in ((gate.minimum, "minimum"), (gate.threshold, "threshold")):
-        ax.axvline(x, color="#444", lw=1, ls="--")
-        near_the_end = x > low + 0.9 * (high - low)  # written on the line's left, inside the axes
-        ax.annotate(f"{label} {_number(x)}", (x, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(-3 if near_the_end else 3, -2), textcoords="offset points", va="top",
-                    ha="right" if near_the_end else "left", fontsize=8, color="#444")
-    for y, (_, value, interval, colour, note) in enumerate(reversed(rows)):
-        if interval and _finite(*interval):
-            ax.errorbar([value], [y], xerr=[[value - interval[0]], [interval[1] - value]], fmt="o", color=colour,
-                        capsize=4, ms=7, lw=2)
-            shown = f"{_number(value)}  (95% interval {_number(interval[0])}-{_number(interval[1])})"
+        rows.append(("champion", champion_value, None, _COLOURS["muted"],
+                     _number(champion_value) + (f" ({version})" if version else "")))
+    top = len(rows) + 0.6
+    # pygal writes a point's label to its right and cannot measure text: widen the axis past the data so the
+    # longest label fits (about 7 px a character, a plot about 800 px wide), with ticks only over the data.
+    from pygal.util import compute_scale
+
+    room = min(0.6, max(len(shown) for *_, shown in rows) * 7 / 800)
+    right = max(high, *(low + (value - low) / (1 - room) for _, value, *_ in rows))
+    ticks = [tick for tick in compute_scale(low, high, False, None, 4, 12) if low <= tick <= high + 1e-9]
+    chart = _chart("XY", [colour for *_, colour, _ in rows] + ["#444", "#444"], 130 + 45 * len(rows),
+                   xrange=(low, right), range=(0.4, top), show_legend=False, print_labels=True,
+                   x_title=gate.metric, show_y_guides=False, dots_size=6, stroke_style={"width": 3},
+                   x_labels=[round(tick, 6) for tick in ticks], x_value_formatter=_number,
+                   y_labels=[{"label": label, "value": len(rows) - index} for index, (label, *_) in enumerate(rows)])
+    for index, (label, value, bounds, _, shown) in enumerate(rows):
+        y = len(rows) - index
+        point = {"value": (value, y), "label": shown}
+        if bounds:  # one series: the interval as a line, a dot on the metric only
+            series = [{"value": (bounds[0], y), "node": {"r": 0}}, point, {"value": (bounds[1], y), "node": {"r": 0}}]
         else:
-            ax.plot([value], [y], "o", color=colour, ms=7)
-            shown = _number(value) + note
-        right_half = value > (low + high) / 2  # keep the label inside the axes
-        ax.annotate(shown, (value, y), xytext=(-6 if right_half else 6, 9), textcoords="offset points",
-                    ha="right" if right_half else "left", fontsize=8)
-    ax.set_yticks(range(len(rows)), labels=[label for label, *_ in reversed(rows)])
-    ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlim(low, high)
-    ax.set_xlabel(gate.metric)
-    return figure
+            series = [point]
+        chart.add(label, series, stroke=bounds is not None)
+    for label, x, dashes in (("threshold", gate.threshold, "8,4"), ("minimum", gate.minimum, "2,3")):
+        chart.add(label, [{"value": (x, 0.4), "node": {"r": 0}},
+                          {"value": (x, top), "node": {"r": 0}, "label": f"{label} {_number(x)}"}],
+                  stroke_style={"width": 1.5, "dasharray": dashes})
+    return chart
 
 
-def _confusion_chart(results: Results) -> Figure | None:
-    evaluation = results.evaluation
-    matrix = evaluation.get("confusion_matrix")
-    if not isinstance(matrix, list) or not matrix or not all(isinstance(row, list) for row in matrix):
-        return None
-    labels = [str(label) for label in evaluation.get("confusion_matrix_labels") or range(len(matrix))]
-    size = len(matrix)
-    if size > 30:  # unreadable as a picture; the per-class table still lists every class
-        return None
-    longest = max(len(label) for label in labels)
-    label_room = min(2.0, 0.3 + 0.07 * longest)
-    side = min(6.0, 1.6 + 0.4 * size)
-    figure, ax = _figure(side + label_room + 0.5, side + label_room + 0.3,
-                         (label_room + 0.3, label_room + 0.2 if size > 5 else 0.6, 0.2, 0.15))
-    ax.pcolormesh(matrix, cmap="Blues", vmin=0, edgecolors="white", linewidth=0.5)  # vector cells, crisp
-    ax.set_aspect("equal")
-    ax.invert_yaxis()  # row 0 on top, as the matrix is written
-    peak = max((max(row) for row in matrix if row), default=0) or 1
-    if size <= 15:
-        for i, row in enumerate(matrix):
-            for j, count in enumerate(row):
-                ax.text(j + 0.5, i + 0.5, str(count), ha="center", va="center", fontsize=9,
-                        color="white" if count > peak / 2 else "#222")
-    centres = [index + 0.5 for index in range(size)]
-    ax.set_xticks(centres, labels=labels, rotation=45 if size > 5 else 0, ha="right" if size > 5 else "center")
-    ax.set_yticks(centres, labels=labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.spines[:].set_visible(False)
-    return figure  # no colour bar: every cell is labelled with its count
-
-
-def _latency_chart(results: Results) -> Figure | None:
+def _latency_chart(results: Results) -> Graph | None:
+    """The endpoint test's latencies on log-spaced bins, with p50, p95 and p99 marked."""
     testing = results.phases.testing
     performance = testing.checks.get("performance") if testing else None
     histogram = (performance or {}).get("latency_histogram") or {}
     edges, counts = histogram.get("edges_ms"), histogram.get("counts")
     if not isinstance(edges, list) or not isinstance(counts, list) or len(edges) != len(counts) + 1 or not counts:
         return None
-    if not _finite(*edges) or edges[0] <= 0:
+    if not _finite(*edges, *counts) or edges[0] <= 0:
         return None
-    figure, ax = _figure(WIDE, 2.8, (0.6, 0.5, 1.3, 0.15))  # the legend on the right, beside the bars
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+    # Drawn on log10(ms) with the ticks labelled in ms: a log axis, with bins of equal width as measured.
+    logs = [math.log10(edge) for edge in edges]
+    ticks = [tick for power in range(math.floor(logs[0]), math.ceil(logs[-1]) + 1) for tick in
+             (10.0 ** power, 2 * 10.0 ** power, 5 * 10.0 ** power) if logs[0] <= math.log10(tick) <= logs[-1]]
+    if len(ticks) < 2:
+        ticks = [edges[0], edges[-1]]
+    peak = max(max(counts), 1)
+    step = max(1, math.ceil(peak / 5))  # requests come whole: integer ticks only
+    markers = [(label, performance.get(key), colour) for key, label, colour in (
+        ("p50_latency_ms", "p50", _COLOURS["good"]), ("p95_latency_ms", "p95", _COLOURS["warn"]),
+        ("p99_latency_ms", "p99", _COLOURS["bad"]))]
+    markers = [(label, value, colour) for label, value, colour in markers if _finite(value) and value > 0]
+    chart = _chart("Histogram", ["#8db4e2", *(colour for *_, colour in markers)], 300,
+                   x_title="latency per request (ms, log scale)", y_title="requests", legend_at_bottom=True,
+                   legend_at_bottom_columns=4, xrange=(logs[0], logs[-1]),
+                   x_labels=[{"label": f"{tick:.3g}", "value": math.log10(tick)} for tick in ticks],
+                   y_labels=list(range(0, peak + step, step)))
+    chart.add("requests", [(count, logs[index], logs[index + 1]) for index, count in enumerate(counts)])
+    width = (logs[-1] - logs[0]) / 300 or 0.001  # a marker is a bar one pixel or so wide
+    for label, value, _ in markers:
+        x = math.log10(value)
+        chart.add(f"{label} {_number(value, 2)} ms", [(peak, x - width, x + width)])
+    return chart
 
-    ax.stairs(counts, edges, fill=True, color="#8db4e2", edgecolor="#4a78b0", lw=0.6)  # one patch, not one per bin
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 20, not 2x10^1
-    ax.xaxis.set_minor_locator(NullLocator())
-    for key, label, colour in (("p50_latency_ms", "p50", _COLOURS["good"]), ("p95_latency_ms", "p95", _COLOURS["warn"]),
-                               ("p99_latency_ms", "p99", _COLOURS["bad"])):
-        value = performance.get(key)
-        if _finite(value) and value > 0:
-            ax.axvline(value, color=colour, lw=1.4, label=f"{label} {_number(value, 2)} ms")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # requests come whole
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    ax.set_xlim(edges[0], edges[-1])
-    ax.set_xlabel("latency per request (ms, log scale)")
-    ax.set_ylabel("requests")
-    return figure
+
+def _confusion(results: Results) -> dict[str, Any] | None:
+    """The confusion matrix as table rows (true class by predicted class), each cell shaded by its count."""
+    evaluation = results.evaluation
+    matrix = evaluation.get("confusion_matrix")
+    if not isinstance(matrix, list) or not matrix or not all(isinstance(row, list) for row in matrix):
+        return None
+    labels = [str(label) for label in evaluation.get("confusion_matrix_labels") or range(len(matrix))]
+    if len(labels) != len(matrix) or len(matrix) > 30:  # over 30: the per-class table still lists every class
+        return None
+    peak = max((count for row in matrix for count in row if _finite(count)), default=0) or 1
+    rows = []
+    for label, row in zip(labels, matrix, strict=True):
+        cells = []
+        for count in row:
+            share = min(1.0, max(0.0, count / peak)) if _finite(count) else 0.0
+            cells.append({"count": _text(count), "background": _blend(CELL_EMPTY, CELL_FULL, share),
+                          "colour": "#fff" if share > 0.5 else "#1f2328"})
+        rows.append({"label": label, "cells": cells})
+    return {"labels": labels, "rows": rows}
+
+
+def _blend(start: str, end: str, share: float) -> str:
+    """The colour ``share`` of the way from ``start`` to ``end`` (both ``#rrggbb``)."""
+    channels = [round(int(start[i:i + 2], 16) + share * (int(end[i:i + 2], 16) - int(start[i:i + 2], 16)))
+                for i in (1, 3, 5)]
+    return "#" + "".join(f"{channel:02x}" for channel in channels)
 
 
 # --------------------------------------------------------------------------- the page
@@ -400,6 +407,7 @@ def render_report(results: Results, events: Iterable[Mapping[str, Any]] = ()) ->
                       moment.at.strftime("%H:%M:%S.%f")[:-3], moment) for moment in moments],
         "notifications": results.notifications,
         "charts": _charts(results),
+        "confusion": _confusion(results),
         "config_rows": sorted(results.config.items()),
         "sources": results.config_sources,
         "number": _number,

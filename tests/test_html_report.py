@@ -136,10 +136,11 @@ def test_deployed_run_report_shows_the_model_and_the_endpoint_tests(deployed):
     histogram = performance["latency_histogram"]
     assert sum(histogram["counts"]) == performance["requests"] == 40
     assert len(histogram["edges_ms"]) == len(histogram["counts"]) + 1 <= 30
-    # the three charts, inline
-    for chart in ("gate-chart", "confusion-chart", "latency-chart"):
+    # the two charts, inline SVG; the confusion matrix a table
+    for chart in ("gate-chart", "latency-chart"):
         assert re.search(rf'id="{chart}"><svg', page.html), chart
-    assert page.html.count("<svg") == 3 and "<img" not in page.html
+    assert page.html.count("<svg") == 2 and "<img" not in page.html
+    assert 'id="confusion-matrix"' in page.html
     assert_self_contained(page)
 
 
@@ -172,7 +173,7 @@ def test_held_run_report_says_held_and_why_with_the_numbers(pipeline, workdir):
     assert f"value {number(results['gate']['value'])}" in gate
     assert "threshold (deploy at or above) 1" in gate and "minimum (reject below) 0.5" in gate
     assert 'id="endpoint-tests"' not in page.html  # nothing was deployed, nothing tested
-    assert page.html.count("<svg") == 2  # the gate and the confusion matrix
+    assert page.html.count("<svg") == 1 and 'id="confusion-matrix"' in page.html  # the gate chart; the matrix
     timeline = page.section("timeline")
     assert "gate: held" in timeline and "staged" not in timeline
     assert "run finished held, exit code 3" in timeline
@@ -276,14 +277,17 @@ def _results(**changes: Any) -> Results:
 
 def test_every_value_is_escaped():
     hostile = '<script>alert("x")</script><img src=http://evil.example/x.png>'
+    champion = {"status": "compared", "version": hostile, "metric": "accuracy", "champion_value": 0.9}
     results = _results(summary={"training_job": hostile},
-                       gate={**_results().gate.model_dump(), "reason": hostile},
+                       gate={**_results().gate.model_dump(), "reason": hostile, "champion": champion},
                        phases={"training": {"evaluation_results": {
                            "confusion_matrix": [[1, 0], [0, 1]], "confusion_matrix_labels": [hostile, "$x^2$"],
                            "classification_report": {hostile: {"precision": 1.0, "recall": 1.0}}}}})
     html = render_report(results)
     assert "<script" not in html and "<img" not in html
     assert "&lt;script&gt;alert(" in html  # shown, as text
+    chart = re.search(r'id="gate-chart">(.*?)</div>', html, re.S)
+    assert chart and "0.9 (&lt;script&gt;alert(" in chart.group(1)  # in the chart too, as text
     assert_self_contained(Page(html))
     assert "$x^2$" in Page(html).text or "$x^2$" in html  # a label is a label, not mathtext
 
@@ -313,6 +317,39 @@ def test_the_gate_chart_labels_the_champions_row_short_and_names_its_version_bes
     labels = [Page(text).text for text in re.findall(r"<text\b.*?</text>", chart.group(1), re.S)]
     assert "champion" in labels and "candidate" in labels  # row labels short enough for the margin
     assert "0.9 (a-long-endpoint-name-model-20261125-120000)" in labels
+
+
+def test_the_confusion_matrix_is_a_table_of_true_by_predicted_counts_shaded_by_count():
+    page = Page(render_report(_results()))  # [[10, 0], [2, 18]] for classes a and b
+    table = re.search(r'<table id="confusion-matrix".*?</table>', page.html, re.S)
+    assert table, "no confusion matrix"
+    assert "true \\ predicted a b a 10 0 b 2 18" in Page(table.group(0)).text
+    shades = re.findall(r'background: (#[0-9a-f]{6}); color: (#[0-9a-f]+)">(\d+)<', table.group(0))
+    by_count = {int(count): (background, colour) for background, colour, count in shades}
+    assert by_count[18] == ("#08306b", "#fff") and by_count[0] == ("#f7fbff", "#1f2328")
+    assert by_count[2][0] not in ("#08306b", "#f7fbff") and by_count[10][1] == "#fff"  # in between; over half
+
+
+def test_the_latency_chart_marks_the_percentiles_on_a_log_axis_in_ms():
+    page = Page(render_report(_deployed_results()))
+    chart = re.search(r'id="latency-chart">(.*?)</div>', page.html, re.S)
+    assert chart, "no latency chart"
+    texts = [Page(text).text for text in re.findall(r"<text\b.*?</text>", chart.group(1), re.S)]
+    assert {"p50 1.5 ms", "p95 4 ms", "p99 9 ms"} <= set(texts)
+    assert {"1", "2", "5", "10"} <= set(texts)  # ticks in ms on log10 positions
+    assert "latency per request (ms, log scale)" in texts
+
+
+def _deployed_results() -> Results:
+    """A run whose endpoint tests sent 40 requests, between 1 and 20 ms."""
+    edges = [round(10 ** (index / 8), 4) for index in range(12)]  # 1 ms to ~20 ms, equal steps on a log scale
+    performance = {"passed": True, "requests": 40, "concurrency": 2, "success_rate": 1.0, "avg_latency_ms": 3.0,
+                   "p50_latency_ms": 1.5, "p95_latency_ms": 4.0, "p99_latency_ms": 9.0, "throughput_rps": 300.0,
+                   "latency_histogram": {"edges_ms": edges, "counts": [2, 6, 9, 8, 5, 3, 2, 2, 1, 1, 1]}}
+    base = _results()
+    return _results(pipeline_status="success", exit_code=0,
+                    phases={**base.phases.model_dump(), "testing": {"overall_status": "passed",
+                                                                    "checks": {"performance": performance}}})
 
 
 def test_notifications_delivered_and_not():
@@ -377,26 +414,28 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
 def test_chromium_renders_the_deployed_report(deployed, tmp_path):
-    from matplotlib.image import imread
+    import numpy as np
+    from PIL import Image
 
     results, store, _ = deployed
     page = report_path(store, results["run_id"])
     screenshot = tmp_path / "report.png"
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,2000",
+               f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1200,2600",
                "--hide-scrollbars", page.as_uri()]
     env = {**os.environ, "HOME": str(tmp_path)}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert screenshot.is_file(), finished.stderr[-2000:]
     assert screenshot.stat().st_size > 30_000  # a page with text and charts, not an error page
-    pixels = imread(str(screenshot))[..., :3]
-    assert pixels.shape[:2] == (2000, 1200)
+    with Image.open(screenshot) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=float) / 255
+    assert pixels.shape[:2] == (2600, 1200)
     # The verdict's green (#1a7f37): the headline and the bar beside it, at the top
     assert _pixels_near(pixels, "#1a7f37")[:300].sum() > 2_000, "no green verdict at the top of the page"
-    # The charts: the confusion matrix's darkest cells (#08306b) and the latency histogram's bars (#8db4e2)
-    for colour, what in (("#08306b", "confusion matrix"), ("#8db4e2", "latency histogram")):
-        assert _pixels_near(pixels, colour)[300:].sum() > 5_000, f"no {what} drawn"
+    # The confusion matrix's fullest cell (#08306b, one table cell) and the latency histogram's bars (#8db4e2)
+    for colour, what, least in (("#08306b", "confusion matrix", 1_000), ("#8db4e2", "latency histogram", 5_000)):
+        assert _pixels_near(pixels, colour)[300:].sum() > least, f"no {what} drawn"
     distinct = len({tuple(row) for row in (pixels[::7, ::7] * 255).astype(int).reshape(-1, 3).tolist()})
     assert distinct > 50  # not a blank or single-colour image
 
