@@ -144,7 +144,7 @@ class TrafficAnalysis:
         if candidate.requests < config.analysis_min_requests:
             return report(IntervalVerdict.INSUFFICIENT_TRAFFIC,
                           f"insufficient traffic: {candidate.requests} live candidate requests {where}, "
-                          f"analysis_min_requests is {config.analysis_min_requests}",
+                          f"analysis_min_requests is {config.analysis_min_requests}; {self._more_traffic(step)}",
                           "requests", candidate.requests, config.analysis_min_requests)
         if candidate.p95_seconds is None or serving.p95_seconds is None:
             return report(IntervalVerdict.INSUFFICIENT_TRAFFIC,
@@ -172,6 +172,14 @@ class TrafficAnalysis:
     @staticmethod
     def _share(step: TrafficStep) -> str:
         return "shadow" if step.mode == "shadow" else f"{step.percent}% to the candidate"
+
+    def _more_traffic(self, step: TrafficStep) -> str:
+        """What the user can change for a verdict next time: the settings that bring the candidate requests."""
+        share = "" if step.mode == "shadow" else (
+            " or a larger linear_step_percent" if self.config.traffic_routing == "LINEAR" else
+            " or a larger canary_percent")
+        return (f"for a verdict, send more traffic or give it a longer baking_seconds{share}, lower "
+                f"analysis_min_requests, or set insufficient_traffic=promote to promote without one")
 
 
 @dataclass

@@ -78,6 +78,9 @@ def test_too_few_candidate_requests_are_insufficient_traffic_never_a_pass():
     report = _judge(_traffic(candidate=(49, 0, 0.002)))
     assert report.verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC
     assert "49 live candidate requests" in report.reason and "analysis_min_requests is 50" in report.reason
+    assert report.reason.endswith("for a verdict, send more traffic or give it a longer baking_seconds or a larger "
+                                  "canary_percent, lower analysis_min_requests, or set insufficient_traffic=promote "
+                                  "to promote without one")
 
 
 def test_no_latency_to_compare_is_insufficient_traffic_not_a_pass():
