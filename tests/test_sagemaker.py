@@ -22,45 +22,16 @@ import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from pipeline.backends.sagemaker import SageMakerBackend, aws_error
 from pipeline.config import ENV_VARS
 from pipeline.store import DeploymentStore
+from tests.aws_fixtures import BUCKET, FAKE_AWS_ENV, REGION, ROLE, sm
 from tests.conftest import FAST_SETTINGS, REPO
 from tests.sagemaker_emulation import SageMakerEmulation
 
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 CONTAINER = REPO / "pipeline" / "container"
-FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                "AWS_EC2_METADATA_DISABLED": "true"}
-
-
-@pytest.fixture
-def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials only, and short polling (the emulated resources settle at the second look)."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(SageMakerBackend, "POLL_INITIAL_SECONDS", 0.01)
-    monkeypatch.setattr(SageMakerBackend, "POLL_MAX_SECONDS", 0.05)
-
-
-@pytest.fixture
-def sagemaker(fake_aws, workdir):
-    with mock_aws(), SageMakerEmulation() as emulation:
-        yield emulation
-
-
-def sm() -> Any:
-    return boto3.client("sagemaker", region_name=REGION)
 
 
 def s3_object(uri: str) -> bytes:

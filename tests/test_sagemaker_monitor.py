@@ -19,7 +19,7 @@ from pipeline.backends.sagemaker import SageMakerBackend
 from pipeline.cli import cli
 from pipeline.config import load_config
 from pipeline.store import DeploymentStore
-from tests.test_sagemaker import BUCKET, REGION, ROLE, fake_aws, sagemaker, sm  # noqa: F401  (fixtures)
+from tests.aws_fixtures import BUCKET, REGION, ROLE, sm
 
 pytestmark = pytest.mark.usefixtures("sagemaker")  # moto with the container emulated, for every test
 
@@ -190,7 +190,7 @@ def test_a_deleted_endpoint_config_is_looked_for_where_the_pipeline_sends_captur
     assert copied_files(scratch) == sorted(key[len(CAPTURES):] for key in keys)
 
 
-def test_access_denied_to_the_captures_is_a_one_line_usage_error_without_the_keys(pipeline, sagemaker,  # noqa: F811
+def test_access_denied_to_the_captures_is_a_one_line_usage_error_without_the_keys(pipeline, sagemaker,
                                                                                    monkeypatch):
     deploy(pipeline, "--set", "capture_percent=100")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")

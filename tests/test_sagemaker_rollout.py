@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import boto3
 import joblib
 import numpy as np
 import pytest
-from moto import mock_aws
 from sklearn.datasets import load_iris
 
 from pipeline.backends.base import DeploymentError, Staged, TrafficStep
@@ -28,22 +26,9 @@ from pipeline.deployment import DeploymentPipeline
 from pipeline.jobs import TrainingJob
 from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
 from pipeline.store import DeploymentStore
+from tests.aws_fixtures import REGION, ROLE, sm
 from tests.sagemaker_emulation import SageMakerEmulation, nearest_rank
-from tests.test_sagemaker import FAKE_AWS_ENV, REGION, ROLE, deploy_again, sm
-
-
-@pytest.fixture
-def sagemaker(monkeypatch: pytest.MonkeyPatch, workdir: Path):
-    """As in test_sagemaker: fake credentials only, short polling, moto with the container emulated."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(SageMakerBackend, "POLL_INITIAL_SECONDS", 0.01)
-    monkeypatch.setattr(SageMakerBackend, "POLL_MAX_SECONDS", 0.05)
-    with mock_aws(), SageMakerEmulation() as emulation:
-        yield emulation
+from tests.test_sagemaker import deploy_again
 
 ENDPOINT = "iris-model"
 MARK = datetime(2026, 11, 30, 12, 0, 30, tzinfo=UTC)  # the bake starts half-way through a minute

@@ -34,8 +34,8 @@ from pipeline.endpoint_telemetry import (
     prune_captures,
 )
 from pipeline.monitoring.capture import capture_line, capture_record, decode_rows, iter_capture_records
+from tests.aws_fixtures import BUCKET, REGION, ROLE, sm
 from tests.conftest import wait_for
-from tests.test_sagemaker import BUCKET, REGION, ROLE, fake_aws, sagemaker, sm  # noqa: F401  (fixtures)
 
 ENDPOINT_DIR = Path(".mlops/endpoints/iris-model")
 CAPTURE_DIR = ENDPOINT_DIR / "capture"
@@ -358,7 +358,7 @@ def test_prune_deletes_the_oldest_hours_first_and_keeps_what_fits(tmp_path):
 
 
 # --------------------------------------------------------------------------- SageMaker
-def test_every_sagemaker_endpoint_config_samples_at_capture_percent(pipeline, sagemaker):  # noqa: F811
+def test_every_sagemaker_endpoint_config_samples_at_capture_percent(pipeline, sagemaker):
     result = pipeline("--role-arn", ROLE, "--set", "capture_percent=0")
     assert result.exit_code == 0, result.output
     version = pipeline.results()["summary"]["endpoint_version"]
@@ -369,7 +369,7 @@ def test_every_sagemaker_endpoint_config_samples_at_capture_percent(pipeline, sa
     assert objects.get("KeyCount", 0) == 0  # the pipeline's own tests invoked it: nothing was captured
 
 
-def test_sagemaker_captures_land_in_its_s3_layout_and_read_back_as_sent(pipeline, sagemaker, tmp_path):  # noqa: F811
+def test_sagemaker_captures_land_in_its_s3_layout_and_read_back_as_sent(pipeline, sagemaker, tmp_path):
     result = pipeline("--role-arn", ROLE, "--set", "capture_percent=100", "--set", "max_p95_latency_ms=null")
     assert result.exit_code == 0, result.output
     version = pipeline.results()["summary"]["endpoint_version"]

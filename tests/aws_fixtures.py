@@ -1,0 +1,51 @@
+"""The SageMaker tests' shared ground: fake AWS credentials, short polling, and moto with the scikit-learn
+container emulated (``tests/sagemaker_emulation.py``).
+
+Registered as a plugin in ``conftest.py``, so every SageMaker test module asks for ``fake_aws`` or
+``sagemaker`` by name instead of importing (or copying) the fixtures. No test reaches AWS: the credentials
+are fake and every client talks to moto.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline.backends.sagemaker import SageMakerBackend
+from tests.sagemaker_emulation import SageMakerEmulation
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
+FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture
+def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials only, and short polling (the emulated resources settle at the second look)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(SageMakerBackend, "POLL_INITIAL_SECONDS", 0.01)
+    monkeypatch.setattr(SageMakerBackend, "POLL_MAX_SECONDS", 0.05)
+
+
+@pytest.fixture
+def sagemaker(fake_aws: None, workdir: Path) -> Iterator[SageMakerEmulation]:
+    """moto in this process, answering as SageMaker's scikit-learn container would."""
+    with mock_aws(), SageMakerEmulation() as emulation:
+        yield emulation
+
+
+def sm() -> Any:
+    return boto3.client("sagemaker", region_name=REGION)
