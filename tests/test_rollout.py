@@ -258,11 +258,8 @@ def test_shadow_never_answers_with_the_candidate_and_measures_its_agreement_as_o
                     accuracy_threshold=0.5, minimum_accuracy=0.3)
     rows = tuple(",".join(f"{value:.1f}" for value in row) for row in np.random.default_rng(7).uniform(
         [4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(40, 4)))
-    command = [PYTHON, str(REPO / "run_pipeline.py"), "--mode", "deployment", "--training-job", job,
-               "--traffic-routing", "SHADOW", "--set", "baking_seconds=8", "--set", "analysis_min_requests=20",
-               "--set", "accuracy_threshold=0.5", "--set", "minimum_accuracy=0.3", "--set", "champion_policy=off",
-               "--output-file", "shadow.json", "--set", "cv_folds=3", "--set", "performance_requests=40"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = _deploy_in_background(job, "SHADOW", "shadow.json", "baking_seconds=8", "analysis_min_requests=20",
+                                    "accuracy_threshold=0.5", "minimum_accuracy=0.3", "champion_policy=off")
     wait_for(lambda: (_split_shown(url) or {}).get("mode") == "shadow", seconds=120)
     time.sleep(0.5)  # the bake's first reading is taken once every worker shadows
     client = LiveTraffic(url, rows=rows)
@@ -326,11 +323,18 @@ def test_a_linear_bake_judges_every_step(pipeline):
     assert client.failures() == []
 
 
+def _deploy_in_background(job: str, routing: str, output_file: str, *settings: str) -> subprocess.Popen:
+    """``--mode deployment`` of ``job`` as its own process (the real script), so a test can talk to the endpoint,
+    or signal the pipeline, while it bakes."""
+    sets = [arg for setting in ("cv_folds=3", "performance_requests=40", *settings) for arg in ("--set", setting)]
+    return subprocess.Popen([PYTHON, str(REPO / "run_pipeline.py"), "--mode", "deployment", "--training-job", job,
+                             "--traffic-routing", routing, "--output-file", output_file, *sets],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _start_baking(job: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [PYTHON, str(REPO / "run_pipeline.py"), "--mode", "deployment", "--training-job", job, "--output-file",
-         "baking.json", "--traffic-routing", "CANARY", "--set", "baking_seconds=120", "--set", "cv_folds=3",
-         "--set", "performance_requests=40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A CANARY bake long enough to be interrupted."""
+    return _deploy_in_background(job, "CANARY", "baking.json", "baking_seconds=120")
 
 
 def test_while_baking_each_answer_names_the_one_version_that_gave_it(pipeline):
