@@ -452,10 +452,12 @@ def runs_show(ctx: click.Context, run_id: str) -> None:
     """
     operations = _operations(ctx.parent or ctx)
     try:
-        results = operations.run_results(run_id)
+        results, unverified = operations.run_results(run_id)
     except PipelineError as err:
         _fail(err, False)
         return
+    if unverified:
+        click.echo(f"Warning: {unverified}", err=True)
     if isinstance(results, MonitorRunReport):  # a monitor run: its report, as `monitor --output-file` wrote it
         click.echo(f"monitor run {run_id}, report {results.path}:")
         click.echo(json.dumps(results.document, indent=2))

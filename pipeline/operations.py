@@ -6,6 +6,7 @@ changes an endpoint takes the endpoint's lock and repairs an interrupted deploym
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import signal
@@ -76,7 +77,9 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
         record = orchestrator.run()
     document = record.to_json()
     try:
-        write_atomically(outputs.results_file, json.dumps(document, indent=2, default=str))
+        payload = json.dumps(document, indent=2, default=str)
+        write_atomically(outputs.results_file, payload)
+        _record_results_hash(orchestrator.store, document.get("run_id"), payload)
     finally:  # the CI reports even when the results JSON cannot be written
         results = Results.model_validate(document)
         for problem in write_reports(results, dotenv_file=outputs.dotenv_file, junit_xml=outputs.junit_xml,
@@ -86,6 +89,18 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
             log.error("report not written: %s", problem)
     log.debug("results written to %s", outputs.results_file)
     return results
+
+
+def _record_results_hash(store: DeploymentStore | None, run_id: str | None, payload: str) -> None:
+    """Record what the run wrote, so ``runs show`` can tell the file is still the run's own. A store that
+    cannot take it costs the run nothing: ``runs show`` then says the file is unverified."""
+    if store is None or not run_id:
+        return
+    try:
+        store.record_results_hash(run_id, hashlib.sha256(payload.encode()).hexdigest())
+    except PipelineError as err:
+        log.warning("the results file's sha256 was not recorded (%s): `runs show %s` will say it is unverified",
+                    err.message, run_id)
 
 
 def _on_terminal() -> bool:
@@ -132,13 +147,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _write_monitor_error(report_file: str, endpoint_name: str, version: str | None, since: str | None,
-                         err: PipelineError) -> None:
+                         err: PipelineError) -> str | None:
+    """The report of a monitor run that reached no verdict; what was written, or None."""
     document = {"endpoint_name": endpoint_name, "version": version, "since": since, "verdict": "error",
                 "exit_code": int(err.exit_code), "error": err.message}
+    payload = json.dumps(document, indent=2)
     try:
-        write_atomically(report_file, json.dumps(document, indent=2))
+        write_atomically(report_file, payload)
     except OSError as problem:  # the error itself is what the user must see
         log.error("monitor report not written to %s: %s", report_file, problem)
+        return None
+    return payload
 
 
 # --------------------------------------------------------------------------- the other commands
@@ -243,7 +262,9 @@ class Operations:
             if rollback_on_breach:
                 roll_back_after_breach(report, self.rollback)
             if report_file:
-                write_atomically(report_file, json.dumps(report.to_dict(), indent=2))
+                payload = json.dumps(report.to_dict(), indent=2)
+                write_atomically(report_file, payload)
+                _record_results_hash(self.store, self.run_id, payload)
             summary = RunSummary(run_id=self.run_id, status=report.verdict, mode="monitor",
                                  backend=deployer.backend.TYPE, endpoint_name=endpoint_name, version=report.version,
                                  message=report.drift.reason,
@@ -260,7 +281,9 @@ class Operations:
         except PipelineError as err:
             error = err
             if report_file:  # a scheduled job's artifact says why there is no verdict, as a run's results do
-                _write_monitor_error(report_file, endpoint_name, version, since, err)
+                written = _write_monitor_error(report_file, endpoint_name, version, since, err)
+                if written is not None:
+                    _record_results_hash(self.store, self.run_id, written)
             raise
         finally:
             notifier.close()
@@ -365,9 +388,11 @@ class Operations:
                           | {"duration_seconds": duration, "report_html": str(page) if page.is_file() else None})
         return listed
 
-    def run_results(self, run_id: str) -> Results | MonitorRunReport:
+    def run_results(self, run_id: str) -> tuple[Results | MonitorRunReport, str | None]:
         """A run's results read back from the file it wrote: a pipeline run's results, or a monitor run's
-        report (``monitor --output-file``), which has a shape of its own."""
+        report (``monitor --output-file``), which has a shape of its own. The file must still have the sha256
+        the run recorded when it wrote it; a file changed since is refused, one without a recorded hash comes
+        with the reason it is unverified (the second item; None when verified)."""
         row = self.store.run(run_id)
         if row is None:
             raise PipelineError(f"run {run_id!r} not found in {str(self.store.path)!r} (`runs` lists them)")
@@ -376,10 +401,19 @@ class Operations:
             raise PipelineError(f"run {run_id!r} recorded no results file{written}")
         path = Path(row["results_file"])
         try:
-            document = json.loads(path.read_text())
+            data = path.read_bytes()
+            recorded = row.get("results_sha256")
+            if recorded and hashlib.sha256(data).hexdigest() != recorded:
+                raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, is not the one the run "
+                                    f"wrote: its sha256 differs from the one recorded in {str(self.store.path)!r} "
+                                    f"(edited or replaced since); `runs` and `history` still show the run")
+            unverified = None if recorded else (
+                f"run {run_id} recorded no sha256 of its results file (it ended before writing it, or ran before "
+                f"results were hashed): {path} is shown unverified")
+            document = json.loads(data)
             if row["mode"] == "monitor":
-                return MonitorRunReport(str(path), document)
-            return Results.model_validate(document)
+                return MonitorRunReport(str(path), document), unverified
+            return Results.model_validate(document), unverified
         except FileNotFoundError:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, does not exist (deleted, or "
                                 f"never written: the status was {row['status']}, exit code {row['exit_code']})"

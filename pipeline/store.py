@@ -12,7 +12,7 @@ UPDATE and DELETE) and each event carries the sha256 of the one before it, so
 Schema (also in README.md):
 
 - runs(run_id, started_at, finished_at, mode, backend, status, exit_code, results_file, pid,
-  pid_start, host)
+  pid_start, host, results_sha256)
 - training_jobs(name, run_id, created_at, backend, model_type, directory, model_sha256,
   metrics_json, data_sha256, gate_decision, artifacts_json)
 - endpoints(name, backend, url, host, port, pid, serving_version, created_at, updated_at)
@@ -68,7 +68,7 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
 """
 # Columns added after the first release: added to an existing state file when it is opened.
 MIGRATIONS = {
-    "runs": {"pid": "INTEGER", "pid_start": "INTEGER", "host": "TEXT"},
+    "runs": {"pid": "INTEGER", "pid_start": "INTEGER", "host": "TEXT", "results_sha256": "TEXT"},
     "training_jobs": {"artifacts_json": "TEXT", "gate_metric": "TEXT", "gate_value": "REAL",
                       "gate_interval_json": "TEXT", "dataset": "TEXT"},
 }
@@ -263,6 +263,12 @@ class DeploymentStore:
                          "results_file=COALESCE(?, results_file) WHERE run_id=?",
                          (utc_now(), status, exit_code, results_file, run_id))
             self.append_event(conn, "run_finished", run_id=run_id, status=status, exit_code=exit_code)
+
+    def record_results_hash(self, run_id: str, sha256: str) -> None:
+        """The sha256 of the results file a run just wrote: ``runs show`` reads the file back only if it
+        still has it (a file can be edited or replaced after the run; the store is where the run said so)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET results_sha256=? WHERE run_id=?", (sha256, run_id))
 
     def close_run(self, conn: sqlite3.Connection, run_id: str, status: str) -> None:
         """Close a run whose process died (only if it is still marked running)."""

@@ -1,13 +1,16 @@
 """`jobs` and `runs`: what was trained and what each run did, at a glance, through the real CLI."""
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 
 import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.html_report import report_path
+from pipeline.store import DeploymentStore
 from tests.conftest import wait_for
 
 
@@ -88,6 +91,36 @@ def test_runs_show_prints_a_run_summary_again(pipeline):
     assert "ENTERPRISE MLOPS PIPELINE COMPLETED" in shown.output and "Status: SUCCESS" in shown.output
 
 
+def test_a_run_records_the_sha256_of_the_results_file_it_wrote(pipeline, workdir):
+    assert pipeline("--mode", "training").exit_code == 0
+    run_id = pipeline.results()["run_id"]
+    row = DeploymentStore(workdir / ".mlops").run(run_id)
+    assert row["results_sha256"] == hashlib.sha256(pipeline.last_output.read_bytes()).hexdigest()
+
+
+def test_runs_show_refuses_a_results_file_changed_after_the_run(pipeline):
+    assert pipeline("--mode", "training").exit_code == 0
+    run_id = pipeline.results()["run_id"]
+    document = json.loads(pipeline.last_output.read_text())
+    document["pipeline_status"] = "success" if document["pipeline_status"] != "success" else "failed"
+    pipeline.last_output.write_text(json.dumps(document, indent=2))
+    shown = _invoke("runs", "show", run_id)
+    assert shown.exit_code == 2 and "PIPELINE" not in shown.output
+    assert shown.output.startswith(f"Error: the results file of run {run_id!r}, {str(pipeline.last_output)!r}, is "
+                                   "not the one the run wrote: its sha256 differs from the one recorded in")
+
+
+def test_runs_show_says_a_results_file_without_a_recorded_sha256_is_unverified(pipeline, workdir):
+    assert pipeline("--mode", "training").exit_code == 0
+    run_id = pipeline.results()["run_id"]
+    with sqlite3.connect(workdir / ".mlops" / "state.db") as conn:  # a run recorded before results were hashed
+        conn.execute("UPDATE runs SET results_sha256=NULL WHERE run_id=?", (run_id,))
+    shown = _invoke("runs", "show", run_id)
+    assert shown.exit_code == 0 and "Status: SUCCESS" in shown.stdout
+    assert f"Warning: run {run_id} recorded no sha256 of its results file" in shown.stderr
+    assert f"{pipeline.last_output} is shown unverified" in shown.stderr
+
+
 def test_runs_show_says_where_the_runs_html_report_is(pipeline, workdir):
     assert pipeline("--mode", "training").exit_code == 0
     run_id = pipeline.results()["run_id"]
@@ -123,6 +156,8 @@ def test_runs_show_of_a_monitor_run_prints_the_report_it_wrote(pipeline, workdir
     heading, report = shown.output.split("\n", 1)
     assert heading == f"monitor run {run['run_id']}, report {workdir / 'monitor.json'}:"
     assert json.loads(report) == json.loads((workdir / "monitor.json").read_text())
+    assert DeploymentStore(workdir / ".mlops").run(run["run_id"])["results_sha256"] == \
+        hashlib.sha256((workdir / "monitor.json").read_bytes()).hexdigest()
 
 
 def test_runs_show_of_an_unknown_run_is_a_usage_error(pipeline):
