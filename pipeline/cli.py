@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,10 +286,8 @@ def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None
             alive = "" if row.get("process_alive", True) else \
                 "  process DEAD: the next deployment or rollback restarts it"
             split = row.get("traffic_split")
-            if split:  # a bake in progress: who answers what
-                share = "a shadow copy of every request" if split.get("mode") == "shadow" else \
-                    f"{split.get('percent')}% of requests"
-                alive += f"  BAKING: {split.get('candidate_version')} gets {share}"
+            if split:  # a bake in progress: who answers what, and how far it is
+                alive += f"  BAKING: {_describe_bake(split)}"
             click.echo(f"{row['name']}  {row['url']}  {row['serving_version']}  {health}{alive}")
         for name, servers in report.unrecorded_servers.items():
             click.echo(f"{name}  NOT IN THE STORE: {', '.join(servers)} still running; "
@@ -463,6 +462,21 @@ def runs_show(ctx: click.Context, run_id: str) -> None:
         click.echo(json.dumps(results.document, indent=2))
         return
     print_summary(results, store_dir=str(operations.store.directory))
+
+
+def _describe_bake(split: dict[str, Any]) -> str:
+    """``v2 gets 10% of requests, interval 2 of 9, 40s of 60s left`` (as much as the split recorded)."""
+    share = "a shadow copy of every request" if split.get("mode") == "shadow" else \
+        f"{split.get('percent')}% of requests"
+    text = f"{split.get('candidate_version')} gets {share}"
+    if split.get("interval") and split.get("intervals"):
+        text += f", interval {split['interval']} of {split['intervals']}"
+    try:
+        elapsed = (datetime.now(UTC) - datetime.fromisoformat(split["since"])).total_seconds()
+        text += f", {max(0.0, float(split['seconds']) - elapsed):.0f}s of {float(split['seconds']):g}s left"
+    except (KeyError, TypeError, ValueError):  # a split written before these were recorded
+        pass
+    return text
 
 
 @cli.command()

@@ -57,16 +57,18 @@ class BakeOutcome(StrEnum):
 
 
 def traffic_steps(config: PipelineConfig) -> list[TrafficStep]:
-    """The intervals of a bake, in order (none for ALL_AT_ONCE)."""
+    """The intervals of a bake, in order (none for ALL_AT_ONCE), each knowing its place and length."""
     routing = config.traffic_routing
     if routing == "CANARY":
-        return [TrafficStep("split", config.canary_percent)]
-    if routing == "LINEAR":
-        step = config.linear_step_percent
-        return [TrafficStep("split", percent) for percent in range(step, 100, step)]
-    if routing == "SHADOW":
-        return [TrafficStep("shadow", 100)]
-    return []
+        shares = [("split", config.canary_percent)]
+    elif routing == "LINEAR":
+        shares = [("split", percent) for percent in range(config.linear_step_percent, 100, config.linear_step_percent)]
+    elif routing == "SHADOW":
+        shares = [("shadow", 100)]
+    else:
+        shares = []
+    return [TrafficStep(mode, percent, interval=index, intervals=len(shares), seconds=config.baking_seconds)
+            for index, (mode, percent) in enumerate(shares, 1)]
 
 
 def _ms(seconds: float | None) -> str:

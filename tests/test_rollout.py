@@ -6,6 +6,7 @@ endpoints with a client of their own (``LiveTraffic``) while the pipeline bakes 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -371,7 +372,8 @@ def test_sigterm_while_baking_returns_every_request_to_the_serving_version(pipel
     process = _start_baking(pipeline.results()["summary"]["training_job"])
     _wait_for_split(url)
     status = CliRunner().invoke(cli, ["status"])
-    assert "BAKING:" in status.output and "gets 10% of requests" in status.output
+    assert re.search(r"BAKING: \S+ gets 10% of requests, interval 1 of 1, \d+s of 120s left", status.output), \
+        status.output
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 1
     results = json.loads(Path("baking.json").read_text())

@@ -90,6 +90,10 @@ class TrafficStep:
 
     mode: str  # "split" or "shadow"
     percent: int  # split: the candidate's share of live requests; shadow: the share copied to it (100)
+    # Where the step stands in its bake, for people watching it (`status`); not part of what the step is.
+    interval: int | None = field(default=None, compare=False)
+    intervals: int | None = field(default=None, compare=False)
+    seconds: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,11 @@ class LocalBackend(Backend):
             except (ModelIntegrityError, OSError, ValueError) as err:
                 raise DeploymentError(f"version {version!r}: {err}") from None
             specs.append(spec)
-        pointer = {**specs[0], "split": {"mode": step.mode, "percent": step.percent, "candidate": specs[1]}}
+        pointer = {**specs[0], "split": {"mode": step.mode, "percent": step.percent, "candidate": specs[1],
+                                         # for `status`: which interval of the bake, since when, how long
+                                         "interval": step.interval, "intervals": step.intervals,
+                                         "seconds": step.seconds,
+                                         "since": datetime.now(UTC).isoformat(timespec="seconds")}}
         write_atomically(self.endpoint_dir(name) / CURRENT_POINTER, json.dumps(pointer, indent=2))
 
     def serving_pointer(self, name: str) -> dict[str, Any] | None:
@@ -370,7 +374,8 @@ class LocalBackend(Backend):
         if not split:
             return None
         return {"mode": split.get("mode"), "percent": split.get("percent"),
-                "candidate_version": (split.get("candidate") or {}).get("version")}
+                "candidate_version": (split.get("candidate") or {}).get("version"),
+                **{key: split.get(key) for key in ("interval", "intervals", "seconds", "since")}}
 
     def discard(self, staged: Staged) -> Outcome:
         stable = staged.stable
