@@ -77,9 +77,8 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
         record = orchestrator.run()
     document = record.to_json()
     try:
-        payload = json.dumps(document, indent=2, default=str)
-        write_atomically(outputs.results_file, payload)
-        _record_results_hash(orchestrator.store, document.get("run_id"), payload)
+        _write_run_file(orchestrator.store, document.get("run_id"), outputs.results_file,
+                        json.dumps(document, indent=2, default=str))
     finally:  # the CI reports even when the results JSON cannot be written
         results = Results.model_validate(document)
         for problem in write_reports(results, dotenv_file=outputs.dotenv_file, junit_xml=outputs.junit_xml,
@@ -91,9 +90,11 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
     return results
 
 
-def _record_results_hash(store: DeploymentStore | None, run_id: str | None, payload: str) -> None:
-    """Record what the run wrote, so ``runs show`` can tell the file is still the run's own. A store that
-    cannot take it costs the run nothing: ``runs show`` then says the file is unverified."""
+def _write_run_file(store: DeploymentStore | None, run_id: str | None, path: str, payload: str) -> None:
+    """Write a run's results (or a monitor run's report) and record its sha256, so ``runs show`` can tell the
+    file is still the run's own. A store that cannot take the hash costs the run nothing: ``runs show`` then
+    says the file is unverified. A file that cannot be written raises ``OSError``."""
+    write_atomically(path, payload)
     if store is None or not run_id:
         return
     try:
@@ -146,18 +147,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _write_monitor_error(report_file: str, endpoint_name: str, version: str | None, since: str | None,
-                         err: PipelineError) -> str | None:
-    """The report of a monitor run that reached no verdict; what was written, or None."""
+def _write_monitor_error(store: DeploymentStore, run_id: str, report_file: str, endpoint_name: str,
+                         version: str | None, since: str | None, err: PipelineError) -> None:
+    """The report of a monitor run that reached no verdict."""
     document = {"endpoint_name": endpoint_name, "version": version, "since": since, "verdict": "error",
                 "exit_code": int(err.exit_code), "error": err.message}
-    payload = json.dumps(document, indent=2)
     try:
-        write_atomically(report_file, payload)
+        _write_run_file(store, run_id, report_file, json.dumps(document, indent=2))
     except OSError as problem:  # the error itself is what the user must see
         log.error("monitor report not written to %s: %s", report_file, problem)
-        return None
-    return payload
 
 
 # --------------------------------------------------------------------------- the other commands
@@ -262,9 +260,7 @@ class Operations:
             if rollback_on_breach:
                 roll_back_after_breach(report, self.rollback)
             if report_file:
-                payload = json.dumps(report.to_dict(), indent=2)
-                write_atomically(report_file, payload)
-                _record_results_hash(self.store, self.run_id, payload)
+                _write_run_file(self.store, self.run_id, report_file, json.dumps(report.to_dict(), indent=2))
             summary = RunSummary(run_id=self.run_id, status=report.verdict, mode="monitor",
                                  backend=deployer.backend.TYPE, endpoint_name=endpoint_name, version=report.version,
                                  message=report.drift.reason,
@@ -281,9 +277,7 @@ class Operations:
         except PipelineError as err:
             error = err
             if report_file:  # a scheduled job's artifact says why there is no verdict, as a run's results do
-                written = _write_monitor_error(report_file, endpoint_name, version, since, err)
-                if written is not None:
-                    _record_results_hash(self.store, self.run_id, written)
+                _write_monitor_error(self.store, self.run_id, report_file, endpoint_name, version, since, err)
             raise
         finally:
             notifier.close()
