@@ -447,6 +447,9 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
 def runs_show(ctx: click.Context, run_id: str) -> None:
     """Print a run's summary again, from the results file it wrote.
 
+    The file must still have the sha256 the run recorded when it wrote it: a file changed since is
+    refused (exit 2); a run that recorded none is shown with a warning that it is unverified.
+
     Example: python3 run_pipeline.py runs show 20261126T030742Z-1a2b3c4d
     """
     operations = _operations(ctx.parent or ctx)
