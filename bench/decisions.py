@@ -5,7 +5,7 @@
 
 Every rate is computed exactly, from the binomial (one model against the threshold) or the multinomial
 (two models on the same rows) distribution of the counts the rules read, with the rules of
-pipeline/evidence.py themselves (``judge``, ``champion_holds``, ``tango_score``). A seeded simulation of
+pipeline/gate/evidence.py themselves (``judge``, ``champion_holds``, ``tango_score``). A seeded simulation of
 the paired draws (numpy's default generator, ``--seed``) re-derives the champion tables as a check on the
 exact sums. Writes bench/results/decisions.json. Takes a few seconds.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import binom, norm
 
 from bench.common import write_result
-from pipeline.evidence import (
+from pipeline.gate.evidence import (
     ChampionPolicy,
     GatePolicy,
     Verdict,

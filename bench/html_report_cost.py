@@ -58,13 +58,13 @@ def run_once(root: Any, workdir: Any) -> dict[str, Any]:
 
 BREAKDOWN_CHILD = """
 import json, sys, time
-import pipeline.cli, pipeline.operations, pipeline.orchestrator  # what a run has imported by its end
-from pipeline.results_schema import Results
+import pipeline.cli, pipeline.operations, pipeline.run.orchestrator  # what a run has imported by its end
+from pipeline.reporting.results import Results
 results = Results.model_validate(json.load(open(sys.argv[1])))
 marks = [("start", time.perf_counter(), time.process_time())]
 def mark(name):
     marks.append((name, time.perf_counter(), time.process_time()))
-from pipeline import html_report
+from pipeline.reporting import html_report
 mark("import jinja2 and html_report")
 html_report._template()
 mark("compile the template")

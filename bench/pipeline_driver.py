@@ -17,7 +17,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 import pipeline.cli as cli  # noqa: E402
-import pipeline.orchestrator as orchestrator  # noqa: E402  (run_pipeline imports it lazily; same cost)
+import pipeline.run.orchestrator as orchestrator  # noqa: E402  (run_pipeline imports it lazily; same cost)
 
 IMPORTED = time.perf_counter()
 
@@ -43,8 +43,9 @@ def timed(owner: object, name: str, label: str) -> None:
 
 
 def install() -> None:
-    from pipeline import testing, training
-    from pipeline.backends import local
+    from pipeline import testing
+    from pipeline.backends.local import backend as local
+    from pipeline.training import fitting as training
 
     Orchestrator = orchestrator.Orchestrator
     timed(cli, "configure_logging", "logging setup")

@@ -7,7 +7,7 @@
 Two logistic regressions fitted on iris with the project's recipe (``pipeline.container.train``):
 the serving version (the recipe's defaults) and a candidate (``C`` 0.05, so the two really
 disagree on some rows and the shadow's comparison does real work). Three endpoints run side by
-side, each started as ``pipeline.backends.local_server.launch_server`` starts one: gunicorn with
+side, each started as ``pipeline.backends.local.servers.launch_server`` starts one: gunicorn with
 the endpoint's worker, the same number of workers (2, the pipeline's default),
 ``PROMETHEUS_MULTIPROC_DIR`` set (metrics on) and the pointer written as the local backend
 writes it (``capture_percent`` 100, ``capture_max_mb`` 100: the pipeline's defaults). So
@@ -133,9 +133,9 @@ def rollout_server(root: Path, workdir: Path, name: str, versions: dict[str, Any
     pointer_path = base / "current.json"
     pointer_path.write_text(json.dumps(pointer, indent=2))
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:pipeline.gunicorn_conf",
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:pipeline.serving.gunicorn_conf",
                "--bind", f"{HOST}:{port}", "--workers", str(workers), "--name", f"bench-rollout-{name}{tag}",
-               "pipeline.serving:create_app()"]  # the command launch_server runs
+               "pipeline.serving.app:create_app()"]  # the command launch_server runs
     env = project_env(root, {"MLOPS_MODEL_POINTER": str(pointer_path),
                              "PROMETHEUS_MULTIPROC_DIR": str(base / "metrics")})  # as launch_server sets it
     return Server(f"endpoint[{name}{tag}]", command, env, root, base / "server.log", port)

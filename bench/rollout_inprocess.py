@@ -28,7 +28,7 @@ from bench.common import emit_json
 
 
 def build_apps(pointers: dict[str, Path]) -> dict[str, Any]:
-    from pipeline.serving import create_app
+    from pipeline.serving.app import create_app
 
     return {name: create_app(str(path)) for name, path in pointers.items()}
 

@@ -21,9 +21,9 @@ from bench.common import add_timer
 from pipeline import testing
 from pipeline.config import load_config
 from pipeline.container import inference
-from pipeline.endpoint_client import HttpEndpointClient
-from pipeline.jobs import TrainingJob
-from pipeline.store import DeploymentStore
+from pipeline.serving.client import HttpEndpointClient
+from pipeline.state.store import DeploymentStore
+from pipeline.training.jobs import TrainingJob
 
 TIMES: dict[str, float] = {}
 

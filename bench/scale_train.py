@@ -17,9 +17,12 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.common import add_timer  # noqa: E402
-from pipeline import champion, data, jobs, training  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.store import DeploymentStore  # noqa: E402
+from pipeline.gate import champion  # noqa: E402
+from pipeline.state.store import DeploymentStore  # noqa: E402
+from pipeline.training import datasets as data  # noqa: E402
+from pipeline.training import fitting as training  # noqa: E402
+from pipeline.training import jobs  # noqa: E402
 
 IMPORTED = time.perf_counter()
 STEPS: dict[str, float] = {}

@@ -134,9 +134,9 @@ def _body(rows: pd.DataFrame, name: str) -> str:
 
 def endpoint_server(root: Path, pointer: Path, workdir: Path, tag: str, workers: int) -> Server:
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:pipeline.gunicorn_conf",
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:pipeline.serving.gunicorn_conf",
                "--bind", f"{HOST}:{port}", "--workers", str(workers), "--name", f"bench-{tag}",
-               "pipeline.serving:create_app()"]  # the command pipeline/backends/local.py runs
+               "pipeline.serving.app:create_app()"]  # the command pipeline/backends/local/backend.py runs
     env = project_env(root, {"MLOPS_MODEL_POINTER": str(pointer)})
     return Server(f"endpoint[{tag}]", command, env, root, workdir / f"endpoint-{tag}.log", port)
 

@@ -14,7 +14,7 @@ bodies, wrk on the same cores):
 - ``granian-wsgi``: granian (Rust, hyper) running the same WSGI app (granian is not a requirement of
   the project: ``.venv/bin/pip install granian`` to include its two candidates);
 - ``granian-asgi``: granian running the endpoint's falcon ASGI app;
-- ``gunicorn+uvicorn``: the endpoint as it is (gunicorn master, ``pipeline.endpoint_worker``).
+- ``gunicorn+uvicorn``: the endpoint as it is (gunicorn master, ``pipeline.serving.worker``).
 
 For each: requests/s, p99 and requests per CPU-second of the whole server (nginx included),
 startup to the first 200 on /ping and PSS after warm-up. Results: bench/results/stacks.json.
@@ -114,7 +114,10 @@ def _old_project(rev: str, workdir: Path) -> Path:
 def stacks(pointer: Path, old_root: Path, workdir: Path, workers: int) -> dict[str, Any]:
     env_new = project_env(REPO, {"MLOPS_MODEL_POINTER": str(pointer)})
     env_old = project_env(old_root, {"MLOPS_MODEL_POINTER": str(pointer)})
-    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "python:pipeline.gunicorn_conf", "--workers", str(workers)]
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "python:pipeline.serving.gunicorn_conf", "--workers",
+                str(workers)]
+    # the sync candidates run an older revision of the project, laid out as it was then
+    gunicorn_old = [sys.executable, "-m", "gunicorn", "-c", "python:pipeline.gunicorn_conf", "--workers", str(workers)]
     makers: dict[str, Any] = {}
 
     def plain(name: str, command_for_port: Any, env: dict[str, str], root: Path) -> Any:
@@ -123,14 +126,14 @@ def stacks(pointer: Path, old_root: Path, workdir: Path, workers: int) -> dict[s
             return Stack(name, [Server(name, command_for_port(port), env, root, workdir / f"{name}.log", port)], port)
         return make
 
-    makers["gunicorn-sync"] = plain("gunicorn-sync", lambda p: [*gunicorn, "--bind", f"{HOST}:{p}",
+    makers["gunicorn-sync"] = plain("gunicorn-sync", lambda p: [*gunicorn_old, "--bind", f"{HOST}:{p}",
                                                                 "pipeline.serving:create_app()"], env_old, old_root)
     if shutil.which("nginx"):
         def nginx() -> Stack:
             port = free_port()
             directory = Path(tempfile.mkdtemp(prefix="nginx-", dir=workdir))
             (directory / "nginx.conf").write_text(NGINX_CONF.format(dir=directory, host=HOST, port=port))
-            app = Server("nginx-app", [*gunicorn, "--bind", f"unix:{directory}/app.sock",
+            app = Server("nginx-app", [*gunicorn_old, "--bind", f"unix:{directory}/app.sock",
                                        "pipeline.serving:create_app()"], env_old, old_root, workdir / "nginx-app.log",
                          port)
             return Stack("nginx+gunicorn-sync", [app], port, extra_command=[
@@ -139,17 +142,18 @@ def stacks(pointer: Path, old_root: Path, workdir: Path, workers: int) -> dict[s
     if importlib.util.find_spec("granian") is None:
         print("granian is not installed (`.venv/bin/pip install granian`): its candidates are skipped", flush=True)
         makers["gunicorn+uvicorn"] = plain(
-            "gunicorn+uvicorn", lambda p: [*gunicorn, "--bind", f"{HOST}:{p}", "pipeline.serving:create_app()"],
+            "gunicorn+uvicorn", lambda p: [*gunicorn, "--bind", f"{HOST}:{p}", "pipeline.serving.app:create_app()"],
             env_new, REPO)
         return makers
     granian = [*GRANIAN, "--factory", "--host", HOST, "--workers", str(workers), "--no-ws", "--log-level", "warning"]
     makers["granian-wsgi"] = plain("granian-wsgi", lambda p: [*granian, "--port", str(p), "--interface", "wsgi",
                                                               "pipeline.serving:create_app"], env_old, old_root)
     makers["granian-asgi"] = plain("granian-asgi", lambda p: [*granian, "--port", str(p), "--interface", "asgi",
-                                                              "--loop", "uvloop", "pipeline.serving:create_app"],
+                                                              "--loop", "uvloop", "pipeline.serving.app:create_app"],
                                    env_new, REPO)
     makers["gunicorn+uvicorn"] = plain("gunicorn+uvicorn", lambda p: [*gunicorn, "--bind", f"{HOST}:{p}",
-                                                                      "pipeline.serving:create_app()"], env_new, REPO)
+                                                                      "pipeline.serving.app:create_app()"],
+                                       env_new, REPO)
     return makers
 
 

@@ -84,9 +84,9 @@ def telemetry_server(root: Path, workdir: Path, name: str, model: dict[str, Any]
     pointer = base / "pointer.json"
     pointer.write_text(json.dumps(spec))
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:pipeline.gunicorn_conf",
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:pipeline.serving.gunicorn_conf",
                "--bind", f"{HOST}:{port}", "--workers", str(workers), "--name", f"bench-{name}",
-               "pipeline.serving:create_app()"]  # the command pipeline/backends/local_server.py runs
+               "pipeline.serving.app:create_app()"]  # the command pipeline/backends/local/servers.py runs
     env = project_env(root, {"MLOPS_MODEL_POINTER": str(pointer)})
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # metrics off unless set here
     if metrics_on:

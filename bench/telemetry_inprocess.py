@@ -36,7 +36,7 @@ PAIRS = (("metrics", "bare"), ("metrics+capture", "metrics"))
 
 
 def build_apps(pointer: Path, workdir: Path) -> dict[str, Any]:
-    from pipeline.serving import create_app
+    from pipeline.serving.app import create_app
 
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     apps = {}

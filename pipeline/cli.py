@@ -19,13 +19,13 @@ from click.core import ParameterSource
 
 from pipeline.backends import BACKENDS
 from pipeline.config import MODEL_TYPES, TRAFFIC_ROUTINGS, PipelineConfig, load_config, validate_endpoint_name
-from pipeline.console_summary import render_summary
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.invocation import check_output_paths, output_label, resolve_mode
 from pipeline.logs import LOG_FORMATS, default_results_file
 from pipeline.operations import MonitorRunReport, Operations, default_outputs, run_pipeline
 from pipeline.outcomes import FinalState, Mode
-from pipeline.results_schema import Results
+from pipeline.reporting.console_summary import render_summary
+from pipeline.reporting.results import Results
+from pipeline.run.invocation import check_output_paths, output_label, resolve_mode
 
 EXIT_CODES_HELP = """
 \b
@@ -200,7 +200,7 @@ def _on_terminal() -> bool:
 
 
 def print_summary(results: Results, emoji: bool | None = None, store_dir: str | None = None) -> None:
-    """The console summary (``pipeline.console_summary``): emoji and colour only for a person at a terminal."""
+    """The console summary (``pipeline.reporting.console_summary``): emoji and colour only at a terminal."""
     click.echo(render_summary(results, _on_terminal() if emoji is None else emoji, store_dir))
 
 

@@ -53,7 +53,7 @@ DEFAULT_CONFIG_FILE = "pipeline_config.json"
 # The estimators pipeline/container/train.py builds, by the names the config uses. The container
 # code cannot import this package, so a test checks that its ESTIMATORS table has exactly these.
 MODEL_TYPES = ("logistic_regression", "random_forest", "gradient_boosting")
-# How a tested version takes an endpoint's traffic, in SageMaker's words (pipeline/rollout.py).
+# How a tested version takes an endpoint's traffic, in SageMaker's words (pipeline/deployment/rollout.py).
 TRAFFIC_ROUTINGS = ("ALL_AT_ONCE", "CANARY", "LINEAR", "SHADOW")
 
 
@@ -109,7 +109,7 @@ class PipelineConfig(BaseModel):
     # A request whose headers or body take longer than this to arrive is cut off (408 or a close), so slow
     # or idle clients cannot hold the endpoint's workers.
     client_timeout_seconds: float = Field(5.0, gt=0.0, allow_inf_nan=False)
-    # Data capture (pipeline/endpoint_telemetry.py): the share of answered requests recorded with their
+    # Data capture (pipeline/serving/telemetry.py): the share of answered requests recorded with their
     # predictions (drawn at random per request; 0 records nothing), and the most the endpoint's capture
     # files may take on disk, oldest files deleted first. On SageMaker the percent is the endpoint
     # config's DataCaptureConfig sampling; the files go to S3 there (S3 keeps them), and the size bound is
@@ -119,7 +119,7 @@ class PipelineConfig(BaseModel):
     lock_timeout_seconds: float = Field(600.0, ge=0.0)  # how long a deployment waits for another one
     retain_versions: int = Field(5, ge=1)  # cleanup keeps the artifacts of this many newest versions per endpoint
 
-    # --- progressive delivery (pipeline/rollout.py, README "Progressive delivery") ---
+    # --- progressive delivery (pipeline/deployment/rollout.py, README "Progressive delivery") ---
     # How a tested version takes the endpoint's traffic: all at once; CANARY (canary_percent for one
     # baking interval, then all); LINEAR (linear_step_percent more each interval until all); SHADOW (a copy
     # of every request, never answered by it). The names SageMaker uses; one key for both backends.

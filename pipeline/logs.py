@@ -5,10 +5,11 @@ of defence, for a library that puts a URL in an exception message.
 
 Two formats: ``text`` (the default, for people) and ``json`` (``--log-format
 json``): one JSON object per line with ``time``, ``level``, ``phase``,
-``message``, ``run_id`` and ``logger``, for log collectors. The phase comes
-from the logger name (``pipeline.training`` -> ``training``) and, for the
-orchestrator, from the phase it announced with ``log_phase`` (``gate``,
-``rollback``, ...); the run id is the one ``set_run_id`` was given.
+``message``, ``run_id`` and ``logger``, for log collectors. The phase is the
+one announced with ``log_phase`` (the orchestrator names each phase it runs:
+``training``, ``gate``, ``rollback``, ...; the notifier's thread says
+``notifications``), never a module's name, so moving code between modules
+leaves the logs as they were; the run id is the one ``set_run_id`` was given.
 
 A run that is not told where to write its log and results writes them to
 ``DEFAULT_DIR`` (/tmp) under timestamped names; ``prune_default_files`` keeps
@@ -49,14 +50,11 @@ def current_run_id() -> str | None:
 
 
 _PHASE: ContextVar[str | None] = ContextVar("mlops_phase", default=None)
-# Modules that do one phase's work say so by their name; the orchestrator and the CLI, which
-# run every phase, say it with ``log_phase``.
-_MODULE_PHASES = {"orchestrator": None, "cli": None, "logs": None, "operations": None, "backends": "backend"}
 
 
 @contextmanager
 def log_phase(name: str) -> Iterator[None]:
-    """Lines logged inside carry ``phase`` = ``name`` (unless a module with a phase of its own logs them)."""
+    """Lines logged inside carry ``phase`` = ``name``, whichever module logs them."""
     token = _PHASE.set(name)
     try:
         yield
@@ -65,12 +63,11 @@ def log_phase(name: str) -> Iterator[None]:
 
 
 def phase_of(record: logging.LogRecord) -> str:
-    """``pipeline.training`` -> ``training``; the orchestrator's lines by the phase it is in."""
-    parts = record.name.split(".")
-    if parts[0] != "pipeline":
-        return parts[0]
-    module_phase = _MODULE_PHASES.get(parts[1], parts[1]) if len(parts) > 1 else None
-    return module_phase or _PHASE.get() or "pipeline"
+    """The phase announced with ``log_phase``; a library's own lines (boto3, urllib3) by the library's name."""
+    top = record.name.split(".", 1)[0]
+    if top != "pipeline":
+        return top
+    return _PHASE.get() or "pipeline"
 
 
 class JsonFormatter(logging.Formatter):

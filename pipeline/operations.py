@@ -19,20 +19,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic_files import write_atomically
 from pipeline.backends import load_backend
 from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
-from pipeline.deployment import DeploymentPipeline
+from pipeline.deployment.steps import DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.live_monitor import MonitorReport, roll_back_after_breach, watch
 from pipeline.logs import configure_logging, default_results_file, prune_default_files
+from pipeline.monitoring.monitor import MonitorReport, roll_back_after_breach, watch
 from pipeline.notifications import Notifier
 from pipeline.outcomes import FinalState
 from pipeline.progress import configure as configure_progress
-from pipeline.results_schema import Results
-from pipeline.run_record import RunSummary, new_run_id
-from pipeline.store import DeploymentStore
+from pipeline.reporting.results import Results
+from pipeline.run.record import RunSummary, new_run_id
+from pipeline.state.files import write_atomically
+from pipeline.state.store import DeploymentStore
 
 log = logging.getLogger("pipeline")
 
@@ -59,8 +59,8 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
 
     The reports (dotenv, JUnit, metrics, HTML) are written for every run that started, whatever its exit code.
     """
-    from pipeline.orchestrator import Orchestrator
-    from pipeline.reports import write_reports
+    from pipeline.reporting.ci_reports import write_reports
+    from pipeline.run.orchestrator import Orchestrator
 
     log_file = configure_logging(config.log_level, config.log_file, log_format=outputs.log_format)
     configure_progress(live=outputs.log_format == "text" and _on_terminal())
@@ -113,7 +113,7 @@ def _on_terminal() -> bool:
 
 def _write_run_report(results: Results, store: DeploymentStore, report_html: str | None) -> list[str]:
     """The HTML run report in the store (every run) and at ``--report-html`` (when asked)."""
-    from pipeline.html_report import report_path, write_html_report
+    from pipeline.reporting.html_report import report_path, write_html_report
 
     paths: list[tuple[str, str | Path]] = [("run report", report_path(store.directory, results.run_id or "unknown"))]
     if report_html:
@@ -368,7 +368,7 @@ class Operations:
     def runs(self, limit: int = 100) -> list[dict[str, Any]]:
         """Pipeline runs newest first: mode, outcome, how long, what they trained and deployed, their results.
         Up to ``limit`` of them, plus one more when there are more (the caller says so, and drops it)."""
-        from pipeline.html_report import report_path
+        from pipeline.reporting.html_report import report_path
 
         listed = []
         for row in self.store.run_overview(limit=limit + 1):

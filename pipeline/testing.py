@@ -23,13 +23,13 @@ import requests
 
 from pipeline.config import PipelineConfig
 from pipeline.container import inference
-from pipeline.data import python_scalar
-from pipeline.endpoint_client import VERSION_HEADER, EndpointClient, EndpointDown, Reply
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.progress import progress
+from pipeline.serving.client import VERSION_HEADER, EndpointClient, EndpointDown, Reply
+from pipeline.training.datasets import python_scalar
 
 if TYPE_CHECKING:
-    from pipeline.jobs import TrainingJob
+    from pipeline.training.jobs import TrainingJob
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from click.testing import CliRunner, Result
 
 from pipeline.cli import cli
 from pipeline.config import ENV_VARS, load_config
-from pipeline.orchestrator import Orchestrator
-from pipeline.training import TrainingPipeline
+from pipeline.run.orchestrator import Orchestrator
+from pipeline.training.fitting import TrainingPipeline
 
 # The receivers for notification tests (Slack HTTP, aiosmtpd, moto SNS) and the SageMaker tests' fake AWS
 # (credentials, moto with the container emulated) live in modules of their own.

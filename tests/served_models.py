@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.training import TrainingPipeline
+from pipeline.training.fitting import TrainingPipeline
 
 
 class ServedDifferently(ClassifierMixin, BaseEstimator):

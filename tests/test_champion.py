@@ -9,10 +9,10 @@ import requests
 from sklearn.datasets import load_breast_cancer, make_classification
 
 from pipeline.config import PipelineConfig
-from pipeline.evidence import ChampionComparison, ComparisonStatus, skipped_comparison
-from pipeline.orchestrator import Gate
+from pipeline.gate.evidence import ChampionComparison, ComparisonStatus, skipped_comparison
 from pipeline.outcomes import Verdict
-from pipeline.store import DeploymentStore
+from pipeline.run.orchestrator import Gate
+from pipeline.state.store import DeploymentStore
 
 LOW_BAR = ["--accuracy-threshold", "0.7", "--minimum-accuracy", "0.6"]
 

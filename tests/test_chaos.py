@@ -17,9 +17,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from pipeline.backends.server_processes import find_servers
 from pipeline.cli import cli
-from pipeline.store import DeploymentStore
+from pipeline.state.processes import find_servers
+from pipeline.state.store import DeploymentStore
 from tests.conftest import PYTHON, REPO
 
 KILLS_PER_SCENARIO = 5

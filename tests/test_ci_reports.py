@@ -23,8 +23,8 @@ import yaml
 
 from pipeline import cli as cli_module
 from pipeline.logs import configure_logging, log_phase, phase_of, set_run_id
-from pipeline.reports import DOTENV_KEY, render_dotenv, render_junit, render_metrics
-from pipeline.results_schema import Results
+from pipeline.reporting.ci_reports import DOTENV_KEY, render_dotenv, render_junit, render_metrics
+from pipeline.reporting.results import Results
 from tests.conftest import REPO, run_script, stop_servers_under, train_job
 from tests.served_models import ServedDifferentlyPipeline
 
@@ -282,11 +282,12 @@ def test_text_logs_stay_the_default(pipeline, workdir):
 def test_json_log_lines_are_scrubbed_and_hold_the_traceback_on_one_line(tmp_path):
     path = configure_logging("INFO", tmp_path / "x.log", secrets=["s3cr3t-token"], log_format="json")
     set_run_id("run-1")
-    log = logging.getLogger("pipeline.deployment")
+    log = logging.getLogger("pipeline.deployment.steps")
     try:
         raise RuntimeError("failed with s3cr3t-token\nsecond line")
     except RuntimeError:
-        log.exception("calling https://hooks.example/s3cr3t-token")
+        with log_phase("deployment"):
+            log.exception("calling https://hooks.example/s3cr3t-token")
     for handler in logging.getLogger("pipeline").handlers:
         handler.flush()
     lines = path.read_text().splitlines()
@@ -297,21 +298,40 @@ def test_json_log_lines_are_scrubbed_and_hold_the_traceback_on_one_line(tmp_path
 
 
 @pytest.mark.parametrize(("name", "current_phase", "phase"), [
-    ("pipeline.training", "gate", "training"),
-    ("pipeline.testing", None, "testing"),
-    ("pipeline.notifications", "deployment", "notifications"),
-    ("pipeline.orchestrator", "gate", "gate"),
-    ("pipeline.orchestrator", "rollback", "rollback"),
-    ("pipeline.orchestrator", None, "pipeline"),
+    ("pipeline.training.fitting", "training", "training"),
+    ("pipeline.training.fitting", "gate", "gate"),
+    ("pipeline.testing", "testing", "testing"),
+    ("pipeline.notifications.notifier", "notifications", "notifications"),
+    ("pipeline.run.orchestrator", "rollback", "rollback"),
+    ("pipeline.run.orchestrator", None, "pipeline"),
     ("pipeline", None, "pipeline"),
+    ("botocore.retries", "deployment", "botocore"),
 ])
-def test_phase_comes_from_the_logger_or_the_phase_the_orchestrator_is_in(name, current_phase, phase):
+def test_phase_is_the_one_announced_whichever_module_logs(name, current_phase, phase):
     record = logging.LogRecord(name, logging.INFO, __file__, 1, "x", (), None)
     if current_phase is None:
         assert phase_of(record) == phase
     else:
         with log_phase(current_phase):
             assert phase_of(record) == phase
+
+
+def test_notification_lines_carry_the_notifications_phase(tmp_path, slack):
+    from pipeline.config import load_config
+    from pipeline.notifications import Notifier
+    from pipeline.run.record import RunSummary
+
+    path = configure_logging("DEBUG", tmp_path / "x.log", log_format="json")
+    config, _ = load_config(env={}, flags={"slack_webhook_url": slack.url}, search_default_file=False)
+    notifier = Notifier(config, "run-1")
+    with log_phase("gate"):
+        notifier.notify("pipeline_finished", RunSummary(run_id="run-1", status="success"))
+    notifier.close()
+    for handler in logging.getLogger("pipeline").handlers:
+        handler.flush()
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    notifier_lines = [entry for entry in entries if entry["logger"].startswith("pipeline.notifications")]
+    assert notifier_lines and {entry["phase"] for entry in notifier_lines} == {"notifications"}
 
 
 # --------------------------------------------------------------------------- the console summary

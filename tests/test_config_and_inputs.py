@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.store import DeploymentStore
+from pipeline.state.store import DeploymentStore
 
 
 def _error_line(result) -> str:

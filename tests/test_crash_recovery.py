@@ -11,7 +11,7 @@ import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.store import DeploymentStore
+from pipeline.state.store import DeploymentStore
 from tests.conftest import PYTHON, REPO, processes_mentioning
 
 ENDPOINT_DIR = Path(".mlops/endpoints/iris-model")

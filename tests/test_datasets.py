@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.data import load_dataset
 from pipeline.errors import PipelineError
-from pipeline.store import DeploymentStore
+from pipeline.state.store import DeploymentStore
+from pipeline.training.datasets import load_dataset
 
 
 def _error_line(result) -> str:

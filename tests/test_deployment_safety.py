@@ -10,8 +10,8 @@ import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.locking import EndpointLock
-from pipeline.store import DeploymentStore
+from pipeline.state.locking import EndpointLock
+from pipeline.state.store import DeploymentStore
 from tests.conftest import train_job
 from tests.served_models import ServedDifferentlyPipeline
 

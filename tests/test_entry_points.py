@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli, flag_settings
 from pipeline.config import load_config
-from pipeline.invocation import resolve_mode
+from pipeline.run.invocation import resolve_mode
 from tests.conftest import PYTHON, REPO, run_script
 
 WRAPPER = str(REPO / "run_mlops_pipeline.sh")

@@ -1,4 +1,4 @@
-"""The statistics behind the gate's decisions (pipeline/evidence.py): intervals, rows needed,
+"""The statistics behind the gate's decisions (pipeline/gate/evidence.py): intervals, rows needed,
 the gate policies, training-row hashes and the paired comparison with the champion.
 
 Reference values are computed here independently of the module (hand formulas, numerical
@@ -16,7 +16,7 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import binomtest, norm
 
 from pipeline.errors import PipelineError
-from pipeline.evidence import (
+from pipeline.gate.evidence import (
     NOT_PAIRED,
     ChampionPolicy,
     ComparisonStatus,

@@ -6,8 +6,8 @@ import pytest
 from pipeline.config import MODEL_TYPES, PipelineConfig
 from pipeline.container.train import ESTIMATORS
 from pipeline.errors import PipelineError
-from pipeline.orchestrator import Gate
 from pipeline.outcomes import Verdict
+from pipeline.run.orchestrator import Gate
 
 
 def _decide(metrics: dict, explicit_request: bool = False, **settings) -> Verdict:

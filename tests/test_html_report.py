@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.html_report import render_report, report_path, verdict_of
-from pipeline.results_schema import Results
+from pipeline.reporting.html_report import render_report, report_path, verdict_of
+from pipeline.reporting.results import Results
 from tests.conftest import Pipeline, stop_servers_under, train_job
 from tests.served_models import ServedDifferentlyPipeline
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.store import DeploymentStore
+from pipeline.state.store import DeploymentStore
 
 
 def _hard_dataset(path: str = "hard.csv", rows: int = 400, seed: int = 3) -> str:

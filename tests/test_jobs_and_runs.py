@@ -9,8 +9,8 @@ import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.html_report import report_path
-from pipeline.store import DeploymentStore
+from pipeline.reporting.html_report import report_path
+from pipeline.state.store import DeploymentStore
 from tests.conftest import wait_for
 
 

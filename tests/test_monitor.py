@@ -22,8 +22,6 @@ from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli import cli
-from pipeline.endpoint_telemetry import CaptureWriter
-from pipeline.jobs import TrainingJob
 from pipeline.monitoring import (
     capture_hour_directory,
     capture_line,
@@ -31,8 +29,10 @@ from pipeline.monitoring import (
     decode_rows,
     iter_capture_records,
 )
-from pipeline.serving_contract import INFERENCE_ID_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER
-from pipeline.store import DeploymentStore
+from pipeline.serving.contract import INFERENCE_ID_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER
+from pipeline.serving.telemetry import CaptureWriter
+from pipeline.state.store import DeploymentStore
+from pipeline.training.jobs import TrainingJob
 from tests.conftest import run_script, wait_for
 from tests.notification_fixtures import SlackReceiver
 

@@ -10,9 +10,9 @@ import requests
 from botocore.config import Config as BotoConfig
 
 from pipeline.config import load_config
-from pipeline.orchestrator import Orchestrator
-from pipeline.serving import ModelIntegrityError, create_app
-from pipeline.store import DeploymentStore
+from pipeline.run.orchestrator import Orchestrator
+from pipeline.serving.app import ModelIntegrityError, create_app
+from pipeline.state.store import DeploymentStore
 from tests.conftest import processes_mentioning, train_job
 from tests.served_models import ServedDifferentlyPipeline
 

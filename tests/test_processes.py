@@ -13,9 +13,9 @@ import numpy as np
 import requests
 from click.testing import CliRunner
 
-from pipeline.backends.server_processes import find_servers
 from pipeline.cli import cli
-from pipeline.store import DeploymentStore
+from pipeline.state.processes import find_servers
+from pipeline.state.store import DeploymentStore
 from tests.conftest import PYTHON, REPO, wait_for
 
 ENDPOINT_DIR = Path(".mlops/endpoints/iris-model")

@@ -20,11 +20,11 @@ import requests
 from click.testing import CliRunner
 
 from pipeline.backends.base import IntervalTraffic, TrafficStep, VersionTraffic
-from pipeline.backends.local_traffic import interval, quantile, read_metrics
+from pipeline.backends.local.traffic import interval, quantile, read_metrics
 from pipeline.cli import cli
 from pipeline.config import load_config
-from pipeline.rollout import BakeReport, IntervalVerdict, TrafficAnalysis, traffic_steps
-from pipeline.store import DeploymentStore
+from pipeline.deployment.rollout import BakeReport, IntervalVerdict, TrafficAnalysis, traffic_steps
+from pipeline.state.store import DeploymentStore
 from tests.conftest import PYTHON, REPO, LiveTraffic, train_job, wait_for
 from tests.served_models import SlowWhenServedPipeline
 

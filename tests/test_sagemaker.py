@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 
 from pipeline.backends.sagemaker import SageMakerBackend, aws_error
 from pipeline.config import ENV_VARS
-from pipeline.store import DeploymentStore
+from pipeline.state.store import DeploymentStore
 from tests.aws_fixtures import BUCKET, FAKE_AWS_ENV, REGION, ROLE, sm
 from tests.conftest import FAST_SETTINGS, REPO
 from tests.sagemaker_emulation import SageMakerEmulation
@@ -258,7 +258,7 @@ def test_endpoint_in_service_with_a_failure_reason_is_a_failed_deployment(pipeli
 
 def test_manual_rollback_updates_the_endpoint_back_to_the_earlier_config(pipeline, sagemaker):
     from pipeline.config import load_config
-    from pipeline.deployment import DeploymentPipeline
+    from pipeline.deployment.steps import DeploymentPipeline
 
     assert pipeline("--role-arn", ROLE).exit_code == 0
     first = pipeline.results()["summary"]

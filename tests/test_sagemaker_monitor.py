@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from pipeline.backends.sagemaker import SageMakerBackend
 from pipeline.cli import cli
 from pipeline.config import load_config
-from pipeline.store import DeploymentStore
+from pipeline.state.store import DeploymentStore
 from tests.aws_fixtures import BUCKET, REGION, ROLE, sm
 
 pytestmark = pytest.mark.usefixtures("sagemaker")  # moto with the container emulated, for every test

@@ -22,10 +22,10 @@ from sklearn.datasets import load_iris
 from pipeline.backends.base import DeploymentError, Staged, TrafficStep
 from pipeline.backends.sagemaker import SageMakerBackend, traffic
 from pipeline.config import load_config
-from pipeline.deployment import DeploymentPipeline
-from pipeline.jobs import TrainingJob
-from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
-from pipeline.store import DeploymentStore
+from pipeline.deployment.steps import DeploymentPipeline
+from pipeline.serving.contract import TEST_INFERENCE_ID_PREFIX
+from pipeline.state.store import DeploymentStore
+from pipeline.training.jobs import TrainingJob
 from tests.aws_fixtures import REGION, ROLE, sm
 from tests.sagemaker_emulation import SageMakerEmulation, nearest_rank
 from tests.test_sagemaker import deploy_again

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from pipeline import logs
 from pipeline.cli import cli
 from pipeline.config import FLAGS, PipelineConfig
-from pipeline.store import DeploymentStore
+from pipeline.state.store import DeploymentStore
 from tests.conftest import FAST_SETTINGS, REPO
 
 

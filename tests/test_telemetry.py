@@ -26,14 +26,14 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.endpoint_metrics import EndpointMetrics
-from pipeline.endpoint_telemetry import (
+from pipeline.monitoring.capture import capture_line, capture_record, decode_rows, iter_capture_records
+from pipeline.serving.metrics import EndpointMetrics
+from pipeline.serving.telemetry import (
     CaptureWriter,
     EndpointTelemetry,
     capture_line_of,
     prune_captures,
 )
-from pipeline.monitoring.capture import capture_line, capture_record, decode_rows, iter_capture_records
 from tests.aws_fixtures import BUCKET, REGION, ROLE, sm
 from tests.conftest import wait_for
 

@@ -14,7 +14,7 @@ from pipeline.errors import ExitCode, PipelineError
 if TYPE_CHECKING:
     from pipeline.backends.base import Backend
     from pipeline.config import PipelineConfig
-    from pipeline.store import DeploymentStore
+    from pipeline.state.store import DeploymentStore
 
 # name -> "module:Class"
 BACKENDS: dict[str, str] = {

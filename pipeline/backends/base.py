@@ -27,10 +27,10 @@ from pipeline.outcomes import FinalState
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
-    from pipeline.endpoint_client import EndpointClient
-    from pipeline.jobs import TrainingJob
-    from pipeline.store import DeploymentStore
-    from pipeline.training import TrainingPipeline
+    from pipeline.serving.client import EndpointClient
+    from pipeline.state.store import DeploymentStore
+    from pipeline.training.fitting import TrainingPipeline
+    from pipeline.training.jobs import TrainingJob
 
 
 class DeploymentError(PipelineError):
@@ -210,7 +210,7 @@ class Backend(ABC):
     def delete_version_artifacts(self, endpoint_name: str, version: str) -> None:
         """Forget what the backend keeps for an old version (retention); by default nothing."""
 
-    # --- progressive delivery (pipeline/rollout.py drives these; the orchestrator decides) ---
+    # --- progressive delivery (pipeline/deployment/rollout.py drives these; the orchestrator decides) ---
     def bakes_on_the_endpoint(self, traffic_routing: str) -> bool:
         """True when the pipeline itself shifts traffic in steps and judges each interval for this routing
         (``split_traffic``, ``traffic_mark``, ``traffic_since``); False when the backend does the shifting

@@ -2,7 +2,7 @@
 
 SageMaker's scikit-learn container calls ``model_fn`` once per worker and then
 ``input_fn -> predict_fn -> output_fn`` per request; the local endpoint server
-(``pipeline.serving``) calls the very same functions, so what is tested locally
+(``pipeline.serving.app``) calls the very same functions, so what is tested locally
 is what runs on SageMaker. Like ``train.py`` this file imports only what the
 container has.
 

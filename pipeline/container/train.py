@@ -170,7 +170,7 @@ def evaluate(
 
 
 def _python_scalar(value: Any) -> Any:
-    # pipeline.data.python_scalar's twin: this file may import nothing from the pipeline package.
+    # pipeline.training.datasets.python_scalar's twin: this file may import nothing from the pipeline package.
     return value.item() if hasattr(value, "item") else value
 
 

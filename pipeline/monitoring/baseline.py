@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic_files import write_atomically
 from pipeline.errors import PipelineError
+from pipeline.state.files import write_atomically
 
 if TYPE_CHECKING:
     from pipeline.monitoring.drift import DriftThresholds

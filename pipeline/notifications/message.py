@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.run_record import RunSummary
+from pipeline.run.record import RunSummary
 
 EVENTS: tuple[str, ...] = (
     "pipeline_started",

@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.logs import log_phase
 from pipeline.notifications.budget import NotificationBudget
 from pipeline.notifications.channels import Channel, DeliveryError, EmailChannel, SlackChannel, SnsChannel
 from pipeline.notifications.message import EVENTS, Message
 from pipeline.redaction import LIBRARY_LOGS, SecretScrubber
-from pipeline.run_record import RunSummary
+from pipeline.run.record import RunSummary
 
 log = logging.getLogger("pipeline.notifications")
 
@@ -194,6 +195,10 @@ class Notifier:
 
     # ----------------------------------------------------------------- the worker's side
     def _work(self) -> None:
+        with log_phase("notifications"):
+            self._deliver_queue()
+
+    def _deliver_queue(self) -> None:
         while True:
             with self._changed:
                 while not self._pending:

@@ -75,9 +75,9 @@ from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
-    from pipeline.jobs import TrainingJob
-    from pipeline.store import DeploymentStore
-    from pipeline.training import TrainingPipeline
+    from pipeline.state.store import DeploymentStore
+    from pipeline.training.fitting import TrainingPipeline
+    from pipeline.training.jobs import TrainingJob
 
 __all__ = ["SageMakerBackend", "SageMakerEndpointClient", "WaitTimeout", "aws_error"]
 

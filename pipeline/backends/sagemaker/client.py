@@ -9,9 +9,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.sagemaker.errors import not_found
 from pipeline.backends.sagemaker.session import AwsSession
-from pipeline.endpoint_client import VERSION_HEADER, EndpointDown, Reply
 from pipeline.errors import ExitCode
-from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
+from pipeline.serving.client import VERSION_HEADER, EndpointDown, Reply
+from pipeline.serving.contract import TEST_INFERENCE_ID_PREFIX
 
 # Endpoint states that end by themselves; anything else is where an endpoint stays.
 TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})

@@ -35,11 +35,11 @@ from pipeline.backends.sagemaker.session import (
     AwsSession,
 )
 from pipeline.errors import PipelineError
-from pipeline.jobs import TrainingJob
 from pipeline.outcomes import FinalState
+from pipeline.training.jobs import TrainingJob
 
 if TYPE_CHECKING:
-    from pipeline.store import DeploymentStore
+    from pipeline.state.store import DeploymentStore
 
 log = logging.getLogger(__package__)  # one logger for the whole backend
 

@@ -26,7 +26,7 @@ from pipeline.progress import progress
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
-    from pipeline.jobs import TrainingJob
+    from pipeline.training.jobs import TrainingJob
 
 log = logging.getLogger(__package__)  # one logger for the whole backend
 

@@ -33,7 +33,7 @@ from pipeline.backends.base import IntervalTraffic, VersionTraffic
 from pipeline.backends.sagemaker.captures import CaptureDownload
 from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.monitoring.capture import decode_rows, iter_capture_records
-from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
+from pipeline.serving.contract import TEST_INFERENCE_ID_PREFIX
 
 NAMESPACE = "AWS/SageMaker"
 MINUTE = timedelta(minutes=1)

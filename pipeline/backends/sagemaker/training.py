@@ -26,7 +26,8 @@ from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.container import inference
 from pipeline.container import train as recipe
 from pipeline.errors import PipelineError
-from pipeline.jobs import (
+from pipeline.training.fitting import TrainingPipeline
+from pipeline.training.jobs import (
     HELDOUT_FILE,
     MODEL_DIR,
     TrainingJob,
@@ -35,10 +36,9 @@ from pipeline.jobs import (
     record_job,
     timestamp_name,
 )
-from pipeline.training import TrainingPipeline
 
 if TYPE_CHECKING:
-    from pipeline.store import DeploymentStore
+    from pipeline.state.store import DeploymentStore
 
 log = logging.getLogger(__package__)  # one logger for the whole backend
 

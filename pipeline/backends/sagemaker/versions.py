@@ -18,7 +18,7 @@ from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.container import inference
 from pipeline.container import train as recipe
 from pipeline.errors import PipelineError
-from pipeline.jobs import TrainingJob
+from pipeline.training.jobs import TrainingJob
 
 log = logging.getLogger(__package__)  # one logger for the whole backend
 # Where SageMaker writes captured requests: the SageMaker SDK's default, under the pipeline's bucket. The files

@@ -26,7 +26,6 @@ from typing import Any
 
 import requests
 
-from pipeline.atomic_files import write_atomically
 from pipeline.backends.base import (
     Backend,
     DeploymentError,
@@ -36,14 +35,26 @@ from pipeline.backends.base import (
     Staged,
     TrafficStep,
 )
-from pipeline.backends.local_server import (
+from pipeline.backends.local.servers import (
     LocalEndpointClient,
     free_port,
     launch_server,
     port_in_use,
 )
-from pipeline.backends.local_traffic import TrafficReading, interval, read_metrics
-from pipeline.backends.server_processes import (
+from pipeline.backends.local.traffic import TrafficReading, interval, read_metrics
+from pipeline.errors import PipelineError
+from pipeline.outcomes import FinalState
+from pipeline.serving.app import (
+    SHA_HEADER,
+    TOKEN_ENV,
+    VERSION_HEADER,
+    ModelIntegrityError,
+    verified_model_dir,
+)
+from pipeline.serving.client import EndpointDown
+from pipeline.serving.metrics import EndpointMetrics
+from pipeline.state.files import write_atomically
+from pipeline.state.processes import (
     Owner,
     ServerProcess,
     find_servers,
@@ -53,24 +64,13 @@ from pipeline.backends.server_processes import (
     stop_process,
     stop_server,
 )
-from pipeline.endpoint_client import EndpointDown
-from pipeline.endpoint_metrics import EndpointMetrics
-from pipeline.errors import PipelineError
-from pipeline.jobs import TrainingJob
-from pipeline.outcomes import FinalState
-from pipeline.serving import (
-    SHA_HEADER,
-    TOKEN_ENV,
-    VERSION_HEADER,
-    ModelIntegrityError,
-    verified_model_dir,
-)
-from pipeline.training import TrainingPipeline
+from pipeline.training.fitting import TrainingPipeline
+from pipeline.training.jobs import TrainingJob
 
 log = logging.getLogger(__name__)
 CURRENT_POINTER = "current.json"
 AUTH_FILE = "auth.json"
-CAPTURE_DIR = "capture"  # the endpoint's captured requests (pipeline/endpoint_telemetry.py)
+CAPTURE_DIR = "capture"  # the endpoint's captured requests (pipeline/serving/telemetry.py)
 PORT_RELEASE_SECONDS = 10.0  # how long a restart waits for a dead server's port to be let go
 
 

@@ -9,7 +9,7 @@ so a team can override one (custom training steps)::
             return MyModel().fit(X_train, y_train)
 
 and add metrics with functions ``fn(model, X_test, y_test) -> dict``.
-The finished job is written in the format of ``pipeline.jobs``.
+The finished job is written in the format of ``pipeline.training.jobs``.
 """
 from __future__ import annotations
 
@@ -21,10 +21,17 @@ import pandas as pd
 
 from pipeline.config import PipelineConfig
 from pipeline.container import train as recipe
-from pipeline.data import Dataset, load_dataset
 from pipeline.errors import PipelineError
-from pipeline.jobs import HELDOUT_FILE, MODEL_DIR, TrainingJob, claim_unique_directory, record_job, timestamp_name
 from pipeline.progress import progress
+from pipeline.training.datasets import Dataset, load_dataset
+from pipeline.training.jobs import (
+    HELDOUT_FILE,
+    MODEL_DIR,
+    TrainingJob,
+    claim_unique_directory,
+    record_job,
+    timestamp_name,
+)
 
 CustomEvaluation = Callable[[Any, pd.DataFrame, pd.Series], dict[str, Any]]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pipeline.results_schema import Results
+from pipeline.reporting.results import Results
 
 
 def _tick(value: Any, emoji: bool = True) -> str:
@@ -67,7 +67,7 @@ def render_summary(results: Results, emoji: bool, store_dir: str | None = None) 
                        f"{testing.throughput_rps} requests/s")
     saved = [f"{'📄 ' if emoji else ''}Detailed results saved to: {results.results_file}"]
     if store_dir is not None and results.run_id:
-        from pipeline.html_report import report_path
+        from pipeline.reporting.html_report import report_path
 
         page = report_path(store_dir, results.run_id)
         if page.is_file():

@@ -18,11 +18,11 @@ from pipeline.errors import ExitCode
 from pipeline.outcomes import FinalState, Mode, RunStatus
 
 if TYPE_CHECKING:
-    from pipeline.deployment import Deployment
-    from pipeline.jobs import TrainingJob
-    from pipeline.orchestrator import GateDecision
-    from pipeline.rollout import BakeReport
+    from pipeline.deployment.rollout import BakeReport
+    from pipeline.deployment.steps import Deployment
+    from pipeline.run.orchestrator import GateDecision
     from pipeline.testing import TestReport
+    from pipeline.training.jobs import TrainingJob
 
 
 def utc_timestamp() -> str:

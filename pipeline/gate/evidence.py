@@ -137,7 +137,7 @@ def judge(metric: str, value: float, threshold: float, minimum: float, *,
           interval: tuple[float, float] | None = None) -> GateEvidence:
     """The gate's verdict on one metric value.
 
-    ``point`` acts on the value alone (the table in ``pipeline/orchestrator.py``). ``confident`` acts on
+    ``point`` acts on the value alone (the table in ``pipeline/run/orchestrator.py``). ``confident`` acts on
     the 95% interval: deploy only when its lower end reaches the threshold, reject only when its upper
     end is below the minimum, otherwise hold for "not enough evidence". At the threshold the point rule
     deploys about half the models that are truly no better than the threshold; the interval rule about

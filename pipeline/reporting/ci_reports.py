@@ -35,8 +35,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.atomic_files import write_atomically
-from pipeline.results_schema import DeploymentResults, Gate, Results, RolloutPhase, TestingPhase
+from pipeline.reporting.results import DeploymentResults, Gate, Results, RolloutPhase, TestingPhase
+from pipeline.state.files import write_atomically
 
 DOTENV_PREFIX = "MLOPS_"
 DOTENV_MAX_VARIABLES = 20  # the smallest per-plan limit GitLab applies

@@ -1,11 +1,11 @@
 """What an endpoint worker tells about its traffic: Prometheus metrics and captured requests.
 
-``pipeline.serving.create_app`` builds one ``EndpointTelemetry`` per worker from the version's
+``pipeline.serving.app.create_app`` builds one ``EndpointTelemetry`` per worker from the version's
 pointer spec; ``_Invocations.on_post`` hands it every answered request (``answered``), falcon's
 error handlers every refused one (``count_http_error``, ``count_exception``), and the worker
-(``pipeline.endpoint_worker``) its own 408s.
+(``pipeline.serving.worker``) its own 408s.
 
-**Metrics**: ``pipeline.endpoint_metrics`` (this module hands them each request and refusal).
+**Metrics**: ``pipeline.serving.metrics`` (this module hands them each request and refusal).
 
 **Capture** records ``capture_percent`` of the answered requests (and of the bodies refused as
 malformed, without an answer: ``refused``), each drawn at random, in
@@ -43,9 +43,9 @@ from typing import Any
 import falcon
 import numpy as np
 
-from pipeline.endpoint_metrics import DROP_REASONS, STARTED_KEY, EndpointMetrics, metrics_directory, metrics_exposition
 from pipeline.monitoring.capture import SUFFIXES, capture_hour_directory, capture_line, capture_record
-from pipeline.serving_contract import TEST_TRAFFIC_HEADER
+from pipeline.serving.contract import TEST_TRAFFIC_HEADER
+from pipeline.serving.metrics import DROP_REASONS, STARTED_KEY, EndpointMetrics, metrics_directory, metrics_exposition
 
 log = logging.getLogger(__name__)
 

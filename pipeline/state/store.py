@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.backends.server_processes import Owner
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.state.processes import Owner
 
 DB_FILENAME = "state.db"
 GENESIS_HASH = "0" * 64

@@ -6,7 +6,7 @@
 ``Orchestrator.run`` reads like that diagram. The decisions that matter are
 made here and nowhere else: the accuracy gate (``Gate``), whether a
 deployment whose tests failed is rolled back, and what a bake's findings
-(``pipeline.rollout``) lead to: promote, roll back on a breach, or keep the
+(``pipeline.deployment.rollout``) lead to: promote, roll back on a breach, or keep the
 serving version when there was too little traffic for a verdict. Modules below do the work; this
 one decides, passing one config object and one ``RunRecord`` along.
 """
@@ -20,17 +20,16 @@ from typing import Any
 
 from pipeline.backends import load_backend
 from pipeline.backends.base import Backend
-from pipeline.champion import compare_with_serving_version
 from pipeline.config import PipelineConfig, validate_endpoint_name
-from pipeline.deployment import Deployment, DeploymentPipeline
+from pipeline.deployment.rollout import BakeOutcome, BakeReport, bake
+from pipeline.deployment.steps import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.evidence import ChampionComparison, judge
-from pipeline.jobs import TrainingJob
+from pipeline.gate.champion import compare_with_serving_version
+from pipeline.gate.evidence import ChampionComparison, judge
 from pipeline.logs import log_phase, set_run_id
 from pipeline.notifications import Notifier
 from pipeline.outcomes import FinalState, Mode, Verdict
-from pipeline.rollout import BakeOutcome, BakeReport, bake
-from pipeline.run_record import (
+from pipeline.run.record import (
     CleanupRecord,
     EndpointRef,
     RollbackRecord,
@@ -39,9 +38,10 @@ from pipeline.run_record import (
     TrainingRecord,
     new_run_id,
 )
-from pipeline.store import DeploymentStore
+from pipeline.state.store import DeploymentStore
 from pipeline.testing import EndpointTester, TestReport
-from pipeline.training import BUILTIN_METRICS, TrainingPipeline
+from pipeline.training.fitting import BUILTIN_METRICS, TrainingPipeline
+from pipeline.training.jobs import TrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ class Gate:
     | otherwise                                                    | deploy   | yes                          |
 
     ``gate_policy`` ``point`` compares the metric itself; ``confident`` its 95% interval
-    (``pipeline.evidence.judge``). The champion comparison is made beforehand
-    (``pipeline.champion``) and reported whatever the decision.
+    (``pipeline.gate.evidence.judge``). The champion comparison is made beforehand
+    (``pipeline.gate.champion``) and reported whatever the decision.
     """
 
     def __init__(self, config: PipelineConfig, explicit_request: bool = False) -> None:

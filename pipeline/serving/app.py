@@ -1,10 +1,10 @@
 """The local endpoint's HTTP app: SageMaker's serving contract over the same inference hooks.
 
 An ASGI app (falcon), run by gunicorn with the endpoint's own uvicorn worker
-(``pipeline.endpoint_worker``; ``pipeline.backends.local`` starts it)::
+(``pipeline.serving.worker``; ``pipeline.backends.local.backend`` starts it)::
 
     MLOPS_MODEL_POINTER=.mlops/endpoints/iris-model/current.json \\
-        gunicorn -c python:pipeline.gunicorn_conf 'pipeline.serving:create_app()'
+        gunicorn -c python:pipeline.serving.gunicorn_conf 'pipeline.serving.app:create_app()'
 
 The pointer file names the version to serve, its model directory, the model's
 sha256 and the version's server settings (``max_payload_mb``,
@@ -27,7 +27,7 @@ Routes:
   ``ClientError`` carries the message; a name other than this endpoint's is a 404.
   An answer carries its inference id (``X-Inference-Id``), the key of its captured record.
 - ``GET /metrics``: Prometheus text format, summed over the workers
-  (``pipeline.endpoint_telemetry``; the endpoint's token is asked for, as on /invocations).
+  (``pipeline.serving.telemetry``; the endpoint's token is asked for, as on /invocations).
 Every response carries ``X-Model-Version`` and ``X-Model-Sha256`` (``Endpoint.headers``:
 the worker sends them with every response, its own 400 and 408 included).
 
@@ -54,15 +54,15 @@ import falcon.asgi
 import numpy as np
 
 from pipeline.container import inference
-from pipeline.endpoint_metrics import STARTED_KEY
-from pipeline.endpoint_telemetry import EndpointTelemetry
-from pipeline.serving_contract import (
+from pipeline.serving.contract import (
     INFERENCE_ID_HEADER,
     SHA_HEADER,
     TEST_TRAFFIC_HEADER,
     TOKEN_ENV,
     VERSION_HEADER,
 )
+from pipeline.serving.metrics import STARTED_KEY
+from pipeline.serving.telemetry import EndpointTelemetry
 
 POINTER_ENV = "MLOPS_MODEL_POINTER"
 POINTER_WAIT_ENV = "MLOPS_POINTER_WAIT"

@@ -35,8 +35,8 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from pipeline.endpoint_metrics import STARTED_KEY
-from pipeline.serving_contract import SHA_HEADER, VERSION_HEADER
+from pipeline.serving.contract import SHA_HEADER, VERSION_HEADER
+from pipeline.serving.metrics import STARTED_KEY
 
 # Sent by the master to the workers it is about to replace; SIGUSR2 means nothing else to a worker.
 DRAIN_SIGNAL = signal.SIGUSR2
@@ -211,7 +211,7 @@ class EndpointWorker(UvicornWorker):
         signal.siginterrupt(DRAIN_SIGNAL, False)
 
     async def _serve(self) -> None:
-        settings = self.wsgi.settings  # the app (pipeline.serving.Endpoint) carries its version's settings
+        settings = self.wsgi.settings  # the app (pipeline.serving.app.Endpoint) carries its version's settings
         self.config.headers = list(settings.headers)
         self.config.client_timeout_seconds = settings.client_timeout_seconds  # read by EndpointProtocol
         self.config.telemetry = settings.telemetry  # counts the 408s EndpointProtocol sends

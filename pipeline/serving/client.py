@@ -13,7 +13,7 @@ from typing import Protocol
 
 import requests
 
-from pipeline.serving_contract import SHA_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER  # noqa: F401 -- re-exported
+from pipeline.serving.contract import SHA_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER  # noqa: F401 -- re-exported
 
 
 class EndpointDown(ConnectionError):

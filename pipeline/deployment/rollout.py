@@ -21,7 +21,7 @@ it (``Backend.traffic_since``: clients' requests only, the pipeline's own tests 
 4. under SHADOW, the share of rows both versions predicted alike below ``shadow_min_agreement``: breach.
 
 ``bake`` runs the intervals and says what they found; what happens next -- promote, roll back, or
-keep the serving version -- is the orchestrator's decision (``pipeline.orchestrator``).
+keep the serving version -- is the orchestrator's decision (``pipeline.run.orchestrator``).
 """
 from __future__ import annotations
 

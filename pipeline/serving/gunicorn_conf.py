@@ -1,6 +1,6 @@
-"""gunicorn settings for the local endpoint (``-c python:pipeline.gunicorn_conf``).
+"""gunicorn settings for the local endpoint (``-c python:pipeline.serving.gunicorn_conf``).
 
-gunicorn's master with the endpoint's own uvicorn worker (``pipeline.endpoint_worker``):
+gunicorn's master with the endpoint's own uvicorn worker (``pipeline.serving.worker``):
 the master's HUP replaces workers behind the same listening socket without dropping a
 request, each worker is an event loop that slow or idle clients cannot stall, and the
 pair measured fastest of the stacks compared in docs/PERFORMANCE.md. uvicorn sets
@@ -22,11 +22,11 @@ import sklearn.linear_model
 import sklearn.pipeline
 import sklearn.preprocessing  # noqa: F401
 
-import pipeline.endpoint_metrics
-import pipeline.endpoint_telemetry
-import pipeline.endpoint_worker
-import pipeline.serving
-from pipeline.backends.server_processes import OWNER_ENV, watch_owner
+import pipeline.serving.app
+import pipeline.serving.metrics
+import pipeline.serving.telemetry
+import pipeline.serving.worker
+from pipeline.state.processes import OWNER_ENV, watch_owner
 
 # Put everything imported so far out of the collector's reach before the workers fork: a
 # worker's garbage collection then never writes to these objects, so their memory pages
@@ -34,7 +34,7 @@ from pipeline.backends.server_processes import OWNER_ENV, watch_owner
 gc.collect()
 gc.freeze()
 
-worker_class = "pipeline.endpoint_worker.EndpointWorker"
+worker_class = "pipeline.serving.worker.EndpointWorker"
 accesslog = None
 graceful_timeout = 30
 timeout = 60
@@ -46,17 +46,17 @@ ORPHAN_GRACE_SECONDS = 5.0  # how long an orphaned server's processes get to sto
 
 def on_starting(server) -> None:
     """The metrics directory starts empty: another server's files would be summed with ours."""
-    pipeline.endpoint_metrics.prepare_metrics_directory()
+    pipeline.serving.metrics.prepare_metrics_directory()
 
 
 def child_exit(server, worker) -> None:
     """A worker that exited no longer counts as live (its counters stay in the totals)."""
-    pipeline.endpoint_metrics.worker_exited(worker.pid)
+    pipeline.serving.metrics.worker_exited(worker.pid)
 
 
 def on_exit(server) -> None:
     """The workers have exited: the server's metrics directory goes with it."""
-    pipeline.endpoint_metrics.remove_metrics_directory()
+    pipeline.serving.metrics.remove_metrics_directory()
 
 
 def when_ready(server) -> None:
@@ -76,9 +76,9 @@ def when_ready(server) -> None:
 
 def on_reload(server) -> None:
     """Before a HUP's fresh workers start, tell the workers they replace to drain, not drop,
-    their kept-alive connections (``pipeline.endpoint_worker``)."""
+    their kept-alive connections (``pipeline.serving.worker``)."""
     for pid in list(server.WORKERS):
         try:
-            os.kill(pid, pipeline.endpoint_worker.DRAIN_SIGNAL)
+            os.kill(pid, pipeline.serving.worker.DRAIN_SIGNAL)
         except ProcessLookupError:
             pass

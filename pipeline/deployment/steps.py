@@ -20,10 +20,10 @@ from typing import Any
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.jobs import TrainingJob, timestamp_name
-from pipeline.locking import EndpointLock
 from pipeline.outcomes import FinalState
-from pipeline.store import DeploymentStore
+from pipeline.state.locking import EndpointLock
+from pipeline.state.store import DeploymentStore
+from pipeline.training.jobs import TrainingJob, timestamp_name
 
 log = logging.getLogger(__name__)
 

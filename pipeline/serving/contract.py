@@ -1,6 +1,6 @@
 """What an endpoint and its clients agree on, beyond SageMaker's ``/ping`` and ``/invocations``.
 
-Kept apart from the server (``pipeline.serving``) and the clients (``pipeline.endpoint_client``)
+Kept apart from the server (``pipeline.serving.app``) and the clients (``pipeline.serving.client``)
 so each imports only these names, not the other's dependencies.
 """
 from __future__ import annotations

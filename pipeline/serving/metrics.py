@@ -1,17 +1,17 @@
-"""An endpoint worker's Prometheus metrics (``pipeline.endpoint_telemetry`` hands them each request).
+"""An endpoint worker's Prometheus metrics (``pipeline.serving.telemetry`` hands them each request).
 
 **Metrics** are prometheus_client's multiprocess mode: every worker writes its counters into
 memory-mapped files of its own under ``PROMETHEUS_MULTIPROC_DIR`` (one directory per endpoint
-and server role, set by ``pipeline.backends.local_server``), and ``GET /metrics`` -- whichever
+and server role, set by ``pipeline.backends.local.servers``), and ``GET /metrics`` -- whichever
 worker answers it -- sums the files of every worker, the dead ones' included, so a counter
 never goes back when a version switch replaces the workers. gunicorn's master empties the
 directory when it starts, removes the live gauges of a worker that exits and the directory
-when it stops (``pipeline.gunicorn_conf``). Without the variable there are no metrics (a
+when it stops (``pipeline.serving.gunicorn_conf``). Without the variable there are no metrics (a
 server started by hand): per-worker counts would be wrong, not merely partial. Labels are
 bounded: the version this worker serves, HTTP status codes, and the model's own classes.
 The pipeline's own endpoint tests are counted in the totals and once more apart
 (``mlops_endpoint_test_*``), and a shadow candidate's predictions have counters of their own
-(``mlops_endpoint_shadow_*``): a bake's analysis (``pipeline.backends.local_traffic``) reads both.
+(``mlops_endpoint_shadow_*``): a bake's analysis (``pipeline.backends.local.traffic``) reads both.
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ class _Histogram:
         self.child = child
         if len(getattr(child, "_buckets", ())) != len(self.bounds) + 1 or not hasattr(child, "_sum"):
             raise RuntimeError("prometheus_client's Histogram no longer keeps _buckets and _sum: "
-                               "pipeline/endpoint_telemetry.py needs updating for this version")
+                               "pipeline/serving/telemetry.py needs updating for this version")
         self.counts = [0] * (len(self.bounds) + 1)
         self.total = 0.0
         self.observed = False
@@ -179,7 +179,7 @@ class EndpointMetrics:
             Histogram("mlops_endpoint_test_request_duration_seconds",
                       "Seconds from the first byte to the answer of the pipeline's own test invocations, by version",
                       ["version"], buckets=LATENCY_BUCKETS, registry=None).labels(version), LATENCY_BUCKETS)
-        # A shadow candidate (pipeline/serving.py): its predictions of copies of live requests, never returned.
+        # A shadow candidate (pipeline/serving/app.py): its predictions of copies of live requests, never returned.
         self._shadow_requests = Counter("mlops_endpoint_shadow_requests",
                                         "Copies of live invocations a shadow version predicted, by version and the "
                                         "HTTP status code it would have answered", ["version", "code"], registry=None)

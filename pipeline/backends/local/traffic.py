@@ -1,4 +1,4 @@
-"""A local endpoint's live traffic per version, read from its ``/metrics`` (``pipeline.endpoint_metrics``).
+"""A local endpoint's live traffic per version, read from its ``/metrics`` (``pipeline.serving.metrics``).
 
 A bake's analysis needs, for each version and one interval: the clients' requests, how many were
 not 2xx, and their p95 latency. The endpoint's counters are cumulative and summed over its

@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.backends.server_processes import (
+from pipeline.errors import ExitCode, PipelineError
+from pipeline.serving.app import POINTER_ENV, POINTER_WAIT_ENV
+from pipeline.serving.client import EndpointDown, HttpEndpointClient, Reply
+from pipeline.serving.metrics import METRICS_DIR_ENV
+from pipeline.state.processes import (
     OWNER_ENV,
     Owner,
     group_members,
@@ -22,12 +26,8 @@ from pipeline.backends.server_processes import (
     reap,
     write_owner,
 )
-from pipeline.endpoint_client import EndpointDown, HttpEndpointClient, Reply
-from pipeline.endpoint_metrics import METRICS_DIR_ENV
-from pipeline.errors import ExitCode, PipelineError
-from pipeline.serving import POINTER_ENV, POINTER_WAIT_ENV
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 START_MARKER = "=== mlops: starting"
 # The only environment a long-lived endpoint process inherits: what Python, the numeric
 # libraries and the locale need. CI tokens, cloud keys and the like stay with the pipeline.
@@ -99,12 +99,12 @@ def launch_server(endpoint_dir: Path, endpoint_name: str, role: str, host: str, 
     owner_file = write_owner(endpoint_dir, role, owner)
     command = [
         sys.executable, "-m", "gunicorn",
-        "--config", "python:pipeline.gunicorn_conf",
+        "--config", "python:pipeline.serving.gunicorn_conf",
         "--bind", f"{host}:{port}",
         "--workers", str(workers),
         "--name", f"mlops-{endpoint_name}-{role}",
         "--pid", pid_file_argument(endpoint_dir, role),
-        "pipeline.serving:create_app()",
+        "pipeline.serving.app:create_app()",
     ]
     env = server_environment()  # the server knows only the token's hash, and no other secret
     env[POINTER_ENV] = str(pointer.resolve())

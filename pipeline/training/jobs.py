@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic_files import write_atomically
 from pipeline.config import PipelineConfig
 from pipeline.container import inference as recipe_inference
 from pipeline.container import train as recipe
-from pipeline.data import Dataset
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.evidence import labelled_row_hashes
+from pipeline.gate.evidence import labelled_row_hashes
 from pipeline.monitoring import Baseline, DriftThresholds, compute_baseline, read_baseline, write_baseline
 from pipeline.monitoring.baseline import BASELINE_FILE, CONSTRAINTS_FILE
+from pipeline.state.files import write_atomically
+from pipeline.training.datasets import Dataset
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"

@@ -33,7 +33,7 @@ from pipeline.monitoring import (
     read_labels,
 )
 from pipeline.outcomes import FinalState
-from pipeline.serving_contract import TEST_INFERENCE_ID_PREFIX
+from pipeline.serving.contract import TEST_INFERENCE_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
