@@ -5,7 +5,7 @@
 
 Every rate is computed exactly, from the binomial (one model against the threshold) or the multinomial
 (two models on the same rows) distribution of the counts the rules read, with the rules of
-pipeline/gate/evidence.py themselves (``judge``, ``champion_holds``, ``tango_score``). A seeded simulation of
+pipeline/gate/ themselves (``judge``, ``champion_holds``, ``tango_score``). A seeded simulation of
 the paired draws (numpy's default generator, ``--seed``) re-derives the champion tables as a check on the
 exact sums. Writes bench/results/decisions.json. Takes a few seconds.
 """
@@ -21,16 +21,11 @@ import numpy as np
 from scipy.stats import binom, norm
 
 from bench.common import write_result
-from pipeline.gate.evidence import (
-    ChampionPolicy,
-    GatePolicy,
-    Verdict,
-    champion_holds,
-    judge,
-    rows_needed,
-    tango_score,
-    wilson_interval,
-)
+from pipeline.gate.comparison import champion_holds
+from pipeline.gate.decision import ChampionPolicy, GatePolicy
+from pipeline.gate.rules import judge
+from pipeline.gate.statistics import rows_needed, tango_score, wilson_interval
+from pipeline.outcomes import Verdict
 
 SIZES = (30, 100, 300, 1_000, 3_000)
 STEP = 0.02  # a model this far below/above the threshold
@@ -48,7 +43,7 @@ def promoting_counts(n: int, policy: GatePolicy, threshold: float, minimum: floa
     """
     def deploys(k: int) -> bool:
         interval = wilson_interval(k, n) if policy is GatePolicy.CONFIDENT else None
-        return judge("accuracy", k / n, threshold, minimum, policy=policy, interval=interval).verdict is Verdict.DEPLOY
+        return judge("accuracy", k / n, threshold, minimum, policy=policy, interval=interval).decision is Verdict.DEPLOY
 
     if not deploys(n):
         return n + 1

@@ -6,7 +6,6 @@ changes an endpoint takes the endpoint's lock and repairs an interrupted deploym
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import signal
@@ -22,6 +21,7 @@ from typing import Any
 from pipeline.backends import load_backend
 from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
+from pipeline.container.verified_files import FileChanged, read_verified, write_recorded
 from pipeline.deployment.steps import DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.logs import configure_logging, default_results_file, prune_default_files
@@ -31,7 +31,6 @@ from pipeline.outcomes import FinalState
 from pipeline.progress import configure as configure_progress
 from pipeline.reporting.results import Results
 from pipeline.run.record import RunSummary, new_run_id
-from pipeline.state.files import write_atomically
 from pipeline.state.store import DeploymentStore
 
 log = logging.getLogger("pipeline")
@@ -94,11 +93,11 @@ def _write_run_file(store: DeploymentStore | None, run_id: str | None, path: str
     """Write a run's results (or a monitor run's report) and record its sha256, so ``runs show`` can tell the
     file is still the run's own. A store that cannot take the hash costs the run nothing: ``runs show`` then
     says the file is unverified. A file that cannot be written raises ``OSError``."""
-    write_atomically(path, payload)
+    digest = write_recorded(path, payload)
     if store is None or not run_id:
         return
     try:
-        store.record_results_hash(run_id, hashlib.sha256(payload.encode()).hexdigest())
+        store.record_results_hash(run_id, digest)
     except PipelineError as err:
         log.warning("the results file's sha256 was not recorded (%s): `runs show %s` will say it is unverified",
                     err.message, run_id)
@@ -394,13 +393,9 @@ class Operations:
             written = " (it was run without --output-file)" if row["mode"] == "monitor" else ""
             raise PipelineError(f"run {run_id!r} recorded no results file{written}")
         path = Path(row["results_file"])
+        recorded = row.get("results_sha256")
         try:
-            data = path.read_bytes()
-            recorded = row.get("results_sha256")
-            if recorded and hashlib.sha256(data).hexdigest() != recorded:
-                raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, is not the one the run "
-                                    f"wrote: its sha256 differs from the one recorded in {str(self.store.path)!r} "
-                                    f"(edited or replaced since); `runs` and `history` still show the run")
+            data = read_verified(path, recorded) if recorded else path.read_bytes()
             unverified = None if recorded else (
                 f"run {run_id} recorded no sha256 of its results file (it ended before writing it, or ran before "
                 f"results were hashed): {path} is shown unverified")
@@ -408,6 +403,10 @@ class Operations:
             if row["mode"] == "monitor":
                 return MonitorRunReport(str(path), document), unverified
             return Results.model_validate(document), unverified
+        except FileChanged:
+            raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, is not the one the run "
+                                f"wrote: its sha256 differs from the one recorded in {str(self.store.path)!r} "
+                                f"(edited or replaced since); `runs` and `history` still show the run") from None
         except FileNotFoundError:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, does not exist (deleted, or "
                                 f"never written: the status was {row['status']}, exit code {row['exit_code']})"

@@ -9,9 +9,10 @@ import requests
 from sklearn.datasets import load_breast_cancer, make_classification
 
 from pipeline.config import PipelineConfig
-from pipeline.gate.evidence import ChampionComparison, ComparisonStatus, skipped_comparison
+from pipeline.gate.comparison import skipped_comparison
+from pipeline.gate.decision import ChampionComparison, ComparisonStatus
+from pipeline.gate.rules import Gate
 from pipeline.outcomes import Verdict
-from pipeline.run.orchestrator import Gate
 from pipeline.state.store import DeploymentStore
 
 LOW_BAR = ["--accuracy-threshold", "0.7", "--minimum-accuracy", "0.6"]
@@ -174,13 +175,13 @@ def _comparison(holds: bool) -> ChampionComparison:
 ])
 def test_the_champion_holds_only_a_candidate_that_clears_the_bar(accuracy, holds, verdict):
     decision = Gate(PipelineConfig()).decide({"accuracy": accuracy}, _comparison(holds))
-    assert decision.verdict == verdict
+    assert decision.decision == verdict
     assert (decision.reason == "held: worse") == (verdict == Verdict.HELD and accuracy >= 0.95)
 
 
 def test_a_skipped_comparison_never_holds_the_candidate():
     skipped = skipped_comparison("no serving version", metric="accuracy", policy="better")
-    assert Gate(PipelineConfig()).decide({"accuracy": 0.97}, skipped).verdict == Verdict.DEPLOY
+    assert Gate(PipelineConfig()).decide({"accuracy": 0.97}, skipped).decision == Verdict.DEPLOY
 
 
 @pytest.mark.parametrize(("interval", "verdict"), [
@@ -192,7 +193,7 @@ def test_the_confident_policy_acts_on_the_interval(interval, verdict):
     config = PipelineConfig(gate_policy="confident")
     decision = Gate(config).decide({"accuracy": 0.97 if verdict != Verdict.REJECTED else 0.85,
                                     "accuracy_ci95": list(interval)})
-    assert decision.verdict == verdict and decision.policy == "confident"
+    assert decision.decision == verdict and decision.policy == "confident"
 
 
 def test_every_gate_result_says_how_many_rows_would_settle_it():

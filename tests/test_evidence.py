@@ -1,4 +1,5 @@
-"""The statistics behind the gate's decisions (pipeline/gate/evidence.py): intervals, rows needed,
+"""The statistics behind the gate's decisions (pipeline/gate/statistics.py, rules.py, comparison.py and
+pipeline/training/row_hashes.py): intervals, rows needed,
 the gate policies, training-row hashes and the paired comparison with the champion.
 
 Reference values are computed here independently of the module (hand formulas, numerical
@@ -16,24 +17,18 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import binomtest, norm
 
 from pipeline.errors import PipelineError
-from pipeline.gate.evidence import (
-    NOT_PAIRED,
-    ChampionPolicy,
-    ComparisonStatus,
-    GatePolicy,
-    Verdict,
-    champion_holds,
-    compare_point_values,
-    compare_with_champion,
-    judge,
+from pipeline.gate.comparison import NOT_PAIRED, champion_holds, compare_point_values, compare_with_champion
+from pipeline.gate.decision import ChampionPolicy, ComparisonStatus, GatePolicy
+from pipeline.gate.rules import judge
+from pipeline.gate.statistics import (
     mcnemar_p_value,
     paired_difference_interval,
-    row_hashes,
     rows_needed,
-    rows_not_trained_on,
     tango_score,
     wilson_interval,
 )
+from pipeline.outcomes import Verdict
+from pipeline.training.row_hashes import row_hashes, rows_not_trained_on
 
 Z95 = norm.ppf(0.975)
 VERSION = "iris-model-20260101-120000"
@@ -111,7 +106,7 @@ def test_rows_needed_is_one_when_any_row_would_clear_the_threshold() -> None:
     (0.899, Verdict.REJECTED),
 ])
 def test_point_policy_compares_the_value_with_threshold_and_minimum(value: float, verdict: Verdict) -> None:
-    assert judge("accuracy", value, 0.95, 0.90, policy="point").verdict is verdict
+    assert judge("accuracy", value, 0.95, 0.90, policy="point").decision is verdict
 
 
 @pytest.mark.parametrize(("interval", "verdict"), [
@@ -124,17 +119,17 @@ def test_point_policy_compares_the_value_with_threshold_and_minimum(value: float
 def test_confident_policy_decides_on_the_interval(interval: tuple[float, float], verdict: Verdict) -> None:
     value = (interval[0] + interval[1]) / 2
     result = judge("accuracy", value, 0.95, 0.90, policy=GatePolicy.CONFIDENT, interval=interval)
-    assert result.verdict is verdict
+    assert result.decision is verdict
     if verdict is Verdict.HELD:
         assert result.reason.startswith("not enough evidence")
 
 
 def test_confident_policy_holds_a_perfect_score_on_thirty_rows() -> None:
     result = judge("accuracy", 1.0, 0.95, 0.90, policy="confident", interval=wilson_interval(30, 30))
-    assert result.verdict is Verdict.HELD
+    assert result.decision is Verdict.HELD
     assert "about 73 rows" in result.reason
     point = judge("accuracy", 1.0, 0.95, 0.90, policy="point", interval=wilson_interval(30, 30))
-    assert point.verdict is Verdict.DEPLOY
+    assert point.decision is Verdict.DEPLOY
 
 
 def test_confident_policy_without_an_interval_is_refused_by_name() -> None:
@@ -159,10 +154,10 @@ def test_no_warning_when_the_interval_clears_the_threshold() -> None:
     assert result.warning is None and result.rows_needed == 73
 
 
-def test_gate_evidence_is_json_ready() -> None:
+def test_gate_decision_is_json_ready() -> None:
     data = judge("accuracy", 1.0, 0.95, 0.90, policy="confident", interval=wilson_interval(30, 30)).to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert data["verdict"] == "held" and data["policy"] == "confident" and data["rows_needed"] == 73
+    assert data["decision"] == "held" and data["policy"] == "confident" and data["rows_needed"] == 73
 
 
 # --------------------------------------------------------------------------- training-row hashes

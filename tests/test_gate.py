@@ -6,13 +6,13 @@ import pytest
 from pipeline.config import MODEL_TYPES, PipelineConfig
 from pipeline.container.train import ESTIMATORS
 from pipeline.errors import PipelineError
+from pipeline.gate.rules import Gate
 from pipeline.outcomes import Verdict
-from pipeline.run.orchestrator import Gate
 
 
 def _decide(metrics: dict, explicit_request: bool = False, **settings) -> Verdict:
     config = PipelineConfig.model_validate({"accuracy_threshold": 0.95, "minimum_accuracy": 0.90, **settings})
-    return Gate(config, explicit_request=explicit_request).decide(metrics).verdict
+    return Gate(config, explicit_request=explicit_request).decide(metrics).decision
 
 
 @pytest.mark.parametrize(("accuracy", "verdict"), [
@@ -74,7 +74,7 @@ def test_numbers_that_are_not_scores_of_the_model_cannot_be_gated_on(name):
 def test_an_interval_that_straddles_the_threshold_warns_that_the_test_set_is_too_small():
     config = PipelineConfig(accuracy_threshold=0.95, minimum_accuracy=0.9)
     decision = Gate(config).decide({"accuracy": 0.9667, "accuracy_ci95": [0.83, 0.99]})
-    assert decision.verdict == Verdict.DEPLOY and "test set is too small to be sure" in decision.warning
+    assert decision.decision == Verdict.DEPLOY and "test set is too small to be sure" in decision.warning
     assert Gate(config).decide({"accuracy": 0.99, "accuracy_ci95": [0.96, 1.0]}).warning is None
 
 

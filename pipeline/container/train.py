@@ -14,7 +14,6 @@ arguments.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -25,7 +24,6 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
@@ -40,6 +38,13 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+
+if __package__:  # imported as pipeline.container.train
+    from .verified_files import SHA256_SUFFIX, file_sha256, write_atomically
+    from .wilson import wilson_interval
+else:  # in SageMaker's container: the source dir's files are top-level modules
+    from verified_files import SHA256_SUFFIX, file_sha256, write_atomically
+    from wilson import wilson_interval
 
 MODEL_FILENAME = "model.joblib"
 METRICS_FILENAME = "metrics.json"
@@ -107,12 +112,6 @@ def check_cv_folds(labels: pd.Series, cv_folds: int) -> None:
             f"class {_python_scalar(counts.idxmin())!r} has {counts.min()} training row(s), fewer than "
             f"cv_folds={cv_folds}: lower cv_folds or add data"
         )
-
-
-def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Where the true accuracy plausibly lies, given how small the test set is."""
-    interval = binomtest(correct, total).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(interval.low), float(interval.high)
 
 
 def evaluate(
@@ -208,12 +207,19 @@ def save_model(model: Pipeline, model_dir: str | os.PathLike[str], features: pd.
     """
     path = Path(model_dir) / MODEL_FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    path.with_name(MODEL_FILENAME + ".sha256").write_text(digest + "\n", encoding="ascii")
+    # Dumped beside the target and renamed over it, like every file verified_files writes: a reader
+    # never meets half a model, and the hash is taken of the bytes that end up in place.
+    temporary = path.with_name(f".{MODEL_FILENAME}.{os.getpid()}.tmp")
+    try:
+        joblib.dump(model, temporary)
+        digest = file_sha256(temporary)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    write_atomically(path.with_name(MODEL_FILENAME + SHA256_SUFFIX), digest + "\n")
     if features is not None:
-        path.with_name(INPUT_SCHEMA_FILENAME).write_text(json.dumps(input_schema(features), indent=2),
-                                                          encoding="utf-8")
+        write_atomically(path.with_name(INPUT_SCHEMA_FILENAME), json.dumps(input_schema(features), indent=2))
     return path
 
 

@@ -3,7 +3,7 @@
 Before the gate decides, the model the target endpoint serves is loaded exactly as a deployment
 loads it (its sha256 checked against the store first) and predicts the candidate's held-out rows.
 Rows the champion was trained on are dropped (their hashes are stored with every training job),
-so the comparison is paired, on rows neither model saw, and ``pipeline.gate.evidence`` turns it into
+so the comparison is paired, on rows neither model saw, and ``pipeline.gate.comparison`` turns it into
 numbers and a verdict. Anything that makes a fair comparison impossible (nothing serves, the
 champion cannot be loaded, it reads other features) makes it ``skipped``, with the reason; the
 absolute gate then decides alone.
@@ -22,17 +22,11 @@ from pipeline.backends.base import Backend
 from pipeline.config import PipelineConfig
 from pipeline.container import inference
 from pipeline.errors import PipelineError
-from pipeline.gate.evidence import (
-    PAIRED_METRICS,
-    ChampionComparison,
-    compare_point_values,
-    compare_with_champion,
-    labelled_row_hashes,
-    rows_not_trained_on,
-    skipped_comparison,
-)
+from pipeline.gate.comparison import PAIRED_METRICS, compare_point_values, compare_with_champion, skipped_comparison
+from pipeline.gate.decision import ChampionComparison
 from pipeline.state.store import DeploymentStore
 from pipeline.training.jobs import TrainingJob
+from pipeline.training.row_hashes import labelled_row_hashes, rows_not_trained_on
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ The thresholds go in ``constraints.json`` (SageMaker's ``monitoring_config`` sha
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -31,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipeline.container.verified_files import FileChanged, read_verified, write_recorded
 from pipeline.errors import PipelineError
-from pipeline.state.files import write_atomically
 
 if TYPE_CHECKING:
     from pipeline.monitoring.drift import DriftThresholds
@@ -331,9 +330,7 @@ def write_baseline(directory: Path, baseline: Baseline, thresholds: DriftThresho
     digests = {}
     for name, content in ((BASELINE_FILE, baseline.statistics_dict()),
                           (CONSTRAINTS_FILE, baseline.constraints_dict(thresholds))):
-        data = json.dumps(content, indent=1, allow_nan=False).encode()
-        write_atomically(Path(directory) / name, data)
-        digests[name] = hashlib.sha256(data).hexdigest()
+        digests[name] = write_recorded(Path(directory) / name, json.dumps(content, indent=1, allow_nan=False))
     return digests
 
 
@@ -342,13 +339,13 @@ def read_baseline(path: Path, sha256: str | None = None) -> Baseline:
     (``sha256`` given and different) or not a baseline."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if sha256 is None else read_verified(path, sha256)
     except FileNotFoundError:
         raise PipelineError(f"baseline {str(path)!r} not found: the training job predates monitoring "
                             f"or its files were removed; retrain to create one") from None
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+    except FileChanged:
         raise PipelineError(f"baseline {str(path)!r} does not match the sha256 recorded at training: "
-                            f"refusing to compare against it")
+                            f"refusing to compare against it") from None
     try:
         return Baseline.from_dict(json.loads(data))
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:

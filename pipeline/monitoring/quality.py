@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import binomtest
-
+from pipeline.container.wilson import wilson_interval
 from pipeline.errors import PipelineError
 from pipeline.monitoring.baseline import class_key
 
@@ -83,8 +82,7 @@ def live_quality(
     if matched == 0:
         return QualityReport(status=INSUFFICIENT_DATA, reason="no label matches a captured prediction",
                              accuracy=None, interval_low=None, interval_high=None, **common)
-    interval = binomtest(correct, matched).proportion_ci(confidence_level=confidence, method="wilson")
-    low, high = float(interval.low), float(interval.high)
+    low, high = wilson_interval(correct, matched, confidence)
     accuracy = correct / matched
     summary = (f"accuracy {accuracy:.3f} on {matched} labelled predictions, "
                f"{confidence:.0%} interval [{low:.3f}, {high:.3f}]")

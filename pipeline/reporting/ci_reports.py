@@ -35,8 +35,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.reporting.results import DeploymentResults, Gate, Results, RolloutPhase, TestingPhase
-from pipeline.state.files import write_atomically
+from pipeline.container.verified_files import write_atomically
+from pipeline.gate.decision import GateDecision
+from pipeline.reporting.results import DeploymentResults, Results, RolloutPhase, TestingPhase
 
 DOTENV_PREFIX = "MLOPS_"
 DOTENV_MAX_VARIABLES = 20  # the smallest per-plan limit GitLab applies
@@ -245,7 +246,7 @@ def render_junit(results: Results) -> bytes:
     return ET.tostring(junit_tree(results).getroot(), encoding="utf-8", xml_declaration=True) + b"\n"
 
 
-def _gate_cases(suite: _Suite, gate: Gate, results: Results) -> None:
+def _gate_cases(suite: _Suite, gate: GateDecision, results: Results) -> None:
     metric, value, threshold, minimum = gate.metric, gate.value, gate.threshold, gate.minimum
     properties = ET.SubElement(suite.element, "properties")
     for key in ("decision", "metric", "value", "threshold", "minimum"):
@@ -274,7 +275,7 @@ def _gate_cases(suite: _Suite, gate: Gate, results: Results) -> None:
     _champion_case(suite, gate)
 
 
-def _champion_case(suite: _Suite, gate: Gate) -> None:
+def _champion_case(suite: _Suite, gate: GateDecision) -> None:
     """Failed when the champion held the candidate; skipped when no comparison was made."""
     champion = gate.champion
     if champion is None:

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, Template, select_autoescape
 from markupsafe import Markup
 
+from pipeline.container.verified_files import write_atomically
 from pipeline.redaction import scrub_known_secrets
 from pipeline.reporting.results import Results
-from pipeline.state.files import write_atomically
 
 if TYPE_CHECKING:
     from pygal.graph.graph import Graph

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.gate.decision import GateDecision
+
 
 class _Document(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -24,39 +26,6 @@ class Summary(_Document):
     endpoint_url: str | None = None
     endpoint_version: str | None = None
     testing_passed: bool | None = None
-
-
-class ChampionResult(_Document):
-    status: str | None = None  # compared | skipped
-    reason: str | None = None
-    policy: str | None = None
-    version: str | None = None
-    metric: str | None = None
-    champion_value: float | None = None
-    candidate_value: float | None = None
-    rows_compared: int = 0
-    rows_excluded: int = 0
-    candidate_only_correct: int | None = None
-    champion_only_correct: int | None = None
-    p_value: float | None = None
-    difference: float | None = None
-    difference_interval: list[float] | None = None
-    holds: bool = False
-
-
-class Gate(_Document):
-    decision: str | None = None
-    metric: str = "accuracy"
-    value: float | None = None
-    threshold: float | None = None
-    minimum: float | None = None
-    interval: list[float] | None = None
-    reason: str | None = None
-    warning: str | None = None
-    deploys: bool = False
-    policy: str | None = None
-    rows_needed: int | None = None
-    champion: ChampionResult | None = None
 
 
 class TrainingPhase(_Document):
@@ -164,7 +133,7 @@ class Results(_Document):
     started_at: str | None = None
     summary: Summary = Field(default_factory=Summary)
     phases: Phases = Field(default_factory=Phases)
-    gate: Gate | None = None
+    gate: GateDecision | None = None
     rollback: Rollback | None = None
     error: Error | None = None
     resume_command: str | None = None

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.backends import load_backend
 from pipeline.backends.base import Backend
@@ -25,7 +23,8 @@ from pipeline.deployment.rollout import BakeOutcome, BakeReport, bake
 from pipeline.deployment.steps import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.gate.champion import compare_with_serving_version
-from pipeline.gate.evidence import ChampionComparison, judge
+from pipeline.gate.decision import GateDecision
+from pipeline.gate.rules import Gate
 from pipeline.logs import log_phase, set_run_id
 from pipeline.notifications import Notifier
 from pipeline.outcomes import FinalState, Mode, Verdict
@@ -46,94 +45,6 @@ from pipeline.training.jobs import TrainingJob
 log = logging.getLogger(__name__)
 
 MODES = tuple(str(mode) for mode in Mode)
-
-
-# --------------------------------------------------------------------------- the gate
-@dataclass(frozen=True)
-class GateDecision:
-    verdict: Verdict
-    metric: str
-    value: float
-    threshold: float
-    minimum: float
-    interval: tuple[float, float] | None
-    reason: str
-    warning: str | None = None
-    policy: str = "point"
-    rows_needed: int | None = None  # evaluation rows at which the interval's lower end would clear the threshold
-    champion: ChampionComparison | None = None
-
-    @property
-    def deploys(self) -> bool:
-        return self.verdict == Verdict.DEPLOY
-
-    @property
-    def held_by_champion(self) -> bool:
-        return self.champion is not None and self.champion.holds and self.verdict == Verdict.HELD
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"decision": str(self.verdict), "metric": self.metric, "value": self.value,
-                "threshold": self.threshold, "minimum": self.minimum,
-                "interval": list(self.interval) if self.interval else None, "reason": self.reason,
-                "warning": self.warning, "deploys": self.deploys, "policy": self.policy,
-                "rows_needed": self.rows_needed, "champion": self.champion.to_dict() if self.champion else None}
-
-
-class Gate:
-    """May this model be deployed? Each row is checked in order; the first that applies decides.
-
-    | condition                                                    | decision | deploys                      |
-    |--------------------------------------------------------------|----------|------------------------------|
-    | metric < minimum (``confident``: the interval's upper end)   | rejected | never, not even with         |
-    |                                                              |          | --mode deployment            |
-    | accuracy <= no-skill baseline                                | held     | no (a majority-class guess   |
-    |                                                              |          | does as well)                |
-    | metric < threshold (``confident``: the interval's lower end) | held     | no                           |
-    | the champion holds it (``champion_policy``)                  | held     | no; the champion serves on   |
-    | auto-deploy off, and not --mode deployment                   | approved | later, with --mode deployment|
-    | otherwise                                                    | deploy   | yes                          |
-
-    ``gate_policy`` ``point`` compares the metric itself; ``confident`` its 95% interval
-    (``pipeline.gate.evidence.judge``). The champion comparison is made beforehand
-    (``pipeline.gate.champion``) and reported whatever the decision.
-    """
-
-    def __init__(self, config: PipelineConfig, explicit_request: bool = False) -> None:
-        self.config = config
-        self.explicit_request = explicit_request  # --mode deployment: deploy even with auto-deploy off
-
-    def decide(self, metrics: dict[str, Any], champion: ChampionComparison | None = None,
-               champion_warning: str | None = None) -> GateDecision:
-        name = self.config.gate_metric
-        value = metrics.get(name)
-        if name in NOT_GATEABLE or not _is_score(value):
-            scores = sorted(k for k, v in metrics.items() if _is_score(v) and k not in NOT_GATEABLE)
-            raise PipelineError(f"gate_metric {name!r} is not an evaluated score between 0 and 1 where higher is "
-                                f"better (available: {', '.join(scores)})")
-        interval = tuple(metrics["accuracy_ci95"]) if name == "accuracy" and metrics.get("accuracy_ci95") else None
-        evidence = judge(name, float(value), self.config.accuracy_threshold, self.config.minimum_accuracy,
-                         policy=self.config.gate_policy, interval=interval)  # type: ignore[arg-type]
-        verdict, reason = evidence.verdict, evidence.reason
-        accuracy, no_skill = metrics.get("accuracy"), metrics.get("no_skill_accuracy")
-        if verdict != Verdict.REJECTED and _is_score(accuracy) and _is_score(no_skill) and accuracy <= no_skill:
-            verdict, reason = Verdict.HELD, (f"accuracy {accuracy:.2%} does not beat the no-skill baseline "
-                                             f"{no_skill:.2%} (always predicting the most frequent class)")
-        elif verdict == Verdict.DEPLOY and champion is not None and champion.holds:
-            verdict, reason = Verdict.HELD, champion.reason
-        elif verdict == Verdict.DEPLOY and not (self.config.auto_deploy_enabled or self.explicit_request):
-            verdict, reason = Verdict.APPROVED, (f"{reason}; auto-deploy is off: deploy it with --mode deployment "
-                                                 f"--training-job NAME")
-        warning = "; ".join(filter(None, (evidence.warning, champion_warning))) or None
-        return GateDecision(verdict, name, float(value), evidence.threshold, evidence.minimum, evidence.interval,
-                            reason, warning, str(evidence.policy), evidence.rows_needed, champion)
-
-
-# Numbers, but not "higher is better" scores of the model: a spread, sizes, and a reference point.
-NOT_GATEABLE = {"cv_std", "test_size", "train_size", "no_skill_accuracy"}
-
-
-def _is_score(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
 
 
 # --------------------------------------------------------------------------- the run
@@ -275,9 +186,9 @@ class Orchestrator:
             decision = Gate(self.config, explicit_request=self.mode == Mode.DEPLOYMENT).decide(
                 job.metrics, champion, champion_warning)
             self.record.gate = decision
-            self.store.record_gate(self.run_id, job.name, decision.verdict, decision.reason, decision.metric,
+            self.store.record_gate(self.run_id, job.name, decision.decision, decision.reason, decision.metric,
                                    decision.value, decision.interval)
-            (log.warning if decision.verdict.stops_the_run else log.info)("gate: %s: %s", decision.verdict,
+            (log.warning if decision.decision.stops_the_run else log.info)("gate: %s: %s", decision.decision,
                                                                            decision.reason)
             log.info("gate: champion comparison: %s", champion.reason)
             if decision.warning:

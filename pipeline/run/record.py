@@ -20,7 +20,7 @@ from pipeline.outcomes import FinalState, Mode, RunStatus
 if TYPE_CHECKING:
     from pipeline.deployment.rollout import BakeReport
     from pipeline.deployment.steps import Deployment
-    from pipeline.run.orchestrator import GateDecision
+    from pipeline.gate.decision import GateDecision
     from pipeline.testing import TestReport
     from pipeline.training.jobs import TrainingJob
 
@@ -150,7 +150,7 @@ class RunRecord:
         rejected is 3; a deployment that was not kept, or endpoint tests that failed, are 1."""
         if self.error is not None:
             return self.error.exit_code
-        if self.gate is not None and self.gate.verdict.stops_the_run:
+        if self.gate is not None and self.gate.decision.stops_the_run:
             return ExitCode.GATE
         if self.rollback is not None or (self.deployment is not None and
                                          self.deployment.final_state == FinalState.FAILED):
@@ -161,8 +161,8 @@ class RunRecord:
 
     @property
     def status(self) -> RunStatus:
-        if self.error is None and self.gate is not None and self.gate.verdict.stops_the_run:
-            return RunStatus(str(self.gate.verdict))
+        if self.error is None and self.gate is not None and self.gate.decision.stops_the_run:
+            return RunStatus(str(self.gate.decision))
         if self.finished_at is None:
             return RunStatus.RUNNING
         return RunStatus.SUCCESS if self.exit_code == ExitCode.SUCCESS else RunStatus.FAILED
@@ -207,7 +207,7 @@ class RunRecord:
         return RunSummary(
             run_id=self.run_id, status=str(self.status), mode=str(self.mode), backend=self.backend,
             training_job=self.training_job,
-            gate_decision=str(gate.verdict) if gate else None, gate_metric=gate.metric if gate else None,
+            gate_decision=str(gate.decision) if gate else None, gate_metric=gate.metric if gate else None,
             gate_value=gate.value if gate else None, gate_threshold=gate.threshold if gate else None,
             gate_minimum=gate.minimum if gate else None, gate_reason=gate.reason if gate else None,
             champion=gate.champion.reason if gate and gate.champion else None,

@@ -54,6 +54,7 @@ import falcon.asgi
 import numpy as np
 
 from pipeline.container import inference
+from pipeline.container.payloads import parse_switch
 from pipeline.serving.contract import (
     INFERENCE_ID_HEADER,
     SHA_HEADER,
@@ -200,14 +201,6 @@ def _has_body(req: falcon.asgi.Request) -> bool:
     return bool(req.content_length) or req.get_header("Transfer-Encoding") is not None
 
 
-def _switch(header: str, value: str | None) -> bool:
-    if value is None or value.strip().lower() == "false":
-        return False
-    if value.strip().lower() == "true":
-        return True
-    raise inference.BadRequestError(f"{header}: expected true or false, got {value[:40]!r}")
-
-
 def _query_refused(req: falcon.asgi.Request) -> str:
     """A query string is refused rather than ignored: ``?probabilities=true`` would otherwise answer without
     probabilities and without saying why (SageMaker forwards no query string, so the switches are headers)."""
@@ -296,7 +289,7 @@ class _Invocations:
             if req.query_string:
                 raise inference.BadRequestError(_query_refused(req))
             switch = req.get_header(PROBABILITIES_HEADER)
-            probabilities = _switch(PROBABILITIES_HEADER, switch)
+            probabilities = parse_switch(PROBABILITIES_HEADER, switch)
             if switch is not None and not probabilities and \
                     inference.accept_asks_for_probabilities(req.get_header("Accept")):
                 raise inference.BadRequestError(f"{PROBABILITIES_HEADER}: false contradicts Accept's "

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.state.files import write_atomically
+from pipeline.container.verified_files import write_atomically
 
 OWNER_SUFFIX = ".owner"
 PID_SUFFIX = ".pid"

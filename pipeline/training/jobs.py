@@ -8,6 +8,7 @@ gate, the deployment and the endpoint tests only ever see what training produced
 """
 from __future__ import annotations
 
+import io
 import json
 import platform
 from dataclasses import dataclass, field
@@ -20,14 +21,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig
-from pipeline.container import inference as recipe_inference
 from pipeline.container import train as recipe
+from pipeline.container.verified_files import FileChanged, file_sha256, verify_file, write_recorded
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.gate.evidence import labelled_row_hashes
 from pipeline.monitoring import Baseline, DriftThresholds, compute_baseline, read_baseline, write_baseline
-from pipeline.monitoring.baseline import BASELINE_FILE, CONSTRAINTS_FILE
-from pipeline.state.files import write_atomically
+from pipeline.monitoring.baseline import BASELINE_FILE
 from pipeline.training.datasets import Dataset
+from pipeline.training.row_hashes import labelled_row_hashes
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
@@ -122,14 +122,14 @@ class TrainingJob:
         for relative, expected in sorted(artifacts.items()):
             path = directory / relative
             try:
-                actual = sha256_file(path)
+                verify_file(path, expected)
             except OSError as err:
                 raise PipelineError(f"training job {name!r}: {str(path)!r} cannot be read: {err.strerror or err}",
                                     ExitCode.FAILURE) from None
-            if actual != expected:
+            except FileChanged as err:
                 raise PipelineError(f"training job {name!r}: {str(path)!r} changed since training (sha256 "
-                                    f"{actual[:12]}..., recorded {expected[:12]}...): refusing to use the job",
-                                    ExitCode.FAILURE)
+                                    f"{err.actual[:12]}..., recorded {expected[:12]}...): refusing to use the job",
+                                    ExitCode.FAILURE) from None
         manifest = json.loads((directory / MANIFEST_FILE).read_text())
         return cls(
             name=name, directory=directory, model_sha256=recorded["model_sha256"],
@@ -138,8 +138,6 @@ class TrainingJob:
             model_type=manifest["model_type"], manifest=manifest, artifact_sha256=artifacts,
         )
 
-
-sha256_file = recipe_inference.file_sha256
 
 
 def library_versions() -> dict[str, str]:
@@ -183,16 +181,20 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
     model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
     schema_path = directory / MODEL_DIR / recipe.INPUT_SCHEMA_FILENAME
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    _write_json(directory / METRICS_FILE, metrics)
-    with open(directory / TRAINING_ROWS_FILE, "wb") as handle:
-        np.save(handle, labelled_row_hashes(X_train, y_train), allow_pickle=False)
-    write_baseline(directory, compute_baseline(X_train, y_train), DriftThresholds.from_mapping(config.model_dump()))
+    # Each file's sha256 is taken of the bytes written (write_recorded), the model's and the held-out rows'
+    # of the files other steps wrote; the store records them all and every later reader checks them.
+    artifacts = {METRICS_FILE: _write_json(directory / METRICS_FILE, metrics)}
+    row_hashes = io.BytesIO()
+    np.save(row_hashes, labelled_row_hashes(X_train, y_train), allow_pickle=False)
+    artifacts[TRAINING_ROWS_FILE] = write_recorded(directory / TRAINING_ROWS_FILE, row_hashes.getvalue())
+    artifacts.update(write_baseline(directory, compute_baseline(X_train, y_train),
+                                    DriftThresholds.from_mapping(config.model_dump())))
     manifest = {
         "training_job": directory.name,
         "created_at": created_at,
         "model_type": config.model_type,
         "model_file": str(model_path.relative_to(directory)),
-        "model_sha256": sha256_file(model_path),
+        "model_sha256": file_sha256(model_path),
         "label_column": dataset.label_column,
         "data_fingerprint": dataset.fingerprint(),
         "dataset": dataset.source,
@@ -204,12 +206,11 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
         "input_schema": json.loads(schema_path.read_text()) if schema_path.is_file() else None,
         **extra,
     }
-    _write_json(directory / MANIFEST_FILE, manifest)
-    recorded = [METRICS_FILE, MANIFEST_FILE, HELDOUT_FILE, TRAINING_ROWS_FILE, BASELINE_FILE, CONSTRAINTS_FILE,
-                manifest["model_file"]]
+    artifacts[MANIFEST_FILE] = _write_json(directory / MANIFEST_FILE, manifest)
+    artifacts[manifest["model_file"]] = manifest["model_sha256"]
+    artifacts[HELDOUT_FILE] = file_sha256(directory / HELDOUT_FILE)
     if schema_path.is_file():
-        recorded.append(str(schema_path.relative_to(directory)))
-    artifacts = {name: sha256_file(directory / name) for name in recorded}
+        artifacts[str(schema_path.relative_to(directory))] = file_sha256(schema_path)
     return TrainingJob(
         name=directory.name, directory=directory, model_sha256=manifest["model_sha256"], metrics=metrics,
         label_column=dataset.label_column, data_fingerprint=manifest["data_fingerprint"],
@@ -217,5 +218,5 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
     )
 
 
-def _write_json(path: Path, data: Any) -> None:
-    write_atomically(path, json.dumps(data, indent=2, default=str))
+def _write_json(path: Path, data: Any) -> str:
+    return write_recorded(path, json.dumps(data, indent=2, default=str))

@@ -42,6 +42,7 @@ from pipeline.backends.local.servers import (
     port_in_use,
 )
 from pipeline.backends.local.traffic import TrafficReading, interval, read_metrics
+from pipeline.container.verified_files import write_atomically
 from pipeline.errors import PipelineError
 from pipeline.outcomes import FinalState
 from pipeline.serving.app import (
@@ -53,7 +54,6 @@ from pipeline.serving.app import (
 )
 from pipeline.serving.client import EndpointDown
 from pipeline.serving.metrics import EndpointMetrics
-from pipeline.state.files import write_atomically
 from pipeline.state.processes import (
     Owner,
     ServerProcess,

@@ -1,0 +1,88 @@
+"""What the gate decided, as one type from the rule to the results JSON.
+
+``GateDecision`` is made by the gate's rules (``pipeline.gate.rules``), kept in the run's record,
+written as the results' ``gate`` and read back from a results file by the reports and ``runs show``:
+its fields are the JSON's keys. ``ChampionComparison`` is the comparison with the serving version it
+carries (``gate.champion``).
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from pipeline.outcomes import Verdict
+
+
+class GatePolicy(StrEnum):
+    POINT = "point"  # metric >= threshold deploys, below minimum rejected, between held
+    CONFIDENT = "confident"  # the whole 95% interval decides; the rest is "not enough evidence"
+
+
+class ChampionPolicy(StrEnum):
+    NOT_WORSE = "not_worse"  # held when the candidate is below the champion by more than the margin
+    BETTER = "better"  # deploy only when the candidate beats the champion by more than the margin, significantly
+    OFF = "off"  # no comparison
+
+
+class ComparisonStatus(StrEnum):
+    COMPARED = "compared"
+    SKIPPED = "skipped"
+
+
+class _Result(BaseModel):
+    # Frozen: a decision is made once. Keys a newer tool added are ignored when an older results file
+    # is read back (and ``deploys`` is worked out again, never read).
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ChampionComparison(_Result):
+    """The candidate against the serving version, on the evaluation rows the champion never trained on."""
+
+    status: ComparisonStatus
+    policy: ChampionPolicy = ChampionPolicy.NOT_WORSE
+    version: str | None = None  # None: nothing serves, so there is no champion
+    metric: str = "accuracy"
+    champion_value: float | None = None
+    candidate_value: float | None = None
+    rows_compared: int = 0
+    rows_excluded: int = 0
+    candidate_only_correct: int | None = None  # rows the candidate got right and the champion wrong
+    champion_only_correct: int | None = None  # and the reverse
+    p_value: float | None = None  # one-sided exact McNemar: the candidate is better
+    difference: float | None = None  # candidate - champion
+    difference_interval: tuple[float, float] | None = None  # 95%, Tango's score interval
+    test: str = "none"  # which paired test ran, or "skipped: not paired"
+    margin: float = 0.0
+    alpha: float = 0.05
+    holds: bool = False
+    reason: str = ""
+
+
+class GateDecision(_Result):
+    """The gate's decision on one model, the evidence it rests on, and the champion comparison beside it."""
+
+    decision: Verdict
+    metric: str
+    value: float
+    threshold: float
+    minimum: float
+    interval: tuple[float, float] | None = None
+    reason: str
+    warning: str | None = None
+    policy: GatePolicy = GatePolicy.POINT
+    rows_needed: int | None = None  # evaluation rows at which the interval's lower end would clear the threshold
+    champion: ChampionComparison | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def deploys(self) -> bool:
+        return self.decision == Verdict.DEPLOY
+
+    @property
+    def held_by_champion(self) -> bool:
+        return self.champion is not None and self.champion.holds and self.decision == Verdict.HELD
