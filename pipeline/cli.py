@@ -17,12 +17,19 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from pipeline.backends import BACKENDS
-from pipeline.config import MODEL_TYPES, TRAFFIC_ROUTINGS, PipelineConfig, load_config, validate_endpoint_name
+from pipeline.config import (
+    BACKEND_NAMES,
+    MODEL_TYPES,
+    TRAFFIC_ROUTINGS,
+    PipelineConfig,
+    load_config,
+    validate_endpoint_name,
+)
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.logs import LOG_FORMATS, default_results_file
 from pipeline.operations import MonitorRunReport, Operations, default_outputs, run_pipeline
 from pipeline.outcomes import FinalState, Mode
+from pipeline.progress import on_terminal
 from pipeline.reporting.console_summary import render_summary
 from pipeline.reporting.results import Results
 from pipeline.run.invocation import check_output_paths, output_label, resolve_mode
@@ -108,7 +115,7 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
 @click.option("--deployment-only", is_flag=True, help="Same as --mode deployment.")
 @click.option("--disable-auto-deploy", is_flag=True,
               help="Train and judge, but do not deploy (full or training mode only).")
-@click.option("--backend", type=click.Choice(list(BACKENDS)), help="Where to deploy (default: sagemaker with "
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), help="Where to deploy (default: sagemaker with "
               "--role-arn, else local).")
 @click.option("--dataset", help="'iris' or a CSV file with a header row.")
 @click.option("--label-column", help="Label column of a CSV dataset (default 'target').")
@@ -191,17 +198,9 @@ def cli(ctx: click.Context, **options: Any) -> None:
     sys.exit(results.exit_code)
 
 
-def _on_terminal() -> bool:
-    """Emoji and colour are for a person at a terminal; CI logs, pipes and files get the plain words."""
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stdout
-        return False
-
-
 def print_summary(results: Results, emoji: bool | None = None, store_dir: str | None = None) -> None:
     """The console summary (``pipeline.reporting.console_summary``): emoji and colour only at a terminal."""
-    click.echo(render_summary(results, _on_terminal() if emoji is None else emoji, store_dir))
+    click.echo(render_summary(results, on_terminal(sys.stdout) if emoji is None else emoji, store_dir))
 
 
 @cli.command()

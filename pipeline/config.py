@@ -44,7 +44,6 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.backends import BACKENDS
 from pipeline.errors import PipelineError
 from pipeline.redaction import redact_url
 
@@ -53,6 +52,9 @@ DEFAULT_CONFIG_FILE = "pipeline_config.json"
 # The estimators pipeline/container/train.py builds, by the names the config uses. The container
 # code cannot import this package, so a test checks that its ESTIMATORS table has exactly these.
 MODEL_TYPES = ("logistic_regression", "random_forest", "gradient_boosting")
+# The backends by name; pipeline/backends/__init__.py says where each lives (a test keeps the two in step),
+# so the config knows the names without importing any backend.
+BACKEND_NAMES = ("local", "sagemaker")
 # How a tested version takes an endpoint's traffic, in SageMaker's words (pipeline/deployment/rollout.py).
 TRAFFIC_ROUTINGS = ("ALL_AT_ONCE", "CANARY", "LINEAR", "SHADOW")
 
@@ -80,7 +82,7 @@ class PipelineConfig(BaseModel):
     email_recipients: tuple[str, ...] = ()
 
     # --- backend ---
-    backend: Literal[tuple(BACKENDS)] | None = None  # type: ignore[valid-type]  # None: sagemaker with role_arn, else local
+    backend: Literal[BACKEND_NAMES] | None = None  # type: ignore[valid-type]  # None: sagemaker with role_arn, else local
     role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,128}$")
 
     # --- data and model ---

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.backends import load_backend
+from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
 from pipeline.container.verified_files import FileChanged, read_verified, write_recorded
@@ -27,10 +26,12 @@ from pipeline.errors import ExitCode, PipelineError
 from pipeline.logs import configure_logging, default_results_file, prune_default_files
 from pipeline.monitoring.monitor import MonitorReport, roll_back_after_breach, watch
 from pipeline.notifications import Notifier
+from pipeline.notifications.message import RunSummary
 from pipeline.outcomes import FinalState
 from pipeline.progress import configure as configure_progress
+from pipeline.progress import on_terminal
 from pipeline.reporting.results import Results
-from pipeline.run.record import RunSummary, new_run_id
+from pipeline.run.record import new_run_id
 from pipeline.state.store import DeploymentStore
 
 log = logging.getLogger("pipeline")
@@ -62,7 +63,7 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
     from pipeline.run.orchestrator import Orchestrator
 
     log_file = configure_logging(config.log_level, config.log_file, log_format=outputs.log_format)
-    configure_progress(live=outputs.log_format == "text" and _on_terminal())
+    configure_progress(live=outputs.log_format == "text" and on_terminal())
     pruned = prune_default_files(config.tmp_retention_count, results_pending=not outputs.chosen_results_file,
                                  protect=[path for path in (outputs.results_file, config.log_file, outputs.dotenv_file,
                                                             outputs.junit_xml, outputs.metrics_file,
@@ -101,13 +102,6 @@ def _write_run_file(store: DeploymentStore | None, run_id: str | None, path: str
     except PipelineError as err:
         log.warning("the results file's sha256 was not recorded (%s): `runs show %s` will say it is unverified",
                     err.message, run_id)
-
-
-def _on_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stderr
-        return False
 
 
 def _write_run_report(results: Results, store: DeploymentStore, report_html: str | None) -> list[str]:
@@ -202,11 +196,8 @@ class Operations:
         self._backends: dict[str, Backend] = {}
 
     def backend(self, endpoint_name: str | None = None) -> Backend:
-        """--backend or --role-arn decide; otherwise the backend that runs the endpoint."""
-        name = self.config.backend_name
-        if endpoint_name and not (self.config.backend or self.config.role_arn):
-            row = self.store.endpoint(endpoint_name)
-            name = (row or {}).get("backend") or name
+        """The backend that runs the endpoint (``chosen_backend``)."""
+        name = chosen_backend(self.config, self.store.endpoint(endpoint_name) if endpoint_name else None)
         if name not in self._backends:
             self._backends[name] = load_backend(name, self.config, self.store, self.run_id)
         return self._backends[name]

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 log = logging.getLogger("pipeline.progress")
 
@@ -113,3 +113,12 @@ def configure(live: bool) -> Progress:
             if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
                 handler.setStream(_AboveTheLiveLines(sys.stderr))
     return _current
+
+
+def on_terminal(stream: TextIO | None = None) -> bool:
+    """Whether a person reads ``stream`` (default stderr, where progress goes) at a terminal: live lines,
+    emoji and colour are for them; CI logs, pipes and files get plain words."""
+    try:
+        return (stream if stream is not None else sys.stderr).isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False

@@ -319,7 +319,7 @@ def test_phase_is_the_one_announced_whichever_module_logs(name, current_phase, p
 def test_notification_lines_carry_the_notifications_phase(tmp_path, slack):
     from pipeline.config import load_config
     from pipeline.notifications import Notifier
-    from pipeline.run.record import RunSummary
+    from pipeline.notifications.message import RunSummary
 
     path = configure_logging("DEBUG", tmp_path / "x.log", log_format="json")
     config, _ = load_config(env={}, flags={"slack_webhook_url": slack.url}, search_default_file=False)

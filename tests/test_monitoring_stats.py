@@ -36,7 +36,7 @@ from pipeline.monitoring import (
     read_labels,
     write_baseline,
 )
-from pipeline.monitoring.drift import holm_adjusted, ks_statistic, psi
+from pipeline.monitoring.drift_tests import holm_adjusted, ks_statistic, psi
 
 THRESHOLDS = DriftThresholds()
 T0 = datetime(2026, 11, 30, 10, 15, 2, 123000, tzinfo=UTC)

@@ -27,7 +27,7 @@ from pipeline.notifications import (
     SmtpSettings,
     severity_for,
 )
-from pipeline.run.record import RunSummary
+from pipeline.notifications.message import RunSummary
 from tests.notification_fixtures import SMTP_PASSWORD, WEBHOOK_SECRET, Reply, SlackReceiver
 
 pytestmark = pytest.mark.timeout(30)
@@ -520,7 +520,7 @@ def test_a_delivery_still_in_flight_does_not_keep_the_process_alive(slack: Slack
     slack.script(Reply(trickle=True))  # the receiver keeps the post going until the test ends
     script = (
         "from pipeline.config import PipelineConfig\n"
-        "from pipeline.notifications import Notifier\nfrom pipeline.run.record import RunSummary\n"
+        "from pipeline.notifications import Notifier\nfrom pipeline.notifications.message import RunSummary\n"
         f"config = PipelineConfig(slack_webhook_url={slack.url!r}, notification_budget_seconds=0.5)\n"
         "notifier = Notifier(config, 'run', env={})\n"
         "notifier.notify('pipeline_finished', RunSummary(run_id='run', status='running'))\n"
@@ -576,7 +576,7 @@ def test_the_local_path_does_not_import_boto3(closed_port: int) -> None:
     script = (
         "import sys\n"
         "from pipeline.config import PipelineConfig\n"
-        "from pipeline.notifications import Notifier\nfrom pipeline.run.record import RunSummary\n"
+        "from pipeline.notifications import Notifier\nfrom pipeline.notifications.message import RunSummary\n"
         f"config = PipelineConfig(slack_webhook_url='http://127.0.0.1:{closed_port}/hook', notification_retries=0)\n"
         "notifier = Notifier(config, 'run', env={})\n"
         "notifier.notify('pipeline_finished', RunSummary(run_id='run', status='running'))\n"

@@ -2,12 +2,14 @@
 
 The local path must not import boto3 or the SageMaker SDK, so each backend
 lives in its own module and is loaded by name here; the CLI's ``--backend``
-choices come from ``BACKENDS``.
+choices and the config's ``backend`` values are ``pipeline.config.BACKEND_NAMES``, which names
+the same backends as ``BACKENDS`` (a test checks it).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ExitCode, PipelineError
 
@@ -21,6 +23,14 @@ BACKENDS: dict[str, str] = {
     "local": "pipeline.backends.local:LocalBackend",
     "sagemaker": "pipeline.backends.sagemaker:SageMakerBackend",
 }
+
+
+def chosen_backend(config: PipelineConfig, recorded: Mapping[str, Any] | None = None) -> str:
+    """The backend's name: ``--backend`` or ``--role-arn`` decide; otherwise the backend that made what the
+    command acts on (``recorded``: the store's row of the training job or endpoint), else the default."""
+    if config.backend or config.role_arn:
+        return config.backend_name
+    return (recorded or {}).get("backend") or config.backend_name
 
 
 def load_backend(name: str, config: PipelineConfig, store: DeploymentStore,

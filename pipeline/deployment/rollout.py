@@ -199,6 +199,10 @@ class BakeReport:
     def promotes(self) -> bool:
         return self.outcome in (BakeOutcome.PROMOTE, BakeOutcome.SKIPPED)
 
+    @property
+    def breached(self) -> bool:
+        return self.outcome == BakeOutcome.BREACH
+
     def promotion_reason(self) -> str:
         """Why every interval let the candidate go on, naming how many had no verdict (not "every" when some had)."""
         total = len(self.intervals)

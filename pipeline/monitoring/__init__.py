@@ -23,7 +23,8 @@ _MODULE_OF = {
                      "write_baseline"), "baseline"),
     **dict.fromkeys(("CaptureRecords", "DecodedRecord", "capture_hour_directory", "capture_line", "capture_record",
                      "decode_rows", "iter_capture_records", "prediction_keys"), "capture"),
-    **dict.fromkeys(("DriftReport", "DriftThresholds", "LiveTraffic", "detect_drift"), "drift"),
+    **dict.fromkeys(("DriftReport", "LiveTraffic", "detect_drift"), "drift"),
+    "DriftThresholds": "thresholds",
     **dict.fromkeys(("QualityReport", "live_quality", "read_labels"), "quality"),
 }
 
@@ -46,8 +47,9 @@ if TYPE_CHECKING:
         iter_capture_records,
         prediction_keys,
     )
-    from pipeline.monitoring.drift import DriftReport, DriftThresholds, LiveTraffic, detect_drift
+    from pipeline.monitoring.drift import DriftReport, LiveTraffic, detect_drift
     from pipeline.monitoring.quality import QualityReport, live_quality, read_labels
+    from pipeline.monitoring.thresholds import DriftThresholds
 
 
 def __getattr__(name: str) -> Any:

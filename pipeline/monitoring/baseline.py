@@ -34,7 +34,7 @@ from pipeline.container.verified_files import FileChanged, read_verified, write_
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.monitoring.drift import DriftThresholds
+    from pipeline.monitoring.thresholds import DriftThresholds
 
 BASELINE_FILE = "baseline.json"
 CONSTRAINTS_FILE = "constraints.json"

@@ -32,56 +32,28 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 from pipeline.monitoring.baseline import Baseline, FeatureBaseline, class_key
+from pipeline.monitoring.drift_tests import (
+    Repeats,
+    holm_adjusted,
+    ks_test,
+    missing_p,
+    out_of_range_p,
+    psi,
+    repeated_rows,
+)
+from pipeline.monitoring.thresholds import DriftThresholds
 
 NO_DRIFT = "no_drift"
 DRIFT = "drift"
 INSUFFICIENT_DATA = "insufficient_data"
-PSI_EPSILON = 1e-4  # the share given to an empty bucket, so the PSI stays finite
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """The monitor's settings, named as the config keys that carry them."""
-
-    monitor_min_rows: int = 100  # fewer captured rows than this: insufficient_data
-    drift_alpha: float = 0.05  # family-wise false-alarm rate of one monitor run (Holm over every test)
-    drift_psi_threshold: float = 0.1  # a distribution move counts from this PSI on (0.1: "moderate")
-    drift_missing_rate_threshold: float = 0.05  # a missing-value rate change counts from this much
-    drift_out_of_range_threshold: float = 0.05  # out-of-range values count from this share of the values
-    drift_prediction_threshold: float = 0.1  # a predicted class's share must move this much (L-infinity)
-    drift_wrong_width_threshold: float = 0.01  # more than this share of rows of the wrong width: a violation
-
-    def __post_init__(self) -> None:
-        if isinstance(self.monitor_min_rows, bool) or not isinstance(self.monitor_min_rows, int) \
-                or self.monitor_min_rows < 1:
-            raise ValueError(f"monitor_min_rows={self.monitor_min_rows!r}: expected a whole number of at least 1")
-        if not 0.0 < self.drift_alpha < 1.0:
-            raise ValueError(f"drift_alpha={self.drift_alpha!r}: expected a probability between 0 and 1, exclusive")
-        if not (self.drift_psi_threshold >= 0.0 and math.isfinite(self.drift_psi_threshold)):
-            raise ValueError(f"drift_psi_threshold={self.drift_psi_threshold!r}: expected a number of at least 0")
-        for name in ("drift_missing_rate_threshold", "drift_out_of_range_threshold",
-                     "drift_prediction_threshold", "drift_wrong_width_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r}: expected a share between 0 and 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> DriftThresholds:
-        """From a config (or a ``constraints.json``'s ``thresholds``): known keys only."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: values[key] for key in names if key in values})
 
 
 @dataclass(frozen=True)
@@ -244,95 +216,6 @@ def _split_by_width(rows: np.ndarray | Sequence[Sequence[float]], width: int) ->
     return matrix, wrong
 
 
-@dataclass(frozen=True)
-class Repeats:
-    """How much independent evidence the rows hold once identical rows are recognised."""
-
-    distinct_index: np.ndarray  # the index of one row of each set of identical rows
-    effective: float  # Kish effective sample size, n^2 / sum of c^2 over the counts c
-
-    @property
-    def distinct(self) -> int:
-        return int(self.distinct_index.size)
-
-
-def repeated_rows(rows: np.ndarray) -> Repeats:
-    """Identical rows, found by hashing each row (pandas' row hash; NaN equals NaN, -0.0
-    equals 0.0): ``n`` effective rows when all differ, about the number of distinct rows
-    when a few rows are replayed many times."""
-    n = rows.shape[0]
-    if n == 0:
-        return Repeats(np.empty(0, dtype=np.intp), 0.0)
-    clean = np.where(np.isnan(rows), np.nan, rows + 0.0)
-    hashes = pd.util.hash_pandas_object(pd.DataFrame(clean), index=False).to_numpy()
-    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
-    counts = counts.astype(np.float64)
-    return Repeats(np.sort(first), float(n * n / np.square(counts).sum()))
-
-
-def psi(baseline_counts: Sequence[int] | np.ndarray, live_counts: Sequence[int] | np.ndarray) -> float:
-    """Population stability index, sum of (live - baseline) * ln(live / baseline) over the
-    buckets' shares, with an empty bucket's share taken as ``PSI_EPSILON``."""
-    expected = np.asarray(baseline_counts, dtype=np.float64)
-    actual = np.asarray(live_counts, dtype=np.float64)
-    expected = np.maximum(expected / expected.sum(), PSI_EPSILON)
-    actual = np.maximum(actual / actual.sum(), PSI_EPSILON)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
-
-
-def holm_adjusted(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values: reject where adjusted <= alpha, and the chance of
-    any false rejection in the family stays at alpha, whatever the dependence between tests."""
-    p = np.asarray(p_values, dtype=np.float64)
-    m = p.size
-    if m == 0:
-        return p
-    order = np.argsort(p, kind="stable")
-    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
-    adjusted = np.empty(m)
-    adjusted[order] = np.maximum.accumulate(stepped)
-    return adjusted
-
-
-def ks_statistic(reference_sorted: np.ndarray, live: np.ndarray) -> float:
-    """The two-sample Kolmogorov-Smirnov statistic, the largest gap between the two
-    empirical CDFs (the number scipy's ``ks_2samp`` returns; a test checks they agree).
-    Computed here because ``ks_2samp`` also computes a p-value for the raw sample sizes,
-    which costs more than the statistic and is not the one wanted (see ``_ks``)."""
-    live_sorted = np.sort(live)
-    points = np.concatenate([reference_sorted, live_sorted])
-    cdf_reference = np.searchsorted(reference_sorted, points, side="right") / reference_sorted.size
-    cdf_live = np.searchsorted(live_sorted, points, side="right") / live_sorted.size
-    return float(np.abs(cdf_reference - cdf_live).max())
-
-
-def _ks(reference_sorted: np.ndarray, live: np.ndarray, live_effective: float) -> tuple[float, float]:
-    """KS statistic and p-value, from Smirnov's distribution as scipy's ``ks_2samp`` does
-    for large samples (``kstwo.sf(D, round(m n / (m + n)))``), with the live sample counted
-    at its effective size."""
-    statistic = ks_statistic(reference_sorted, live)
-    m, n = float(reference_sorted.size), max(1.0, live_effective)
-    effective = max(1, round(m * n / (m + n)))
-    return statistic, float(stats.kstwo.sf(statistic, effective))
-
-
-def _out_of_range_p(outside: int, values: int, p0: float) -> float:
-    """One-sided binomial test: more values outside the training range than the ``p0`` each
-    new value from the training distribution has of landing there."""
-    if outside == 0:
-        return 1.0
-    return float(stats.binomtest(outside, values, p0, alternative="greater").pvalue)
-
-
-def _missing_p(rate: float, effective: float, base: FeatureBaseline) -> float:
-    trials = max(1, round(effective))
-    missing = min(trials, round(rate * effective))
-    if missing == 0 and base.missing == 0:
-        return 1.0
-    table = [[missing, trials - missing], [base.missing, base.present]]
-    return float(stats.fisher_exact(table).pvalue)
-
-
 @dataclass
 class _FeatureTests:
     base: FeatureBaseline
@@ -353,7 +236,7 @@ def _test_feature(base: FeatureBaseline, reference: np.ndarray, column: np.ndarr
     missing_mask = np.isnan(column)
     values = column[~missing_mask]
     missing_rate = float(missing_mask.mean())
-    tests = _FeatureTests(base, int(values.size), missing_rate, _missing_p(missing_rate, effective, base))
+    tests = _FeatureTests(base, int(values.size), missing_rate, missing_p(missing_rate, effective, base))
     if values.size == 0 or base.present == 0:
         return tests
     live_effective = effective * values.size / n
@@ -362,14 +245,14 @@ def _test_feature(base: FeatureBaseline, reference: np.ndarray, column: np.ndarr
     tests.psi = psi(base.bin_counts, counts)
     reference = np.sort(reference[~np.isnan(reference)])
     if reference.size:
-        tests.ks_statistic, tests.ks_p = _ks(reference, values, live_effective)
+        tests.ks_statistic, tests.ks_p = ks_test(reference, values, live_effective)
     tests.out_of_range_rate = float(((values < base.min) | (values > base.max)).mean())
     # A rare-event test: a replayed out-of-range row is one event, not one per replay, so it
     # counts distinct rows (the Kish average cannot say *which* rows were replayed).
     distinct = column[repeats.distinct_index]
     distinct = distinct[~np.isnan(distinct)]
     outside = int(((distinct < base.min) | (distinct > base.max)).sum())
-    tests.out_of_range_p = _out_of_range_p(outside, distinct.size, min(1.0, 2.0 / (base.present + 1)))
+    tests.out_of_range_p = out_of_range_p(outside, distinct.size, min(1.0, 2.0 / (base.present + 1)))
     tests.mean = float(values.mean())
     return tests
 

@@ -9,7 +9,33 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.run.record import RunSummary
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A snapshot of the run for one notification: immutable, because it is delivered in the
+    background while the run goes on."""
+
+    run_id: str
+    status: str
+    mode: str | None = None
+    backend: str | None = None
+    training_job: str | None = None
+    gate_decision: str | None = None
+    gate_metric: str | None = None
+    gate_value: float | None = None
+    gate_threshold: float | None = None
+    gate_minimum: float | None = None
+    gate_reason: str | None = None
+    champion: str | None = None  # the comparison with the serving version, in one sentence
+    endpoint_name: str | None = None
+    endpoint_url: str | None = None
+    version: str | None = None
+    previous_version: str | None = None
+    final_state: str | None = None
+    rollback_reason: str | None = None
+    duration_seconds: float | None = None
+    message: str | None = None
+
 
 EVENTS: tuple[str, ...] = (
     "pipeline_started",

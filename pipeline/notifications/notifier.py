@@ -25,9 +25,8 @@ from pipeline.config import PipelineConfig
 from pipeline.logs import log_phase
 from pipeline.notifications.budget import NotificationBudget
 from pipeline.notifications.channels import Channel, DeliveryError, EmailChannel, SlackChannel, SnsChannel
-from pipeline.notifications.message import EVENTS, Message
+from pipeline.notifications.message import EVENTS, Message, RunSummary
 from pipeline.redaction import LIBRARY_LOGS, SecretScrubber
-from pipeline.run.record import RunSummary
 
 log = logging.getLogger("pipeline.notifications")
 

@@ -16,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.backends import load_backend
+from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend
 from pipeline.config import PipelineConfig, validate_endpoint_name
 from pipeline.deployment.rollout import BakeOutcome, BakeReport, bake
@@ -28,6 +28,7 @@ from pipeline.gate.rules import Gate
 from pipeline.logs import log_phase, set_run_id
 from pipeline.notifications import Notifier
 from pipeline.outcomes import FinalState, Mode, Verdict
+from pipeline.run.conclusion import Conclusion, conclude
 from pipeline.run.record import (
     CleanupRecord,
     EndpointRef,
@@ -96,15 +97,13 @@ class Orchestrator:
         self._deployment: Deployment | None = None
 
     def _backend_name(self) -> str:
-        """--backend or --role-arn decide; otherwise the backend that trained the job or runs the endpoint."""
-        if self.config.backend or self.config.role_arn:
-            return self.config.backend_name
+        """The backend of the training job to deploy, or of the endpoint to test or remove (``chosen_backend``)."""
         row = None
         if self.mode == Mode.DEPLOYMENT and self.training_job_name:
             row = self.store.training_job(self.training_job_name)
         elif self.mode in (Mode.TESTING, Mode.CLEANUP):
             row = self.store.endpoint(self.endpoint_name)
-        return (row or {}).get("backend") or self.config.backend_name
+        return chosen_backend(self.config, row)
 
     # ----------------------------------------------------------------- the diagram
     def run(self) -> RunRecord:
@@ -126,20 +125,13 @@ class Orchestrator:
                     with self.lock:
                         deployment = self.deploy(job)
                         report = self.test(deployment, job)
-                        if report.passed:
-                            baked = self.bake(deployment)  # None: the version takes all traffic at once
-                            if baked is None or baked.promotes:
-                                self.keep(deployment, reason=baked.reason if baked else None)
-                            elif baked.outcome == BakeOutcome.BREACH:
-                                self.roll_back(deployment, baked.reason or "bake breached", tests_failed=True)
-                            else:  # too little traffic for a verdict: never a pass
-                                self.roll_back(deployment, baked.reason or "insufficient traffic",
-                                               status=FinalState.KEPT_PREVIOUS)
-                        elif self.config.rollback_on_failure:
-                            self.roll_back(deployment, report.failure_reason or "endpoint tests failed",
-                                           tests_failed=True)
+                        baked = self.bake(deployment) if report.passed else None  # None: all traffic at once
+                        conclusion = conclude(report, baked, rollback_on_failure=self.config.rollback_on_failure)
+                        if conclusion.keep:
+                            self.keep(deployment, conclusion)
                         else:
-                            self.keep(deployment, failed_reason=report.failure_reason)
+                            self.roll_back(deployment, conclusion.reason or "", tests_failed=conclusion.tests_failed,
+                                           status=conclusion.final_state)
         except PipelineError as err:
             self.fail(err.message, err.exit_code, err.hint)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a cancelled CI job (see cli.run_pipeline)
@@ -238,23 +230,23 @@ class Orchestrator:
             (log.info if baked.promotes else log.warning)("bake: %s: %s", baked.outcome, baked.reason)
             return baked
 
-    def keep(self, deployment: Deployment, failed_reason: str | None = None, reason: str | None = None) -> None:
-        """Make the tested version the serving one (or, with rollback off, the failed one stays); ``reason``
-        says why for the history (a bake's verdict)."""
+    def keep(self, deployment: Deployment, conclusion: Conclusion) -> None:
+        """Make the tested version the serving one (or, with rollback off, the failed one stays); the
+        conclusion's reason goes into the history (a bake's verdict, or why the tests failed)."""
         with log_phase("deployment"):
             try:
-                if failed_reason is None:
-                    self.deployer.promote(deployment, reason=reason)
+                if not conclusion.failed:
+                    self.deployer.promote(deployment, reason=conclusion.reason)
                 else:
-                    self.deployer.promote(deployment, status=FinalState.FAILED,
-                                          reason=f"{failed_reason}; rollback_on_failure is off, so it stays serving")
+                    self.deployer.promote(deployment, status=FinalState.FAILED, reason=f"{conclusion.reason}; "
+                                          f"rollback_on_failure is off, so it stays serving")
             except PipelineError as err:
                 self.roll_back(deployment, f"switch to {deployment.staged.version} failed: {err}")
                 return
-        if failed_reason is None:
+        if not conclusion.failed:
             self.notify("deployment_succeeded")
         else:
-            self.notify("tests_failed", rollback_reason=failed_reason)
+            self.notify("tests_failed", rollback_reason=conclusion.reason)
 
     def roll_back(self, deployment: Deployment, reason: str, tests_failed: bool = False,
                   status: FinalState | None = None) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ExitCode
+from pipeline.notifications.message import RunSummary
 from pipeline.outcomes import FinalState, Mode, RunStatus
 
 if TYPE_CHECKING:
@@ -86,33 +87,6 @@ class CleanupRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"pipeline_status": "success", "endpoint_name": self.endpoint_name,
                 "removed_version": self.removed_version}
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """A snapshot of the run for one notification: immutable, because it is delivered in the
-    background while the run goes on."""
-
-    run_id: str
-    status: str
-    mode: str | None = None
-    backend: str | None = None
-    training_job: str | None = None
-    gate_decision: str | None = None
-    gate_metric: str | None = None
-    gate_value: float | None = None
-    gate_threshold: float | None = None
-    gate_minimum: float | None = None
-    gate_reason: str | None = None
-    champion: str | None = None  # the comparison with the serving version, in one sentence
-    endpoint_name: str | None = None
-    endpoint_url: str | None = None
-    version: str | None = None
-    previous_version: str | None = None
-    final_state: str | None = None
-    rollback_reason: str | None = None
-    duration_seconds: float | None = None
-    message: str | None = None
 
 
 @dataclass

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import hmac
 import json
 import os
@@ -57,16 +56,17 @@ from pipeline.container import inference
 from pipeline.container.payloads import parse_switch
 from pipeline.serving.contract import (
     INFERENCE_ID_HEADER,
+    POINTER_ENV,
+    POINTER_WAIT_ENV,
     SHA_HEADER,
     TEST_TRAFFIC_HEADER,
     TOKEN_ENV,
     VERSION_HEADER,
+    token_sha256,
 )
 from pipeline.serving.metrics import STARTED_KEY
 from pipeline.serving.telemetry import EndpointTelemetry
 
-POINTER_ENV = "MLOPS_MODEL_POINTER"
-POINTER_WAIT_ENV = "MLOPS_POINTER_WAIT"
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 5.0
 # Error answers given before the request body was read close the connection: the rest of the
@@ -103,7 +103,7 @@ def token_matches(authorization: str | None, token_sha256: str) -> bool:
     supplied = credentials.strip(" ")
     if scheme.lower() != "bearer" or not supplied:
         return False
-    return hmac.compare_digest(hashlib.sha256(supplied.encode()).hexdigest(), token_sha256)
+    return hmac.compare_digest(token_sha256(supplied), token_sha256)
 
 
 class _Model:
@@ -382,7 +382,7 @@ def _token_sha256(spec: dict[str, Any]) -> str | None:
     if auth_file and Path(auth_file).is_file():
         return json.loads(Path(auth_file).read_text()).get("token_sha256")
     token = os.environ.get(TOKEN_ENV)
-    return hashlib.sha256(token.encode()).hexdigest() if token else None
+    return token_sha256(token) if token else None
 
 
 def _wait_for_pointer(path: Path) -> dict[str, Any]:

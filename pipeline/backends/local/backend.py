@@ -13,7 +13,6 @@ Imports neither boto3 nor the SageMaker SDK.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -42,17 +41,12 @@ from pipeline.backends.local.servers import (
     port_in_use,
 )
 from pipeline.backends.local.traffic import TrafficReading, interval, read_metrics
+from pipeline.container.inference import ModelIntegrityError, verify_model_file
 from pipeline.container.verified_files import write_atomically
 from pipeline.errors import PipelineError
 from pipeline.outcomes import FinalState
-from pipeline.serving.app import (
-    SHA_HEADER,
-    TOKEN_ENV,
-    VERSION_HEADER,
-    ModelIntegrityError,
-    verified_model_dir,
-)
 from pipeline.serving.client import EndpointDown
+from pipeline.serving.contract import SHA_HEADER, TOKEN_ENV, VERSION_HEADER, token_sha256
 from pipeline.serving.metrics import EndpointMetrics
 from pipeline.state.processes import (
     Owner,
@@ -117,7 +111,7 @@ class LocalBackend(Backend):
         token = os.environ.get(TOKEN_ENV)
         path = self.endpoint_dir(name) / AUTH_FILE
         if token:
-            write_atomically(path, json.dumps({"token_sha256": hashlib.sha256(token.encode()).hexdigest()}), mode=0o600)
+            write_atomically(path, json.dumps({"token_sha256": token_sha256(token)}), mode=0o600)
         elif path.is_file():
             log.warning("endpoint %s is token-protected and %s is not set: requests without the token get 401 "
                         "(delete %s to open it)", name, TOKEN_ENV, path)
@@ -132,7 +126,7 @@ class LocalBackend(Backend):
         if not source.is_file():
             raise DeploymentError(f"version {version!r} of endpoint {name!r} has no pointer file {str(source)!r}")
         try:
-            verified_model_dir(json.loads(source.read_text()))
+            _verify_pointer(json.loads(source.read_text()))
         except (ModelIntegrityError, OSError) as err:
             raise DeploymentError(f"version {version!r}: {err}") from None
         write_atomically(self.endpoint_dir(name) / CURRENT_POINTER, source.read_text())
@@ -144,7 +138,7 @@ class LocalBackend(Backend):
             source = self.pointer_path(name, version)
             try:
                 spec = json.loads(source.read_text())
-                verified_model_dir(spec)
+                _verify_pointer(spec)
             except (ModelIntegrityError, OSError, ValueError) as err:
                 raise DeploymentError(f"version {version!r}: {err}") from None
             specs.append(spec)
@@ -592,3 +586,8 @@ def _routes_as(ping_body: bytes, split: dict[str, Any] | None) -> bool:
 def _owned_by_us(server: ServerProcess) -> bool:
     owner = server.owner
     return owner is not None and owner.pid == os.getpid() and owner.alive()
+
+
+def _verify_pointer(spec: dict[str, Any]) -> None:
+    """A pointer names a model the endpoint may serve only if its bytes are what training recorded."""
+    verify_model_file(spec["model_dir"], spec["sha256"], use="serve")

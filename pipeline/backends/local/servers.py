@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.serving.app import POINTER_ENV, POINTER_WAIT_ENV
 from pipeline.serving.client import EndpointDown, HttpEndpointClient, Reply
+from pipeline.serving.contract import POINTER_ENV, POINTER_WAIT_ENV
 from pipeline.serving.metrics import METRICS_DIR_ENV
 from pipeline.state.processes import (
     OWNER_ENV,
