@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.config_messages import describe_given, one_line, typed
 from pipeline.errors import PipelineError
 from pipeline.redaction import redact_url
 
@@ -246,11 +247,6 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
-def _describe(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _field_names() -> list[str]:
     return list(PipelineConfig.model_fields)
 
@@ -358,7 +354,7 @@ def load_config(
     try:
         config = PipelineConfig.model_validate(values)
     except ValidationError as err:
-        raise PipelineError(_one_line(err, values, sources)) from None
+        raise PipelineError(one_line(err, values, sources, PipelineConfig.model_fields)) from None
     return config, sources
 
 
@@ -386,7 +382,6 @@ FLAGS: dict[str, str] = {
     "store_dir": "--store-dir", "endpoint_port": "--endpoint-port", "log_file": "--log-file",
     "log_level": "--verbose", "traffic_routing": "--traffic-routing",
 }
-_SWITCHES = ("auto_deploy_enabled", "log_level")
 
 
 def parse_settings(items: Iterable[str]) -> dict[str, Any]:
@@ -407,7 +402,7 @@ def parse_settings(items: Iterable[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             value = raw  # a bare string
         if key in settings and not _same(key, settings[key], value):
-            raise PipelineError(f"--set {key}={_typed(settings[key])} and --set {key}={_typed(value)} "
+            raise PipelineError(f"--set {key}={typed(settings[key])} and --set {key}={typed(value)} "
                                 f"contradict each other: give {key} once")
         settings[key] = value
     return settings
@@ -424,24 +419,10 @@ def _command_line(flags: Mapping[str, Any], settings: Mapping[str, Any]) -> dict
         layer[key] = (value, f"flag:{FLAGS[key]}" if key in FLAGS else f"set:{key}")
     for key, value in settings.items():
         if key in layer and not _same(key, layer[key][0], value):
-            raise PipelineError(f"{describe_given(key, *layer[key])} and --set {key}={_typed(value)} contradict each "
+            raise PipelineError(f"{describe_given(key, *layer[key])} and --set {key}={typed(value)} contradict each "
                                 f"other: give {key} once")
         layer.setdefault(key, (value, f"set:{key}"))
     return layer
-
-
-def describe_given(key: str, value: Any, source: str) -> str:
-    """How the user typed a command-line value, for an error message."""
-    if source.startswith("flag:"):
-        flag = source[5:]
-        return flag if key in _SWITCHES else f"{flag} {_typed(value)}"
-    return f"--set {key}={_typed(value)}"
-
-
-def _typed(value: Any) -> str:
-    """A value as it is typed on a command line: strings bare, anything else as JSON."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _same(key: str, first: Any, second: Any) -> bool:
@@ -453,71 +434,3 @@ def _same(key: str, first: Any, second: Any) -> bool:
     return bool(first == second)
 
 
-def _one_line(err: ValidationError, values: Mapping[str, Any], sources: Mapping[str, str]) -> str:
-    """Turn pydantic's report into one line: where the value came from, the key, the value, the rule."""
-    first = err.errors()[0]
-    key = str(first["loc"][0]) if first["loc"] else ""
-    message = first["msg"]
-    message = message.removeprefix("Value error, ")
-    if not key:  # a cross-field rule, such as minimum above threshold
-        involved = [k for k in ("minimum_accuracy", "accuracy_threshold") if k in message]
-        origins = ", ".join(f"{k} from {describe_source(sources.get(k, 'default'))}" for k in involved)
-        return f"{message} ({origins})" if origins else message
-    source = sources.get(key, "default")
-    got = f", got {_describe(values[key])}" if key in values else ""
-    expected = _expected(key, first)
-    if source.startswith("set:"):  # "--set cv_folds" names the key already
-        return f"{describe_source(source)}: {expected}{got}"
-    return f"{describe_source(source)}: {key}: {expected}{got}"
-
-
-def _expected(key: str, error: Mapping[str, Any]) -> str:
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "finite_number":
-        return "expected a finite number (not NaN or infinity)"
-    if kind == "value_error":
-        return str(error["msg"]).removeprefix("Value error, ")
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        field = PipelineConfig.model_fields[key]
-        low = high = None
-        for meta in field.metadata:
-            low = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else low
-            low = getattr(meta, "gt", None) if getattr(meta, "gt", None) is not None else low
-            high = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else high
-            high = getattr(meta, "lt", None) if getattr(meta, "lt", None) is not None else high
-        if low is not None and high is not None:
-            return f"expected a number between {low} and {high}"
-        return error["msg"].lower().replace("input should be", "expected a number")
-    if kind == "finite_number":
-        return "expected a finite number"
-    if kind == "literal_error":
-        return f"expected one of {ctx.get('expected')}"
-    if kind == "string_pattern_mismatch" and key == "role_arn":
-        return "expected an IAM role ARN like arn:aws:iam::123456789012:role/SageMakerRole"
-    if kind == "string_pattern_mismatch":
-        return "expected letters, digits and hyphens (at most 41 characters, as SageMaker names allow)"
-    annotation = PipelineConfig.model_fields[key].annotation
-    names = {
-        float: "a number",
-        int: "a whole number",
-        bool: "true or false",
-        str: "a string",
-    }
-    if annotation in names:
-        return f"expected {names[annotation]}"
-    return error["msg"].replace("Input should be", "expected")
-
-
-def describe_source(source: str) -> str:
-    if source.startswith("file:"):
-        return f"config file {source[5:]!r}"
-    if source.startswith("env:"):
-        return f"environment variable {source[4:]}"
-    if source.startswith("flag:"):
-        return f"flag {source[5:]}"
-    if source.startswith("set:"):
-        return f"--set {source[4:]}"
-    if source == "derived:dataset":
-        return "the dataset's file name"
-    return "default"

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import requests
 
 from pipeline.config import PipelineConfig
 from pipeline.container import inference
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.progress import progress
-from pipeline.serving.client import VERSION_HEADER, EndpointClient, EndpointDown, Reply
+from pipeline.serving.client import VERSION_HEADER, EndpointClient, EndpointDown, Reply, poll_ping
 from pipeline.training.datasets import python_scalar
 
 if TYPE_CHECKING:
@@ -155,34 +154,23 @@ class EndpointTester:
 
     def check_health(self) -> dict[str, Any]:
         """Poll /ping until it answers 200 (and names the expected version) or the timeout passes."""
+        def judge(reply: Reply) -> str | None:
+            version = reply.headers.get(VERSION_HEADER)
+            if reply.ok and (self.expected_version is None or version in (None, self.expected_version)):
+                return None
+            return f"/ping answered {reply.status}" + (f" from version {version}" if version else "")
+
         started = time.monotonic()
-        deadline = started + self.config.health_timeout_seconds
-        attempts = 0
-        last_problem = "no answer"
-        delay = 0.05
-        while True:
-            attempts += 1
-            try:
-                reply = self.client.ping()
-                version = reply.headers.get(VERSION_HEADER)
-                if reply.ok and (self.expected_version is None or version in (None, self.expected_version)):
-                    return {"passed": True, "attempts": attempts, "seconds": round(time.monotonic() - started, 3),
-                            "version": version}
-                last_problem = f"/ping answered {reply.status}" + (f" from version {version}" if version else "")
-            except EndpointDown as err:
-                return {"passed": False, "attempts": attempts, "seconds": round(time.monotonic() - started, 3),
-                        "reason": str(err)}
-            except requests.RequestException as err:
-                last_problem = f"cannot reach {self.client.url}: {type(err).__name__}"
-            except Exception as err:  # a backend client's own error (e.g. botocore)
-                last_problem = f"{type(err).__name__}: {err}"
-            if time.monotonic() + delay > deadline:
-                return {"passed": False, "attempts": attempts, "seconds": round(time.monotonic() - started, 3),
-                        "reason": f"not healthy within {self.config.health_timeout_seconds:g}s: {last_problem}"}
-            time.sleep(delay)
-            # Every 50 ms while a freshly started server is likely to come up (a doubling delay
-            # found it up to 0.8 s late), then every 0.5 s.
-            delay = 0.05 if time.monotonic() - started < 10 else 0.5
+        try:
+            poll = poll_ping(self.client, self.config.health_timeout_seconds, judge)
+        except EndpointDown as err:
+            return {"passed": False, "attempts": 1, "seconds": round(time.monotonic() - started, 3),
+                    "reason": str(err)}
+        if poll.ok:
+            return {"passed": True, "attempts": poll.attempts, "seconds": poll.seconds,
+                    "version": poll.reply.headers.get(VERSION_HEADER) if poll.reply else None}
+        return {"passed": False, "attempts": poll.attempts, "seconds": poll.seconds,
+                "reason": f"not healthy within {self.config.health_timeout_seconds:g}s: {poll.last}"}
 
     def check_predictions(self, rows: np.ndarray, labels: np.ndarray, offline: np.ndarray,
                           feature_lines: list[str] | None = None,

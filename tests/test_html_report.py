@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.reporting.html_report import render_report, report_path, verdict_of
+from pipeline.reporting.html_report import render_report, report_path
 from pipeline.reporting.results import Results
+from pipeline.reporting.run_story import verdict_of
 from tests.conftest import Pipeline, stop_servers_under, train_job
 from tests.served_models import ServedDifferentlyPipeline
 
@@ -293,14 +294,14 @@ def test_every_value_is_escaped():
 
 
 def test_champion_comparison_is_shown_when_the_gate_has_one():
-    champion = {"status": "candidate_better", "reason": "the candidate is right on 4 rows the champion gets wrong",
+    champion = {"status": "compared", "reason": "the candidate is right on 4 rows the champion gets wrong",
                 "version": "iris-model-20261125-120000", "metric": "accuracy", "champion_value": 0.9,
                 "candidate_value": 0.9333, "rows_compared": 30, "rows_excluded": 0, "candidate_only_correct": 4,
                 "champion_only_correct": 1, "p_value": 0.375, "difference": 0.0333,
                 "difference_interval": [-0.05, 0.12]}
     page = Page(render_report(_results(gate={**_results().gate.model_dump(), "champion": champion})))
     text = page.section("gate")
-    assert "Champion comparison: candidate_better" in text and champion["reason"] in text
+    assert "Champion comparison: compared" in text and champion["reason"] in text
     for fragment in ("champion version iris-model-20261125-120000", "champion 0.9", "candidate 0.9333",
                      "p-value 0.375", "rows compared 30", "rows only the candidate got right 4",
                      "rows only the champion got right 1", "95% interval of the difference [-0.05, 0.12]"):

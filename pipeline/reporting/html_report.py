@@ -28,8 +28,6 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +36,9 @@ from markupsafe import Markup
 
 from pipeline.container.verified_files import write_atomically
 from pipeline.redaction import scrub_known_secrets
+from pipeline.reporting.page_values import details, extra, finite, number, text
 from pipeline.reporting.results import Results
+from pipeline.reporting.run_story import timeline, verdict_of
 
 if TYPE_CHECKING:
     from pygal.graph.graph import Graph
@@ -74,151 +74,6 @@ def _import_plotting() -> Any:
 
 
 # --------------------------------------------------------------------------- the verdict
-@dataclass(frozen=True)
-class Verdict:
-    """The first thing the page says: one or two words, their tone, and why."""
-
-    headline: str
-    tone: str  # good | warn | bad | info
-    reason: str | None
-    detail: str | None = None
-
-
-def verdict_of(results: Results) -> Verdict:
-    """What happened to the model, in the words of the README's tables (gate decisions, final states)."""
-    error, gate, deployment, rollback = results.error, results.gate, results.deployment, results.rollback
-    state = deployment.final_state if deployment else None
-    reason = (rollback.reason if rollback else None) or (deployment.reason if deployment else None)
-    if state == "deployed" and error is not None:  # e.g. an undelivered notification with notify_strict on
-        return Verdict("Deployed, run failed", "bad", error.message,
-                       f"{deployment.version} now serves at endpoint {deployment.endpoint_name}")
-    if state == "deployed":
-        return Verdict("Deployed", "good", f"{deployment.version} now serves at endpoint {deployment.endpoint_name}",
-                       f"The gate passed it ({gate.reason}) and every endpoint test passed." if gate else None)
-    if state in ("kept_previous", "rolled_back", "removed"):
-        serving = deployment.serving_version
-        after = {"kept_previous": f"the previous version {serving} never stopped serving",
-                 "rolled_back": f"the previous version {serving} serves again",
-                 "removed": "it was the endpoint's first version, so the endpoint was removed"}[state]
-        return Verdict("Rolled back", "bad", reason or (error.message if error else None),
-                       f"{deployment.version} was not kept ({state}): {after}")
-    if state == "rollback_failed":
-        return Verdict("Rollback failed", "bad", reason or (error.message if error else None),
-                       f"{deployment.version} failed and the previous version could not be verified"
-                       + (f"; run: {results.resume_command}" if results.resume_command else ""))
-    if state == "failed":
-        return Verdict("Deployed, tests failed", "bad", reason,
-                       f"{deployment.version} stays serving: rollback_on_failure is off")
-    if error is not None and error.exit_code == 3:  # e.g. --mode deployment of a job the gate rejected
-        return Verdict("Not deployed", "warn", error.message, error.hint)
-    if error is not None:
-        return Verdict("Failed", "bad", error.message, error.hint)
-    if gate is not None and gate.decision in ("held", "rejected"):
-        never = " A rejected model is never deployed." if gate.decision == "rejected" else ""
-        return Verdict(gate.decision.capitalize(), "warn", gate.reason, f"Nothing was deployed.{never}")
-    if gate is not None and gate.decision == "approved":
-        return Verdict("Approved", "info", gate.reason, "Nothing was deployed: auto-deploy is off.")
-    if gate is not None and results.mode == "training":
-        return Verdict("Passed the gate", "good", gate.reason, "Training mode: nothing was deployed.")
-    testing = results.phases.testing
-    if results.mode == "testing" and testing is not None:
-        passed = testing.overall_status == "passed"
-        return Verdict("Endpoint tests passed" if passed else "Endpoint tests failed", "good" if passed else "bad",
-                       "; ".join(testing.failures) or f"{results.summary.endpoint_version} at "
-                                                      f"{results.summary.endpoint_name} passed every check")
-    cleanup = results.phases.cleanup
-    if cleanup is not None:
-        return Verdict("Endpoint removed", "info", f"{cleanup.get('endpoint_name')} was stopped and removed "
-                                                   f"(it served {cleanup.get('removed_version') or 'nothing'})")
-    status = results.pipeline_status or "unknown"
-    return Verdict(status.capitalize(), "good" if status == "success" else "bad", None)
-
-
-# --------------------------------------------------------------------------- the timeline
-@dataclass(frozen=True)
-class Moment:
-    at: datetime
-    what: str
-    detail: str
-    tone: str = "info"
-
-
-def timeline(results: Results, events: Iterable[Mapping[str, Any]]) -> list[Moment]:
-    """The run's events from the audit trail, plus the endpoint tests' start and end, oldest first."""
-    moments = []
-    for event in events:
-        if results.run_id and event.get("run_id") != results.run_id:
-            continue
-        at = _parse_time(event.get("at"))
-        if at is not None:
-            detail = event.get("detail") if isinstance(event.get("detail"), Mapping) else {}
-            what, text, tone = _describe_event(str(event.get("kind")), detail)
-            moments.append(Moment(at, what, text, tone))
-    testing = results.phases.testing
-    if testing is not None:
-        started, finished = _parse_time(_extra(testing, "started_at")), _parse_time(_extra(testing, "finished_at"))
-        if started is not None:
-            moments.append(Moment(started, "endpoint tests started", _tested_version(results)))
-        if finished is not None:
-            passed = testing.overall_status == "passed"
-            failed = [name for name, check in testing.checks.items() if not check.get("passed")]
-            moments.append(Moment(finished, "endpoint tests passed" if passed else "endpoint tests failed",
-                                  ", ".join(failed), "good" if passed else "bad"))  # the reasons are above
-    return sorted(moments, key=lambda moment: moment.at)
-
-
-def _tested_version(results: Results) -> str:
-    deployment = results.deployment
-    version = deployment.version if deployment else results.summary.endpoint_version
-    return f"version {version}" if version else ""
-
-
-def _describe_event(kind: str, detail: Mapping[str, Any]) -> tuple[str, str, str]:
-    """A label, a line of detail and a tone for one audit-trail event."""
-    get = detail.get
-    if kind == "run_started":
-        return "run started", f"mode {get('mode')}, backend {get('backend')}", "info"
-    if kind == "training_completed":
-        return "trained", f"{get('training_job')}: accuracy {_number(get('accuracy'))}", "info"
-    if kind == "gate_decision":
-        decision = str(get("decision"))
-        tone = "good" if decision in ("deploy", "approved") else "warn"
-        return f"gate: {decision}", str(get("reason") or ""), tone
-    if kind == "deployment_started":
-        previous = get("from_version")
-        return "staged", f"{get('to_version')} (replacing {previous})" if previous else \
-            f"{get('to_version')} (the endpoint's first version)", "info"
-    if kind == "endpoint_started":
-        return "endpoint started", f"{get('version')} at {get('url')}", "info"
-    if kind == "endpoint_restarted":
-        return "endpoint restarted", f"on {get('version')} (its process had died)", "warn"
-    if kind.startswith("deployment_"):
-        state = kind.removeprefix("deployment_")
-        serving = get("serving_version")
-        reason = f": {get('reason')}" if get("reason") else ""
-        described = {
-            "deployed": ("switched", f"{serving} serves", "good"),
-            "kept_previous": ("rolled back", f"before the switch; {serving} kept serving{reason}", "bad"),
-            "rolled_back": ("rolled back", f"{serving} serves again{reason}", "bad"),
-            "removed": ("rolled back", f"the endpoint was removed (nothing served before){reason}", "bad"),
-            "rollback_failed": ("rollback failed", f"{get('detail') or ''}{reason}", "bad"),
-            "failed": ("kept, tests failed", f"{serving} stays serving{reason}", "bad"),
-            "interrupted": ("interrupted", f"{get('detail') or ''}{reason}", "warn"),
-        }
-        return described.get(state, (state.replace("_", " "), _details(detail), "info"))
-    if kind == "bake_interval":
-        verdict = str(get("verdict"))
-        tone = {"pass": "good", "breach": "bad"}.get(verdict, "warn")
-        return f"bake interval {get('interval')}: {verdict.replace('_', ' ')}", str(get("reason") or ""), tone
-    if kind.startswith("manual_"):
-        return f"manual {kind.removeprefix('manual_').replace('_', ' ')}", \
-            f"{get('from_version')} -> {get('to_version')}", "warn"
-    if kind == "run_finished":
-        status = str(get("status"))
-        return "run finished", f"{status}, exit code {get('exit_code')}", "good" if status == "success" else "bad"
-    return kind.replace("_", " "), _details(detail), "info"
-
-
 # --------------------------------------------------------------------------- charts
 def _charts(results: Results) -> dict[str, Markup]:
     """The page's figures as inline SVG: the gate and the latency histogram."""
@@ -274,23 +129,23 @@ def _local_name(tag: str) -> str:
 def _gate_chart(results: Results) -> Graph | None:
     """The gate's metric (with its interval) and the champion's against the threshold and the minimum."""
     gate = results.gate
-    if gate is None or not _finite(gate.value, gate.threshold, gate.minimum):
+    if gate is None or not finite(gate.value, gate.threshold, gate.minimum):
         return None
     champion = _champion(results)
     champion_value = champion.get("champion_value") if champion else None
     points = [gate.value, gate.threshold, gate.minimum, *(gate.interval or []),
-              *([champion_value] if _finite(champion_value) else [])]
+              *([champion_value] if finite(champion_value) else [])]
     low = max(0.0, min(points) - 0.05)
     high = min(1.0, max(points) + 0.02) if max(points) <= 1.0 else max(points) + 0.02
-    interval = gate.interval if gate.interval and _finite(*gate.interval) else None
+    interval = gate.interval if gate.interval and finite(*gate.interval) else None
     rows = [("candidate", gate.value, interval, _COLOURS[_gate_tone(gate.decision)],
-             f"{_number(gate.value)} (95% interval {_number(interval[0])}-{_number(interval[1])})" if interval
-             else _number(gate.value))]
-    if _finite(champion_value):
+             f"{number(gate.value)} (95% interval {number(interval[0])}-{number(interval[1])})" if interval
+             else number(gate.value))]
+    if finite(champion_value):
         # the version goes beside the point: as a row label it would crowd the margin
         version = champion.get("version")
         rows.append(("champion", champion_value, None, _COLOURS["muted"],
-                     _number(champion_value) + (f" ({version})" if version else "")))
+                     number(champion_value) + (f" ({version})" if version else "")))
     top = len(rows) + 0.6
     # pygal writes a point's label to its right and cannot measure text: widen the axis past the data so the
     # longest label fits (about 7 px a character, a plot about 800 px wide), with ticks only over the data.
@@ -302,7 +157,7 @@ def _gate_chart(results: Results) -> Graph | None:
     chart = _chart("XY", [colour for *_, colour, _ in rows] + ["#444", "#444"], 130 + 45 * len(rows),
                    xrange=(low, right), range=(0.4, top), show_legend=False, print_labels=True,
                    x_title=gate.metric, show_y_guides=False, dots_size=6, stroke_style={"width": 3},
-                   x_labels=[round(tick, 6) for tick in ticks], x_value_formatter=_number,
+                   x_labels=[round(tick, 6) for tick in ticks], x_value_formatter=number,
                    y_labels=[{"label": label, "value": len(rows) - index} for index, (label, *_) in enumerate(rows)])
     for index, (label, value, bounds, _, shown) in enumerate(rows):
         y = len(rows) - index
@@ -314,7 +169,7 @@ def _gate_chart(results: Results) -> Graph | None:
         chart.add(label, series, stroke=bounds is not None)
     for label, x, dashes in (("threshold", gate.threshold, "8,4"), ("minimum", gate.minimum, "2,3")):
         chart.add(label, [{"value": (x, 0.4), "node": {"r": 0}},
-                          {"value": (x, top), "node": {"r": 0}, "label": f"{label} {_number(x)}"}],
+                          {"value": (x, top), "node": {"r": 0}, "label": f"{label} {number(x)}"}],
                   stroke_style={"width": 1.5, "dasharray": dashes})
     return chart
 
@@ -327,7 +182,7 @@ def _latency_chart(results: Results) -> Graph | None:
     edges, counts = histogram.get("edges_ms"), histogram.get("counts")
     if not isinstance(edges, list) or not isinstance(counts, list) or len(edges) != len(counts) + 1 or not counts:
         return None
-    if not _finite(*edges, *counts) or edges[0] <= 0:
+    if not finite(*edges, *counts) or edges[0] <= 0:
         return None
     # Drawn on log10(ms) with the ticks labelled in ms: a log axis, with bins of equal width as measured.
     logs = [math.log10(edge) for edge in edges]
@@ -340,7 +195,7 @@ def _latency_chart(results: Results) -> Graph | None:
     markers = [(label, performance.get(key), colour) for key, label, colour in (
         ("p50_latency_ms", "p50", _COLOURS["good"]), ("p95_latency_ms", "p95", _COLOURS["warn"]),
         ("p99_latency_ms", "p99", _COLOURS["bad"]))]
-    markers = [(label, value, colour) for label, value, colour in markers if _finite(value) and value > 0]
+    markers = [(label, value, colour) for label, value, colour in markers if finite(value) and value > 0]
     chart = _chart("Histogram", ["#8db4e2", *(colour for *_, colour in markers)], 300,
                    x_title="latency per request (ms, log scale)", y_title="requests", legend_at_bottom=True,
                    legend_at_bottom_columns=4, xrange=(logs[0], logs[-1]),
@@ -350,7 +205,7 @@ def _latency_chart(results: Results) -> Graph | None:
     width = (logs[-1] - logs[0]) / 300 or 0.001  # a marker is a bar one pixel or so wide
     for label, value, _ in markers:
         x = math.log10(value)
-        chart.add(f"{label} {_number(value, 2)} ms", [(peak, x - width, x + width)])
+        chart.add(f"{label} {number(value, 2)} ms", [(peak, x - width, x + width)])
     return chart
 
 
@@ -363,13 +218,13 @@ def _confusion(results: Results) -> dict[str, Any] | None:
     labels = [str(label) for label in evaluation.get("confusion_matrix_labels") or range(len(matrix))]
     if len(labels) != len(matrix) or len(matrix) > 30:  # over 30: the per-class table still lists every class
         return None
-    peak = max((count for row in matrix for count in row if _finite(count)), default=0) or 1
+    peak = max((count for row in matrix for count in row if finite(count)), default=0) or 1
     rows = []
     for label, row in zip(labels, matrix, strict=True):
         cells = []
         for count in row:
-            share = min(1.0, max(0.0, count / peak)) if _finite(count) else 0.0
-            cells.append({"count": _text(count), "background": _blend(CELL_EMPTY, CELL_FULL, share),
+            share = min(1.0, max(0.0, count / peak)) if finite(count) else 0.0
+            cells.append({"count": text(count), "background": _blend(CELL_EMPTY, CELL_FULL, share),
                           "colour": "#fff" if share > 0.5 else "#1f2328"})
         rows.append({"label": label, "cells": cells})
     return {"labels": labels, "rows": rows}
@@ -410,8 +265,8 @@ def render_report(results: Results, events: Iterable[Mapping[str, Any]] = ()) ->
         "confusion": _confusion(results),
         "config_rows": sorted(results.config.items()),
         "sources": results.config_sources,
-        "number": _number,
-        "text": _text,
+        "number": number,
+        "text": text,
     }
     return scrub_known_secrets(_template().render(**context))
 
@@ -443,42 +298,34 @@ def _check_rows(checks: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
     for name, check in checks.items():
         get = check.get
         if name == "health":
-            numbers = f"{get('attempts')} attempt(s) in {_number(get('seconds'), 2)} s" + \
+            numbers = f"{get('attempts')} attempt(s) in {number(get('seconds'), 2)} s" + \
                 (f", version {get('version')}" if get("version") else "")
         elif name == "prediction_accuracy":
             recorded = get("recorded_accuracy")
-            numbers = (f"accuracy {_number(get('accuracy'))} on {get('rows')} held-out rows"
-                       + (f" (recorded at training: {_number(recorded)})" if recorded is not None else "")
+            numbers = (f"accuracy {number(get('accuracy'))} on {get('rows')} held-out rows"
+                       + (f" (recorded at training: {number(recorded)})" if recorded is not None else "")
                        + f"; parity: {get('mismatches')} of {get('rows')} predictions differ from the offline model")
         elif name == "performance":
             numbers = (f"{get('requests')} requests at concurrency {get('concurrency')}: success rate "
-                       f"{_number(get('success_rate'))}, avg {_number(get('avg_latency_ms'), 2)} ms, p50 "
-                       f"{_number(get('p50_latency_ms'), 2)} ms, p95 {_number(get('p95_latency_ms'), 2)} ms, p99 "
-                       f"{_number(get('p99_latency_ms'), 2)} ms, {_number(get('throughput_rps'), 1)} requests/s")
+                       f"{number(get('success_rate'))}, avg {number(get('avg_latency_ms'), 2)} ms, p50 "
+                       f"{number(get('p50_latency_ms'), 2)} ms, p95 {number(get('p95_latency_ms'), 2)} ms, p99 "
+                       f"{number(get('p99_latency_ms'), 2)} ms, {number(get('throughput_rps'), 1)} requests/s")
         elif name == "robustness":
             numbers = "; ".join(f"{probe} -> {status}" for probe, status in (get("answers") or {}).items())
         else:
-            numbers = _details({key: value for key, value in check.items() if key not in ("passed", "reason")})
+            numbers = details({key: value for key, value in check.items() if key not in ("passed", "reason")})
         rows.append({"name": name, "passed": bool(get("passed")), "numbers": numbers,
                      "reason": None if get("passed") else get("reason")})
     return rows
 
 
 def _champion(results: Results) -> dict[str, Any] | None:
-    champion = _extra(results.gate, "champion") if results.gate else None
+    champion = extra(results.gate, "champion") if results.gate else None
     if champion is None:
         return None
     if hasattr(champion, "model_dump"):
         champion = champion.model_dump()
     return dict(champion) if isinstance(champion, Mapping) else None
-
-
-def _extra(model: Any, name: str) -> Any:
-    """A field the schema may not declare yet (``extra="allow"`` keeps it)."""
-    value = getattr(model, name, None)
-    if value is None and getattr(model, "model_extra", None):
-        value = model.model_extra.get(name)
-    return value
 
 
 def _gate_tone(decision: str | None) -> str:
@@ -494,7 +341,7 @@ def _model_metrics(evaluation: Mapping[str, Any]) -> list[tuple[str, str]]:
                        ("f1_weighted", "F1 (weighted)"), ("test_size", "held-out rows"),
                        ("train_size", "training rows")):
         if key in evaluation and evaluation[key] is not None:
-            rows.append((label, _text(evaluation[key])))
+            rows.append((label, text(evaluation[key])))
     return rows
 
 
@@ -505,50 +352,9 @@ def _per_class(report: Any) -> list[dict[str, str]]:
     for label, scores in report.items():
         if label in _CLASS_REPORT_SUMMARIES or not isinstance(scores, Mapping):
             continue
-        rows.append({"label": str(label), **{key: _text(scores.get(key))
+        rows.append({"label": str(label), **{key: text(scores.get(key))
                                              for key in ("precision", "recall", "f1-score", "support")}})
     return rows
-
-
-def _finite(*values: Any) -> bool:
-    return all(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-               for value in values)
-
-
-def _number(value: Any, digits: int = 4) -> str:
-    """Numbers as people read them: ``0.9667``, ``1``, ``42``; anything else as text."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "" if value is None else str(value)
-    if isinstance(value, int) or not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return _number(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_text(item) for item in value) + "]"
-    if isinstance(value, Mapping):
-        return ", ".join(f"{key} {_text(item)}" for key, item in value.items())
-    return str(value)
-
-
-def _details(detail: Mapping[str, Any]) -> str:
-    return ", ".join(f"{key} {_text(value)}" for key, value in detail.items() if value not in (None, "", [], {}))
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 TEMPLATE = Path(__file__).with_name("html_report.html.j2")

@@ -11,7 +11,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.config import PipelineConfig, describe_given, describe_source
+from pipeline.config import PipelineConfig
+from pipeline.config_messages import describe_given, describe_source
 from pipeline.errors import PipelineError
 
 

@@ -7,7 +7,8 @@ plain HTTP (``HttpEndpointClient``); the SageMaker backend supplies a client ove
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,3 +79,52 @@ class HttpEndpointClient:
         headers = {**self._invoke_headers, "Content-Type": content_type, "Accept": accept}
         return self._reply(self._session().post(f"{self.url}/invocations", data=body, headers=headers,
                                                 timeout=self.timeout))
+
+
+@dataclass(frozen=True)
+class PingPoll:
+    """How polling ``/ping`` ended: accepted (``ok``), or the last thing seen when the time ran out."""
+
+    ok: bool
+    attempts: int
+    seconds: float
+    last: str  # what the last answer (or failure to answer) was
+    reply: Reply | None = None  # the last answer
+
+
+def poll_ping(client: EndpointClient, timeout: float, judge: Callable[[Reply], str | None],
+              in_a_row: int = 1) -> PingPoll:
+    """Poll ``/ping`` until ``judge`` accepts ``in_a_row`` answers one after another, or ``timeout`` seconds pass.
+
+    ``judge`` answers None to accept a reply, else what it saw (for the message when time runs out); it may
+    raise to stop at once. ``EndpointDown`` (the server process is gone) stops at once too, raised to the
+    caller. Every 50 ms while a freshly started server is likely to come up (a doubling delay found it up to
+    0.8 s late), then every 0.5 s; accepted answers are asked for again without a pause.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    attempts = accepted = 0
+    last, reply = "no answer", None
+    while True:
+        attempts += 1
+        try:
+            reply = client.ping()
+        except EndpointDown:
+            raise
+        except requests.RequestException as err:
+            last = f"cannot reach {client.url}: {type(err).__name__}"
+        except Exception as err:  # a backend client's own error (botocore's, say): retried like a refused connection
+            last = f"{type(err).__name__}: {err}"
+        else:
+            seen = judge(reply)  # may raise: the caller's reason to stop at once
+            if seen is None:
+                accepted += 1
+                if accepted >= in_a_row:
+                    return PingPoll(True, attempts, round(time.monotonic() - started, 3), "accepted", reply)
+                continue
+            last = seen
+        accepted = 0
+        delay = 0.05 if time.monotonic() - started < 10 else 0.5
+        if time.monotonic() + delay > deadline:
+            return PingPoll(False, attempts, round(time.monotonic() - started, 3), last, reply)
+        time.sleep(delay)

@@ -19,34 +19,21 @@ import os
 import signal
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from pipeline.backends.base import (
-    Backend,
-    DeploymentError,
-    IntervalTraffic,
-    Outcome,
-    Server,
-    Staged,
-    TrafficStep,
-)
-from pipeline.backends.local.servers import (
-    LocalEndpointClient,
-    free_port,
-    launch_server,
-    port_in_use,
-)
+from pipeline.backends.base import Backend, DeploymentError, IntervalTraffic, Outcome, Server, Staged, TrafficStep
+from pipeline.backends.local.pointers import CAPTURE_DIR, EndpointFiles, routes_as
+from pipeline.backends.local.servers import LocalEndpointClient, free_port, launch_server, port_in_use
 from pipeline.backends.local.traffic import TrafficReading, interval, read_metrics
-from pipeline.container.inference import ModelIntegrityError, verify_model_file
 from pipeline.container.verified_files import write_atomically
 from pipeline.errors import PipelineError
 from pipeline.outcomes import FinalState
-from pipeline.serving.client import EndpointDown
-from pipeline.serving.contract import SHA_HEADER, TOKEN_ENV, VERSION_HEADER, token_sha256
+from pipeline.serving.client import EndpointDown, Reply, poll_ping
+from pipeline.serving.contract import SHA_HEADER, TOKEN_ENV, VERSION_HEADER
 from pipeline.serving.metrics import EndpointMetrics
 from pipeline.state.processes import (
     Owner,
@@ -62,9 +49,6 @@ from pipeline.training.fitting import TrainingPipeline
 from pipeline.training.jobs import TrainingJob
 
 log = logging.getLogger(__name__)
-CURRENT_POINTER = "current.json"
-AUTH_FILE = "auth.json"
-CAPTURE_DIR = "capture"  # the endpoint's captured requests (pipeline/serving/telemetry.py)
 PORT_RELEASE_SECONDS = 10.0  # how long a restart waits for a dead server's port to be let go
 
 
@@ -75,8 +59,11 @@ class LocalBackend(Backend):
     def endpoint_dir(self, name: str) -> Path:
         return self.store.endpoints_dir / name
 
+    def files(self, name: str) -> EndpointFiles:
+        return EndpointFiles(name, self.endpoint_dir(name))
+
     def pointer_path(self, name: str, version: str) -> Path:
-        return self.endpoint_dir(name) / "versions" / f"{version}.json"
+        return self.files(name).version_pointer(version)
 
     def marker(self, name: str, role: str = "stable") -> str:
         """What a server's command line carries: its pid file, unique to this store, endpoint and role."""
@@ -90,70 +77,6 @@ class LocalBackend(Backend):
         return training.run(self.store.jobs_dir)
 
     # --- serving processes ---
-    def _write_pointer(self, name: str, version: str, job: TrainingJob) -> Path:
-        path = self.pointer_path(name, version)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        spec = {"endpoint": name, "version": version, "training_job": job.name,
-                "model_dir": str(job.model_dir.resolve()), "sha256": job.model_sha256,
-                "input_schema": job.input_schema,  # from the manifest the store verified: the server reads no file
-                "max_payload_mb": self.config.max_payload_mb,
-                "client_timeout_seconds": self.config.client_timeout_seconds,
-                "capture_percent": self.config.capture_percent, "capture_max_mb": self.config.capture_max_mb,
-                "capture_dir": str((self.endpoint_dir(name) / CAPTURE_DIR).resolve()),
-                "auth_file": str((self.endpoint_dir(name) / AUTH_FILE).resolve())}
-        write_atomically(path, json.dumps(spec, indent=2))
-        return path
-
-    def _write_auth(self, name: str) -> None:
-        """The endpoint's token is a setting of the endpoint, not of a version: every worker (re)start
-        reads it, so a token set by a later deployment or rollback applies at once. Only its hash is
-        kept, readable by this user alone."""
-        token = os.environ.get(TOKEN_ENV)
-        path = self.endpoint_dir(name) / AUTH_FILE
-        if token:
-            write_atomically(path, json.dumps({"token_sha256": token_sha256(token)}), mode=0o600)
-        elif path.is_file():
-            log.warning("endpoint %s is token-protected and %s is not set: requests without the token get 401 "
-                        "(delete %s to open it)", name, TOKEN_ENV, path)
-
-    def _point_current(self, name: str, version: str) -> None:
-        """Point the stable server at ``version``, after checking that its model is intact.
-
-        Checked here, before the switch: a worker that refuses a tampered model would
-        otherwise take the whole endpoint down on the next reload.
-        """
-        source = self.pointer_path(name, version)
-        if not source.is_file():
-            raise DeploymentError(f"version {version!r} of endpoint {name!r} has no pointer file {str(source)!r}")
-        try:
-            _verify_pointer(json.loads(source.read_text()))
-        except (ModelIntegrityError, OSError) as err:
-            raise DeploymentError(f"version {version!r}: {err}") from None
-        write_atomically(self.endpoint_dir(name) / CURRENT_POINTER, source.read_text())
-
-    def _point_split(self, name: str, serving: str, candidate: str, step: TrafficStep) -> None:
-        """Point the stable server at ``serving`` with ``candidate`` beside it, both models checked first."""
-        specs = []
-        for version in (serving, candidate):
-            source = self.pointer_path(name, version)
-            try:
-                spec = json.loads(source.read_text())
-                _verify_pointer(spec)
-            except (ModelIntegrityError, OSError, ValueError) as err:
-                raise DeploymentError(f"version {version!r}: {err}") from None
-            specs.append(spec)
-        pointer = {**specs[0], "split": {"mode": step.mode, "percent": step.percent, "candidate": specs[1],
-                                         # for `status`: which interval of the bake, since when, how long
-                                         "interval": step.interval, "intervals": step.intervals,
-                                         "seconds": step.seconds,
-                                         "since": datetime.now(UTC).isoformat(timespec="seconds")}}
-        write_atomically(self.endpoint_dir(name) / CURRENT_POINTER, json.dumps(pointer, indent=2))
-
-    def serving_pointer(self, name: str) -> dict[str, Any] | None:
-        """The version the stable server is pointed at (what it serves after its next reload)."""
-        path = self.endpoint_dir(name) / CURRENT_POINTER
-        return json.loads(path.read_text()) if path.is_file() else None
-
     # --- prestarting: the server's imports overlap training ---
     _prestarted: dict[str, Any] | None = None
 
@@ -172,7 +95,7 @@ class LocalBackend(Backend):
         elif row is None:
             kind, role = "direct", "stable"
             port = self.config.endpoint_port or free_port(self.config.endpoint_host)
-            pointer = self.endpoint_dir(endpoint_name) / CURRENT_POINTER
+            pointer = self.files(endpoint_name).current
             if port_in_use(self.config.endpoint_host, port) or pointer.exists() or \
                     find_servers(self.endpoint_dir(endpoint_name)):
                 return  # stage() will sort it out or say why
@@ -225,7 +148,7 @@ class LocalBackend(Backend):
 
     def capture_directory(self, endpoint_name: str, version: str, scratch: Path,
                           since: datetime | None = None) -> Path | None:  # read in place: the reader skips hours
-        directory = self.endpoint_dir(endpoint_name) / "capture"
+        directory = self.endpoint_dir(endpoint_name) / CAPTURE_DIR
         return directory if directory.is_dir() else None
 
     def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
@@ -245,8 +168,8 @@ class LocalBackend(Backend):
 
     # --- the deployment steps ---
     def stage(self, endpoint_name: str, version: str, job: TrainingJob) -> Staged:
-        pointer = self._write_pointer(endpoint_name, version, job)
-        self._write_auth(endpoint_name)
+        pointer = self.files(endpoint_name).write_version(version, job, self.config)
+        self.files(endpoint_name).write_auth()
         row = self.store.endpoint(endpoint_name)
         previous = row["serving_version"] if row else None
         restarted = None
@@ -267,15 +190,15 @@ class LocalBackend(Backend):
                           beside_stable=True, restarted=restarted)
         prestarted = self._take_prestarted(endpoint_name, "direct") if row is None else None
         if prestarted:  # the new endpoint's server is up and waiting for current.json
-            self._point_current(endpoint_name, version)
+            self.files(endpoint_name).point_current(version)
             server = self._server(prestarted["port"], prestarted["pid"], "stable")
             return Staged(endpoint_name, version, previous, server, server, beside_stable=False)
         # A first deployment (or one whose endpoint never served a version): start the stable server with it.
         port = (row["port"] if row and row["port"] else None) or self.config.endpoint_port or \
             free_port(self.config.endpoint_host)
         self._clear_dead_stable(endpoint_name, port)
-        self._point_current(endpoint_name, version)
-        process = self._start_server(endpoint_name, "stable", port, self.endpoint_dir(endpoint_name) / CURRENT_POINTER)
+        self.files(endpoint_name).point_current(version)
+        process = self._start_server(endpoint_name, "stable", port, self.files(endpoint_name).current)
         server = self._server(port, process.pid, "stable")
         return Staged(endpoint_name, version, previous, server, server, beside_stable=False)
 
@@ -303,16 +226,16 @@ class LocalBackend(Backend):
         except PipelineError:
             raise DeploymentError(f"endpoint {endpoint_name!r}: its port {row['port']} is taken by another "
                                   f"program; stop it, or run cleanup and deploy again") from None
-        self._point_current(endpoint_name, version)
+        self.files(endpoint_name).point_current(version)
         pid = self._start_server(endpoint_name, "stable", row["port"],
-                                 self.endpoint_dir(endpoint_name) / CURRENT_POINTER).pid
+                                 self.files(endpoint_name).current).pid
         self._verify(endpoint_name, row["url"], version, pid)
         return pid
 
     def promote(self, staged: Staged) -> Outcome:
         stable = staged.stable
         if staged.beside_stable:
-            self._point_current(staged.endpoint_name, staged.version)
+            self.files(staged.endpoint_name).point_current(staged.version)
             self._reload(stable.pid)
             try:
                 self._verify(staged.endpoint_name, stable.url, staged.version, stable.pid)
@@ -332,7 +255,7 @@ class LocalBackend(Backend):
         if not staged.beside_stable or staged.previous_version is None:
             raise DeploymentError(f"endpoint {staged.endpoint_name!r} has no serving version to split traffic with")
         self._stop_role(staged.endpoint_name, staged.candidate.pid, staged.candidate.role)
-        self._point_split(staged.endpoint_name, staged.previous_version, staged.version, step)
+        self.files(staged.endpoint_name).point_split(staged.previous_version, staged.version, step)
         self._reload(staged.stable.pid)
         expected = {"mode": step.mode, "percent": step.percent, "candidate_version": staged.version}
         self._verify(staged.endpoint_name, staged.stable.url, staged.previous_version, staged.stable.pid,
@@ -348,7 +271,7 @@ class LocalBackend(Backend):
         # Every worker writes its counts within FLUSH_SECONDS: wait that long, the split still in place, so the
         # interval's last requests are in its reading rather than lost between two intervals.
         time.sleep(EndpointMetrics.FLUSH_SECONDS + 0.1)
-        pointer = self.serving_pointer(staged.endpoint_name) or {}
+        pointer = self.files(staged.endpoint_name).serving_pointer() or {}
         shadow = (pointer.get("split") or {}).get("mode") == "shadow"
         return interval(mark, self._read_traffic(staged), staged.previous_version or "", staged.version, shadow)
 
@@ -364,7 +287,7 @@ class LocalBackend(Backend):
 
     def traffic_split(self, endpoint_name: str) -> dict[str, Any] | None:
         """The split the stable server is pointed at, if any (for ``status``)."""
-        split = (self.serving_pointer(endpoint_name) or {}).get("split")
+        split = (self.files(endpoint_name).serving_pointer() or {}).get("split")
         if not split:
             return None
         return {"mode": split.get("mode"), "percent": split.get("percent"),
@@ -375,7 +298,7 @@ class LocalBackend(Backend):
         stable = staged.stable
         if staged.beside_stable:
             self._stop_role(staged.endpoint_name, staged.candidate.pid, staged.candidate.role)
-            pointer = self.serving_pointer(staged.endpoint_name)
+            pointer = self.files(staged.endpoint_name).serving_pointer()
             if pointer and pointer.get("split") and staged.previous_version:
                 # A bake was on: every request goes back to the serving version at once.
                 outcome = self.rollback(staged.endpoint_name, staged.previous_version, pid=stable.pid)
@@ -401,8 +324,8 @@ class LocalBackend(Backend):
     def rollback(self, endpoint_name: str, to_version: str, pid: int | None = None) -> Outcome:
         row = self.store.require_endpoint(endpoint_name)
         pid = pid or row["pid"]
-        self._write_auth(endpoint_name)
-        self._point_current(endpoint_name, to_version)
+        self.files(endpoint_name).write_auth()
+        self.files(endpoint_name).point_current(to_version)
         if process_alive(pid, self.marker(endpoint_name)):
             self._reload(pid)
             self._verify(endpoint_name, row["url"], to_version, pid)
@@ -484,9 +407,9 @@ class LocalBackend(Backend):
         if not alive:
             return Outcome(FinalState.INTERRUPTED, known_good, "; ".join(
                 notes + ["server not running: the next deployment or rollback restarts it"]))
-        pointer = self.serving_pointer(endpoint_name)
+        pointer = self.files(endpoint_name).serving_pointer()
         if pointer is None or pointer["version"] != known_good or pointer.get("split"):
-            self._point_current(endpoint_name, known_good)
+            self.files(endpoint_name).point_current(known_good)
             self._reload(row["pid"])
             if pointer and pointer.get("split") and pointer["version"] == known_good:
                 notes.append(f"ended the traffic split with {pointer['split'].get('candidate', {}).get('version')}")
@@ -543,51 +466,28 @@ class LocalBackend(Backend):
                                      self.marker(endpoint_name), self.endpoint_dir(endpoint_name) / "stable.log")
         pointer = self.pointer_path(endpoint_name, version) if version else None
         expected_sha = json.loads(pointer.read_text())["sha256"] if pointer and pointer.is_file() else None
-        deadline = time.monotonic() + self.config.health_timeout_seconds
-        consecutive = 0
-        seen = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                reply = client.ping()
-                seen = f"/ping {reply.status} from {reply.headers.get(VERSION_HEADER)}"
-                if expected_sha and reply.ok and reply.headers.get(VERSION_HEADER) == version \
-                        and reply.headers.get(SHA_HEADER) != expected_sha:
-                    raise DeploymentError(f"endpoint {endpoint_name!r} serves {version} with model sha256 "
-                                          f"{reply.headers.get(SHA_HEADER)}, expected {expected_sha}")
-                if reply.ok and reply.headers.get(VERSION_HEADER) == version and _routes_as(reply.body, split):
-                    consecutive += 1
-                    # Old workers may still answer for a moment after a HUP; wait until they are gone.
-                    if consecutive >= 2 * self.config.endpoint_workers + 2:
-                        return
-                    continue
-            except EndpointDown as err:
-                raise DeploymentError(f"endpoint {endpoint_name!r}: {err}") from None
-            except requests.RequestException as err:
-                seen = f"cannot reach {url}: {type(err).__name__}"
-            consecutive = 0
-            time.sleep(0.05)
-        raise DeploymentError(
-            f"endpoint {endpoint_name!r} did not serve version {version} at {url} within "
-            f"{self.config.health_timeout_seconds:g}s (last: {seen})")
 
+        def judge(reply: Reply) -> str | None:
+            served = reply.headers.get(VERSION_HEADER)
+            if expected_sha and reply.ok and served == version and reply.headers.get(SHA_HEADER) != expected_sha:
+                raise DeploymentError(f"endpoint {endpoint_name!r} serves {version} with model sha256 "
+                                      f"{reply.headers.get(SHA_HEADER)}, expected {expected_sha}")
+            if reply.ok and served == version and routes_as(reply.body, split):
+                return None
+            return f"/ping {reply.status} from {served}"
 
-def _routes_as(ping_body: bytes, split: dict[str, Any] | None) -> bool:
-    """A ping's answer shows the split expected (each of its keys), or no split when none is expected."""
-    try:
-        shown = json.loads(ping_body).get("split")
-    except (ValueError, AttributeError):
-        return False
-    if split is None:
-        return not shown
-    return bool(shown) and all(shown.get(key) == value for key, value in split.items()) and \
-        shown.get("candidate_healthy") is not False
+        try:
+            # Old workers may still answer for a moment after a HUP: several answers in a row must agree.
+            poll = poll_ping(client, self.config.health_timeout_seconds, judge,
+                             in_a_row=2 * self.config.endpoint_workers + 2)
+        except EndpointDown as err:
+            raise DeploymentError(f"endpoint {endpoint_name!r}: {err}") from None
+        if not poll.ok:
+            raise DeploymentError(
+                f"endpoint {endpoint_name!r} did not serve version {version} at {url} within "
+                f"{self.config.health_timeout_seconds:g}s (last: {poll.last})")
 
 
 def _owned_by_us(server: ServerProcess) -> bool:
     owner = server.owner
     return owner is not None and owner.pid == os.getpid() and owner.alive()
-
-
-def _verify_pointer(spec: dict[str, Any]) -> None:
-    """A pointer names a model the endpoint may serve only if its bytes are what training recorded."""
-    verify_model_file(spec["model_dir"], spec["sha256"], use="serve")
