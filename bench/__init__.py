@@ -1,4 +1,4 @@
-"""Benchmarks for issue 6: every claim is a ratio measured side by side in one run.
+"""Benchmarks: every performance claim is a ratio measured side by side in one run.
 
 Run one with ``python -m bench.serving`` / ``bench.pipeline_overhead`` / ``bench.scale``,
 or all of them with ``make bench`` (``python -m bench.run_all``). Each prints a table

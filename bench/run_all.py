@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             for check in result["checks"]:
                 summary.append([name, check.get("model", "-"), check["metric"], check["value"], check["target"],
                                 check["met"]])
-    print_table("All benchmarks: ratios against the targets of issue 6", ["benchmark", "model", "metric", "value",
+    print_table("All benchmarks: ratios against their targets", ["benchmark", "model", "metric", "value",
                                                                           "target", "met"], summary)
     write_result("all" + suffix, {"machine": machine_info(), "patch": args.patch, "quick": args.quick,
                                   "checks": summary, "failed": failed,

@@ -67,7 +67,7 @@ class PipelineConfig(BaseModel):
     # comparison that is always false (a NaN threshold) or a limit that is never reached.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
-    # --- the keys of pipeline_config.json as first published ---
+    # --- the gate and the keys every pipeline_config.json may hold (the template in the repository) ---
     accuracy_threshold: float = Field(0.95, ge=0.0, le=1.0, description="deploy when the gated metric reaches this")
     minimum_accuracy: float = Field(0.90, ge=0.0, le=1.0, description="below this a model is rejected outright")
     aws_region: str = "us-east-1"

@@ -20,14 +20,11 @@ from typing import Any
 from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
-from pipeline.container.verified_files import FileChanged, read_verified, write_recorded
+from pipeline.container.verified_files import FileChanged, read_verified
 from pipeline.deployment.steps import DeploymentPipeline
-from pipeline.errors import ExitCode, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.logs import configure_logging, default_results_file, prune_default_files
-from pipeline.monitoring.monitor import MonitorReport, roll_back_after_breach, watch
-from pipeline.notifications import Notifier
-from pipeline.notifications.message import RunSummary
-from pipeline.outcomes import FinalState
+from pipeline.monitoring.monitor_run import MonitorRecord, MonitorRun
 from pipeline.progress import configure as configure_progress
 from pipeline.progress import on_terminal
 from pipeline.reporting.results import Results
@@ -77,8 +74,8 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
         record = orchestrator.run()
     document = record.to_json()
     try:
-        _write_run_file(orchestrator.store, document.get("run_id"), outputs.results_file,
-                        json.dumps(document, indent=2, default=str))
+        orchestrator.store.write_run_file(document.get("run_id"), outputs.results_file,
+                                          json.dumps(document, indent=2, default=str))
     finally:  # the CI reports even when the results JSON cannot be written
         results = Results.model_validate(document)
         for problem in write_reports(results, dotenv_file=outputs.dotenv_file, junit_xml=outputs.junit_xml,
@@ -88,20 +85,6 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
             log.error("report not written: %s", problem)
     log.debug("results written to %s", outputs.results_file)
     return results
-
-
-def _write_run_file(store: DeploymentStore | None, run_id: str | None, path: str, payload: str) -> None:
-    """Write a run's results (or a monitor run's report) and record its sha256, so ``runs show`` can tell the
-    file is still the run's own. A store that cannot take the hash costs the run nothing: ``runs show`` then
-    says the file is unverified. A file that cannot be written raises ``OSError``."""
-    digest = write_recorded(path, payload)
-    if store is None or not run_id:
-        return
-    try:
-        store.record_results_hash(run_id, digest)
-    except PipelineError as err:
-        log.warning("the results file's sha256 was not recorded (%s): `runs show %s` will say it is unverified",
-                    err.message, run_id)
 
 
 def _write_run_report(results: Results, store: DeploymentStore, report_html: str | None) -> list[str]:
@@ -138,17 +121,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _write_monitor_error(store: DeploymentStore, run_id: str, report_file: str, endpoint_name: str,
-                         version: str | None, since: str | None, err: PipelineError) -> None:
-    """The report of a monitor run that reached no verdict."""
-    document = {"endpoint_name": endpoint_name, "version": version, "since": since, "verdict": "error",
-                "exit_code": int(err.exit_code), "error": err.message}
-    try:
-        _write_run_file(store, run_id, report_file, json.dumps(document, indent=2))
-    except OSError as problem:  # the error itself is what the user must see
-        log.error("monitor report not written to %s: %s", report_file, problem)
 
 
 # --------------------------------------------------------------------------- the other commands
@@ -235,44 +207,12 @@ class Operations:
     # ----------------------------------------------------------------- monitor
     def monitor(self, endpoint_name: str, *, version: str | None = None, since: str | None = None,
                 labels_file: str | None = None, rollback_on_breach: bool = False,
-                report_file: str | None = None) -> MonitorReport:
+                report_file: str | None = None) -> MonitorRecord:
         """Drift and live accuracy of what ``endpoint_name`` serves; notifies, and rolls back on a breach when
         asked. Recorded as a run (mode ``monitor``), so ``runs`` shows scheduled monitor jobs too."""
-        deployer = self.deployer(endpoint_name)
-        self.store.start_run(self.run_id, "monitor", deployer.backend.TYPE,
-                             str(Path(report_file).resolve()) if report_file else None)
-        notifier = Notifier(self.config, self.run_id)
-        report: MonitorReport | None = None
-        error: PipelineError | None = None
-        try:
-            report = watch(self.config, deployer, endpoint_name, version=version, since=since,
-                           labels_file=labels_file)
-            if rollback_on_breach:
-                roll_back_after_breach(report, self.rollback)
-            if report_file:
-                _write_run_file(self.store, self.run_id, report_file, json.dumps(report.to_dict(), indent=2))
-            summary = RunSummary(run_id=self.run_id, status=report.verdict, mode="monitor",
-                                 backend=deployer.backend.TYPE, endpoint_name=endpoint_name, version=report.version,
-                                 message=report.drift.reason,
-                                 rollback_reason=report.quality.reason if report.breach and report.quality else None,
-                                 final_state=str(report.rollback.status) if report.rollback else None)
-            if report.drift.verdict == "drift":
-                notifier.notify("drift_detected", summary)
-            if report.breach:
-                notifier.notify("live_accuracy_breach", summary)
-            if report.rollback is not None:
-                notifier.notify("rolled_back" if report.rollback.status == FinalState.ROLLED_BACK
-                                else "rollback_failed", summary)
-            return report
-        except PipelineError as err:
-            error = err
-            if report_file:  # a scheduled job's artifact says why there is no verdict, as a run's results do
-                _write_monitor_error(self.store, self.run_id, report_file, endpoint_name, version, since, err)
-            raise
-        finally:
-            notifier.close()
-            code = report.exit_code if report is not None else (error.exit_code if error else ExitCode.FAILURE)
-            self.store.finish_run(self.run_id, report.verdict if report is not None else "failed", int(code))
+        return MonitorRun(self.config, self.deployer(endpoint_name), self.rollback, self.run_id).run(
+            endpoint_name, version=version, since=since, labels_file=labels_file,
+            rollback_on_breach=rollback_on_breach, report_file=report_file)
 
     # ----------------------------------------------------------------- cleanup
     def remove_endpoint(self, endpoint_name: str) -> str | None:

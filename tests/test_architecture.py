@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("backends",),
     ("gate", "deployment"),
     ("notifications", "reporting"),
-    ("run", "operations", "monitoring.monitor"),  # drivers: a pipeline run, the other commands, `monitor`
+    ("run", "operations", "monitoring.monitor", "monitoring.monitor_run"),  # drivers: a run, the commands, `monitor`
     ("cli",),
 ]
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pipeline.cli.run_command import _endpoint_name, _fail, _operations, cli, print_summary
-from pipeline.errors import PipelineError
+from pipeline.errors import ExitCode, PipelineError
 from pipeline.operations import MonitorRunReport
 from pipeline.run.invocation import check_output_paths
 
@@ -151,11 +151,16 @@ def monitor(ctx: click.Context, endpoint_name: str, version: str | None, since: 
     try:
         if report_file:
             check_output_paths({"--output-file": report_file})
-        report = _operations(ctx).monitor(endpoint_name, version=version, since=since, labels_file=labels_file,
+        record = _operations(ctx).monitor(endpoint_name, version=version, since=since, labels_file=labels_file,
                                           rollback_on_breach=rollback_on_breach, report_file=report_file)
     except PipelineError as err:
         _fail(err, bool((ctx.obj or {}).get("verbose")))
         return
+    if record.error is not None or record.report is None:
+        _fail(record.error or PipelineError("monitor ended without a report", ExitCode.FAILURE),
+              bool((ctx.obj or {}).get("verbose")))
+        return
+    report = record.report
     drift = report.drift
     counted = "".join(f", {count:,} {what}" for count, what in (
         (drift.wrong_width_rows, "row(s) of the wrong width"), (report.unreadable_lines, "unreadable capture line(s)"))

@@ -17,8 +17,8 @@ markup, and pygal builds it with ElementTree, which escapes the text it puts the
 matrix is a table with shaded cells: every count stays readable and copyable at any number of classes.
 
 pygal is imported when the page is drawn, at the end of a run, never by ``status`` or ``history``.
-It replaced matplotlib, whose import alone (0.5-0.8 s of CPU) was more than the report's whole budget
-of 0.5 s (docs/PERFORMANCE.md, "The HTML run report"). Chart ids are fixed and pygal's comments (which
+pygal rather than matplotlib: matplotlib's import alone (0.5-0.8 s of CPU) is more than the report's whole
+budget of 0.5 s (docs/PERFORMANCE.md, "The HTML run report"). Chart ids are fixed and pygal's comments (which
 carry the date) are dropped, so the same results give the same page.
 """
 from __future__ import annotations

@@ -29,6 +29,7 @@ from pipeline.logs import log_phase, set_run_id
 from pipeline.notifications import Notifier
 from pipeline.outcomes import FinalState, Mode, Verdict
 from pipeline.run.conclusion import Conclusion, conclude
+from pipeline.run.invocation import resolve_mode
 from pipeline.run.record import (
     CleanupRecord,
     EndpointRef,
@@ -64,8 +65,7 @@ class Orchestrator:
     ) -> None:
         if mode not in MODES:
             raise PipelineError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
-        if mode == Mode.DEPLOYMENT and not training_job:
-            raise PipelineError("--mode deployment needs --training-job NAME (the names are in `jobs`)")
+        resolve_mode(mode, training_job=training_job)  # the command line's rules hold for the library too
         if mode in (Mode.FULL, Mode.TRAINING) and config.gate_metric not in BUILTIN_METRICS and \
                 not getattr(training_pipeline, "custom_evaluations", None):
             raise PipelineError(f"gate_metric {config.gate_metric!r}: expected one of {', '.join(BUILTIN_METRICS)} "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -34,8 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.container.verified_files import write_recorded
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.state.processes import Owner
+
+log = logging.getLogger(__name__)
 
 DB_FILENAME = "state.db"
 GENESIS_HASH = "0" * 64
@@ -263,6 +267,19 @@ class DeploymentStore:
                          "results_file=COALESCE(?, results_file) WHERE run_id=?",
                          (utc_now(), status, exit_code, results_file, run_id))
             self.append_event(conn, "run_finished", run_id=run_id, status=status, exit_code=exit_code)
+
+    def write_run_file(self, run_id: str | None, path: str | os.PathLike[str], payload: str) -> None:
+        """Write a run's results (or a monitor run's report) and record its sha256, so ``runs show`` can tell the
+        file is still the run's own. A store that cannot take the hash costs the run nothing: ``runs show`` then
+        says the file is unverified. A file that cannot be written raises ``OSError``."""
+        digest = write_recorded(path, payload)
+        if not run_id:
+            return
+        try:
+            self.record_results_hash(run_id, digest)
+        except PipelineError as err:
+            log.warning("the results file's sha256 was not recorded (%s): `runs show %s` will say it is unverified",
+                        err.message, run_id)
 
     def record_results_hash(self, run_id: str, sha256: str) -> None:
         """The sha256 of the results file a run just wrote: ``runs show`` reads the file back only if it
