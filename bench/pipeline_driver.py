@@ -16,7 +16,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-import pipeline.cli as cli  # noqa: E402
+import pipeline.cli.run_command as cli  # noqa: E402
 import pipeline.run.orchestrator as orchestrator  # noqa: E402  (run_pipeline imports it lazily; same cost)
 
 IMPORTED = time.perf_counter()

@@ -8,7 +8,8 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
-from pipeline.cli import cli, flag_settings
+from pipeline.cli import cli
+from pipeline.cli.run_command import flag_settings
 from pipeline.config import load_config
 from pipeline.run.invocation import resolve_mode
 from tests.conftest import PYTHON, REPO, run_script
