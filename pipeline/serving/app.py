@@ -58,13 +58,11 @@ from pipeline.serving.contract import (
     INFERENCE_ID_HEADER,
     POINTER_ENV,
     POINTER_WAIT_ENV,
-    SHA_HEADER,
-    TEST_TRAFFIC_HEADER,
     TOKEN_ENV,
-    VERSION_HEADER,
     token_sha256,
 )
 from pipeline.serving.metrics import STARTED_KEY
+from pipeline.serving.routing import CountedBy, Router, ServedModel, VersionHeaders, router_for
 from pipeline.serving.telemetry import EndpointTelemetry
 
 DEFAULT_MAX_PAYLOAD_MB = 6.0
@@ -106,32 +104,11 @@ def token_matches(authorization: str | None, token_sha256: str) -> bool:
     return hmac.compare_digest(token_sha256(supplied), token_sha256)
 
 
-class _Model:
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.endpoint: str | None = spec.get("endpoint")
-        self.version = spec["version"]
-        self.sha256 = spec["sha256"]
-        began = time.perf_counter()
-        self.model = inference.model_fn(spec["model_dir"], spec["sha256"], spec.get("input_schema"))
-        self.load_seconds = time.perf_counter() - began
-        width = int(getattr(self.model, "n_features_in_", 1))
-        self.probe = np.zeros((1, width))
-        self.headers = ((VERSION_HEADER, self.version), (SHA_HEADER, self.sha256))
-        self.telemetry = EndpointTelemetry.from_spec(spec, getattr(self.model, "classes_", ()), self.load_seconds)
-
-    def healthy(self) -> bool:
-        try:
-            inference.predict_fn(self.probe, self.model)
-            return True
-        except Exception:
-            return False
-
-
 class _Ping:
     """Health of the serving version (which answers every ping); during a bake, the split and the candidate's
     health too, so a deployment can verify that every worker routes as it was told."""
 
-    def __init__(self, model: _Model, router: _Router | None = None) -> None:
+    def __init__(self, model: ServedModel, router: Router | None = None) -> None:
         self.model = model
         self.router = router
 
@@ -144,57 +121,6 @@ class _Ping:
         if self.router is not None:
             body["split"] = self.router.describe()
         resp.text = json.dumps(body)
-
-
-class _Router:
-    """Which version answers a request while a candidate bakes beside the serving version.
-
-    ``split``: the candidate answers ``percent`` of the clients' requests, interleaved exactly
-    (request n goes to it when ``n * percent // 100`` steps up), so a worker's share never drifts
-    the way a random draw's does over a short interval. ``shadow``: the serving version answers
-    everything; the candidate predicts a copy afterwards (``_Invocations._shadow``). The
-    pipeline's own test requests (``TEST_TRAFFIC_HEADER``) always go to the serving version: they
-    check what serves, and are never part of a bake's analysis.
-    """
-
-    def __init__(self, serving: _Model, candidate: _Model, mode: str, percent: int) -> None:
-        if mode not in ("split", "shadow"):
-            raise ValueError(f"pointer key split.mode: expected 'split' or 'shadow', got {mode!r}")
-        if not 0 <= percent <= 100:
-            raise ValueError(f"pointer key split.percent: expected 0 to 100, got {percent}")
-        self.serving = serving
-        self.candidate = candidate
-        self.mode = mode
-        self.percent = percent
-        self._seen = 0
-
-    def choose(self, req: falcon.asgi.Request) -> _Model:
-        if self.mode != "split" or req.get_header(TEST_TRAFFIC_HEADER) is not None:
-            return self.serving
-        seen = self._seen = self._seen + 1
-        if (seen * self.percent) // 100 != ((seen - 1) * self.percent) // 100:
-            return self.candidate
-        return self.serving
-
-    def shadows(self, req: falcon.asgi.Request) -> bool:
-        return self.mode == "shadow" and req.get_header(TEST_TRAFFIC_HEADER) is None
-
-    def describe(self) -> dict[str, Any]:
-        return {"mode": self.mode, "percent": self.percent, "candidate_version": self.candidate.version,
-                "candidate_sha256": self.candidate.sha256, "candidate_healthy": self.candidate.healthy()}
-
-
-class _VersionHeaders:
-    """During a split each response names the version that answered it (the worker's default headers, which
-    name one version, are off then: ``ServerSettings.headers_per_response``)."""
-
-    def __init__(self, serving: _Model) -> None:
-        self.serving = serving
-
-    async def process_response(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
-                               req_succeeded: bool) -> None:
-        model = getattr(req.context, "model", None) or self.serving
-        resp.set_headers(model.headers)
 
 
 def _has_body(req: falcon.asgi.Request) -> bool:
@@ -257,8 +183,8 @@ class _ErrorBodies:
 
 
 class _Invocations:
-    def __init__(self, model: _Model, max_payload_bytes: int, token_sha256: str | None,
-                 router: _Router | None = None) -> None:
+    def __init__(self, model: ServedModel, max_payload_bytes: int, token_sha256: str | None,
+                 router: Router | None = None) -> None:
         self.model = model
         self.max_payload_bytes = max_payload_bytes
         self.token_sha256 = token_sha256
@@ -401,40 +327,14 @@ def _positive(spec: dict[str, Any], key: str, default: float) -> float:
     return value
 
 
-def _router(spec: dict[str, Any], serving: _Model) -> _Router | None:
-    """During a bake the pointer carries ``split``: the candidate's own pointer spec, how it shares the traffic."""
-    split = spec.get("split")
-    if not split:
-        return None
-    candidate = _Model(split["candidate"])  # sha256-checked like the serving model
-    return _Router(serving, candidate, split.get("mode", "split"), int(split.get("percent", 0)))
-
-
-class _CountedBy:
-    """falcon's error handlers during a split: a refused invocation counts against the version that refused it."""
-
-    def __init__(self, serving: _Model) -> None:
-        self.serving = serving
-
-    async def http_error(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: falcon.HTTPError,
-                         params: dict[str, Any]) -> None:
-        model = getattr(req.context, "model", None) or self.serving
-        await model.telemetry.count_http_error(req, resp, error, params)
-
-    async def exception(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: Exception,
-                        params: dict[str, Any]) -> None:
-        model = getattr(req.context, "model", None) or self.serving
-        await model.telemetry.count_exception(req, resp, error, params)
-
-
 def create_app(pointer: str | None = None) -> Endpoint:
     """Load the pointed-to model (checking its sha256), and during a bake the candidate beside it; build the app."""
     spec = _wait_for_pointer(Path(pointer or os.environ[POINTER_ENV]))
-    model = _Model(spec)
-    router = _router(spec, model)
+    model = ServedModel(spec)
+    router = router_for(spec, model)
     max_payload_bytes = int(_positive(spec, "max_payload_mb", DEFAULT_MAX_PAYLOAD_MB) * 1024 * 1024)
     telemetry = model.telemetry
-    app = Endpoint(middleware=[_VersionHeaders(model)] if router is not None else None)
+    app = Endpoint(middleware=[VersionHeaders(model)] if router is not None else None)
     app.set_error_serializer(_ErrorBodies(model.version))
     app.settings = ServerSettings(
         headers=model.headers,
@@ -447,7 +347,7 @@ def create_app(pointer: str | None = None) -> Endpoint:
     app.add_route("/endpoints/{name}/invocations", invocations)
     app.add_route("/metrics", _Metrics(telemetry, token_sha256, router.candidate.telemetry if router else None))
     # Refused invocations are counted too, then answered as falcon would.
-    counted_by = _CountedBy(model) if router is not None else None
+    counted_by = CountedBy(model) if router is not None else None
     app.add_error_handler(falcon.HTTPError, counted_by.http_error if counted_by else telemetry.count_http_error)
     app.add_error_handler(Exception, counted_by.exception if counted_by else telemetry.count_exception)
     # Everything loaded from here on lives as long as the worker: keep the collector
