@@ -137,6 +137,9 @@ class PipelineConfig(BaseModel):
     shadow_min_agreement: float = Field(0.95, ge=0.0, le=1.0)  # SHADOW: share of rows both versions predict alike
 
     # --- testing the live endpoint ---
+    # Before the switch, this many of the endpoint's most recent captured client requests that the serving
+    # version answered 2xx are sent to the candidate, which must answer each 2xx too (0: no replay).
+    replay_requests: int = Field(200, ge=0, le=100_000)
     health_timeout_seconds: float = Field(60.0, gt=0.0)
     test_batch_size: int = Field(5000, ge=1)  # rows per request of the accuracy test (capped by max_payload_mb)
     performance_requests: int = Field(200, ge=1)
@@ -241,6 +244,7 @@ ENV_VARS: dict[str, str] = {
     "SNS_TOPIC_ARN": "sns_topic_arn",
     "SLACK_WEBHOOK_URL": "slack_webhook_url",
     "TRAFFIC_ROUTING": "traffic_routing",
+    "REPLAY_REQUESTS": "replay_requests",
 }
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -268,6 +272,11 @@ def _parse_env_value(name: str, key: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise PipelineError(f"environment variable {name}={raw!r}: expected a number") from None
+    if annotation is int:
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise PipelineError(f"environment variable {name}={raw!r}: expected a whole number") from None
     return raw
 
 
@@ -380,7 +389,7 @@ FLAGS: dict[str, str] = {
     "backend": "--backend", "auto_deploy_enabled": "--disable-auto-deploy", "dataset": "--dataset",
     "label_column": "--label-column", "model_type": "--model-type", "random_seed": "--random-seed",
     "store_dir": "--store-dir", "endpoint_port": "--endpoint-port", "log_file": "--log-file",
-    "log_level": "--verbose", "traffic_routing": "--traffic-routing",
+    "log_level": "--verbose", "traffic_routing": "--traffic-routing", "replay_requests": "--replay-requests",
 }
 
 

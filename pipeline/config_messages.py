@@ -62,15 +62,16 @@ def _expected(key: str, error: Mapping[str, Any], fields: Mapping[str, FieldInfo
     if kind == "value_error":
         return str(error["msg"]).removeprefix("Value error, ")
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        field = fields[key]
-        low = high = None
-        for meta in field.metadata:
-            low = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else low
-            low = getattr(meta, "gt", None) if getattr(meta, "gt", None) is not None else low
-            high = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else high
-            high = getattr(meta, "lt", None) if getattr(meta, "lt", None) is not None else high
-        if low is not None and high is not None:
-            return f"expected a number between {low} and {high}"
+        bounds = {}  # "ge"/"gt"/"le"/"lt" -> the limit, from the field's constraints
+        for meta in fields[key].metadata:
+            bounds.update({name: getattr(meta, name) for name in ("ge", "gt", "le", "lt")
+                           if getattr(meta, name, None) is not None})
+        low = ("greater than" if "gt" in bounds else "at least", bounds.get("gt", bounds.get("ge")))
+        high = ("less than" if "lt" in bounds else "at most", bounds.get("lt", bounds.get("le")))
+        if low[1] is not None and high[1] is not None:
+            if "gt" not in bounds and "lt" not in bounds:
+                return f"expected a number between {low[1]} and {high[1]}"
+            return f"expected a number {low[0]} {low[1]} and {high[0]} {high[1]}"
         return error["msg"].lower().replace("input should be", "expected a number")
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected')}"

@@ -50,7 +50,8 @@ class Outputs:
 
 
 def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outputs, *, mode: str,
-                 endpoint_name: str | None = None, training_job: str | None = None) -> Results:
+                 endpoint_name: str | None = None, training_job: str | None = None,
+                 allow_contract_change: bool = False) -> Results:
     """One pipeline invocation end to end: log, orchestrate, write the results, the CI reports and the
     HTML run report.
 
@@ -69,6 +70,7 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
         log.debug("deleted %d old default-named log/results file(s) (tmp_retention_count=%d)", len(pruned),
                   config.tmp_retention_count)
     orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
+                                allow_contract_change=allow_contract_change,
                                 log_file=str(log_file), results_file=outputs.results_file)
     with _sigterm_as_interrupt():
         record = orchestrator.run()

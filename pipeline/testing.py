@@ -39,6 +39,20 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+@dataclass(frozen=True)
+class CapturedRequest:
+    inference_id: str
+    body: bytes
+    content_type: str
+    accept: str  # what the serving version answered with (JSON or CSV)
+
+
+@dataclass(frozen=True)
+class ReplaySample:
+    requests: list[CapturedRequest]
+    skipped: str | None = None  # why there is nothing to replay
+
+
 @dataclass
 class TestReport:
     """Everything the endpoint tests found; ``passed`` only if every check passed."""
@@ -111,7 +125,7 @@ class EndpointTester:
         self.config = config
         self.expected_version = expected_version
 
-    def run_for(self, job: TrainingJob) -> TestReport:
+    def run_for(self, job: TrainingJob, replay: ReplaySample | None = None) -> TestReport:
         """Test the endpoint with the job's held-out rows, against the job's own model (sha256-verified).
 
         The reference is scikit-learn's own ``predict``, not the serving hooks' fast path, so the
@@ -124,10 +138,11 @@ class EndpointTester:
             raise PipelineError(f"training job {job.name!r}: {err}", ExitCode.FAILURE) from None
         offline = model.predict(features.to_numpy(dtype=float))
         return self.run(features, labels, offline, feature_lines=job.heldout_feature_lines(),
-                        recorded_accuracy=job.metrics.get("accuracy"))
+                        recorded_accuracy=job.metrics.get("accuracy"), replay=replay)
 
     def run(self, features: pd.DataFrame, labels: pd.Series, offline_predictions: np.ndarray,
-            feature_lines: list[str] | None = None, recorded_accuracy: float | None = None) -> TestReport:
+            feature_lines: list[str] | None = None, recorded_accuracy: float | None = None,
+            replay: ReplaySample | None = None) -> TestReport:
         report = TestReport(started_at=_now())
         rows = features.to_numpy(dtype=np.float64)
         try:
@@ -139,6 +154,8 @@ class EndpointTester:
                                                 feature_lines, recorded_accuracy))
             self._record(report, "performance", self.check_performance(rows))
             self._record(report, "robustness", self.check_robustness(rows.shape[1]))
+            if replay is not None:
+                self._record(report, "replay", self.check_replay(replay))
             return report
         finally:
             report.finished_at = _now()
@@ -146,7 +163,9 @@ class EndpointTester:
     @staticmethod
     def _record(report: TestReport, name: str, result: dict[str, Any]) -> None:
         report.checks[name] = result
-        if result["passed"]:
+        if result.get("skipped"):
+            log.info("endpoint test %s: %s", name, result["skipped"])
+        elif result["passed"]:
             log.info("endpoint test %s: passed", name)
         else:
             report.failures.append(f"{name}: {result['reason']}")
@@ -318,3 +337,25 @@ class EndpointTester:
         if not healthy:
             return {"passed": False, "answers": answers, "reason": "endpoint unhealthy after malformed requests"}
         return {"passed": True, "answers": answers}
+
+    def check_replay(self, sample: ReplaySample) -> dict[str, Any]:
+        """Every captured client request the serving version answered 2xx must be answered 2xx here too: a
+        candidate that refuses what clients send today would break them the moment it takes their traffic."""
+        if sample.skipped is not None:
+            return {"passed": True, "skipped": sample.skipped, "requests": 0}
+        refused: list[str] = []
+        for request in sample.requests:
+            try:
+                reply = self.client.invoke(request.body, request.content_type, request.accept)
+                status = reply.status
+                problem = None if reply.ok else reply.body[:200].decode("utf-8", "replace")
+            except Exception as err:  # no answer at all (refused connection, a backend client's error)
+                status, problem = 0, f"no answer: {type(err).__name__}"
+            if problem is not None:
+                refused.append(f"{request.inference_id}: {status} {' '.join(problem.split())}")
+        result: dict[str, Any] = {"passed": not refused, "requests": len(sample.requests), "refused": len(refused),
+                                  "examples": refused[:3]}
+        if refused:
+            result["reason"] = (f"{len(refused)} of {len(sample.requests)} captured client requests the serving "
+                                f"version answered were refused (first: {refused[0]})")
+        return result

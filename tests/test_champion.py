@@ -162,9 +162,11 @@ def test_the_comparison_reaches_the_ci_reports(pipeline, cancer, workdir):
 
 # --------------------------------------------------------------------------- the gate's table, with a champion
 def _comparison(holds: bool) -> ChampionComparison:
-    return ChampionComparison(ComparisonStatus.COMPARED, "not_worse", "v1", "accuracy", 0.97, 0.95, 100, 0, 1, 3,
-                              0.9, -0.02, (-0.06, 0.02), "mcnemar", 0.0, 0.05, holds,
-                              "held: worse" if holds else "not worse")
+    return ChampionComparison(status=ComparisonStatus.COMPARED, policy="not_worse", version="v1", metric="accuracy",
+                              champion_value=0.97, candidate_value=0.95, rows_compared=100, rows_excluded=0,
+                              candidate_only_correct=1, champion_only_correct=3, p_value=0.9, difference=-0.02,
+                              difference_interval=(-0.06, 0.02), test="mcnemar", margin=0.0, alpha=0.05, holds=holds,
+                              reason="held: worse" if holds else "not worse")
 
 
 @pytest.mark.parametrize(("accuracy", "holds", "verdict"), [
@@ -176,7 +178,13 @@ def _comparison(holds: bool) -> ChampionComparison:
 def test_the_champion_holds_only_a_candidate_that_clears_the_bar(accuracy, holds, verdict):
     decision = Gate(PipelineConfig()).decide({"accuracy": accuracy}, _comparison(holds))
     assert decision.decision == verdict
-    assert (decision.reason == "held: worse") == (verdict == Verdict.HELD and accuracy >= 0.95)
+    assert (decision.reason == "worse") == (verdict == Verdict.HELD and accuracy >= 0.95)
+
+
+def test_a_decision_held_by_the_champion_says_held_once():
+    decision = Gate(PipelineConfig()).decide({"accuracy": 0.96}, _comparison(True))
+    shown = f"Gate: {decision.decision} ({decision.reason})"
+    assert shown.count("held") == 1 and decision.champion.reason == "held: worse"
 
 
 def test_a_skipped_comparison_never_holds_the_candidate():

@@ -22,6 +22,8 @@ def _nothing_deployed() -> bool:
 
 @pytest.mark.parametrize("content, expected", [
     ({"accuracy_threshold": 1.5}, "accuracy_threshold: expected a number between 0.0 and 1.0, got 1.5"),
+    ({"baking_seconds": 0}, "baking_seconds: expected a number greater than 0.0 and at most 3600.0, got 0"),
+    ({"test_size": 1.0}, "test_size: expected a number greater than 0.0 and less than 1.0, got 1.0"),
     ({"minimum_accuracy": -0.1}, "minimum_accuracy: expected a number between 0.0 and 1.0, got -0.1"),
     ({"accuracy_threshold": "high"}, "accuracy_threshold: expected a number, got 'high'"),
     ({"auto_deploy_enabled": "yes"}, "auto_deploy_enabled: expected true or false, got 'yes'"),

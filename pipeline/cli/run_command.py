@@ -85,7 +85,7 @@ def flag_settings(options: dict[str, Any]) -> dict[str, Any]:
         "model_type": options.get("model_type"), "random_seed": options.get("random_seed"),
         "store_dir": options.get("store_dir"), "endpoint_port": options.get("endpoint_port"),
         "log_file": options.get("log_file"), "log_level": "DEBUG" if options.get("verbose") else None,
-        "traffic_routing": options.get("traffic_routing"),
+        "traffic_routing": options.get("traffic_routing"), "replay_requests": options.get("replay_requests"),
     }
 
 
@@ -126,6 +126,12 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
 @click.option("--traffic-routing", type=click.Choice(TRAFFIC_ROUTINGS, case_sensitive=False),
               help="How a tested version takes the endpoint's traffic (default ALL_AT_ONCE; CANARY, LINEAR and "
                    "SHADOW bake it on live requests first).")
+@click.option("--replay-requests", type=int,
+              help="Captured client requests replayed against a candidate before the switch; each the serving "
+                   "version answered 2xx must be 2xx again (default 200; 0: none).")
+@click.option("--allow-contract-change", is_flag=True,
+              help="Deploy even though the candidate's inputs or labels differ from the serving version's "
+                   "(recorded in the audit trail and the results).")
 @click.option("--log-file", type=click.Path(dir_okay=False),
               help="Log file (default /tmp/mlops_pipeline_<ts>.log; the newest tmp_retention_count such files "
                    "are kept).")
@@ -176,7 +182,7 @@ def cli(ctx: click.Context, **options: Any) -> None:
         config, sources = _build_config(options)
         mode = resolve_mode(options["mode"], deployment_only=options["deployment_only"],
                             training_job=options["training_job"], endpoint_name=options["endpoint_name"],
-                            config=config, sources=sources)
+                            config=config, sources=sources, allow_contract_change=options["allow_contract_change"])
         check_output_paths({
             ("--output-file" if options["output_file"] else "the default results file (choose one with "
              "--output-file)"): options["output_file"] or default_results_file(),
@@ -190,7 +196,8 @@ def cli(ctx: click.Context, **options: Any) -> None:
                                   junit_xml=options["junit_xml"], metrics_file=options["metrics_file"],
                                   report_html=options["report_html"], log_format=options["log_format"])
         results = run_pipeline(config, sources, outputs, mode=mode, endpoint_name=options["endpoint_name"],
-                               training_job=options["training_job"])
+                               training_job=options["training_job"],
+                               allow_contract_change=options["allow_contract_change"])
     except PipelineError as err:
         _fail(err, verbose)
         return
@@ -207,7 +214,8 @@ def print_summary(results: Results, emoji: bool | None = None, store_dir: str | 
 _RUN_ONLY = {"mode": "--mode", "training_job": "--training-job", "endpoint_name": "--endpoint-name",
              "deployment_only": "--deployment-only", "output_file": "--output-file", "dotenv_file": "--dotenv-file",
              "junit_xml": "--junit-xml", "metrics_file": "--metrics-file", "report_html": "--report-html",
-             "log_file": "--log-file", "log_format": "--log-format"}
+             "log_file": "--log-file", "log_format": "--log-format",
+             "allow_contract_change": "--allow-contract-change"}
 
 
 def _refuse_run_only(given: Any, command: str) -> None:

@@ -26,6 +26,7 @@ from pipeline.gate.comparison import PAIRED_METRICS, compare_point_values, compa
 from pipeline.gate.decision import ChampionComparison
 from pipeline.state.store import DeploymentStore
 from pipeline.training.jobs import TrainingJob
+from pipeline.training.labels import label_of
 from pipeline.training.row_hashes import labelled_row_hashes, rows_not_trained_on
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ def _compare(config: PipelineConfig, store: DeploymentStore, version: str, model
                      f"[{', '.join(champion_features[:8])}], candidate: {features.shape[1]} "
                      f"[{', '.join(map(str, features.columns[:8]))}])")
     candidate_model = inference.model_fn(str(candidate.model_dir), candidate.model_sha256)
+    champion_classes = [label_of(label) for label in getattr(champion_model, "classes_", ())]
+    candidate_classes = [label_of(label) for label in getattr(candidate_model, "classes_", ())]
+    if champion_classes != candidate_classes:
+        # Another label vocabulary (setosa against 0): every row would score 0% for one of them.
+        raise Unfair(f"classes differ (champion: {_shown(champion_classes)}, candidate: {_shown(candidate_classes)})")
     truth = labels.to_numpy()
     candidate_predictions = np.asarray(candidate_model.predict(features))
     champion_predictions = np.asarray(champion_model.predict(features))  # the one extra prediction pass
@@ -116,3 +122,8 @@ def _load_champion(store: DeploymentStore, version: str, model_dir: Path) -> tup
     except Exception as err:
         raise Unfair(f"its model cannot be loaded: {type(err).__name__}: {err}") from None
     return job, model
+
+
+def _shown(classes: list[tuple[str, str]]) -> str:
+    return "[" + ", ".join(repr(value) if kind == "str" else value for kind, value in classes[:8]) + \
+        (", ..." if len(classes) > 8 else "") + "]"

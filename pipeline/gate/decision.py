@@ -31,6 +31,13 @@ class ComparisonStatus(StrEnum):
     SKIPPED = "skipped"
 
 
+class ContractStatus(StrEnum):
+    UNCHANGED = "unchanged"  # the same inputs and labels as the serving version
+    CHANGED = "changed"  # they differ: the candidate is held
+    ALLOWED = "allowed"  # they differ, and --allow-contract-change said so for this run
+    SKIPPED = "skipped"  # nothing serves: there is no contract to keep
+
+
 class _Result(BaseModel):
     # Frozen: a decision is made once. Keys a newer tool added are ignored when an older results file
     # is read back (and ``deploys`` is worked out again, never read).
@@ -63,6 +70,19 @@ class ChampionComparison(_Result):
     reason: str = ""
 
 
+class ContractCheck(_Result):
+    """The candidate's inputs and labels against the serving version's (``pipeline.gate.contract``)."""
+
+    status: ContractStatus
+    serving_version: str | None = None
+    changes: list[str] = []  # what a client of the serving version would see change, one phrase each
+    reason: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return self.status == ContractStatus.CHANGED
+
+
 class GateDecision(_Result):
     """The gate's decision on one model, the evidence it rests on, and the champion comparison beside it."""
 
@@ -77,6 +97,7 @@ class GateDecision(_Result):
     policy: GatePolicy = GatePolicy.POINT
     rows_needed: int | None = None  # evaluation rows at which the interval's lower end would clear the threshold
     champion: ChampionComparison | None = None
+    contract: ContractCheck | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.gate.decision import ChampionComparison, GateDecision, GatePolicy
+from pipeline.gate.decision import ChampionComparison, ContractCheck, GateDecision, GatePolicy
 from pipeline.gate.statistics import rows_needed
 from pipeline.outcomes import Verdict
 
@@ -25,13 +25,15 @@ class Gate:
     | accuracy <= no-skill baseline                                | held     | no (a majority-class guess   |
     |                                                              |          | does as well)                |
     | metric < threshold (``confident``: the interval's lower end) | held     | no                           |
+    | the endpoint's contract would change (inputs or labels),     | held     | no; --allow-contract-change  |
+    | when deploying                                               |          | deploys it                   |
     | the champion holds it (``champion_policy``)                  | held     | no; the champion serves on   |
     | auto-deploy off, and not --mode deployment                   | approved | later, with --mode deployment|
     | otherwise                                                    | deploy   | yes                          |
 
     ``gate_policy`` ``point`` compares the metric itself; ``confident`` its 95% interval
-    (``judge`` below). The champion comparison is made beforehand
-    (``pipeline.gate.champion``) and reported whatever the decision.
+    (``judge`` below). The champion comparison and the contract check are made beforehand
+    (``pipeline.gate.champion``, ``pipeline.gate.contract``) and reported whatever the decision.
     """
 
     def __init__(self, config: PipelineConfig, explicit_request: bool = False) -> None:
@@ -39,7 +41,7 @@ class Gate:
         self.explicit_request = explicit_request  # --mode deployment: deploy even with auto-deploy off
 
     def decide(self, metrics: dict[str, Any], champion: ChampionComparison | None = None,
-               champion_warning: str | None = None) -> GateDecision:
+               champion_warning: str | None = None, contract: ContractCheck | None = None) -> GateDecision:
         name = self.config.gate_metric
         value = metrics.get(name)
         if name in NOT_GATEABLE or not _is_score(value):
@@ -54,14 +56,16 @@ class Gate:
         if verdict != Verdict.REJECTED and _is_score(accuracy) and _is_score(no_skill) and accuracy <= no_skill:
             verdict, reason = Verdict.HELD, (f"accuracy {accuracy:.2%} does not beat the no-skill baseline "
                                              f"{no_skill:.2%} (always predicting the most frequent class)")
+        elif verdict == Verdict.DEPLOY and contract is not None and contract.holds:
+            verdict, reason = Verdict.HELD, contract.reason
         elif verdict == Verdict.DEPLOY and champion is not None and champion.holds:
-            verdict, reason = Verdict.HELD, champion.reason
+            verdict, reason = Verdict.HELD, champion.reason.removeprefix("held: ")  # the decision says held
         elif verdict == Verdict.DEPLOY and not (self.config.auto_deploy_enabled or self.explicit_request):
             verdict, reason = Verdict.APPROVED, (f"{reason}; auto-deploy is off: deploy it with --mode deployment "
                                                  f"--training-job NAME")
         warning = "; ".join(filter(None, (evidence.warning, champion_warning))) or None
         return evidence.model_copy(update={"decision": verdict, "reason": reason, "warning": warning,
-                                           "champion": champion})
+                                           "champion": champion, "contract": contract})
 
 
 # Numbers, but not "higher is better" scores of the model: a spread, sizes, and a reference point.

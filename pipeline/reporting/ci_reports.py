@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.container.verified_files import write_atomically
-from pipeline.gate.decision import GateDecision
+from pipeline.gate.decision import ContractStatus, GateDecision
 from pipeline.reporting.results import DeploymentResults, Results, RolloutPhase, TestingPhase
 
 DOTENV_PREFIX = "MLOPS_"
@@ -272,7 +272,22 @@ def _gate_cases(suite: _Suite, gate: GateDecision, results: Results) -> None:
                            f"{_number(minimum)}): the model is {outcome}, nothing was deployed")
     else:
         suite.case("accuracy_threshold", details=details)
+    _contract_case(suite, gate)
     _champion_case(suite, gate)
+
+
+def _contract_case(suite: _Suite, gate: GateDecision) -> None:
+    """Failed when a change of the endpoint's inputs or labels held the candidate; skipped when nothing served."""
+    contract = gate.contract
+    if contract is None:
+        return
+    details = {"serving_version": contract.serving_version, "changes": contract.changes, "status": contract.status}
+    if contract.status == ContractStatus.SKIPPED:
+        suite.case("contract", skipped=contract.reason)
+    elif contract.holds:
+        suite.case("contract", failure=contract.reason, details=details)
+    else:
+        suite.case("contract", details={**details, "reason": contract.reason})
 
 
 def _champion_case(suite: _Suite, gate: GateDecision) -> None:
@@ -300,7 +315,9 @@ def _endpoint_cases(suite: _Suite, testing: TestingPhase) -> None:
             continue
         details = {key: value for key, value in check.items() if key not in ("passed", "reason")}
         seconds = check.get("seconds") if isinstance(check.get("seconds"), (int, float)) else None
-        if check.get("passed"):
+        if check.get("skipped"):
+            suite.case(name, skipped=str(check["skipped"]))
+        elif check.get("passed"):
             suite.case(name, details=details, seconds=seconds)
         else:
             suite.case(name, failure=f"{name}: {check.get('reason') or 'failed'}", details=details, seconds=seconds)

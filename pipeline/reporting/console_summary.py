@@ -33,6 +33,8 @@ def render_summary(results: Results, emoji: bool, store_dir: str | None = None) 
         rows.append(f"Training Accuracy: {accuracy:.2%}")
     if results.gate:
         rows.append(f"Gate: {results.gate.decision} ({results.gate.reason})")
+        if results.gate.contract and not results.gate.contract.holds:  # when it holds, the gate's reason says so
+            rows.append(f"Contract: {results.gate.contract.status}: {results.gate.contract.reason}")
         if results.gate.champion:
             rows.append(f"Champion comparison: {results.gate.champion.reason}")
         if results.gate.warning:

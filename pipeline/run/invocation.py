@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 
 def resolve_mode(mode: str | None, *, deployment_only: bool = False, training_job: str | None = None,
                  endpoint_name: str | None = None, config: PipelineConfig | None = None,
-                 sources: Mapping[str, str] | None = None) -> str:
+                 sources: Mapping[str, str] | None = None, allow_contract_change: bool = False) -> str:
     """The mode a run's flags ask for, or a ``PipelineError`` naming two flags that contradict each other.
 
     Each flag means something in some modes only; given where it means nothing, it would be
@@ -46,6 +46,8 @@ def resolve_mode(mode: str | None, *, deployment_only: bool = False, training_jo
                                          "trains a new model)")
     if endpoint_name and resolved == "training":
         raise PipelineError("--endpoint-name contradicts --mode training: training deploys nothing")
+    if allow_contract_change and resolved in ("training", "testing", "cleanup"):
+        raise PipelineError(f"--allow-contract-change contradicts --mode {resolved}: it deploys nothing")
     if config is None or sources is None:
         return resolved
     source = sources.get("auto_deploy_enabled", "default")
@@ -54,9 +56,10 @@ def resolve_mode(mode: str | None, *, deployment_only: bool = False, training_jo
         why = ("deployment mode is an explicit request to deploy" if resolved == "deployment"
                else f"--mode {resolved} deploys nothing")
         raise PipelineError(f"{describe_given('auto_deploy_enabled', False, source)} contradicts {asked}: {why}")
-    if switched_off and endpoint_name and resolved == "full":
-        raise PipelineError(f"--endpoint-name contradicts auto_deploy_enabled=false (from {describe_source(source)}): "
-                            f"a full run with auto-deploy off deploys nothing")
+    for flag, given in (("--endpoint-name", endpoint_name), ("--allow-contract-change", allow_contract_change)):
+        if switched_off and given and resolved == "full":
+            raise PipelineError(f"{flag} contradicts auto_deploy_enabled=false (from {describe_source(source)}): "
+                                f"a full run with auto-deploy off deploys nothing")
     return resolved
 
 

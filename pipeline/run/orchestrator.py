@@ -19,11 +19,13 @@ from pathlib import Path
 from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend
 from pipeline.config import PipelineConfig, validate_endpoint_name
+from pipeline.deployment.replay import sample_for_replay
 from pipeline.deployment.rollout import BakeOutcome, BakeReport, bake
 from pipeline.deployment.steps import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.gate.champion import compare_with_serving_version
-from pipeline.gate.decision import GateDecision
+from pipeline.gate.contract import check_contract
+from pipeline.gate.decision import ContractCheck, ContractStatus, GateDecision
 from pipeline.gate.rules import Gate
 from pipeline.logs import log_phase, set_run_id
 from pipeline.notifications import Notifier
@@ -62,6 +64,7 @@ class Orchestrator:
         training_pipeline: TrainingPipeline | None = None,
         log_file: str | None = None,
         results_file: str | None = None,
+        allow_contract_change: bool = False,
     ) -> None:
         if mode not in MODES:
             raise PipelineError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -76,6 +79,7 @@ class Orchestrator:
         self.mode = Mode(mode)
         self.endpoint_name = endpoint_name or config.endpoint_prefix
         self.training_job_name = training_job
+        self.allow_contract_change = allow_contract_change  # --allow-contract-change: this run may change inputs/labels
         self.training = training_pipeline or TrainingPipeline(config)
         self.run_id = new_run_id()
         set_run_id(self.run_id)  # every log line of this run carries it (--log-format json)
@@ -175,18 +179,40 @@ class Orchestrator:
             # time, whatever served when the candidate was trained).
             champion, champion_warning = compare_with_serving_version(self.config, self.store, self.backend,
                                                                        self.endpoint_name, job)
+            contract = self.check_contract(job) if self.deploys_if_approved() else None
             decision = Gate(self.config, explicit_request=self.mode == Mode.DEPLOYMENT).decide(
-                job.metrics, champion, champion_warning)
+                job.metrics, champion, champion_warning, contract)
             self.record.gate = decision
             self.store.record_gate(self.run_id, job.name, decision.decision, decision.reason, decision.metric,
-                                   decision.value, decision.interval)
+                                   decision.value, decision.interval,
+                                   contract=contract.to_dict() if contract is not None else None)
             (log.warning if decision.decision.stops_the_run else log.info)("gate: %s: %s", decision.decision,
                                                                            decision.reason)
             log.info("gate: champion comparison: %s", champion.reason)
+            if contract is not None and not contract.holds:  # when it holds, the decision's reason says it
+                (log.warning if contract.changes else log.info)("gate: contract: %s", contract.reason)
             if decision.warning:
                 log.warning("gate: %s", decision.warning)
             self.notify("gate_decision")
             return decision
+
+    def deploys_if_approved(self) -> bool:
+        """Whether this run deploys a model the gate lets through (not training alone, not auto-deploy off)."""
+        return self.mode == Mode.DEPLOYMENT or (self.mode == Mode.FULL and self.config.auto_deploy_enabled)
+
+    def check_contract(self, job: TrainingJob) -> ContractCheck:
+        """The candidate's inputs and labels against what the endpoint serves now."""
+        row = self.store.endpoint(self.endpoint_name)
+        version = (row or {}).get("serving_version")
+        if not version:
+            return check_contract(job, None, None)
+        try:
+            serving = self.deployer.job_of_version(version)
+        except PipelineError as err:  # its job is gone or changed: say so, as the champion comparison does
+            log.warning("gate: the contract of %s could not be read (%s): not checked", version, err.message)
+            return ContractCheck(status=ContractStatus.SKIPPED, serving_version=version,
+                                 reason=f"skipped: the contract of {version} could not be read: {err.message}")
+        return check_contract(job, version, serving, allowed=self.allow_contract_change)
 
     def deploy(self, job: TrainingJob) -> Deployment:
         with log_phase("deployment"):
@@ -198,7 +224,11 @@ class Orchestrator:
         with log_phase("testing"):
             staged = deployment.staged
             client = self.backend.client(staged.endpoint_name, staged.candidate)
-            self.record.testing = EndpointTester(client, self.config, expected_version=staged.version).run_for(job)
+            # What clients sent the serving version lately: the candidate must take it too.
+            replay = sample_for_replay(self.backend, self.store.directory, staged.endpoint_name,
+                                       staged.previous_version, self.config.replay_requests)
+            self.record.testing = EndpointTester(client, self.config, expected_version=staged.version).run_for(
+                job, replay)
             return self.record.testing  # notified after the rollback: never delay it
 
     def bake(self, deployment: Deployment) -> BakeReport | None:

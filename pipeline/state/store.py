@@ -310,13 +310,13 @@ class DeploymentStore:
                               artifacts=job.artifact_sha256)
 
     def record_gate(self, run_id: str, training_job: str, decision: str, reason: str, metric: str | None = None,
-                    value: float | None = None, interval: Any = None) -> None:
+                    value: float | None = None, interval: Any = None, **detail: Any) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE training_jobs SET gate_decision=?, gate_metric=?, gate_value=?, gate_interval_json=? "
                          "WHERE name=?", (decision, metric, value, json.dumps(list(interval)) if interval else None,
                                           training_job))
             self.append_event(conn, "gate_decision", run_id=run_id, training_job=training_job,
-                              decision=decision, reason=reason)
+                              decision=decision, reason=reason, **detail)
 
     def training_jobs(self, prefix: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Training jobs newest first, each with the endpoint versions it was deployed as."""

@@ -27,6 +27,7 @@ from pipeline.errors import ExitCode, PipelineError
 from pipeline.monitoring import Baseline, DriftThresholds, compute_baseline, read_baseline, write_baseline
 from pipeline.monitoring.baseline import BASELINE_FILE
 from pipeline.training.datasets import Dataset
+from pipeline.training.labels import output_schema
 from pipeline.training.row_hashes import labelled_row_hashes
 
 MODEL_DIR = "model"
@@ -204,6 +205,7 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
         # deployment hands it to the local server in the version's pointer, so the server reads no file the
         # store has not verified. The file itself, which travels with the model to SageMaker, is hashed below.
         "input_schema": json.loads(schema_path.read_text()) if schema_path.is_file() else None,
+        "output_schema": output_schema(y_train),  # the labels clients receive (the endpoint's contract)
         **extra,
     }
     artifacts[MANIFEST_FILE] = _write_json(directory / MANIFEST_FILE, manifest)
