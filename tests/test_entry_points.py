@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import click
+import pytest
 import requests
 from click.testing import CliRunner
 
@@ -152,6 +153,7 @@ def _parses(argv: list[str]) -> None:
     command.make_context(name, rest, parent=parent)
 
 
+@pytest.mark.unit
 def test_every_command_line_in_the_readme_and_docs_parses():
     lines = _command_lines_of_the_docs()
     assert len(lines) >= 30 and {page for page, _ in lines} >= {"README.md", "CONFIGURATION.md", "SAGEMAKER.md"}
