@@ -1,16 +1,21 @@
 """The real entry points: the bash wrapper as a subprocess, and the CLI's documentation."""
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import shlex
 from pathlib import Path
 
+import click
+import pytest
 import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.cli.run_command import flag_settings
 from pipeline.config import load_config
+from pipeline.errors import PipelineError
 from pipeline.run.invocation import resolve_mode
 from tests.conftest import PYTHON, REPO, run_script
 
@@ -98,6 +103,68 @@ def test_every_documented_invocation_parses():
                                       search_default_file=False)
         resolve_mode(options["mode"], deployment_only=options["deployment_only"], training_job=options["training_job"],
                      endpoint_name=options["endpoint_name"], config=config, sources=sources)
+
+
+def _command_lines_of_the_docs() -> list[tuple[str, str]]:
+    """Every run_pipeline.py / run_mlops_pipeline.sh / mlops-pipeline line of a shell block in README.md and
+    docs/, as (page, the arguments as written)."""
+    found = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", page.read_text(), re.S):
+            for line in block.splitlines():
+                for marker in ("run_mlops_pipeline.sh", "run_pipeline.py", "mlops-pipeline"):
+                    if marker in line:
+                        found.append((page.name, line.split(marker, 1)[1].split("#")[0]))
+                        break
+    return found
+
+
+def _with_and_without_optional_parts(arguments: str) -> list[list[str]]:
+    """``[--limit 20]`` in a usage line is optional: each combination, with the placeholders filled in."""
+    parts = re.split(r"(\[[^\]]*\])", arguments.replace("RUN_ID", "20261126T030742Z-1a2b3c4d")
+                     .replace("VERSION", "iris-model-20261126-030743"))
+    choices = [["", part[1:-1]] if part.startswith("[") else [part] for part in parts]
+    return [_wrapper_to_cli(shlex.split("".join(combination))) for combination in itertools.product(*choices)]
+
+
+def _parses(argv: list[str]) -> None:
+    """Parse ``argv`` as the CLI does, running nothing: a subcommand's own options and arguments, and for a
+    run the checks it makes before any work (settings, contradicting flags)."""
+    takes_a_value = {opt for param in cli.params if isinstance(param, click.Option) and not param.is_flag
+                     for opt in param.opts}
+    at, i = None, 0
+    while i < len(argv) and at is None:
+        if argv[i] in cli.commands:
+            at = i
+        i += 2 if argv[i] in takes_a_value else 1  # `--mode cleanup`: a value, not the subcommand
+    if at is None:
+        options = cli.make_context("run_pipeline.py", list(argv), resilient_parsing=False).params
+        config, sources = load_config(None, {}, flag_settings(options), settings=options["settings"],
+                                      search_default_file=False)
+        resolve_mode(options["mode"], deployment_only=options["deployment_only"], training_job=options["training_job"],
+                     endpoint_name=options["endpoint_name"], config=config, sources=sources)
+        return
+    parent = cli.make_context("run_pipeline.py", argv[:at], resilient_parsing=False)
+    name, rest = argv[at], argv[at + 1:]
+    command = cli.commands[name]
+    if isinstance(command, click.Group) and rest and rest[0] in command.commands:
+        parent, command, name, rest = (command.make_context(name, [], parent=parent), command.commands[rest[0]],
+                                       rest[0], rest[1:])
+    command.make_context(name, rest, parent=parent)
+
+
+@pytest.mark.unit
+def test_every_command_line_in_the_readme_and_docs_parses():
+    lines = _command_lines_of_the_docs()
+    assert len(lines) >= 30 and {page for page, _ in lines} >= {"README.md", "CONFIGURATION.md", "SAGEMAKER.md"}
+    for page, arguments in lines:
+        for argv in _with_and_without_optional_parts(arguments):
+            if "--help" in argv:
+                continue  # prints and exits: the help commands have tests of their own
+            try:
+                _parses(argv)
+            except (click.ClickException, PipelineError) as err:
+                raise AssertionError(f"{page}: {arguments.strip()}: {err}") from err
 
 
 def test_the_local_pipeline_imports_neither_boto3_nor_the_sagemaker_sdk(workdir):

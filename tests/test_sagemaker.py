@@ -330,7 +330,7 @@ def test_cleanup_prefix_deletes_what_the_seed_cleanup_script_did_and_spares_othe
 def test_seed_deployment_and_testing_commands_without_role_arn_use_the_recorded_backend(pipeline, sagemaker):
     assert pipeline("--role-arn", ROLE, "--mode", "training").exit_code == 0
     job = pipeline.results()["summary"]["training_job"]
-    # the README's "deploy a training job" example
+    # the documented "deploy a training job" example (README's commands, docs/SAGEMAKER.md)
     assert pipeline("--mode", "deployment", "--training-job", job).exit_code == 0
     assert pipeline.results()["backend"] == "sagemaker"
     assert sm().describe_endpoint(EndpointName="iris-model")["EndpointStatus"] == "InService"
