@@ -16,11 +16,9 @@ them.
 ("default", "file:<path>", "env:<NAME>", "flag:<--name>", "set:<key>"); the
 results JSON records those sources so a CI log shows why a threshold had the
 value it had. Every validation error is one ``PipelineError`` line naming the
-source, the key, the value and what was expected, raised before any work starts.
-
-Besides the config itself, this module checks the rest of a run's request before
-the run starts: flags that contradict each other (``resolve_mode``) and files the
-run would fail to write at its end (``check_output_paths``).
+source, the key, the value and what was expected (``pipeline.config_messages``),
+raised before any work starts. The rest of a run's request -- its mode and the
+files it will write -- is checked by ``pipeline.run.invocation``.
 """
 from __future__ import annotations
 
@@ -122,7 +120,7 @@ class PipelineConfig(BaseModel):
     lock_timeout_seconds: float = Field(600.0, ge=0.0)  # how long a deployment waits for another one
     retain_versions: int = Field(5, ge=1)  # cleanup keeps the artifacts of this many newest versions per endpoint
 
-    # --- progressive delivery (pipeline/deployment/rollout.py, README "Progressive delivery") ---
+    # --- progressive delivery (pipeline/deployment/rollout.py, docs/PROGRESSIVE_DELIVERY.md) ---
     # How a tested version takes the endpoint's traffic: all at once; CANARY (canary_percent for one
     # baking interval, then all); LINEAR (linear_step_percent more each interval until all); SHADOW (a copy
     # of every request, never answered by it). The names SageMaker uses; one key for both backends.

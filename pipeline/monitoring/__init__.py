@@ -9,7 +9,8 @@
   false-alarm rate of a whole monitor run held at ``drift_alpha``.
 - ``quality``: captured predictions merged with labels that arrive later.
 
-These modules are pure: no config, no store, no CLI. See docs/MONITORING.md.
+They take no config, store or CLI; ``baseline``, ``capture`` and ``quality`` read and write their own files.
+``monitor`` and ``monitor_run`` are the ``monitor`` command's driver. See docs/MONITORING.md.
 """
 from __future__ import annotations
 

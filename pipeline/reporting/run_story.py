@@ -28,7 +28,7 @@ class Headline:
 
 
 def verdict_of(results: Results) -> Headline:
-    """What happened to the model, in the words of the README's tables (gate decisions, final states)."""
+    """What happened to the model, in the documented tables' words (the gate's decisions, final states)."""
     error, gate, deployment, rollback = results.error, results.gate, results.deployment, results.rollback
     state = deployment.final_state if deployment else None
     reason = (rollback.reason if rollback else None) or (deployment.reason if deployment else None)

@@ -195,7 +195,7 @@ class RunRecord:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The results JSON, in the documented shape (README: "Results JSON")."""
+        """The results JSON, in the documented shape (docs/RESULTS_AND_REPORTS.md)."""
         phases: dict[str, Any] = {}
         if self.training is not None:
             phases["training"] = self.training.to_dict()

@@ -9,7 +9,7 @@ The ``events`` table is the audit trail. It is append-only (triggers refuse
 UPDATE and DELETE) and each event carries the sha256 of the one before it, so
 ``verify_events`` can tell when someone edited or removed a row by hand.
 
-Schema (also in README.md):
+Schema (also in docs/RESULTS_AND_REPORTS.md):
 
 - runs(run_id, started_at, finished_at, mode, backend, status, exit_code, results_file, pid,
   pid_start, host, results_sha256)

@@ -83,7 +83,7 @@ class TrainingJob:
         return read_baseline(self.directory / BASELINE_FILE, self.artifact_sha256[BASELINE_FILE])
 
     def training_row_hashes(self) -> np.ndarray | None:
-        """The hashes of the rows the model was trained on (``evidence.labelled_row_hashes``), checked
+        """The hashes of the rows the model was trained on (``row_hashes.labelled_row_hashes``), checked
         against the store with the job's other files; None for a job recorded before they were kept."""
         path = self.directory / TRAINING_ROWS_FILE
         if TRAINING_ROWS_FILE not in self.artifact_sha256 or not path.is_file():
