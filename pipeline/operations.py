@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline import interrupts
 from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
@@ -72,19 +69,19 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
     orchestrator = Orchestrator(config, sources, mode=mode, endpoint_name=endpoint_name, training_job=training_job,
                                 allow_contract_change=allow_contract_change,
                                 log_file=str(log_file), results_file=outputs.results_file)
-    with _sigterm_as_interrupt():
+    with interrupts.handled():  # the run's outcome is written whatever Ctrl-C or SIGTERM arrives meanwhile
         record = orchestrator.run()
-    document = record.to_json()
-    try:
-        orchestrator.store.write_run_file(document.get("run_id"), outputs.results_file,
-                                          json.dumps(document, indent=2, default=str))
-    finally:  # the CI reports even when the results JSON cannot be written
-        results = Results.model_validate(document)
-        for problem in write_reports(results, dotenv_file=outputs.dotenv_file, junit_xml=outputs.junit_xml,
-                                     metrics_file=outputs.metrics_file):
-            log.error("report not written: %s", problem)
-        for problem in _write_run_report(results, orchestrator.store, outputs.report_html):
-            log.error("report not written: %s", problem)
+        document = record.to_json()
+        try:
+            orchestrator.store.write_run_file(document.get("run_id"), outputs.results_file,
+                                              json.dumps(document, indent=2, default=str))
+        finally:  # the CI reports even when the results JSON cannot be written
+            results = Results.model_validate(document)
+            for problem in write_reports(results, dotenv_file=outputs.dotenv_file, junit_xml=outputs.junit_xml,
+                                         metrics_file=outputs.metrics_file):
+                log.error("report not written: %s", problem)
+            for problem in _write_run_report(results, orchestrator.store, outputs.report_html):
+                log.error("report not written: %s", problem)
     log.debug("results written to %s", outputs.results_file)
     return results
 
@@ -107,22 +104,6 @@ def _write_run_report(results: Results, store: DeploymentStore, report_html: str
 def default_outputs(results_file: str | None, **reports: Any) -> Outputs:
     return Outputs(results_file or str(default_results_file()), chosen_results_file=results_file is not None,
                    **reports)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A cancelled CI job sends SIGTERM: unwind like Ctrl-C, so an unfinished candidate is dropped."""
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- the other commands

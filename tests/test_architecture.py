@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, ...]] = [
     ("container", "errors", "outcomes", "redaction"),  # shipped to SageMaker / imported by everything
-    ("config", "config_messages", "logs", "progress"),
+    ("config", "config_messages", "interrupts", "logs", "progress"),
     ("state", "monitoring"),  # the store and locks; capture records, baselines, drift and live-accuracy statistics
     ("training", "serving", "testing"),
     ("backends",),

@@ -17,6 +17,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from pipeline import interrupts
 from pipeline.config import (
     BACKEND_NAMES,
     MODEL_TYPES,
@@ -195,13 +196,14 @@ def cli(ctx: click.Context, **options: Any) -> None:
         outputs = default_outputs(options["output_file"], dotenv_file=options["dotenv_file"],
                                   junit_xml=options["junit_xml"], metrics_file=options["metrics_file"],
                                   report_html=options["report_html"], log_format=options["log_format"])
-        results = run_pipeline(config, sources, outputs, mode=mode, endpoint_name=options["endpoint_name"],
-                               training_job=options["training_job"],
-                               allow_contract_change=options["allow_contract_change"])
+        with interrupts.handled():  # from the run's start to its exit code: see pipeline.interrupts
+            results = run_pipeline(config, sources, outputs, mode=mode, endpoint_name=options["endpoint_name"],
+                                   training_job=options["training_job"],
+                                   allow_contract_change=options["allow_contract_change"])
+            print_summary(results, store_dir=config.store_dir)
     except PipelineError as err:
         _fail(err, verbose)
         return
-    print_summary(results, store_dir=config.store_dir)
     sys.exit(results.exit_code)
 
 
@@ -254,6 +256,7 @@ def main() -> None:
     Module teardown after scipy, scikit-learn and pandas costs 0.3-0.4 s and does nothing
     useful here: logs and output are flushed first, and every file was written atomically.
     """
+    interrupts.install_for_process()
     try:
         # run_pipeline.py or the installed console script, mlops-pipeline: --help names the one used.
         cli(prog_name=Path(sys.argv[0]).name or "run_pipeline.py")  # pylint: disable=no-value-for-parameter

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline import interrupts
 from pipeline.config import PipelineConfig
 from pipeline.logs import log_phase
 from pipeline.notifications.budget import NotificationBudget
@@ -169,7 +170,10 @@ class Notifier:
                     left = min(deadline - time.monotonic(), self.budget.remaining())
                     if left <= 0:
                         break
-                    self._changed.wait(left)
+                    if interrupts.pending():  # Ctrl-C or SIGTERM while the run records how it ended
+                        self._give_up_on_pending("interrupted while waiting for notifications")
+                        break
+                    self._changed.wait(min(left, 0.1))  # in slices: an interrupt noted meanwhile is seen soon
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting: stop waiting, say so, let it unwind
                 self._give_up_on_pending("interrupted while waiting for notifications")
                 raise

@@ -16,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 
+from pipeline import interrupts
 from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend
 from pipeline.config import PipelineConfig, validate_endpoint_name
@@ -136,6 +137,7 @@ class Orchestrator:
                         else:
                             self.roll_back(deployment, conclusion.reason or "", tests_failed=conclusion.tests_failed,
                                            status=conclusion.final_state)
+            interrupts.defer()  # the work is done: what arrives now must not change how it is recorded
         except PipelineError as err:
             self.fail(err.message, err.exit_code, err.hint)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a cancelled CI job (see cli.run_pipeline)
@@ -144,6 +146,7 @@ class Orchestrator:
             log.debug("unexpected error", exc_info=True)
             self.fail(f"unexpected {type(err).__name__}: {err}", ExitCode.FAILURE)
         finally:
+            interrupts.defer()
             self.finish()
         return self.record
 
@@ -263,6 +266,7 @@ class Orchestrator:
     def keep(self, deployment: Deployment, conclusion: Conclusion) -> None:
         """Make the tested version the serving one (or, with rollback off, the failed one stays); the
         conclusion's reason goes into the history (a bake's verdict, or why the tests failed)."""
+        interrupts.defer()  # the version was judged good: a Ctrl-C now must not undo its verified switch
         with log_phase("deployment"):
             try:
                 if not conclusion.failed:
@@ -316,6 +320,8 @@ class Orchestrator:
 
     # ----------------------------------------------------------------- the end of every run
     def fail(self, message: str, exit_code: ExitCode, hint: str | None = None) -> None:
+        interrupts.defer()  # a second Ctrl-C must not cut the rollback or the record short
+        self.record.error = RunError(message, exit_code, hint)
         deployment = self._deployment
         if deployment is not None and deployment.outcome is None:
             # Never leave a half-done deployment: drop the candidate, keep what served before. A bake cut short
@@ -325,7 +331,6 @@ class Orchestrator:
                 self.record.rollout.reason = f"interrupted: {message}"
             self.roll_back(deployment, f"interrupted: {message}",
                            status=FinalState.KEPT_PREVIOUS if baking else None)
-        self.record.error = RunError(message, exit_code, hint)
         job = self.record.training_job
         if job and self.mode in (Mode.FULL, Mode.DEPLOYMENT) and exit_code == ExitCode.FAILURE \
                 and not self.record.resume_command:
