@@ -22,6 +22,7 @@ from pipeline.deployment.steps import DeploymentPipeline
 from pipeline.errors import PipelineError
 from pipeline.logs import configure_logging, default_results_file, prune_default_files
 from pipeline.monitoring.monitor_run import MonitorRecord, MonitorRun
+from pipeline.outcomes import FinalState
 from pipeline.progress import configure as configure_progress
 from pipeline.progress import on_terminal
 from pipeline.reporting.results import Results
@@ -275,7 +276,9 @@ class Operations:
                 # only accuracy has an interval: another metric is never shown beside accuracy's
                 "gate_interval": json.loads(row["gate_interval_json"]) if row["gate_interval_json"]
                 else metrics.get("accuracy_ci95") if metric == "accuracy" else None,
-                "gate_decision": row["gate_decision"], "deployed_as": row["deployed_as"], "run_id": row["run_id"]})
+                "gate_decision": row["gate_decision"], "deployed_as": row["deployed_as"], "run_id": row["run_id"],
+                "pruned_at": row.get("pruned_at"), "deployable": not row.get("pruned_at")
+                and row["gate_decision"] != "rejected"})
         return listed
 
     def runs(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -292,7 +295,8 @@ class Operations:
                                   datetime.fromisoformat(row["started_at"])).total_seconds(), 1)
             listed.append({key: row[key] for key in ("run_id", "started_at", "mode", "backend", "status", "exit_code",
                                                      "training_job", "endpoint_name", "version", "results_file")}
-                          | {"duration_seconds": duration, "report_html": str(page) if page.is_file() else None})
+                          | {"duration_seconds": duration, "report_html": str(page) if page.is_file() else None}
+                          | _left_serving(row))
         return listed
 
     def run_results(self, run_id: str) -> tuple[Results | MonitorRunReport, str | None]:
@@ -327,3 +331,14 @@ class Operations:
                                 ) from None
         except (OSError, ValueError) as err:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, cannot be read: {err}") from None
+
+
+def _left_serving(run: dict[str, Any]) -> dict[str, Any]:
+    """What a run's deployment left serving and what it tried, labelled apart: a deployment that was not kept
+    left the version before it serving (or nothing, when the endpoint's first version failed)."""
+    state, tried = run.get("deployment_status"), run.get("version")
+    if tried is None:
+        return {"deployment_status": None, "tried_version": None, "left_serving": None}
+    kept = state in (FinalState.DEPLOYED, FinalState.FAILED, FinalState.IN_PROGRESS)
+    return {"deployment_status": state, "tried_version": tried,
+            "left_serving": tried if kept else (None if state == FinalState.REMOVED else run.get("from_version"))}

@@ -112,6 +112,19 @@ def test_an_allowed_contract_change_is_recorded_and_still_replays_what_clients_s
     assert 'name="contract"' in junit and 'name="replay"' in junit
 
 
+def test_runs_shows_what_a_failed_deployment_left_serving_and_what_it_tried(endpoint):
+    serving = endpoint.serving_version()
+    code, results = endpoint.run("--dataset", "three_features.csv", "--endpoint-name", "iris-model",
+                                 "--allow-contract-change")
+    assert code == 1
+    tried = results["phases"]["deployment"]["deployment_results"]["version"]
+    listed = json.loads(CliRunner().invoke(cli, ["runs", "--json"]).output)["runs"]
+    run = next(row for row in listed if row["run_id"] == results["run_id"])
+    assert (run["left_serving"], run["tried_version"], run["deployment_status"]) == (serving, tried, "kept_previous")
+    table = CliRunner().invoke(cli, ["runs"]).output
+    assert f"iris-model:{serving} (tried {tried}: kept_previous)" in table
+
+
 def test_a_retrain_on_the_same_inputs_passes_the_replay_of_captured_requests(endpoint):
     endpoint.client_requests(5)
     code, results = endpoint.run("--endpoint-name", "iris-model", "--set", "replay_requests=10")

@@ -29,7 +29,8 @@ def _more(listed: list[dict[str, Any]], limit: int, what: str, as_json: bool) ->
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (\"more\": true when --limit left some out).")
 @click.pass_context
 def jobs(ctx: click.Context, prefix: str | None, limit: int, as_json: bool) -> None:
-    """Training jobs, newest first: data, model, the gate's numbers and decision, where each serves.
+    """Training jobs, newest first: data, model, the gate's numbers and decision, where each serves
+    (a job whose files cleanup --prune deleted is marked not deployable).
 
     Example: python3 run_pipeline.py jobs --prefix iris-classifier
     """
@@ -52,6 +53,8 @@ def jobs(ctx: click.Context, prefix: str | None, limit: int, as_json: bool) -> N
         if interval:
             judged += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
         served = ", ".join(f"{item['endpoint_name']}:{item['version']}" for item in job["deployed_as"]) or "-"
+        if job.get("pruned_at"):  # its files are gone: it cannot be deployed (or served) again
+            served = f"pruned, not deployable (was: {served})" if served != "-" else "pruned, not deployable"
         rows.append([job["created_at"][:19], job["name"], Path(job["dataset"]).name if job["dataset"] else "?",
                      (job["data_sha256"] or "-")[:12], job["model_type"] or "-", judged, job["gate_decision"] or "-",
                      served])
@@ -93,10 +96,14 @@ def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
     for run in listed:
         took = f"{run['duration_seconds']:.1f}s" if run["duration_seconds"] is not None else "-"
         code = "-" if run["exit_code"] is None else str(run["exit_code"])
-        deployed = f"{run['endpoint_name']}:{run['version']}" if run["version"] else "-"
+        deployed = "-"
+        if run["tried_version"]:  # what it left serving; a version it tried and did not keep, labelled as such
+            deployed = f"{run['endpoint_name']}:{run['left_serving'] or 'nothing'}"
+            if run["left_serving"] != run["tried_version"]:
+                deployed += f" (tried {run['tried_version']}: {run['deployment_status']})"
         rows.append([run["started_at"][:19], run["run_id"], run["mode"], run["status"], code, took,
                      run["training_job"] or "-", deployed, run["results_file"] or "-"])
-    _table(["started", "run id", "mode", "status", "exit", "took", "training job", "endpoint:version",
+    _table(["started", "run id", "mode", "status", "exit", "took", "training job", "endpoint:serving",
             "results file"], rows)
 
 

@@ -236,8 +236,16 @@ class DeploymentPipeline:
         """Manual rollback to ``to_version`` or the version served before the current one."""
         row = self.store.require_endpoint(endpoint_name)
         target = to_version or self._previous_version(endpoint_name, row["serving_version"])
-        if self.store.version(target) is None:
+        version = self.store.version(target)
+        if version is None:
             raise PipelineError(f"version {target!r} of endpoint {endpoint_name!r} not found (see history)")
+        if version.get("pruned_at"):
+            kept = [v["version"] for v in self.store.versions(endpoint_name)
+                    if not v.get("pruned_at") and v["version"] != row["serving_version"]]
+            raise PipelineError(f"version {target!r} of endpoint {endpoint_name!r} was pruned on "
+                                f"{version['pruned_at'][:19]} (cleanup --prune deleted its artifacts): it cannot serve "
+                                f"again; " + (f"versions that can: {', '.join(kept[:5])}" if kept else
+                                              "no earlier version of this endpoint has its artifacts left"))
         try:
             outcome = self.backend.rollback(endpoint_name, target)
         except PipelineError as err:
@@ -277,21 +285,23 @@ class DeploymentPipeline:
         doomed = [v for v in versions if v["version"] not in kept]
         in_use = {v["training_job"] for v in self.store.versions() if v["version"] in kept or
                   v["endpoint_name"] != endpoint_name}
-        pruned = []
+        pruned, jobs = [], []
         for version in doomed:
             self.backend.delete_version_artifacts(endpoint_name, version["version"])
             job = self.store.training_job(version["training_job"])
             if job and version["training_job"] not in in_use:
                 shutil.rmtree(job["directory"], ignore_errors=True)
-            pruned.append(version["version"])
+                jobs.append(job["name"])
+            if not version.get("pruned_at"):
+                pruned.append(version["version"])
         logs = self.backend.delete_stale_logs(endpoint_name, kept)
-        if pruned or logs:
-            self.store.record_event("artifacts_pruned", run_id=self.run_id, endpoint_name=endpoint_name,
-                                    versions=pruned, kept=sorted(kept), logs=logs)
+        if pruned or jobs or logs:
+            self.store.record_pruned(self.run_id, endpoint_name, pruned, sorted(set(jobs)), kept=sorted(kept),
+                                     logs=logs)
         return pruned
 
     def _previous_version(self, endpoint_name: str, current: str | None) -> str:
         for deployment in self.store.deployments(endpoint_name, limit=1000):
             if deployment["status"] == FinalState.DEPLOYED and deployment["to_version"] != current:
-                return deployment["to_version"]
+                return deployment["to_version"]  # pruned or not: rollback says which
         raise PipelineError(f"endpoint {endpoint_name!r} has no earlier deployed version to roll back to")

@@ -169,6 +169,9 @@ class Orchestrator:
             if row is None:
                 raise PipelineError(f"training job {self.training_job_name!r} not found in "
                                     f"{str(self.store.path)!r} (see `run_pipeline.py jobs`)")
+            if row.get("pruned_at"):
+                raise PipelineError(f"training job {row['name']!r} was pruned on {row['pruned_at'][:19]} (cleanup "
+                                    f"--prune deleted its model and files): it cannot be deployed; train again")
             if row["gate_decision"] == Verdict.REJECTED:
                 raise PipelineError(f"training job {row['name']!r} was rejected by the gate when it was trained; a "
                                     f"rejected model is never deployed", ExitCode.GATE)

@@ -74,7 +74,8 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
 MIGRATIONS = {
     "runs": {"pid": "INTEGER", "pid_start": "INTEGER", "host": "TEXT", "results_sha256": "TEXT"},
     "training_jobs": {"artifacts_json": "TEXT", "gate_metric": "TEXT", "gate_value": "REAL",
-                      "gate_interval_json": "TEXT", "dataset": "TEXT"},
+                      "gate_interval_json": "TEXT", "dataset": "TEXT", "pruned_at": "TEXT"},
+    "versions": {"pruned_at": "TEXT"},  # cleanup --prune deleted the version's artifacts (and maybe its job's)
 }
 
 
@@ -309,6 +310,19 @@ class DeploymentStore:
                               accuracy=job.metrics.get("accuracy"), model_sha256=job.model_sha256,
                               artifacts=job.artifact_sha256)
 
+    def record_pruned(self, run_id: str | None, endpoint_name: str, versions: list[str], jobs: list[str],
+                      **detail: Any) -> None:
+        """``cleanup --prune`` deleted these versions' artifacts and these jobs' directories: they can no longer
+        be served or deployed, and the commands that would try say so."""
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.executemany("UPDATE versions SET pruned_at=? WHERE version=? AND pruned_at IS NULL",
+                             [(now, version) for version in versions])
+            conn.executemany("UPDATE training_jobs SET pruned_at=? WHERE name=? AND pruned_at IS NULL",
+                             [(now, job) for job in jobs])
+            self.append_event(conn, "artifacts_pruned", run_id=run_id, endpoint_name=endpoint_name,
+                              versions=versions, jobs=jobs, **detail)
+
     def record_gate(self, run_id: str, training_job: str, decision: str, reason: str, metric: str | None = None,
                     value: float | None = None, interval: Any = None, **detail: Any) -> None:
         with self.transaction() as conn:
@@ -337,15 +351,16 @@ class DeploymentStore:
         """Runs newest first, with the training job each trained or deployed and the version it deployed."""
         runs = self.runs(limit)
         trained = {row["run_id"]: row["name"] for row in self._query("SELECT run_id, name FROM training_jobs")}
-        deployments = self._query("SELECT run_id, training_job, endpoint_name, to_version, status FROM deployments "
-                                  "ORDER BY id")
+        deployments = self._query("SELECT run_id, training_job, endpoint_name, from_version, to_version, status "
+                                  "FROM deployments ORDER BY id")
         for run in runs:
             mine = [row for row in deployments if row["run_id"] == run["run_id"]]
             last = mine[-1] if mine else None
             run["training_job"] = trained.get(run["run_id"]) or (last["training_job"] if last else None)
             run["endpoint_name"] = last["endpoint_name"] if last else None
-            run["version"] = last["to_version"] if last else None
+            run["version"] = last["to_version"] if last else None  # the version the run deployed, or tried to
             run["deployment_status"] = last["status"] if last else None
+            run["from_version"] = last["from_version"] if last else None
         return runs
 
     def training_job(self, name: str) -> dict[str, Any] | None:
