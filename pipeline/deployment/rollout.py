@@ -12,8 +12,13 @@
 Each interval lasts ``baking_seconds``; then ``TrafficAnalysis`` judges what the backend read of
 it (``Backend.traffic_since``: clients' requests only, the pipeline's own tests left out):
 
-1. the candidate's non-2xx rate above the serving version's + ``max_error_rate_increase``: breach
-   (judged first, at any volume: failures are evidence however few requests there were);
+1. the candidate's non-2xx rate above the serving version's + ``max_error_rate_increase``, by more than
+   chance gives (a one-sided binomial test at ``ERROR_RATE_ALPHA``: requests are routed by a random draw,
+   so two equal versions' rates differ by sampling noise alone): breach. Judged first, at any volume:
+   failures are evidence however few requests there were (5 errors in 5 requests breach against a
+   serving version without errors). When the serving version itself fails many of its requests
+   (``HIGH_SERVING_ERROR_RATE``), the verdict says so: clients are sending what no version answers, and
+   the comparison is of the difference only;
 2. fewer than ``analysis_min_requests`` candidate requests (or nothing to compare with): not enough
    traffic for a verdict -- never a pass;
 3. its p95 latency above ``max_latency_ratio`` x the serving version's and at least 1 ms above it
@@ -39,6 +44,8 @@ from pipeline.progress import progress
 log = logging.getLogger(__name__)
 
 LATENCY_RESOLUTION_SECONDS = 0.001  # a p95 less than this above the serving one's is never a breach
+ERROR_RATE_ALPHA = 0.05  # how unlikely by chance the candidate's excess errors must be to breach
+HIGH_SERVING_ERROR_RATE = 0.10  # from here on a verdict says the serving version's own errors are most of them
 
 
 class IntervalVerdict(StrEnum):
@@ -73,6 +80,21 @@ def traffic_steps(config: PipelineConfig) -> list[TrafficStep]:
 
 def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+def _excess_p_value(candidate: VersionTraffic, limit: float) -> float:
+    """How likely the candidate's errors, or more, were if its true error rate were ``limit``: one-sided binomial."""
+    from scipy.stats import binomtest  # scipy is loaded with scikit-learn already; imported here, once needed
+
+    return float(binomtest(candidate.errors, candidate.requests, limit, alternative="greater").pvalue)
+
+
+def _serving_fails(serving: VersionTraffic) -> str:
+    """A note for the verdict when the serving version's own errors are most of what is compared."""
+    if serving.requests and _rate(serving) >= HIGH_SERVING_ERROR_RATE:
+        return (f" (the serving version itself answered {_rate(serving):.1%} of its {serving.requests} requests with "
+                f"errors: clients are sending requests no version answers, and only the difference is judged)")
+    return ""
 
 
 def _rate(traffic: VersionTraffic) -> float:
@@ -137,11 +159,13 @@ class TrafficAnalysis:
             return IntervalReport(index, step, seconds, traffic, verdict, reason, metric, value, limit)
 
         error_limit = _rate(serving) + config.max_error_rate_increase
-        if candidate.requests and _rate(candidate) > error_limit:
+        if candidate.requests and _rate(candidate) > error_limit and \
+                _excess_p_value(candidate, min(error_limit, 1.0)) < ERROR_RATE_ALPHA:
             return report(IntervalVerdict.BREACH,
                           f"error rate: candidate {_rate(candidate):.1%} ({candidate.errors} of {candidate.requests} "
                           f"requests) against serving {_rate(serving):.1%} ({serving.errors} of {serving.requests}) "
-                          f"{where}; max_error_rate_increase {config.max_error_rate_increase:g}",
+                          f"{where}; max_error_rate_increase {config.max_error_rate_increase:g}"
+                          f"{_serving_fails(serving)}",
                           "error_rate", round(_rate(candidate), 6), round(error_limit, 6))
         if candidate.requests < config.analysis_min_requests:
             return report(IntervalVerdict.INSUFFICIENT_TRAFFIC,
@@ -169,7 +193,8 @@ class TrafficAnalysis:
                               f"shadow agreement: {agreement:.1%} of {traffic.compared_rows} rows predicted alike "
                               f"{where}; shadow_min_agreement {config.shadow_min_agreement:g}",
                               "agreement", round(agreement, 6), config.shadow_min_agreement)
-        return report(IntervalVerdict.PASS, f"passed {where}: {candidate.requests} candidate requests")
+        return report(IntervalVerdict.PASS, f"passed {where}: {candidate.requests} candidate requests"
+                                            f"{_serving_fails(serving)}")
 
     @staticmethod
     def _share(step: TrafficStep) -> str:

@@ -6,6 +6,7 @@ request. The falcon resources that use them are in ``pipeline.serving.app``.
 """
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -41,12 +42,13 @@ class ServedModel:
 class Router:
     """Which version answers a request while a candidate bakes beside the serving version.
 
-    ``split``: the candidate answers ``percent`` of the clients' requests, interleaved exactly
-    (request n goes to it when ``n * percent // 100`` steps up), so a worker's share never drifts
-    the way a random draw's does over a short interval. ``shadow``: the serving version answers
-    everything; the candidate predicts a copy afterwards (``pipeline.serving.app``). The
-    pipeline's own test requests (``TEST_TRAFFIC_HEADER``) always go to the serving version: they
-    check what serves, and are never part of a bake's analysis.
+    ``split``: each client request goes to the candidate with probability ``percent``/100, by a random
+    draw of the worker's own generator, so the share holds in expectation and no pattern of a client's
+    requests (every second one malformed, a health probe every tenth) can line up with the routing and
+    fall on one version only. ``shadow``: the serving version answers everything; the candidate
+    predicts a copy afterwards (``pipeline.serving.app``). The pipeline's own test requests
+    (``TEST_TRAFFIC_HEADER``) always go to the serving version: they check what serves, and are never
+    part of a bake's analysis.
     """
 
     def __init__(self, serving: ServedModel, candidate: ServedModel, mode: str, percent: int) -> None:
@@ -58,15 +60,13 @@ class Router:
         self.candidate = candidate
         self.mode = mode
         self.percent = percent
-        self._seen = 0
+        self._share = percent / 100.0
+        self._draw = random.Random().random  # seeded from the OS in each worker: workers never draw alike
 
     def choose(self, req: falcon.asgi.Request) -> ServedModel:
         if self.mode != "split" or req.get_header(TEST_TRAFFIC_HEADER) is not None:
             return self.serving
-        seen = self._seen = self._seen + 1
-        if (seen * self.percent) // 100 != ((seen - 1) * self.percent) // 100:
-            return self.candidate
-        return self.serving
+        return self.candidate if self._draw() < self._share else self.serving
 
     def shadows(self, req: falcon.asgi.Request) -> bool:
         return self.mode == "shadow" and req.get_header(TEST_TRAFFIC_HEADER) is None
