@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -187,6 +188,42 @@ class Operations:
         deployer = self.deployer(endpoint_name)
         with deployer.exclusive(endpoint_name, f"rollback {self.run_id}"):
             return deployer.rollback(endpoint_name, to_version)
+
+    # ----------------------------------------------------------------- rollout
+    def rollout_status(self, endpoint_name: str) -> dict[str, Any] | None:
+        """The bake running on an endpoint now (its run, versions, routing, intervals judged so far, requests
+        made of it), or None. Read from the store, so it takes no lock: the baking run holds it."""
+        self.store.require_endpoint(endpoint_name)
+        started = self.store.bake_in_progress(endpoint_name)
+        if started is None:
+            return None
+        intervals = self.store.events_after(started["id"], endpoint_name, "bake_interval")
+        requested = self.store.events_after(started["id"], endpoint_name, "rollout_requested")
+        return {**started["detail"], "run_id": started["run_id"], "started_at": started["at"],
+                "intervals": [{key: event["detail"].get(key) for key in ("interval", "candidate_percent", "verdict",
+                                                                          "reason")} for event in intervals],
+                "requested": [{"action": event["detail"]["action"], "by": event["detail"]["by"], "at": event["at"]}
+                              for event in requested]}
+
+    def rollout_request(self, endpoint_name: str, action: str, by: str, wait_seconds: float = 60.0
+                        ) -> dict[str, Any]:
+        """Ask the baking run to ``promote`` (skip the remaining intervals) or ``abort`` (every request back to the
+        serving version): recorded in the audit trail, where the run reads it within a second. Waits, at most
+        ``wait_seconds``, for the run to act, and answers how its deployment ended (or ``in_progress``)."""
+        status = self.rollout_status(endpoint_name)
+        if status is None:
+            raise PipelineError(f"no bake in progress on endpoint {endpoint_name!r}: nothing to {action} "
+                                f"(`status` shows what serves; `history` how earlier bakes ended)")
+        self.store.record_event("rollout_requested", run_id=status["run_id"], endpoint_name=endpoint_name,
+                                action=action, by=by, version=status["version"])
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline and self.store.bake_in_progress(endpoint_name) is not None:
+            time.sleep(0.2)
+        deployment = next((row for row in self.store.deployments(endpoint_name, limit=20)
+                           if row["run_id"] == status["run_id"]), None)
+        return {"run_id": status["run_id"], "version": status["version"],
+                "final_state": deployment["status"] if deployment else None,
+                "reason": deployment["reason"] if deployment else None}
 
     # ----------------------------------------------------------------- monitor
     def monitor(self, endpoint_name: str, *, version: str | None = None, since: str | None = None,

@@ -148,7 +148,7 @@ def _parses(argv: list[str]) -> None:
     name, rest = argv[at], argv[at + 1:]
     command = cli.commands[name]
     if isinstance(command, click.Group) and rest and rest[0] in command.commands:
-        parent, command, name, rest = (command.make_context(name, [], parent=parent), command.commands[rest[0]],
+        parent, command, name, rest = (command.make_context(name, rest[:1], parent=parent), command.commands[rest[0]],
                                        rest[0], rest[1:])
     command.make_context(name, rest, parent=parent)
 

@@ -61,6 +61,7 @@ class BakeOutcome(StrEnum):
     SKIPPED = "skipped"  # nothing to bake beside (a first deployment): the version takes all traffic
     BREACH = "breach"  # an interval breached a threshold: roll back
     INSUFFICIENT_TRAFFIC = "insufficient_traffic"  # too little traffic for a verdict, insufficient_traffic hold
+    ABORTED = "aborted"  # `rollout abort`: every request back to the serving version
 
 
 def traffic_steps(config: PipelineConfig) -> list[TrafficStep]:
@@ -244,13 +245,23 @@ class BakeReport:
                 "intervals": [interval.to_dict() for interval in self.intervals]}
 
 
+@dataclass(frozen=True)
+class OperatorRequest:
+    """``rollout promote`` or ``rollout abort``, as the baking run reads it from the store."""
+
+    action: str  # promote | abort
+    by: str
+
+
 def bake(config: PipelineConfig, backend: Backend, staged: Staged, record: BakeReport | None = None,
          on_interval: Callable[[IntervalReport], None] | None = None,
-         sleep: Callable[[float], None] = time.sleep) -> BakeReport:
+         sleep: Callable[[float], None] = time.sleep,
+         operator: Callable[[], OperatorRequest | None] = lambda: None) -> BakeReport:
     """Run every interval of ``traffic_routing`` on the endpoint; stop at the first breach or, with
     ``insufficient_traffic`` hold, at the first interval with too little traffic. Leaves the last split in
     place: the orchestrator ends it (promote or discard). ``on_interval`` hears each judged interval at once
-    (the audit trail records it as it happens)."""
+    (the audit trail records it as it happens). ``operator`` is asked every second for a person's ``rollout
+    promote`` (the remaining intervals are skipped) or ``rollout abort`` (the bake ends, nothing promoted)."""
     steps = traffic_steps(config)
     report = record or BakeReport(config.traffic_routing, config.baking_seconds)
     analysis = TrafficAnalysis(config)
@@ -261,6 +272,11 @@ def bake(config: PipelineConfig, backend: Backend, staged: Staged, record: BakeR
         mark = backend.traffic_mark(staged)
         began = time.monotonic()
         while (left := config.baking_seconds - (time.monotonic() - began)) > 0:
+            request = operator()
+            if request is not None:
+                _obey(report, request, index, len(steps))
+                reporter.done("baking", detail=str(report.outcome))
+                return report
             sleep(min(1.0, left))
             elapsed = (index - 1) * config.baking_seconds + min(config.baking_seconds, time.monotonic() - began)
             reporter.report("baking", detail=f"interval {index} of {len(steps)} ({TrafficAnalysis._share(step)}), "
@@ -284,3 +300,13 @@ def bake(config: PipelineConfig, backend: Backend, staged: Staged, record: BakeR
         report.reason = report.promotion_reason()
     reporter.done("baking", detail=str(report.outcome))
     return report
+
+
+def _obey(report: BakeReport, request: OperatorRequest, index: int, total: int) -> None:
+    """A person ended the bake: recorded as theirs, with what it skipped."""
+    skipped = f"in interval {index} of {total}" + (f", {total - index} more skipped" if index < total else "")
+    if request.action == "promote":
+        report.outcome, report.reason = BakeOutcome.PROMOTE, f"promoted by {request.by} ({skipped})"
+    else:
+        report.outcome, report.reason = BakeOutcome.ABORTED, f"aborted by {request.by} ({skipped})"
+    log.warning("bake %s", report.reason)

@@ -21,7 +21,7 @@ from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend
 from pipeline.config import PipelineConfig, validate_endpoint_name
 from pipeline.deployment.replay import sample_for_replay
-from pipeline.deployment.rollout import BakeOutcome, BakeReport, bake
+from pipeline.deployment.rollout import BakeOutcome, BakeReport, OperatorRequest, bake
 from pipeline.deployment.steps import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.gate.champion import compare_with_serving_version
@@ -259,10 +259,20 @@ class Orchestrator:
             self.record.rollout = BakeReport(routing, self.config.baking_seconds)
             log.info("baking %s on live traffic (%s, %g s per interval) beside %s", staged.version, routing,
                      self.config.baking_seconds, staged.previous_version)
+            started = self.store.record_event(
+                "bake_started", run_id=self.run_id, endpoint_name=staged.endpoint_name, version=staged.version,
+                serving_version=staged.previous_version, traffic_routing=routing,
+                baking_seconds=self.config.baking_seconds)
+
+            def operator() -> OperatorRequest | None:  # `rollout promote|abort` from any machine with this store
+                asked = self.store.events_after(started, staged.endpoint_name, "rollout_requested")
+                return OperatorRequest(asked[0]["detail"]["action"], asked[0]["detail"]["by"]) if asked else None
+
             baked = bake(self.config, self.backend, staged, record=self.record.rollout,
                          on_interval=lambda interval: self.store.record_event(
                              "bake_interval", run_id=self.run_id, endpoint_name=staged.endpoint_name,
-                             version=staged.version, **interval.to_dict()))
+                             version=staged.version, **interval.to_dict()),
+                         operator=operator)
             (log.info if baked.promotes else log.warning)("bake: %s: %s", baked.outcome, baked.reason)
             return baked
 

@@ -179,21 +179,44 @@ class DeploymentStore:
 
     # --- events (the audit trail) ---
     def append_event(self, conn: sqlite3.Connection, kind: str, *, run_id: str | None = None,
-                     endpoint_name: str | None = None, **detail: Any) -> None:
+                     endpoint_name: str | None = None, **detail: Any) -> int:
         row = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
         prev_hash = row["hash"] if row else GENESIS_HASH
         at = utc_now()
         detail_text = json.dumps(detail, sort_keys=True, default=str)
         digest = _event_hash(prev_hash, at, run_id, kind, endpoint_name, detail_text)
-        conn.execute(
+        cursor = conn.execute(
             "INSERT INTO events (at, run_id, kind, endpoint_name, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
             (at, run_id, kind, endpoint_name, detail_text, prev_hash, digest),
         )
+        return int(cursor.lastrowid or 0)
 
     def record_event(self, kind: str, *, run_id: str | None = None, endpoint_name: str | None = None,
-                     **detail: Any) -> None:
+                     **detail: Any) -> int:
+        """Append one event to the audit trail; its id."""
         with self.transaction() as conn:
-            self.append_event(conn, kind, run_id=run_id, endpoint_name=endpoint_name, **detail)
+            return self.append_event(conn, kind, run_id=run_id, endpoint_name=endpoint_name, **detail)
+
+    def events_after(self, event_id: int, endpoint_name: str, kind: str) -> list[dict[str, Any]]:
+        """Events of one kind for an endpoint appended after ``event_id``, oldest first (a bake asks every second)."""
+        rows = self._query("SELECT * FROM events WHERE id > ? AND endpoint_name = ? AND kind = ? ORDER BY id",
+                           (event_id, endpoint_name, kind))
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
+    def bake_in_progress(self, endpoint_name: str) -> dict[str, Any] | None:
+        """The ``bake_started`` event of the bake now running on an endpoint (its run still running and its
+        deployment still in progress), or None."""
+        rows = self._query(
+            "SELECT e.* FROM events e JOIN runs r ON r.run_id = e.run_id "
+            "WHERE e.endpoint_name = ? AND e.kind = 'bake_started' AND r.status = 'running' "
+            "AND EXISTS (SELECT 1 FROM deployments d WHERE d.run_id = e.run_id AND d.endpoint_name = e.endpoint_name "
+            "AND d.status = 'in_progress') ORDER BY e.id DESC LIMIT 1", (endpoint_name,))
+        if not rows:
+            return None
+        rows[0]["detail"] = json.loads(rows[0]["detail"])
+        return rows[0]
 
     def events(self, endpoint_name: str | None = None, limit: int | None = None,
                run_id: str | None = None) -> list[dict[str, Any]]:
