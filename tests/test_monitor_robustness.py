@@ -1,0 +1,294 @@
+"""`monitor` on what it must survive: records it cannot use, traffic too repetitive to judge, labels and
+files that cannot give a verdict, and its own unexpected failures.
+
+The unit tests (``@pytest.mark.unit``) drive the reader, the decoder and the statistics directly, among
+them a seeded fuzz test over the capture record's structure. The others run the real CLI (click's
+CliRunner on ``pipeline.cli.cli``) against a store made by ONE deployment for the whole module: each test
+writes the capture files it needs straight into the endpoint's capture directory (``capture_line`` into
+``capture_hour_directory``), so no test sends traffic or waits for a capture writer. The endpoint's server
+is stopped as soon as the deployment has been recorded: `monitor` reads the store and the files only.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.monitoring import (
+    DriftThresholds,
+    LiveTraffic,
+    capture_hour_directory,
+    capture_line,
+    capture_record,
+    compute_baseline,
+    decode_rows,
+    detect_drift,
+    iter_capture_records,
+    read_baseline,
+)
+
+ENDPOINT = "iris-model"
+REPLAYS = 4  # 30 held-out rows, 4 times: 120 records, over monitor_min_rows (100)
+T0 = datetime(2026, 11, 30, 10, 15, 2, 123000, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- records
+def _record(inference_id: str, body: str | bytes, content_type: str = "text/csv",
+            answer: str | None = '{"predictions": [0]}', when: datetime = T0) -> dict[str, Any]:
+    return capture_record(inference_id=inference_id, input_body=body, input_content_type=content_type,
+                          output_body=answer, output_content_type="application/json" if answer is not None else None,
+                          inference_time=when)
+
+
+def _csv(row: Sequence[float]) -> str:
+    return ",".join(map(repr, row))
+
+
+def _read_all(path: Path, names: Sequence[str] | None = None, width: int = 4) -> tuple[Any, LiveTraffic, int]:
+    """Read a capture directory the way `monitor` does: every record decoded into the live traffic."""
+    records = iter_capture_records(path)
+    traffic = LiveTraffic(width)
+    decoded = 0
+    for record in records:
+        item = decode_rows(record, names)
+        assert isinstance(item.inference_id, str) and item.time.tzinfo is not None
+        assert isinstance(item.predictions, list)
+        traffic.add(item.rows, item.predictions)
+        decoded += 1
+    return records, traffic, decoded
+
+
+def _write_lines(directory: Path, lines: Sequence[bytes], version: str = "v1", name: str = "w.jsonl") -> Path:
+    hour = capture_hour_directory(directory, version, T0)
+    hour.mkdir(parents=True, exist_ok=True)
+    path = hour / name
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+# --------------------------------------------------------------------------- the fuzz test
+class RecordFuzzer:
+    """Capture records bent out of shape, one at a time, from a seed: every field given every type
+    (missing, null, bool, int, a number too large for a float, float, NaN, text, list, object), objects
+    and lists nested deeply, bodies that are too deep, too large or not UTF-8, lines cut short or not
+    JSON at all. Each case is the bytes of one line (without its newline)."""
+
+    FIELDS = [
+        ("captureData",), ("captureData", "endpointInput"), ("captureData", "endpointOutput"),
+        ("captureData", "endpointInput", "observedContentType"), ("captureData", "endpointInput", "data"),
+        ("captureData", "endpointInput", "encoding"), ("captureData", "endpointInput", "mode"),
+        ("captureData", "endpointOutput", "observedContentType"), ("captureData", "endpointOutput", "data"),
+        ("captureData", "endpointOutput", "encoding"), ("eventMetadata",), ("eventMetadata", "eventId"),
+        ("eventMetadata", "inferenceId"), ("eventMetadata", "inferenceTime"), ("eventVersion",),
+    ]
+    BODIES = [
+        "[[" + "9" * 400 + ",3.5,1.4,0.2]]",  # a number no float can hold
+        "[" * 50_000,  # deeper than any parser's recursion
+        "[" * 5_000 + "]" * 5_000,
+        '{"instances": [[1e999, 2, 3, 4]]}',
+        '{"dataframe_split": {"columns": ["a"], "data": [[' + "9" * 400 + "]]}}",
+        '{"dataframe_records": [{"a": ' + "[" * 3000 + "]" * 3000 + "}]}",
+        '{"inputs": {"a": [NaN, Infinity, -Infinity]}}',
+        '[[1, [2, [3]], {"x": 4}, "5"]]',
+        "[[" + "[" * 900 + "]" * 900 + ", 1, 2, 3]]",
+        '{"instances": ' + "[" * 3000 + "]" * 3000 + "}",
+        "5.1,3.5,1.4,0.2\n" + "9" * 400 + ",1,2,3\n,,,\nnan,inf,-inf,1e999",
+        "\ud800,1,2,3",  # a lone surrogate
+        "[]", "{}", "null", "7", '"text"', "[1, 2, 3, 4]", '{"instances": []}',
+    ]
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.deep: list[str] = []
+
+    def value(self, depth: int = 0) -> Any:
+        choice = self.random.randrange(13 if depth < 3 else 9)
+        if choice == 0:
+            return None
+        if choice == 1:
+            return self.random.choice([True, False])
+        if choice == 2:
+            return self.random.randint(-10, 10)
+        if choice == 3:
+            return int("9" * self.random.choice([310, 400, 4000]))
+        if choice == 4:
+            return self.random.choice([0.5, -1e308, 1e308, float("nan"), float("inf")])
+        if choice == 5:
+            return self.random.choice(["", "text/csv", "application/json", "BASE64", "CSV", "JSON",
+                                       "2026-11-30T10:15:02.123Z", "not base64 é", "\ud800", "5.1,3.5,1.4,0.2"])
+        if choice == 6:
+            return self.random.choice(self.BODIES)
+        if choice == 7:
+            return base64.b64encode(self.random.choice([b"\xff\xfe\x00", b"5.1,3.5,1.4,0.2",
+                                                        b'{"predictions": [1]}'])).decode()
+        if choice == 8:
+            return self.nested(self.random.choice([10, 500, 3000]))
+        if choice in (9, 10):
+            return [self.value(depth + 1) for _ in range(self.random.randrange(4))]
+        return {self.random.choice(["data", "encoding", "predictions", "x"]): self.value(depth + 1)
+                for _ in range(self.random.randrange(3))}
+
+    def nested(self, depth: int) -> str:
+        """A marker that ``line`` replaces with a value nested ``depth`` deep (too deep for ``json.dumps``)."""
+        opening = "".join(self.random.choice(['[', '{"data":']) for _ in range(depth))
+        closing = "".join("]" if bracket == "[" else "}" for bracket in opening.replace('{"data":', "{")[::-1])
+        self.deep.append(opening + "1" + closing)
+        return f"@@nested-{len(self.deep) - 1}@@"
+
+    def record(self) -> dict[str, Any]:
+        inputs = [("5.1,3.5,1.4,0.2", "text/csv"), ('[[5.1, 3.5, 1.4, 0.2]]', "application/json"),
+                  (b"\xff\x00binary", "application/octet-stream"), ("[]", "application/json")]
+        body, content_type = self.random.choice(inputs)
+        answer = self.random.choice([None, '{"predictions": [0]}', "0\n1\n", '{"predictions": 3}'])
+        record = _record(f"id-{self.random.randrange(10**9)}", body, content_type, answer)
+        if body == "[]":  # a body as written in the file (a lone surrogate cannot go through capture_record)
+            record["captureData"]["endpointInput"]["data"] = self.random.choice(self.BODIES)
+            record["captureData"]["endpointInput"]["observedContentType"] = self.random.choice(
+                ["application/json", "text/csv"])
+        return record
+
+    def mutate(self, record: dict[str, Any]) -> None:
+        for _ in range(self.random.randrange(1, 4)):
+            path = self.random.choice(self.FIELDS)
+            parent: Any = record
+            for key in path[:-1]:
+                parent = parent.get(key) if isinstance(parent, dict) else None
+            if not isinstance(parent, dict):
+                continue
+            chance = self.random.random()
+            if chance < 0.2:
+                parent.pop(path[-1], None)
+            elif chance < 0.6:  # a value of the right type, with a body or text no client should send
+                parent[path[-1]] = self.random.choice(self.BODIES)
+            else:
+                parent[path[-1]] = self.value()
+
+    def line(self) -> bytes:
+        record = self.record()
+        if self.random.random() < 0.8:
+            self.mutate(record)
+        text = json.dumps(record, separators=(",", ":"))  # NaN and Infinity allowed: a hand-edited file has them
+        for index, nested in enumerate(self.deep):
+            text = text.replace(f'"@@nested-{index}@@"', nested)
+        self.deep.clear()
+        line = text.encode("utf-8", "surrogatepass")
+        damage = self.random.randrange(8)
+        if damage == 0:
+            line = line[: self.random.randrange(len(line))]  # cut short
+        elif damage == 1:
+            position = self.random.randrange(len(line))
+            line = line[:position] + b"\xff\xfe" + line[position:]  # not UTF-8
+        elif damage == 2:
+            line = self.random.choice([b"[" * 50_000, b"{}", b"[]", b"null", b'"x"', b"\x00\x01", b"{" * 100])
+        return line
+
+
+@pytest.mark.unit
+def test_fuzzed_capture_records_are_read_or_counted_never_a_crash(tmp_path: Path) -> None:
+    fuzzer = RecordFuzzer(seed=20261130)
+    lines = [fuzzer.line() for _ in range(400)]
+    lines = [line for line in lines if line.strip() and b"\n" not in line]  # one record per line
+    good = [capture_line(_record(f"good-{index}", "5.1,3.5,1.4,0.2")) for index in range(5)]
+    _write_lines(tmp_path, [line + b"\n" for line in lines] + good, name="fuzz.jsonl")
+    _write_lines(tmp_path, [good[0], lines[0][:-3]], name="cut.jsonl")  # a file's last line cut short
+
+    records, traffic, decoded = _read_all(tmp_path, ["a", "b", "c", "d"])
+
+    assert records.records == decoded
+    assert records.records + records.unreadable + records.truncated == len(lines) + len(good) + 2
+    assert records.truncated == 1 and records.unreadable > 0 and decoded >= len(good) + 1
+    rows = traffic.rows
+    assert rows.dtype == np.float64 and rows.shape[1] == 4 and rows.shape[0] >= len(good) + 1
+    assert not np.isinf(rows).any()  # a value no float holds is a missing value, never an infinity
+    thresholds = DriftThresholds(monitor_min_rows=1)
+    baseline = compute_baseline(pd.DataFrame(np.arange(40.0).reshape(10, 4), columns=list("abcd")),
+                                pd.Series([0, 1] * 5))
+    report = detect_drift(baseline, rows, traffic.predictions, thresholds, traffic.wrong_width_rows)
+    json.dumps(report.to_dict(), allow_nan=False)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("case", ["huge-number", "deep-body", "content-type-5", "output-data-7", "output-list",
+                                  "base64-not-ascii", "metadata-list", "input-not-object"])
+def test_the_records_that_crashed_monitor_are_read_or_counted(tmp_path: Path, case: str) -> None:
+    good = _record("good", "5.1,3.5,1.4,0.2")
+    bent = copy.deepcopy(good)
+    rows, unreadable = 1, 0
+    if case == "huge-number":  # answered 400 and captured as malformed: a missing value
+        bent = _record("huge", "[[" + "9" * 400 + ",3.5,1.4,0.2]]", "application/json", answer=None)
+    elif case == "deep-body":  # answered 400 and captured as malformed: no rows
+        bent, rows = _record("deep", "[" * 50_000, "application/json", answer=None), 0
+    elif case == "base64-not-ascii":  # a body that does not decode: no rows, as a binary body
+        bent["captureData"]["endpointInput"].update(encoding="BASE64", data="é")
+        rows = 0
+    else:
+        unreadable, rows = 1, 0
+        capture = bent["captureData"]
+        if case == "content-type-5":
+            capture["endpointInput"]["observedContentType"] = 5
+        elif case == "output-data-7":
+            capture["endpointOutput"]["data"] = 7
+        elif case == "output-list":
+            capture["endpointOutput"] = [1]
+        elif case == "metadata-list":
+            bent["eventMetadata"] = [1]
+        else:
+            capture["endpointInput"] = "5.1,3.5,1.4,0.2"
+    _write_lines(tmp_path, [capture_line(good), capture_line(bent), capture_line(good)])
+
+    records, traffic, decoded = _read_all(tmp_path)
+
+    assert (records.records, records.unreadable, decoded) == (3 - unreadable, unreadable, 3 - unreadable)
+    assert traffic.rows.shape == (2 + rows, 4)
+    if case == "huge-number":
+        assert np.isnan(traffic.rows[1, 0]) and traffic.rows[1, 1:].tolist() == [3.5, 1.4, 0.2]
+
+
+@pytest.mark.unit
+def test_a_record_that_fails_to_decode_all_the_same_is_counted_unreadable_by_decoded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.monitoring import capture
+
+    real = capture.decode_rows
+
+    def failing_on_the_second(record: dict[str, Any], names: Sequence[str] | None = None) -> Any:
+        if record["eventMetadata"]["inferenceId"] == "r1":
+            raise MemoryError("a body too large to decode")  # the safety net for what _parse cannot foresee
+        return real(record, names)
+
+    monkeypatch.setattr(capture, "decode_rows", failing_on_the_second)
+    _write_lines(tmp_path, [capture_line(_record(f"r{index}", "5.1,3.5,1.4,0.2")) for index in range(3)])
+    records = iter_capture_records(tmp_path)
+
+    assert [item.inference_id for item in records.decoded()] == ["r0", "r2"]
+    assert (records.records, records.unreadable) == (2, 1)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("content", ['{"features": Infinity}', "[" * 50_000, '{"dataset": {"item_count": 1e999}}'],
+                         ids=["infinity", "deep", "huge-count"])
+def test_a_baseline_file_that_is_no_baseline_is_a_one_line_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text(content)
+    with pytest.raises(PipelineError) as raised:
+        read_baseline(path)
+    assert "baseline.json" in raised.value.message and "\n" not in raised.value.message
+    assert raised.value.exit_code == 2
+
+
+# --------------------------------------------------------------------------- repeated rows, wrong widths, labels
+
+
+# --------------------------------------------------------------------------- through the CLI, on one deployment
+
+
