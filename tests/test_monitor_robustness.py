@@ -287,6 +287,48 @@ def test_a_baseline_file_that_is_no_baseline_is_a_one_line_error(tmp_path: Path,
 
 
 # --------------------------------------------------------------------------- repeated rows, wrong widths, labels
+@pytest.fixture(scope="module")
+def iris_baseline() -> Any:
+    from sklearn.datasets import load_iris
+
+    from pipeline.container.train import split
+    frame = load_iris(as_frame=True).frame
+    train, heldout, labels, _ = split(frame.drop(columns=["target"]), frame["target"], 0.2, 42)
+    return compute_baseline(train, labels), heldout.to_numpy()
+
+
+@pytest.mark.unit
+def test_one_row_replayed_120_times_is_insufficient_data_not_no_drift(iris_baseline: Any) -> None:
+    baseline, heldout = iris_baseline
+    report = detect_drift(baseline, np.repeat(heldout[:1], 120, axis=0), [0] * 120, DriftThresholds())
+    assert report.verdict == "insufficient_data", report.reason
+    assert report.effective_rows == pytest.approx(1.0) and report.distinct_rows == 1
+    assert "120 captured rows" in report.reason and "1 effective" in report.reason
+
+
+@pytest.mark.unit
+def test_a_few_distinct_rows_replayed_are_insufficient_and_the_held_out_rows_replayed_are_judged(
+        iris_baseline: Any) -> None:
+    baseline, heldout = iris_baseline
+    few = detect_drift(baseline, np.tile(heldout[:10], (12, 1)), [], DriftThresholds())
+    assert few.verdict == "insufficient_data" and few.effective_rows == pytest.approx(10.0)
+    held_out = detect_drift(baseline, np.tile(heldout, (REPLAYS, 1)), [], DriftThresholds())
+    assert held_out.verdict == "no_drift", held_out.reason  # 30 effective rows: enough to see a feature move
+    lowered = detect_drift(baseline, np.tile(heldout[:10], (12, 1)), [], DriftThresholds(monitor_min_rows=10))
+    assert lowered.verdict != "insufficient_data"  # monitor_min_rows below what the tests need is honoured
+
+
+@pytest.mark.unit
+def test_a_verdict_made_by_rows_of_the_wrong_width_says_so(iris_baseline: Any) -> None:
+    baseline, heldout = iris_baseline
+    report = detect_drift(baseline, np.tile(heldout[:, :3], (REPLAYS, 1)), [], DriftThresholds())
+    assert report.verdict == "drift" and report.wrong_width_rows == 120
+    assert "120 of 120 captured rows" in report.reason and "wrong width" in report.reason
+    assert "3 values" in report.reason and "4 features" in report.reason
+    assert "monitor_min_rows" not in report.reason  # not an "insufficient data" story
+    mixed = detect_drift(baseline, [*np.tile(heldout, (REPLAYS, 1)).tolist(), *[[1.0, 2.0, 3.0, 4.0, 5.0]] * 10],
+                         [], DriftThresholds())
+    assert mixed.verdict == "drift" and "10 of 130 captured rows" in mixed.reason and "5 values" in mixed.reason
 
 
 # --------------------------------------------------------------------------- through the CLI, on one deployment
