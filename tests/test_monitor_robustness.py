@@ -34,7 +34,9 @@ from pipeline.monitoring import (
     decode_rows,
     detect_drift,
     iter_capture_records,
+    live_quality,
     read_baseline,
+    read_labels,
 )
 
 ENDPOINT = "iris-model"
@@ -329,6 +331,25 @@ def test_a_verdict_made_by_rows_of_the_wrong_width_says_so(iris_baseline: Any) -
     mixed = detect_drift(baseline, [*np.tile(heldout, (REPLAYS, 1)).tolist(), *[[1.0, 2.0, 3.0, 4.0, 5.0]] * 10],
                          [], DriftThresholds())
     assert mixed.verdict == "drift" and "10 of 130 captured rows" in mixed.reason and "5 values" in mixed.reason
+
+
+@pytest.mark.unit
+def test_labels_of_classes_the_model_never_predicts_are_no_verdict_not_a_breach() -> None:
+    predictions = {f"id-{index}": index % 3 for index in range(120)}
+    labels = {f"id-{index}": ["setosa", "versicolor", "virginica"][index % 3] for index in range(120)}
+    report = live_quality(predictions, labels, 0.9, 30, known_classes=["0", "1", "2"])
+    assert report.status == "insufficient_data" and report.accuracy is None
+    assert "setosa" in report.reason and "0, 1, 2" in report.reason
+    assert report.matched == 120
+    spelled = {key: str(value) + ".0" for key, value in predictions.items()}  # 1.0 is the class 1
+    assert live_quality(predictions, spelled, 0.9, 30, known_classes=["0", "1", "2"]).status == "no_breach"
+
+
+@pytest.mark.unit
+def test_a_labels_file_with_a_utf8_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_bytes("inference_id,label\r\nid-1,0\r\nid-2,1\r\n".encode("utf-8-sig"))
+    assert read_labels(path) == {"id-1": "0", "id-2": "1"}
 
 
 # --------------------------------------------------------------------------- through the CLI, on one deployment
