@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import base64
 import copy
+import csv
 import json
 import random
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner, Result
 
+from pipeline.cli import cli
+from pipeline.config import ENV_VARS
 from pipeline.errors import PipelineError
 from pipeline.monitoring import (
     DriftThresholds,
@@ -38,6 +44,9 @@ from pipeline.monitoring import (
     read_baseline,
     read_labels,
 )
+from pipeline.state.store import DeploymentStore
+from pipeline.training.jobs import TrainingJob
+from tests.conftest import FAST_SETTINGS, PYTHON, REPO, run_script, stop_servers_under
 
 ENDPOINT = "iris-model"
 REPLAYS = 4  # 30 held-out rows, 4 times: 120 records, over monitor_min_rows (100)
@@ -353,5 +362,247 @@ def test_a_labels_file_with_a_utf8_byte_order_mark_is_read(tmp_path: Path) -> No
 
 
 # --------------------------------------------------------------------------- through the CLI, on one deployment
+@dataclass
+class Store:
+    root: Path
+    version: str
+    capture_dir: Path
+    job: TrainingJob
+    rows: list[list[float]]
+    labels: list[str]
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    root = tmp_path_factory.mktemp("monitor-robustness")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for name in [*ENV_VARS, "SMTP_HOST", "MLOPS_ENDPOINT_TOKEN", "SLACK_WEBHOOK_URL"]:
+            patch.delenv(name, raising=False)
+        try:
+            result = CliRunner().invoke(cli, ["--output-file", str(root / "deploy.json"), "--log-file",
+                                              str(root / "deploy.log"), *FAST_SETTINGS], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            stop_servers_under(root)  # `monitor` reads the store and the capture files, never the server
+            summary = json.loads((root / "deploy.json").read_text())["summary"]
+            deployments = DeploymentStore(root / ".mlops")
+            job = TrainingJob.load(deployments.directory / "jobs" / summary["training_job"],
+                                   deployments.training_job(summary["training_job"]))
+            frame, labels = job.heldout()
+            yield Store(root, summary["endpoint_version"], root / ".mlops" / "endpoints" / ENDPOINT / "capture", job,
+                        frame.to_numpy(dtype=float).tolist(), [str(label) for label in labels.tolist()])
+        finally:
+            stop_servers_under(root)
+
+
+@pytest.fixture
+def captures(store: Store) -> Iterator[Path]:
+    """The version's capture directory, empty at the start of the test and removed after it."""
+    directory = store.capture_dir / store.version
+    shutil.rmtree(store.capture_dir, ignore_errors=True)
+    yield directory
+    if store.capture_dir.is_dir():
+        shutil.rmtree(store.capture_dir)
+    elif store.capture_dir.exists():
+        store.capture_dir.unlink()
+
+
+def _capture(store: Store, records: Sequence[dict[str, Any]], extra: Sequence[bytes] = ()) -> None:
+    when = datetime.now(UTC) - timedelta(minutes=1)
+    hour = capture_hour_directory(store.capture_dir, store.version, when)
+    hour.mkdir(parents=True, exist_ok=True)
+    with open(hour / "written-by-the-test.jsonl", "ab") as handle:
+        handle.write(b"".join(capture_line(record) for record in records) + b"".join(extra))
+
+
+def _held_out_records(store: Store, rows: Sequence[Sequence[float]] | None = None,
+                      predictions: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    rows = rows if rows is not None else [row for _ in range(REPLAYS) for row in store.rows]
+    predictions = predictions if predictions is not None else \
+        [int(float(label)) for _ in range(REPLAYS) for label in store.labels]
+    when = datetime.now(UTC) - timedelta(minutes=1)
+    return [_record(f"req-{index}", _csv(row), answer=json.dumps({"predictions": [prediction]}), when=when)
+            for index, (row, prediction) in enumerate(zip(rows, predictions))]
+
+
+def _monitor(store: Store, tmp_path: Path, *args: str) -> tuple[Result, dict[str, Any]]:
+    report = tmp_path / "monitor.json"
+    result = CliRunner().invoke(cli, ["--store-dir", str(store.root / ".mlops"), "monitor", "--endpoint-name",
+                                      ENDPOINT, "--output-file", str(report), *args], catch_exceptions=False)
+    assert report.is_file(), result.output  # whatever happened, the report says it
+    return result, json.loads(report.read_text())
+
+
+def _last_run(store: Store) -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["--store-dir", str(store.root / ".mlops"), "runs", "--json"],
+                                catch_exceptions=False)
+    return json.loads(result.output)["runs"][0]
+
+
+def _error_line(result: Result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_records_that_crashed_monitor_are_counted_and_the_rest_judged(store: Store, captures: Path,
+                                                                      tmp_path: Path) -> None:
+    poison = [_record("huge", "[[" + "9" * 400 + ",3.5,1.4,0.2]]", "application/json", answer=None),
+              _record("deep", "[" * 50_000, "application/json", answer=None)]
+    bent = [copy.deepcopy(poison[0]) for _ in range(3)]
+    bent[0]["captureData"]["endpointInput"]["observedContentType"] = 5
+    bent[1]["captureData"]["endpointOutput"] = {"observedContentType": "application/json", "data": 7}
+    bent[2]["captureData"]["endpointOutput"] = [1]
+    _capture(store, _held_out_records(store) + poison + bent, extra=[b"[" * 50_000 + b"\n"])
+
+    result, report = _monitor(store, tmp_path)
+
+    assert result.exit_code == 0, result.output
+    assert report["verdict"] == "no_drift"
+    assert report["captured_requests"] == len(store.rows) * REPLAYS + 2 and report["unreadable_lines"] == 4
+    assert "4 unreadable capture line(s)" in result.output.splitlines()[0]
+    run = _last_run(store)
+    assert (run["status"], run["exit_code"]) == ("no_drift", 0) and Path(run["results_file"]).is_file()
+
+
+def test_a_poisoned_capture_through_run_pipeline_py_is_judged_without_a_traceback(store: Store, captures: Path,
+                                                                                   tmp_path: Path) -> None:
+    poison = [_record("huge", "[[" + "9" * 400 + ",3.5,1.4,0.2]]", "application/json", answer=None),
+              _record("deep", "[" * 50_000, "application/json", answer=None)]
+    _capture(store, poison + _held_out_records(store) + poison)
+
+    result = run_script(PYTHON, str(REPO / "run_pipeline.py"), "--store-dir", str(store.root / ".mlops"), "monitor",
+                        "--endpoint-name", ENDPOINT, "--output-file", str(tmp_path / "monitor.json"), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "drift: no_drift" in result.stdout
+    report = json.loads((tmp_path / "monitor.json").read_text())
+    assert report["captured_requests"] == len(store.rows) * REPLAYS + 4 and report["unreadable_lines"] == 0
+    first = next(f for f in report["drift"]["features"] if f["name"] == store.job.baseline().feature_names[0])
+    assert report["drift"]["rows_compared"] == len(store.rows) * REPLAYS + 2  # the "[" bodies have no rows
+    assert first["present"] == len(store.rows) * REPLAYS  # the 400 digits are missing values
+
+
+def test_an_unexpected_failure_is_a_recorded_no_verdict_with_its_report(store: Store, captures: Path,
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _capture(store, _held_out_records(store))
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("a bug somewhere in the monitor")
+
+    monkeypatch.setattr("pipeline.monitoring.monitor.detect_drift", broken)
+    result, report = _monitor(store, tmp_path)
+
+    assert result.exit_code == 2, result.output  # no verdict: never 1, which a scheduled job takes for drift
+    assert "Traceback" not in result.output
+    line = _error_line(result)
+    assert "ZeroDivisionError" in line and "a bug somewhere in the monitor" in line
+    assert (report["verdict"], report["exit_code"]) == ("error", 2)
+    assert report["error"] == line.removeprefix("Error: ")
+    run = _last_run(store)
+    assert (run["status"], run["exit_code"]) == ("failed", 2)
+    assert Path(run["results_file"]) == tmp_path / "monitor.json"
+    verbose = CliRunner().invoke(cli, ["--verbose", "--store-dir", str(store.root / ".mlops"), "monitor",
+                                       "--endpoint-name", ENDPOINT], catch_exceptions=False)
+    assert verbose.exit_code == 2, verbose.output
+    assert "Traceback" in verbose.output and 'raise ZeroDivisionError("a bug somewhere' in verbose.output
+
+
+@pytest.mark.parametrize("damage", ["tampered-baseline", "missing-constraints"])
+def test_a_tampered_baseline_or_a_missing_constraints_file_is_no_verdict(store: Store, captures: Path,
+                                                                         tmp_path: Path, damage: str) -> None:
+    _capture(store, _held_out_records(store))
+    name = "baseline.json" if damage == "tampered-baseline" else "constraints.json"
+    path = store.job.directory / name
+    kept = path.read_bytes()
+    try:
+        if damage == "tampered-baseline":
+            path.write_bytes(kept.replace(b'"item_count": ', b'"item_count": 1'))
+        else:
+            path.unlink()
+        result, report = _monitor(store, tmp_path)
+    finally:
+        path.write_bytes(kept)
+
+    assert result.exit_code == 2, result.output
+    assert (report["verdict"], report["exit_code"]) == ("error", 2)
+    assert name in _error_line(result)
+    assert (_last_run(store)["status"], _last_run(store)["exit_code"]) == ("failed", 2)
+
+
+def test_one_row_sent_120_times_is_insufficient_data_not_no_drift(store: Store, captures: Path,
+                                                                  tmp_path: Path) -> None:
+    _capture(store, _held_out_records(store, rows=[store.rows[0]] * 120, predictions=[0] * 120))
+
+    result, report = _monitor(store, tmp_path)
+
+    assert result.exit_code == 2, result.output
+    assert report["verdict"] == "insufficient_data" and report["drift"]["effective_rows"] == pytest.approx(1.0)
+    assert "no_drift" not in result.output and "1 effective" in report["drift"]["reason"]
+
+
+def test_rows_of_the_wrong_width_are_named_as_such_not_as_too_little_data(store: Store, captures: Path,
+                                                                          tmp_path: Path) -> None:
+    short = [row[:3] for _ in range(REPLAYS) for row in store.rows]
+    _capture(store, _held_out_records(store, rows=short))
+
+    result, report = _monitor(store, tmp_path)
+
+    assert result.exit_code == 1, result.output
+    reason = report["drift"]["reason"]
+    assert f"{len(short)} of {len(short)} captured rows" in reason and "wrong width" in reason
+    assert "3 values" in reason and "4 features" in reason
+    assert f"drift: drift ({reason})" in result.output
+
+
+def _write_labels(path: Path, labels: Sequence[str], encoding: str = "utf-8") -> None:
+    with open(path, "w", newline="", encoding=encoding) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["inference_id", "label"])
+        writer.writerows([f"req-{index}", label] for index, label in enumerate(labels))
+
+
+def test_labels_that_name_no_predicted_class_are_no_verdict_and_roll_nothing_back(store: Store, captures: Path,
+                                                                                  tmp_path: Path) -> None:
+    _capture(store, _held_out_records(store))
+    names = {"0": "setosa", "1": "versicolor", "2": "virginica"}
+    _write_labels(tmp_path / "labels.csv", [names[str(int(float(label)))] for label in store.labels] * REPLAYS)
+
+    result, report = _monitor(store, tmp_path, "--labels", str(tmp_path / "labels.csv"), "--rollback-on-breach")
+
+    assert result.exit_code == 2, result.output
+    assert report["quality"]["status"] == "insufficient_data" and report["verdict"] == "no_drift"
+    assert report["rollback"] is None and "rollback:" not in result.output
+    assert "setosa" in report["quality"]["reason"] and "live accuracy: insufficient_data" in result.output
+
+
+def test_a_labels_file_saved_by_excel_with_a_byte_order_mark_is_read(store: Store, captures: Path,
+                                                                     tmp_path: Path) -> None:
+    _capture(store, _held_out_records(store))
+    _write_labels(tmp_path / "labels.csv", [str(int(float(label))) for label in store.labels] * REPLAYS,
+                  encoding="utf-8-sig")
+
+    result, report = _monitor(store, tmp_path, "--labels", str(tmp_path / "labels.csv"))
+
+    assert result.exit_code == 0, result.output
+    assert report["quality"]["status"] == "no_breach" and report["quality"]["matched"] == len(store.rows) * REPLAYS
+
+
+@pytest.mark.parametrize("level", ["capture", "version"])
+def test_a_capture_directory_replaced_by_a_file_is_named(store: Store, captures: Path, tmp_path: Path,
+                                                         level: str) -> None:
+    if level == "capture":
+        store.capture_dir.parent.mkdir(parents=True, exist_ok=True)
+        blocked = store.capture_dir
+    else:
+        store.capture_dir.mkdir(parents=True)
+        blocked = captures
+    blocked.write_text("not a directory")
+
+    result, report = _monitor(store, tmp_path)
+
+    assert result.exit_code == 2, result.output
+    line = _error_line(result)
+    assert str(blocked) in line and "not a directory" in line and "capture_percent" not in line
+    assert report["verdict"] == "error"
