@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pipeline.cli.run_command import _endpoint_name, _fail, _operations, cli, print_summary
-from pipeline.errors import ExitCode, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.operations import MonitorRunReport
 from pipeline.run.invocation import check_output_paths
 
@@ -148,8 +149,9 @@ def monitor(ctx: click.Context, endpoint_name: str, version: str | None, since: 
             labels_file: str | None, rollback_on_breach: bool, report_file: str | None) -> None:
     """Compare an endpoint's captured traffic with its training baseline (and, with --labels, its
     live accuracy with minimum_accuracy). Exit 0: no drift; 1: drift or a breach; 2: no verdict
-    (no captures, fewer than monitor_min_rows rows, or with --labels fewer than monitor_min_labels
-    labelled predictions).
+    (no captures, fewer than monitor_min_rows rows or too few distinct ones, with --labels fewer
+    than monitor_min_labels labelled predictions or labels that name no class of the model, a
+    baseline that changed, a usage error, or an unexpected error inside monitor).
 
     Example: python3 run_pipeline.py monitor --endpoint-name iris-model --labels labels.csv
     """
@@ -164,8 +166,12 @@ def monitor(ctx: click.Context, endpoint_name: str, version: str | None, since: 
         _fail(err, bool((ctx.obj or {}).get("verbose")))
         return
     if record.error is not None or record.report is None:
-        _fail(record.error or PipelineError("monitor ended without a report", ExitCode.FAILURE),
-              bool((ctx.obj or {}).get("verbose")))
+        error = record.error or PipelineError("monitor ended without a report")
+        if (ctx.obj or {}).get("verbose") and record.failure is not None:  # caught in the run: its own traceback
+            traceback.print_exception(record.failure)
+            click.echo(f"Error: {error.message}", err=True)
+            sys.exit(int(error.exit_code))
+        _fail(error, bool((ctx.obj or {}).get("verbose")))
         return
     report = record.report
     drift = report.drift
@@ -175,7 +181,7 @@ def monitor(ctx: click.Context, endpoint_name: str, version: str | None, since: 
     click.echo(f"{endpoint_name} {report.version}: {report.captured_requests:,} captured requests, "
                f"{drift.rows_compared:,} rows compared{counted}")
     click.echo(f"drift: {drift.verdict} ({drift.reason})")
-    if drift.verdict != "insufficient_data":
+    if drift.features:  # none when there is no verdict, or rows of the wrong width made it
         click.echo(drift.summary_table())
     if report.quality is not None:
         quality = report.quality

@@ -348,5 +348,7 @@ def read_baseline(path: Path, sha256: str | None = None) -> Baseline:
                             f"refusing to compare against it") from None
     try:
         return Baseline.from_dict(json.loads(data))
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-        raise PipelineError(f"baseline {str(path)!r} is not a readable baseline: {type(err).__name__}: {err}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise PipelineError(f"baseline {str(path)!r} is not a readable baseline: {type(err).__name__}: {detail}") \
+            from None

@@ -24,10 +24,10 @@ file's last line may be cut short by a crash, and the reader counts it instead o
 from __future__ import annotations
 
 import base64
-import binascii
 import gzip
 import io
 import json
+import logging
 import math
 import zlib
 from collections.abc import Iterator, Sequence
@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -116,10 +118,12 @@ class CaptureRecords:
     """The records under a capture directory, oldest hour first, read lazily (a month of
     captures is never held in memory at once).
 
-    Iterate it for the record dicts. Afterwards ``files``, ``records``, ``unreadable``
-    (lines that are not a capture record), ``truncated`` (a file's last line cut short,
-    usually a writer that was stopped mid-line), ``unreadable_files`` (a file that could not
-    be opened or decompressed, from there on) and ``skipped_before_since`` tell what was read.
+    Iterate it for the record dicts, or ``decoded()`` for their rows. Afterwards ``files``,
+    ``records``, ``unreadable`` (lines that are not a capture record the monitor can use: not
+    JSON, too deeply nested, or a field of the wrong type), ``truncated`` (a file's last line cut
+    short, usually a writer that was stopped mid-line), ``unreadable_files`` (a file that could
+    not be opened or decompressed, from there on), ``not_directories`` (paths where a directory
+    of captures should be and something else is) and ``skipped_before_since`` tell what was read.
     """
 
     def __init__(self, directory: Path, since: datetime | None = None, version: str | None = None) -> None:
@@ -133,10 +137,14 @@ class CaptureRecords:
         self.unreadable = 0
         self.truncated = 0
         self.unreadable_files = 0
+        self.not_directories: list[Path] = []
         self.skipped_before_since = 0
 
     def paths(self) -> list[Path]:
         """The capture files that may hold records of the asked version and time, in time order."""
+        if self.directory.exists() and not self.directory.is_dir():
+            self.not_directories.append(self.directory)
+            return []
         if self.version is not None:
             roots = [self.directory / self.version]
         else:
@@ -144,6 +152,8 @@ class CaptureRecords:
         found = []
         for root in roots:
             if not root.is_dir():
+                if root.exists():
+                    self.not_directories.append(root)
                 continue
             for path in root.rglob("*"):
                 if not path.name.endswith(SUFFIXES) or not path.is_file():
@@ -192,6 +202,24 @@ class CaptureRecords:
             except (OSError, zlib.error):  # not gzip data, or unreadable: the rest of this file
                 self.unreadable_files += 1
 
+    def decoded(self, feature_names: Sequence[str] | None = None) -> Iterator[DecodedRecord]:
+        """The records' rows and predictions (``decode_rows``). A record that cannot be decoded all the same
+        is counted as unreadable: one bad record never keeps the monitor from judging the others."""
+        for record in self:
+            try:
+                decoded = decode_rows(record, feature_names)
+            except Exception as err:  # the reader's promise: counted, never a crash
+                log.debug("capture record %r not decoded: %s: %s", _record_id(record), type(err).__name__, err)
+                self.records -= 1
+                self.unreadable += 1
+                continue
+            yield decoded
+
+
+def _record_id(record: dict[str, Any]) -> str:
+    metadata = record.get("eventMetadata")
+    return str(metadata.get("inferenceId") or metadata.get("eventId"))[:80] if isinstance(metadata, dict) else "?"
+
 
 def iter_capture_records(directory: Path, since: datetime | None = None, version: str | None = None) -> CaptureRecords:
     """The capture records of ``version`` (every version when None) under ``directory``
@@ -211,17 +239,40 @@ def _hour_of(relative: Path) -> datetime | None:
 
 
 def _parse(line: bytes) -> tuple[dict[str, Any], datetime] | None:
+    """A line's record and time, or None when the line is not a record ``decode_rows`` can use: every
+    field the monitor reads is checked for its type here, so that decoding the record cannot fail."""
     try:
         record = json.loads(line)
-        metadata = record["eventMetadata"]
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested deeper than the parser goes
+        return None
+    if not isinstance(record, dict):
+        return None
+    metadata, capture = record.get("eventMetadata"), record.get("captureData")
+    if not isinstance(metadata, dict) or not isinstance(capture, dict):
+        return None
+    inference_id = metadata.get("inferenceId") or metadata.get("eventId")
+    if not isinstance(inference_id, str) or not isinstance(metadata.get("inferenceTime"), str):
+        return None
+    output = capture.get("endpointOutput")
+    if not _readable_payload(capture.get("endpointInput"), data_required=True) or \
+            not (output is None or _readable_payload(output, data_required=False)):
+        return None
+    try:
         when = parse_time(metadata["inferenceTime"])
-        if not (metadata.get("inferenceId") or metadata.get("eventId")):
-            return None
-        if not isinstance(record["captureData"]["endpointInput"]["data"], str):
-            return None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, OverflowError):
         return None
     return record, when
+
+
+def _readable_payload(payload: Any, data_required: bool) -> bool:
+    """An ``endpointInput`` or ``endpointOutput`` whose fields have the types SageMaker writes."""
+    if not isinstance(payload, dict):
+        return False
+    data = payload.get("data")
+    if not isinstance(data, str) and (data_required or data is not None):
+        return False
+    return all(payload.get(name) is None or isinstance(payload.get(name), str)
+               for name in ("observedContentType", "encoding"))
 
 
 class DecodedRecord(NamedTuple):
@@ -254,6 +305,15 @@ def decode_rows(record: dict[str, Any], feature_names: Sequence[str] | None = No
     return DecodedRecord(rows, predictions, inference_id, when)
 
 
+def _json(text: str) -> Any:
+    """The JSON value of a body, or None when it is not JSON or is nested deeper than the parser goes
+    (a ``[`` repeated 50,000 times is a body a client can send, and the endpoint refuses)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _text_and_type(payload: dict[str, Any]) -> tuple[str, str]:
     data = payload.get("data") or ""
     media_type = _media_type(payload.get("observedContentType"))
@@ -261,7 +321,7 @@ def _text_and_type(payload: dict[str, Any]) -> tuple[str, str]:
     if encoding == "BASE64":
         try:
             data = base64.b64decode(data, validate=False).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
             return "", media_type
     elif encoding == "CSV" and not media_type:
         media_type = CSV
@@ -275,10 +335,7 @@ def _decode_input(payload: dict[str, Any], feature_names: Sequence[str] | None =
     if media_type == CSV:
         rows = [_csv_row(line) for line in text.splitlines() if line.strip()]
     elif media_type == JSON:
-        try:
-            body = json.loads(text)
-        except ValueError:
-            body = None
+        body = _json(text)
         if isinstance(body, dict) and set(body) == {"instances"} and _positional(body["instances"]):
             body = body["instances"]  # the common envelope, read leniently below
         elif isinstance(body, dict) or (isinstance(body, list) and body and isinstance(body[0], dict)):
@@ -307,19 +364,23 @@ def _decode_served(text: str, feature_names: Sequence[str] | None) -> np.ndarray
     A body it refuses (the endpoint answered it 4xx, or another server captured it) has no rows."""
     from pipeline.container import inference  # the endpoint's workers have it loaded; the monitor pays once
 
+    nothing = np.empty((0, 0), dtype=np.float64)
     try:
         parsed = inference.input_fn(text, JSON)
-    except inference.InferenceError:
-        return np.empty((0, 0), dtype=np.float64)
-    if not isinstance(parsed, inference.NamedRows):
-        return parsed
-    if feature_names is None:
-        return parsed.rows
+        named = isinstance(parsed, inference.NamedRows)
+        values = np.asarray(parsed.rows if named else parsed, dtype=np.float64)
+    except (inference.InferenceError, ValueError, TypeError, OverflowError, RecursionError):
+        return nothing  # refused, as the endpoint refused it (a number no float holds, too deep, ...)
+    if values.ndim != 2:
+        return nothing
+    values = np.where(np.isfinite(values), values, np.nan)
+    if not named or feature_names is None:
+        return values
     position = {name: index for index, name in enumerate(parsed.columns)}
-    rows = np.full((parsed.rows.shape[0], len(feature_names)), np.nan, dtype=np.float64)
+    rows = np.full((values.shape[0], len(feature_names)), np.nan, dtype=np.float64)
     for index, name in enumerate(feature_names):
         if name in position:
-            rows[:, index] = parsed.rows[:, position[name]]
+            rows[:, index] = values[:, position[name]]
     return rows
 
 
@@ -333,27 +394,31 @@ def _csv_row(line: str) -> list[float]:
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or value is None:
+    """A JSON value as a feature value: NaN (missing) unless it is a finite number or the text of one.
+    An integer too large for a float (300 digits) is out of range like ``1e999``: missing, not a crash."""
+    if isinstance(value, bool):
         return math.nan
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        try:
-            number = float(str(value).strip())
-        except ValueError:
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            number = float(value.strip())
+        else:  # null, a list, an object: no number (and never str() of a deeply nested one)
             return math.nan
+    except (ValueError, OverflowError):
+        return math.nan
     return number if math.isfinite(number) else math.nan
 
 
 def _decode_output(payload: dict[str, Any]) -> list[Any]:
     text, media_type = _text_and_type(payload)
     if media_type == JSON:
-        try:
-            body = json.loads(text)
-        except ValueError:
-            return []
+        body = _json(text)
         predictions = body.get("predictions") if isinstance(body, dict) else body
-        return list(predictions) if isinstance(predictions, list) else []
+        # A class is a number, a string or a bool; anything else (a list, an object) is no class, kept as
+        # None so the predictions still line up with the rows of the request.
+        return [p if isinstance(p, (str, int, float)) else None for p in predictions] \
+            if isinstance(predictions, list) else []
     if media_type == CSV:
         return [line.strip() for line in io.StringIO(text) if line.strip()]
     return []

@@ -26,13 +26,16 @@ False alarms are the complaint about monitors, so they are controlled, not hoped
    differ, about the number of distinct rows when they are replayed. Without this, replayed
    held-out rows -- the most common "undrifted traffic" there is -- alarm on every run.
 
-Fewer than ``monitor_min_rows`` rows is ``insufficient_data``, never ``no_drift``.
+Too little traffic is ``insufficient_data``, never ``no_drift``: fewer than ``monitor_min_rows``
+captured rows, or an effective sample too small for the tests to see a feature move by one
+standard deviation (``rows_to_see_a_shift``; ``monitor_min_rows`` if that is smaller). 120
+requests replaying one row are one row of evidence, whatever their number.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -48,6 +51,7 @@ from pipeline.monitoring.drift_tests import (
     out_of_range_p,
     psi,
     repeated_rows,
+    rows_to_see_a_shift,
 )
 from pipeline.monitoring.thresholds import DriftThresholds
 
@@ -106,6 +110,8 @@ class DriftReport:
     prediction: PredictionDrift
     violations: tuple[dict[str, str], ...]  # SageMaker's constraint_violations shape
     thresholds: DriftThresholds
+    wrong_widths: dict[int, int] = field(default_factory=dict)  # width -> rows of it, when known
+    min_effective_rows: int = 0  # the effective sample this run needed for a verdict (0: not reached)
 
     @property
     def moved_features(self) -> list[str]:
@@ -119,8 +125,10 @@ class DriftReport:
             "rows": self.rows,
             "rows_compared": self.rows_compared,
             "wrong_width_rows": self.wrong_width_rows,
+            "wrong_widths": {str(width): count for width, count in sorted(self.wrong_widths.items())},
             "distinct_rows": self.distinct_rows,
             "effective_rows": self.effective_rows,
+            "min_effective_rows": self.min_effective_rows,
             "tests": self.tests,
             "features": [asdict(feature) for feature in self.features],
             "prediction": asdict(self.prediction),
@@ -175,14 +183,18 @@ class LiveTraffic:
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self.wrong_width_rows = 0
+        self.wrong_widths: Counter[int] = Counter()  # width -> rows of that width that is not ``width``
         self.predictions: list[Any] = []
         self._blocks: list[np.ndarray] = []
         self._pending: list[np.ndarray] = []
 
+    @property
+    def wrong_width_rows(self) -> int:
+        return sum(self.wrong_widths.values())
+
     def add(self, rows: np.ndarray | Sequence[Sequence[float]], predictions: Sequence[Any] = ()) -> None:
         good, wrong = _split_by_width(rows, self.width)
-        self.wrong_width_rows += wrong
+        self.wrong_widths.update(wrong)
         if good.shape[0]:
             self._pending.append(good)
             if len(self._pending) >= self._FLUSH:
@@ -202,18 +214,26 @@ class LiveTraffic:
         return self._blocks[0] if self._blocks else np.empty((0, self.width))
 
 
-def _split_by_width(rows: np.ndarray | Sequence[Sequence[float]], width: int) -> tuple[np.ndarray, int]:
-    """The rows of ``width`` as a float matrix, and how many rows had another width."""
+def _split_by_width(rows: np.ndarray | Sequence[Sequence[float]], width: int) -> tuple[np.ndarray, Counter[int]]:
+    """The rows of ``width`` as a float matrix, and how many rows had each other width."""
     if isinstance(rows, np.ndarray) and rows.ndim != 2 and rows.dtype != object:
         raise ValueError(f"rows must be a matrix (rows x features), got an array of shape {rows.shape}")
     if isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.dtype != object:
         if rows.shape[1] == width:
-            return rows.astype(np.float64, copy=False), 0
-        return np.empty((0, width)), rows.shape[0]
+            return rows.astype(np.float64, copy=False), Counter()
+        return np.empty((0, width)), Counter({rows.shape[1]: rows.shape[0]} if rows.shape[0] else {})
     good = [row for row in rows if len(row) == width]
-    wrong = len(rows) - len(good)
+    wrong = Counter(len(row) for row in rows if len(row) != width)
     matrix = np.array(good, dtype=np.float64).reshape(len(good), width)
     return matrix, wrong
+
+
+def _wrong_width_story(wrong: int, total: int, widths: Mapping[int, int], width: int) -> str:
+    """What rows of the wrong width mean: clients send rows the model cannot take."""
+    sent = " and ".join(f"{w} values ({count:,})" if len(widths) > 1 else f"{w} values"
+                        for w, count in sorted(widths.items(), key=lambda item: (-item[1], item[0]))[:3])
+    return (f"{wrong:,} of {total:,} captured rows ({wrong / total:.1%}) have the wrong width: clients send rows of "
+            f"{sent or 'another width'} where the model takes {width} features")
 
 
 @dataclass
@@ -292,36 +312,49 @@ def detect_drift(
     rows: np.ndarray | Sequence[Sequence[float]],
     predictions: Sequence[Any],
     thresholds: DriftThresholds,
-    wrong_width_rows: int = 0,
+    wrong_width_rows: int | Mapping[int, int] = 0,
 ) -> DriftReport:
     """Compare live rows (and the predictions made for them) with the baseline.
 
     ``rows``: a float matrix, or a sequence of rows of any widths; rows whose width is not
-    the baseline's are counted (plus ``wrong_width_rows`` counted earlier, e.g. by
-    ``LiveTraffic``) and left out of the comparison. NaN is a missing value.
+    the baseline's are counted (plus ``wrong_width_rows`` counted earlier: a count, or rows by
+    width as ``LiveTraffic.wrong_widths`` has them) and left out of the comparison. NaN is a
+    missing value.
     """
-    good, wrong = _split_by_width(rows, baseline.width)
-    wrong += wrong_width_rows
+    good, widths = _split_by_width(rows, baseline.width)
+    if isinstance(wrong_width_rows, Mapping):
+        widths.update(wrong_width_rows)
+        unknown_widths = 0
+    else:
+        unknown_widths = wrong_width_rows
+    wrong = sum(widths.values()) + unknown_widths
     total = good.shape[0] + wrong
     wrong_rate = wrong / total if total else 0.0
     violations: list[dict[str, str]] = []
-    if wrong_rate > thresholds.drift_wrong_width_threshold:
+    wrong_width_story = _wrong_width_story(wrong, total, {} if unknown_widths else widths, baseline.width) \
+        if wrong else ""
+    wide = wrong_rate > thresholds.drift_wrong_width_threshold
+    if wide:
         violations.append({
             "feature_name": "",
             "constraint_check_type": "column_count_check",
-            "description": f"{wrong} of {total} rows ({wrong_rate:.1%}) do not have the {baseline.width} features "
-                           f"the model was trained on (threshold {thresholds.drift_wrong_width_threshold:.1%})",
+            "description": f"{wrong_width_story} (threshold {thresholds.drift_wrong_width_threshold:.1%})",
         })
-    common = dict(rows=total, rows_compared=good.shape[0], wrong_width_rows=wrong, thresholds=thresholds)
+    common = dict(rows=total, rows_compared=good.shape[0], wrong_width_rows=wrong, thresholds=thresholds,
+                  wrong_widths=dict(widths), prediction=PredictionDrift(compared=False, predictions=len(predictions)))
     if total < thresholds.monitor_min_rows or good.shape[0] < thresholds.monitor_min_rows:
         if total < thresholds.monitor_min_rows:
-            reason = f"only {total} captured rows; monitor_min_rows is {thresholds.monitor_min_rows}"
+            verdict, reason = INSUFFICIENT_DATA, (f"only {total} captured rows; monitor_min_rows is "
+                                                  f"{thresholds.monitor_min_rows}")
+        elif wide:  # the rows that could be compared are too few *because* clients send the wrong width
+            verdict, reason = DRIFT, wrong_width_story + (
+                f"; the {good.shape[0]:,} rows of the right width are too few to compare feature by feature"
+                if good.shape[0] else "; no row has the model's width")
         else:
-            reason = (f"only {good.shape[0]} of {total} captured rows have the baseline's {baseline.width} "
-                      f"features; monitor_min_rows is {thresholds.monitor_min_rows}")
-        verdict = DRIFT if violations and total >= thresholds.monitor_min_rows else INSUFFICIENT_DATA
+            verdict, reason = INSUFFICIENT_DATA, (f"only {good.shape[0]} of {total} captured rows have the baseline's "
+                                                  f"{baseline.width} features; monitor_min_rows is "
+                                                  f"{thresholds.monitor_min_rows}")
         return DriftReport(verdict=verdict, reason=reason, distinct_rows=0, effective_rows=0.0, tests=0, features=(),
-                           prediction=PredictionDrift(compared=False, predictions=len(predictions)),
                            violations=tuple(violations), **common)
 
     repeats = repeated_rows(good)
@@ -342,6 +375,21 @@ def detect_drift(
     if prediction_p is not None:
         family.append(prediction_p)
         slots.append((-1, "prediction"))
+    # Too little evidence for a verdict: the effective sample (replays counted once) must be large enough for the
+    # run's KS tests to see a feature move by one standard deviation, or reach monitor_min_rows if that is smaller.
+    to_see = rows_to_see_a_shift(baseline.reference_sample.shape[0], len(family), thresholds.drift_alpha)
+    needed = min(thresholds.monitor_min_rows, to_see)
+    if repeats.effective < needed - 1e-9:
+        reason = (f"{good.shape[0]:,} captured rows but only {repeats.effective:.0f} effective, from "
+                  f"{repeats.distinct:,} distinct (a repeated row is not new evidence); " +
+                  (f"the tests need {needed} effective rows to see a feature move by one standard deviation"
+                   if needed == to_see else f"monitor_min_rows is {needed}"))
+        verdict = DRIFT if wide else INSUFFICIENT_DATA
+        if wide:
+            reason = f"{wrong_width_story}; {reason}"
+        return DriftReport(verdict=verdict, reason=reason, distinct_rows=repeats.distinct,
+                           effective_rows=repeats.effective, tests=0, features=(), violations=tuple(violations),
+                           min_effective_rows=needed, **{**common, "prediction": prediction})
     adjusted_values = holm_adjusted(family)
     adjusted: dict[tuple[int, str], float] = dict(zip(slots, adjusted_values.tolist()))
     alpha = thresholds.drift_alpha
@@ -403,12 +451,12 @@ def detect_drift(
             parts.append(f"{len(moved_names)} of {len(features)} features moved: {', '.join(moved_names)}")
         if prediction.moved:
             parts.append("predicted classes moved")
-        if wrong_rate > thresholds.drift_wrong_width_threshold:
-            parts.append(f"{wrong} rows of the wrong width")
+        if wide:
+            parts.append(wrong_width_story)
         reason = "; ".join(parts)
     return DriftReport(verdict=verdict, reason=reason, distinct_rows=repeats.distinct, effective_rows=repeats.effective,
-                       tests=len(family), features=tuple(features), prediction=prediction,
-                       violations=tuple(violations), **common)
+                       tests=len(family), features=tuple(features), violations=tuple(violations),
+                       min_effective_rows=needed, **{**common, "prediction": prediction})
 
 
 def _feature_violations(feature: FeatureDrift, thresholds: DriftThresholds) -> list[dict[str, str]]:

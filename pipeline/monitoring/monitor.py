@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.backends.base import Outcome
+from pipeline.backends.local.backend import LocalBackend
+from pipeline.backends.local.pointers import CAPTURE_DIR
 from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.monitoring import (
@@ -25,7 +27,6 @@ from pipeline.monitoring import (
     DriftThresholds,
     LiveTraffic,
     QualityReport,
-    decode_rows,
     detect_drift,
     iter_capture_records,
     live_quality,
@@ -105,8 +106,11 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
         version = row["serving_version"]
     if not version or store.version(version) is None:
         raise PipelineError(f"endpoint {endpoint_name!r} has no recorded version {version!r} (see `history`)")
-    job = deployer.job_of_version(version)
-    baseline = job.baseline()
+    try:
+        job = deployer.job_of_version(version)
+        baseline = job.baseline()
+    except PipelineError as err:  # a job file changed or missing: nothing to judge against, so no verdict
+        raise PipelineError(err.message, ExitCode.USAGE, err.hint) from None
     if baseline is None:
         raise PipelineError(f"training job {job.name!r} of version {version} has no baseline (it was trained "
                             f"before monitoring existed): train and deploy again to monitor it")
@@ -115,32 +119,43 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
     (store.directory / "tmp").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.directory / "tmp", prefix="captures-") as scratch:
         directory = backend.capture_directory(endpoint_name, version, Path(scratch), since=moment)
+        directory = directory or _local_capture_directory(backend, endpoint_name)
         records = iter_capture_records(directory, since=moment, version=version) if directory else None
         traffic = LiveTraffic(baseline.width)
-        names = baseline.feature_names
         predictions_by_id: dict[str, Any] = {}
         requests = 0
-        for record in records or ():
-            if str(record.get("eventMetadata", {}).get("inferenceId", "")).startswith(TEST_INFERENCE_ID_PREFIX):
+        for decoded in records.decoded(baseline.feature_names) if records is not None else ():
+            if decoded.inference_id.startswith(TEST_INFERENCE_ID_PREFIX):
                 continue  # the pipeline's own endpoint tests, on SageMaker (locally they are never captured)
-            decoded = decode_rows(record, names)
             requests += 1
             traffic.add(decoded.rows, decoded.predictions)
             if labels is not None:
                 predictions_by_id.update(zip(prediction_keys(decoded.inference_id, len(decoded.predictions)),
                                              decoded.predictions))
-        unreadable = records.unreadable if records is not None else 0
     if requests == 0:
+        if records is not None and records.not_directories:
+            raise PipelineError(f"capture directory {str(records.not_directories[0])!r} is not a directory (a file "
+                                f"is in its place): the endpoint cannot write captures there, and monitor cannot read "
+                                f"them; move it away")
         raise PipelineError(f"no captured requests for version {version} of endpoint {endpoint_name!r}"
                             + (f" since {since}" if since else "") +
                             ": is capture_percent 0, or has nothing called the endpoint yet?")
     thresholds = DriftThresholds.from_mapping(config.model_dump())
-    drift = detect_drift(baseline, traffic.rows, traffic.predictions, thresholds, traffic.wrong_width_rows)
+    drift = detect_drift(baseline, traffic.rows, traffic.predictions, thresholds, traffic.wrong_widths)
     quality = None
     if labels is not None:
-        quality = live_quality(predictions_by_id, labels, config.minimum_accuracy, config.monitor_min_labels)
-    return MonitorReport(endpoint_name, version, since, requests, unreadable, drift, quality,
-                         serving_version=row["serving_version"])
+        quality = live_quality(predictions_by_id, labels, config.minimum_accuracy, config.monitor_min_labels,
+                               known_classes=baseline.class_counts)
+    return MonitorReport(endpoint_name, version, since, requests, records.unreadable if records else 0, drift,
+                         quality, serving_version=row["serving_version"])
+
+
+def _local_capture_directory(backend: Any, endpoint_name: str) -> Path | None:
+    """Where the local backend, which gave no capture directory, keeps it: the reader then tells a file in
+    its place from nothing captured. None on other backends (their captures are fetched into scratch)."""
+    if isinstance(backend, LocalBackend):
+        return backend.endpoint_dir(endpoint_name) / CAPTURE_DIR
+    return None
 
 
 def roll_back_after_breach(report: MonitorReport, rollback: Any) -> None:
@@ -159,5 +174,9 @@ def roll_back_after_breach(report: MonitorReport, rollback: Any) -> None:
             report.rollback = rollback(report.endpoint_name)
         except PipelineError as err:  # nothing to roll back to, or the endpoint busy: the breach stands all the same
             report.rollback = Outcome(FinalState.ROLLBACK_FAILED, report.version, str(err))
+        except Exception as err:  # a bug in the rollback: the breach stands all the same, and says so
+            log.debug("unexpected error rolling back", exc_info=True)
+            report.rollback = Outcome(FinalState.ROLLBACK_FAILED, report.version,
+                                      f"unexpected {type(err).__name__}: {' '.join(str(err).split())[:300]}")
     if report.rollback.status != FinalState.ROLLED_BACK:
         log.error("rollback after the breach failed: %s", report.rollback.detail)

@@ -4,6 +4,11 @@
 (``pipeline.monitoring.monitor.watch``), roll back on a breach when asked, notify, write the report,
 record how it ended. Whatever happens, the run is recorded with the exit code the command exits with,
 and a report file that was asked for says what happened (``"verdict": "error"`` when there is none).
+
+An unexpected exception (a bug, or the environment: a full disk, no memory) is no verdict like any other
+error: exit 2 (``ExitCode.USAGE``, which for ``monitor`` means "no verdict"), never 1, which a scheduled job
+takes for drift. The run is recorded ``failed`` with exit 2, the report says ``"verdict": "error"`` and
+names the exception, and ``--verbose`` prints its traceback (``MonitorRecord.failure``).
 """
 from __future__ import annotations
 
@@ -36,12 +41,13 @@ class MonitorRecord:
     since: str | None
     report: MonitorReport | None = None
     error: PipelineError | None = None
+    failure: BaseException | None = None  # the unexpected exception behind ``error``, for --verbose
 
     @property
     def exit_code(self) -> ExitCode:
         if self.error is not None:
             return self.error.exit_code
-        return self.report.exit_code if self.report is not None else ExitCode.FAILURE
+        return self.report.exit_code if self.report is not None else ExitCode.USAGE  # no report: no verdict
 
     @property
     def status(self) -> str:
@@ -82,6 +88,14 @@ class MonitorRun:
             self.notify(notifier, record.report, backend)
         except PipelineError as err:
             record.error = err
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a cancelled job
+            record.error, record.failure = PipelineError("monitor stopped by Ctrl-C or SIGTERM: no verdict"), err
+        except Exception as err:  # a bug or the environment: still a recorded run with its report, never a traceback
+            log.debug("unexpected error in monitor", exc_info=True)
+            detail = " ".join(str(err).split())[:300]
+            record.error = PipelineError(f"monitor failed without a verdict: unexpected {type(err).__name__}"
+                                         + (f": {detail}" if detail else ""), ExitCode.USAGE)
+            record.failure = err
         finally:
             if report_file:  # a scheduled job's artifact says what happened, verdict or not
                 self.write_report(record, report_file)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ class QualityReport:
     minimum_accuracy: float
     min_matched: int
     per_class_recall: dict[str, dict[str, float | int]]  # true class -> recall, correct, support
+    unknown_label_classes: tuple[str, ...] = ()  # classes of matched labels the model neither predicts nor knows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,8 +53,14 @@ def live_quality(
     minimum_accuracy: float,
     min_matched: int = 30,
     confidence: float = 0.95,
+    known_classes: Iterable[Any] = (),
 ) -> QualityReport:
-    """Accuracy and per-class recall of the predictions that have a label."""
+    """Accuracy and per-class recall of the predictions that have a label.
+
+    ``known_classes``: the classes the model was trained on (the baseline's). When no matched label is one of
+    them nor of the classes the model predicted, the labels are spelled otherwise ("setosa" for the class 0)
+    and say nothing of the model's accuracy: no verdict, never a breach at 0%. Without ``known_classes``
+    every label is taken as a class."""
     if not 0.0 <= minimum_accuracy <= 1.0:
         raise ValueError(f"minimum_accuracy={minimum_accuracy!r}: expected a share between 0 and 1")
     if min_matched < 1:
@@ -69,6 +76,12 @@ def live_quality(
         label: {"recall": hits[label] / count, "correct": hits[label], "support": count}
         for label, count in sorted(support.items())
     }
+    # A label the model was trained on is a real class even when the model never predicts it (a model that
+    # always answers 0 where the truth is 1 is a breach); one it neither knows nor predicts is spelled otherwise.
+    model_classes = {class_key(c) for c in known_classes}
+    if model_classes:
+        model_classes |= {class_key(p) for p in predictions_by_id.values()}
+    unknown = sorted(set(truth) - model_classes) if model_classes else []
     common = dict(
         matched=matched,
         unmatched_labels=len(labels_by_id) - matched,
@@ -78,10 +91,17 @@ def live_quality(
         minimum_accuracy=minimum_accuracy,
         min_matched=min_matched,
         per_class_recall=recall,
+        unknown_label_classes=tuple(unknown),
     )
     if matched == 0:
         return QualityReport(status=INSUFFICIENT_DATA, reason="no label matches a captured prediction",
                              accuracy=None, interval_low=None, interval_high=None, **common)
+    if len(unknown) == len(support):  # not one matched label names a class of the model
+        reason = (f"none of the {matched} labels that match a captured prediction names a class of the model: "
+                  f"the labels say {_listed(unknown)}, the model's classes are {_listed(sorted(model_classes))}; "
+                  f"write the labels as the training data's classes")
+        return QualityReport(status=INSUFFICIENT_DATA, reason=reason, accuracy=None, interval_low=None,
+                             interval_high=None, **common)
     low, high = wilson_interval(correct, matched, confidence)
     accuracy = correct / matched
     summary = (f"accuracy {accuracy:.3f} on {matched} labelled predictions, "
@@ -99,13 +119,19 @@ def live_quality(
                          **common)
 
 
+def _listed(classes: list[str], at_most: int = 10) -> str:
+    shown = ", ".join(classes[:at_most])
+    return shown + (f" and {len(classes) - at_most} more" if len(classes) > at_most else "") if classes else "none"
+
+
 def read_labels(path: Path) -> dict[str, str]:
     """A labels file: CSV with a header naming ``inference_id`` and ``label`` (other columns
-    are ignored). The same id twice with different labels is refused, naming both lines."""
+    are ignored), UTF-8 with or without the byte order mark Excel writes. The same id twice with
+    different labels is refused, naming both lines."""
     path = Path(path)
     name = repr(str(path))
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise PipelineError(f"labels file {name} not found: expected a CSV file with columns "
                             f"inference_id,label") from None
