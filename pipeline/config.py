@@ -44,7 +44,7 @@ from pydantic import (
 
 from pipeline.config_messages import describe_given, one_line, typed
 from pipeline.errors import PipelineError
-from pipeline.redaction import redact_url
+from pipeline.redaction import redact_password, redact_url
 
 DEFAULT_CONFIG_FILE = "pipeline_config.json"
 
@@ -103,6 +103,9 @@ class PipelineConfig(BaseModel):
 
     # --- state and the local endpoint ---
     store_dir: str = ".mlops"
+    # A store a team shares (PostgreSQL, postgresql://user@host:port/dbname) instead of SQLite in store_dir. A secret
+    # for its password: shown only as postgresql://user:***@host/db (``public_dict``).
+    store_url: SecretStr | None = None
     endpoint_host: str = "127.0.0.1"
     endpoint_port: int = Field(0, ge=0, le=65535)  # 0: a free port is chosen at first deployment
     endpoint_workers: int = Field(2, ge=1, le=64)
@@ -196,6 +199,19 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"expected an address of this machine (cannot listen on it: {err.strerror})") from None
         return value
 
+    @field_validator("store_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"postgres(ql)?(\+psycopg)?://[^\s/]+/[^\s/?]+(\?\S*)?",
+                                                  value.get_secret_value()):
+            raise ValueError("expected postgresql://user@host:port/dbname")
+        return value
+
+    @property
+    def shared_store_url(self) -> str | None:
+        """``store_url`` in clear, for the one place that connects with it (``pipeline.state.database``)."""
+        return self.store_url.get_secret_value() if self.store_url is not None else None
+
     @field_validator("log_level", "traffic_routing", mode="before")
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:
@@ -227,6 +243,8 @@ class PipelineConfig(BaseModel):
         data = self.model_dump(mode="json")
         if self.slack_webhook_url is not None:
             data["slack_webhook_url"] = redact_url(self.slack_webhook_url.get_secret_value())
+        if self.store_url is not None:
+            data["store_url"] = redact_password(self.store_url.get_secret_value())
         return data
 
 
@@ -243,6 +261,7 @@ ENV_VARS: dict[str, str] = {
     "SLACK_WEBHOOK_URL": "slack_webhook_url",
     "TRAFFIC_ROUTING": "traffic_routing",
     "REPLAY_REQUESTS": "replay_requests",
+    "MLOPS_STORE_URL": "store_url",
 }
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -388,6 +407,7 @@ FLAGS: dict[str, str] = {
     "label_column": "--label-column", "model_type": "--model-type", "random_seed": "--random-seed",
     "store_dir": "--store-dir", "endpoint_port": "--endpoint-port", "log_file": "--log-file",
     "log_level": "--verbose", "traffic_routing": "--traffic-routing", "replay_requests": "--replay-requests",
+    "store_url": "--store-url",
 }
 
 

@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.redaction import SECRET_ENV_VARS, SecretScrubber
+from pipeline.redaction import SECRET_ENV_VARS, SecretScrubber, url_password
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_FORMATS = ("text", "json")
@@ -154,7 +154,7 @@ def prune_default_files(retention: int, *, results_pending: bool = False,
     return deleted
 
 
-def configure_logging(level: str, log_file: str | os.PathLike[str] | None, secrets: Iterable[str] = (),
+def configure_logging(level: str, log_file: str | os.PathLike[str] | None, secrets: Iterable[str | None] = (),
                       log_format: str = "text") -> Path:
     """Console (stderr) and file handlers on the ``pipeline`` logger; returns the log file path.
 
@@ -170,7 +170,9 @@ def configure_logging(level: str, log_file: str | os.PathLike[str] | None, secre
         handler.close()
     logger.setLevel(level)
     logger.propagate = False
-    secret_filter = SecretFilter([*secrets, *(os.environ.get(name, "") for name in SECRET_ENV_VARS)])
+    secret_filter = SecretFilter([*(secret for secret in secrets if secret),
+                                  *(os.environ.get(name, "") for name in SECRET_ENV_VARS),
+                                  url_password(os.environ.get("MLOPS_STORE_URL")) or ""])
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [console]

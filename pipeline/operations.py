@@ -26,6 +26,7 @@ from pipeline.monitoring.monitor_run import MonitorRecord, MonitorRun
 from pipeline.outcomes import FinalState
 from pipeline.progress import configure as configure_progress
 from pipeline.progress import on_terminal
+from pipeline.redaction import url_password
 from pipeline.reporting.results import Results
 from pipeline.run.record import new_run_id
 from pipeline.state.store import DeploymentStore
@@ -59,7 +60,8 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
     from pipeline.reporting.ci_reports import write_reports
     from pipeline.run.orchestrator import Orchestrator
 
-    log_file = configure_logging(config.log_level, config.log_file, log_format=outputs.log_format)
+    log_file = configure_logging(config.log_level, config.log_file, secrets=[url_password(config.shared_store_url)],
+                                 log_format=outputs.log_format)
     configure_progress(live=outputs.log_format == "text" and on_terminal())
     pruned = prune_default_files(config.tmp_retention_count, results_pending=not outputs.chosen_results_file,
                                  protect=[path for path in (outputs.results_file, config.log_file, outputs.dotenv_file,
@@ -148,7 +150,7 @@ class Operations:
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self.store = DeploymentStore(config.store_dir)
+        self.store = DeploymentStore(config.store_dir, config.shared_store_url)
         self.run_id = new_run_id()
         self._backends: dict[str, Backend] = {}
 

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 # Environment variables that hold secrets: their values are scrubbed wherever text leaves the run.
 SECRET_ENV_VARS = ("SLACK_WEBHOOK_URL", "SMTP_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                   "AWS_SESSION_TOKEN", "MLOPS_ENDPOINT_TOKEN")
+                   "AWS_SESSION_TOKEN", "MLOPS_ENDPOINT_TOKEN", "MLOPS_STORE_URL", "PGPASSWORD")
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 
 
@@ -26,7 +26,34 @@ def scrub_known_secrets(text: str) -> str:
         secret = os.environ.get(name)
         if secret and len(secret) >= 8:
             text = text.replace(secret, "***")
+    password = url_password(os.environ.get("MLOPS_STORE_URL"))
+    if password:
+        text = text.replace(password, "***")
     return text
+
+
+def url_password(url: str | None) -> str | None:
+    """The password a URL carries (``postgresql://user:PASSWORD@host/db``), decoded, or None."""
+    if not url:
+        return None
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def redact_password(url: str) -> str:
+    """A store URL as it may be shown: ``postgresql://user:***@host:5432/db`` (everything but the password)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        netloc = user + (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # an unreadable URL: say nothing of it
+        return "<an unreadable URL>"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def redact_url(url: str) -> str:

@@ -84,7 +84,8 @@ def flag_settings(options: dict[str, Any]) -> dict[str, Any]:
         "auto_deploy_enabled": False if options.get("disable_auto_deploy") else None,
         "dataset": options.get("dataset"), "label_column": options.get("label_column"),
         "model_type": options.get("model_type"), "random_seed": options.get("random_seed"),
-        "store_dir": options.get("store_dir"), "endpoint_port": options.get("endpoint_port"),
+        "store_dir": options.get("store_dir"), "store_url": options.get("store_url"),
+        "endpoint_port": options.get("endpoint_port"),
         "log_file": options.get("log_file"), "log_level": "DEBUG" if options.get("verbose") else None,
         "traffic_routing": options.get("traffic_routing"), "replay_requests": options.get("replay_requests"),
     }
@@ -123,6 +124,8 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
 @click.option("--model-type", type=click.Choice(MODEL_TYPES))
 @click.option("--random-seed", type=int, help="Seed for the split, CV and the model.")
 @click.option("--store-dir", type=click.Path(file_okay=False), help="State directory (default .mlops).")
+@click.option("--store-url", metavar="URL", help="A store the team shares: postgresql://user@host:port/dbname "
+              "(default: SQLite in --store-dir; environment MLOPS_STORE_URL).")
 @click.option("--endpoint-port", type=int, help="Port of a new local endpoint (default: a free one).")
 @click.option("--traffic-routing", type=click.Choice(TRAFFIC_ROUTINGS, case_sensitive=False),
               help="How a tested version takes the endpoint's traffic (default ALL_AT_ONCE; CANARY, LINEAR and "

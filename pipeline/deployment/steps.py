@@ -75,8 +75,8 @@ class DeploymentPipeline:
 
     # --- one change to an endpoint at a time ---
     def lock(self, endpoint_name: str, holder: str | None = None, timeout: float | None = None) -> EndpointLock:
-        return EndpointLock(self.store.directory / "locks", endpoint_name, holder or f"run {self.run_id}",
-                            self.config.lock_timeout_seconds if timeout is None else timeout)
+        return self.store.endpoint_lock(endpoint_name, holder or f"run {self.run_id}",
+                                        self.config.lock_timeout_seconds if timeout is None else timeout)
 
     @contextmanager
     def exclusive(self, endpoint_name: str, holder: str | None = None,

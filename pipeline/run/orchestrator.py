@@ -87,7 +87,7 @@ class Orchestrator:
         self.record = RunRecord(self.run_id, self.mode, config.backend_name, config.public_dict(), sources or {},
                                 log_file=log_file, results_file=results_file)
         # Nothing below touches the machine until the config and inputs are known good.
-        self.store = DeploymentStore(config.store_dir)
+        self.store = DeploymentStore(config.store_dir, config.shared_store_url)
         if endpoint_name and self.store.endpoint(endpoint_name) is None:
             named = self.store.version(endpoint_name)
             if named is not None:  # an endpoint named after one of its versions, e.g. iris-model-20250823-120000

@@ -1,133 +1,88 @@
-"""Pipeline state in one SQLite file: runs, training jobs, endpoints, deployments, events.
+"""Pipeline state: runs, training jobs, endpoints, versions, deployments and the audit trail.
 
-Why SQLite: several pipeline processes (a deployment and a ``status`` call, two CI
-jobs on one runner) read and write the same state, and SQLite gives them
-transactions and crash safety without a server. Every change of endpoint state
-is one transaction together with the event that records it.
+One code path for both places the state can live (``pipeline.state.database``): SQLite in ``store_dir`` (one
+person, zero set-up) or a PostgreSQL database a team and its CI pipelines share (``store_url``), through
+SQLAlchemy Core. Several pipeline processes -- and on PostgreSQL several machines -- read and write the same
+state at once; every change of endpoint state is one transaction together with the event that records it.
 
-The ``events`` table is the audit trail. It is append-only (triggers refuse
-UPDATE and DELETE) and each event carries the sha256 of the one before it, so
+The ``events`` table is the audit trail (``pipeline.state.audit_trail``): append-only (the database refuses
+UPDATE, DELETE and, on PostgreSQL, TRUNCATE) and each event carries the sha256 of the one before it, so
 ``verify_events`` can tell when someone edited or removed a row by hand.
 
-Schema (also in docs/RESULTS_AND_REPORTS.md):
+Schema (also in docs/RESULTS_AND_REPORTS.md; its revisions in ``pipeline/state/migrations``):
 
 - runs(run_id, started_at, finished_at, mode, backend, status, exit_code, results_file, pid,
   pid_start, host, results_sha256)
 - training_jobs(name, run_id, created_at, backend, model_type, directory, model_sha256,
-  metrics_json, data_sha256, gate_decision, artifacts_json)
+  metrics_json, data_sha256, gate_decision, artifacts_json, gate_metric, gate_value, gate_interval_json,
+  dataset, pruned_at)
 - endpoints(name, backend, url, host, port, pid, serving_version, created_at, updated_at)
-- versions(version, endpoint_name, training_job, model_sha256, created_at)
+- versions(version, endpoint_name, training_job, model_sha256, created_at, pruned_at)
 - deployments(id, run_id, endpoint_name, from_version, to_version, training_job, status,
   reason, started_at, finished_at)
 - events(id, at, run_id, kind, endpoint_name, detail, prev_hash, hash)
+- lock_holders(endpoint_name, holder, host, pid, since)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import socket
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+
 from pipeline.container.verified_files import write_recorded
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.state import audit_trail
+from pipeline.state.database import prepare, redacted, sqlite_url, unreachable
+from pipeline.state.locking import AdvisoryEndpointLock, EndpointLock, FileEndpointLock
 from pipeline.state.processes import Owner
+from pipeline.state.sql import run_sql, utc_now
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "state.db"
-GENESIS_HASH = "0" * 64
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, mode TEXT NOT NULL,
-    backend TEXT NOT NULL, status TEXT NOT NULL, exit_code INTEGER, results_file TEXT);
-CREATE TABLE IF NOT EXISTS training_jobs (
-    name TEXT PRIMARY KEY, run_id TEXT, created_at TEXT NOT NULL, backend TEXT NOT NULL,
-    model_type TEXT, directory TEXT NOT NULL, model_sha256 TEXT NOT NULL, metrics_json TEXT NOT NULL,
-    data_sha256 TEXT, gate_decision TEXT);
-CREATE TABLE IF NOT EXISTS endpoints (
-    name TEXT PRIMARY KEY, backend TEXT NOT NULL, url TEXT, host TEXT, port INTEGER, pid INTEGER,
-    serving_version TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS versions (
-    version TEXT PRIMARY KEY, endpoint_name TEXT NOT NULL, training_job TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS deployments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, endpoint_name TEXT NOT NULL,
-    from_version TEXT, to_version TEXT NOT NULL, training_job TEXT NOT NULL, status TEXT NOT NULL,
-    reason TEXT, started_at TEXT NOT NULL, finished_at TEXT);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, run_id TEXT, kind TEXT NOT NULL,
-    endpoint_name TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-"""
-# Columns added after the first release: added to an existing state file when it is opened.
-MIGRATIONS = {
-    "runs": {"pid": "INTEGER", "pid_start": "INTEGER", "host": "TEXT", "results_sha256": "TEXT"},
-    "training_jobs": {"artifacts_json": "TEXT", "gate_metric": "TEXT", "gate_value": "REAL",
-                      "gate_interval_json": "TEXT", "dataset": "TEXT", "pruned_at": "TEXT"},
-    "versions": {"pruned_at": "TEXT"},  # cleanup --prune deleted the version's artifacts (and maybe its job's)
-}
 
 
 class StoreError(PipelineError):
-    """The state file cannot be used; the message says what to do (exit 2: nothing was changed)."""
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _event_hash(prev_hash: str, at: str, run_id: str | None, kind: str, endpoint: str | None, detail: str) -> str:
-    material = json.dumps([prev_hash, at, run_id, kind, endpoint, detail], separators=(",", ":"))
-    return hashlib.sha256(material.encode()).hexdigest()
+    """The state cannot be used; the message says what to do (exit 2: nothing was changed)."""
 
 
 class DeploymentStore:
     """The one place pipeline state is read and written."""
 
-    def __init__(self, store_dir: str | Path) -> None:
+    def __init__(self, store_dir: str | Path, store_url: str | None = None) -> None:
         self.directory = Path(store_dir).resolve()  # endpoint processes run from another directory
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise PipelineError(f"store_dir {str(self.directory)!r} cannot be created: {err.strerror}") from None
         self.path = self.directory / DB_FILENAME
-        conn = self._connect()
+        self.url = store_url or sqlite_url(self.directory)
+        self.shared = store_url is not None
+        self.location = redacted(self.url) if self.shared else str(self.path)  # what messages may show
         try:
-            # One writer at a time: two commands opening a new or older store at once must not both
-            # create or migrate it.
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in SCHEMA.split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
-            for table, columns in MIGRATIONS.items():
-                present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
-                for column, kind in columns.items():
-                    if column not in present:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as err:
-            _rollback_quietly(conn)
+            self.engine = prepare(self.url)
+        except DatabaseError as err:  # SQLite: a file that is not a database
             raise self._unusable(err) from None
-        finally:
-            conn.close()
+        self.dialect = self.engine.dialect.name
         self.close_dead_runs()
 
-    def _unusable(self, err: sqlite3.Error) -> StoreError:
+    def _unusable(self, err: Exception) -> StoreError:
+        if self.shared:
+            return StoreError(f"the store at {self.location} cannot be used: "
+                              f"{' '.join(str(getattr(err, 'orig', err)).split())[:300]}")
         return StoreError(
-            f"state file {str(self.path)!r} is not a usable SQLite database ({err}); move it aside (the "
-            f"endpoints it recorded keep running: `run_pipeline.py status` lists them from their pid files, "
-            f"`run_pipeline.py cleanup --all` stops them), or point --store-dir at another directory")
+            f"state file {str(self.path)!r} is not a usable SQLite database ({getattr(err, 'orig', err)}); move it "
+            f"aside (the endpoints it recorded keep running: `run_pipeline.py status` lists them from their pid "
+            f"files, `run_pipeline.py cleanup --all` stops them), or point --store-dir at another directory")
 
     @property
     def jobs_dir(self) -> Path:
@@ -137,59 +92,40 @@ class DeploymentStore:
     def endpoints_dir(self) -> Path:
         return self.directory / "endpoints"
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-        except sqlite3.OperationalError as err:
-            raise StoreError(f"state file {str(self.path)!r} cannot be opened: {err}") from None
-        except sqlite3.DatabaseError as err:
-            raise self._unusable(err) from None
-        return conn
+    def endpoint_lock(self, endpoint_name: str, holder: str, timeout: float) -> EndpointLock:
+        """The endpoint's deployment lock, where the store is: a file lock beside SQLite, an advisory lock in a
+        shared PostgreSQL (``pipeline.state.locking``)."""
+        if self.dialect == "postgresql":
+            return AdvisoryEndpointLock(self.url, endpoint_name, holder, timeout)
+        return FileEndpointLock(self.directory / "locks", endpoint_name, holder, timeout)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it lands, or none of it."""
-        conn = self._connect()
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction: all of it lands, or none of it (SQLite: BEGIN IMMEDIATE, one writer at a time)."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as err:
-            _rollback_quietly(conn)
-            if isinstance(err, sqlite3.IntegrityError):
-                raise
-            raise self._unusable(err) from None
-        except BaseException:
-            _rollback_quietly(conn)
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
             raise
-        finally:
-            conn.close()
-
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        conn = self._connect()
-        try:
-            return [dict(row) for row in conn.execute(sql, params).fetchall()]
-        except sqlite3.DatabaseError as err:
+        except OperationalError as err:
+            raise (unreachable(self.url, err) if self.shared else self._unusable(err)) from None
+        except DatabaseError as err:
             raise self._unusable(err) from None
-        finally:
-            conn.close()
+
+    def _query(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        try:
+            with self.engine.connect() as conn:
+                return [dict(row) for row in run_sql(conn, sql, *params).mappings()]
+        except OperationalError as err:
+            raise (unreachable(self.url, err) if self.shared else self._unusable(err)) from None
+        except DatabaseError as err:
+            raise self._unusable(err) from None
 
     # --- events (the audit trail) ---
-    def append_event(self, conn: sqlite3.Connection, kind: str, *, run_id: str | None = None,
+    def append_event(self, conn: Connection, kind: str, *, run_id: str | None = None,
                      endpoint_name: str | None = None, **detail: Any) -> int:
-        row = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-        prev_hash = row["hash"] if row else GENESIS_HASH
-        at = utc_now()
-        detail_text = json.dumps(detail, sort_keys=True, default=str)
-        digest = _event_hash(prev_hash, at, run_id, kind, endpoint_name, detail_text)
-        cursor = conn.execute(
-            "INSERT INTO events (at, run_id, kind, endpoint_name, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
-            (at, run_id, kind, endpoint_name, detail_text, prev_hash, digest),
-        )
-        return int(cursor.lastrowid or 0)
+        """Append one event inside the caller's transaction; its id (``pipeline.state.audit_trail``)."""
+        return audit_trail.append(conn, kind, run_id=run_id, endpoint_name=endpoint_name, **detail)
 
     def record_event(self, kind: str, *, run_id: str | None = None, endpoint_name: str | None = None,
                      **detail: Any) -> int:
@@ -198,9 +134,9 @@ class DeploymentStore:
             return self.append_event(conn, kind, run_id=run_id, endpoint_name=endpoint_name, **detail)
 
     def events_after(self, event_id: int, endpoint_name: str, kind: str) -> list[dict[str, Any]]:
-        """Events of one kind for an endpoint appended after ``event_id``, oldest first (a bake asks every second)."""
+        """Events of one kind for an endpoint appended after ``event_id``, oldest first (a bake asks each second)."""
         rows = self._query("SELECT * FROM events WHERE id > ? AND endpoint_name = ? AND kind = ? ORDER BY id",
-                           (event_id, endpoint_name, kind))
+                           event_id, endpoint_name, kind)
         for row in rows:
             row["detail"] = json.loads(row["detail"])
         return rows
@@ -212,7 +148,7 @@ class DeploymentStore:
             "SELECT e.* FROM events e JOIN runs r ON r.run_id = e.run_id "
             "WHERE e.endpoint_name = ? AND e.kind = 'bake_started' AND r.status = 'running' "
             "AND EXISTS (SELECT 1 FROM deployments d WHERE d.run_id = e.run_id AND d.endpoint_name = e.endpoint_name "
-            "AND d.status = 'in_progress') ORDER BY e.id DESC LIMIT 1", (endpoint_name,))
+            "AND d.status = 'in_progress') ORDER BY e.id DESC LIMIT 1", endpoint_name)
         if not rows:
             return None
         rows[0]["detail"] = json.loads(rows[0]["detail"])
@@ -229,33 +165,15 @@ class DeploymentStore:
         sql += " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        rows = self._query(sql, params)
+        rows = self._query(sql, *params)
         for row in rows:
             row["detail"] = json.loads(row["detail"])
         return rows
 
     def verify_events(self) -> list[str]:
         """Problems in the hash chain, oldest first; empty when the trail is intact."""
-        problems: list[str] = []
-        prev_hash = GENESIS_HASH
-        expected_id = None
-        for row in self._query("SELECT * FROM events ORDER BY id ASC"):
-            if expected_id is not None and row["id"] != expected_id:
-                problems.append(f"events {expected_id}..{row['id'] - 1} are missing")
-            if row["prev_hash"] != prev_hash:
-                problems.append(f"event {row['id']} does not follow the event before it")
-            digest = _event_hash(row["prev_hash"], row["at"], row["run_id"], row["kind"],
-                                 row["endpoint_name"], row["detail"])
-            if digest != row["hash"]:
-                problems.append(f"event {row['id']} was edited")
-            prev_hash = row["hash"]
-            expected_id = row["id"] + 1
-        # AUTOINCREMENT never reuses an id: a sequence ahead of the last row means rows were cut off the end.
-        sequence = self._query("SELECT seq FROM sqlite_sequence WHERE name='events'")
-        last = (expected_id or 1) - 1
-        if sequence and sequence[0]["seq"] > last:
-            problems.append(f"events {last + 1}..{sequence[0]['seq']} are missing")
-        return problems
+        with self.engine.connect() as conn:
+            return audit_trail.verify(conn)
 
     # --- runs ---
     def start_run(self, run_id: str, mode: str, backend: str, results_file: str | None = None) -> None:
@@ -263,10 +181,9 @@ class DeploymentStore:
         recognised as interrupted by the next command (``close_dead_runs``)."""
         owner = Owner.this_process(run_id)
         with self.transaction() as conn:
-            conn.execute("INSERT INTO runs (run_id, started_at, mode, backend, status, results_file, pid, pid_start,"
-                         " host) VALUES (?,?,?,?,?,?,?,?,?)",
-                         (run_id, utc_now(), mode, backend, "running", results_file, owner.pid, owner.start_time,
-                          socket.gethostname()))
+            run_sql(conn, "INSERT INTO runs (run_id, started_at, mode, backend, status, results_file, pid, pid_start,"
+                          " host) VALUES (?,?,?,?,?,?,?,?,?)", run_id, utc_now(), mode, backend, "running",
+                    results_file, owner.pid, owner.start_time, socket.gethostname())
             self.append_event(conn, "run_started", run_id=run_id, mode=mode, backend=backend)
 
     def close_dead_runs(self) -> list[str]:
@@ -278,8 +195,8 @@ class DeploymentStore:
                 and not Owner(row["pid"], row["pid_start"]).alive()]
         for run_id in dead:
             with self.transaction() as conn:
-                cursor = conn.execute("UPDATE runs SET finished_at=?, status='interrupted' WHERE run_id=? AND "
-                                      "status='running'", (utc_now(), run_id))
+                cursor = run_sql(conn, "UPDATE runs SET finished_at=?, status='interrupted' WHERE run_id=? AND "
+                                      "status='running'", utc_now(), run_id)
                 if cursor.rowcount:
                     self.append_event(conn, "run_interrupted", run_id=run_id,
                                       reason="its process ended without finishing the run")
@@ -287,9 +204,9 @@ class DeploymentStore:
 
     def finish_run(self, run_id: str, status: str, exit_code: int, results_file: str | None = None) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE runs SET finished_at=?, status=?, exit_code=?, "
-                         "results_file=COALESCE(?, results_file) WHERE run_id=?",
-                         (utc_now(), status, exit_code, results_file, run_id))
+            run_sql(conn, "UPDATE runs SET finished_at=?, status=?, exit_code=?, "
+                          "results_file=COALESCE(?, results_file) WHERE run_id=?",
+                    utc_now(), status, exit_code, results_file, run_id)
             self.append_event(conn, "run_finished", run_id=run_id, status=status, exit_code=exit_code)
 
     def write_run_file(self, run_id: str | None, path: str | os.PathLike[str], payload: str) -> None:
@@ -309,26 +226,25 @@ class DeploymentStore:
         """The sha256 of the results file a run just wrote: ``runs show`` reads the file back only if it
         still has it (a file can be edited or replaced after the run; the store is where the run said so)."""
         with self.transaction() as conn:
-            conn.execute("UPDATE runs SET results_sha256=? WHERE run_id=?", (sha256, run_id))
+            run_sql(conn, "UPDATE runs SET results_sha256=? WHERE run_id=?", sha256, run_id)
 
-    def close_run(self, conn: sqlite3.Connection, run_id: str, status: str) -> None:
+    def close_run(self, conn: Connection, run_id: str, status: str) -> None:
         """Close a run whose process died (only if it is still marked running)."""
-        conn.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=? AND status='running'",
-                     (utc_now(), status, run_id))
+        run_sql(conn, "UPDATE runs SET finished_at=?, status=? WHERE run_id=? AND status='running'", utc_now(), status,
+                run_id)
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self._query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        return self._query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", limit)
 
     # --- training jobs ---
     def record_training_job(self, run_id: str, backend: str, job: Any) -> None:
         with self.transaction() as conn:
-            conn.execute(
+            run_sql(conn,
                 "INSERT INTO training_jobs (name, run_id, created_at, backend, model_type, directory, model_sha256,"
-                " metrics_json, data_sha256, artifacts_json, dataset) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (job.name, run_id, job.created_at, backend, job.model_type, str(job.directory), job.model_sha256,
+                " metrics_json, data_sha256, artifacts_json, dataset) VALUES (?,?,?,?,?,?,?,?,?,?,?)", job.name, run_id,
+                job.created_at, backend, job.model_type, str(job.directory), job.model_sha256,
                  json.dumps(job.metrics, default=str), job.data_fingerprint.get("sha256"),
-                 json.dumps(job.artifact_sha256, sort_keys=True), job.manifest.get("dataset")),
-            )
+                 json.dumps(job.artifact_sha256, sort_keys=True), job.manifest.get("dataset"))
             self.append_event(conn, "training_completed", run_id=run_id, training_job=job.name,
                               accuracy=job.metrics.get("accuracy"), model_sha256=job.model_sha256,
                               artifacts=job.artifact_sha256)
@@ -339,26 +255,26 @@ class DeploymentStore:
         be served or deployed, and the commands that would try say so."""
         now = utc_now()
         with self.transaction() as conn:
-            conn.executemany("UPDATE versions SET pruned_at=? WHERE version=? AND pruned_at IS NULL",
-                             [(now, version) for version in versions])
-            conn.executemany("UPDATE training_jobs SET pruned_at=? WHERE name=? AND pruned_at IS NULL",
-                             [(now, job) for job in jobs])
+            for version in versions:
+                run_sql(conn, "UPDATE versions SET pruned_at=? WHERE version=? AND pruned_at IS NULL", now, version)
+            for job in jobs:
+                run_sql(conn, "UPDATE training_jobs SET pruned_at=? WHERE name=? AND pruned_at IS NULL", now, job)
             self.append_event(conn, "artifacts_pruned", run_id=run_id, endpoint_name=endpoint_name,
                               versions=versions, jobs=jobs, **detail)
 
     def record_gate(self, run_id: str, training_job: str, decision: str, reason: str, metric: str | None = None,
                     value: float | None = None, interval: Any = None, **detail: Any) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE training_jobs SET gate_decision=?, gate_metric=?, gate_value=?, gate_interval_json=? "
-                         "WHERE name=?", (decision, metric, value, json.dumps(list(interval)) if interval else None,
-                                          training_job))
+            run_sql(conn, "UPDATE training_jobs SET gate_decision=?, gate_metric=?, gate_value=?, gate_interval_json=? "
+                         "WHERE name=?", decision, metric, value, json.dumps(list(interval)) if interval else None,
+                                          training_job)
             self.append_event(conn, "gate_decision", run_id=run_id, training_job=training_job,
                               decision=decision, reason=reason, **detail)
 
     def training_jobs(self, prefix: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Training jobs newest first, each with the endpoint versions it was deployed as."""
         jobs = self._query("SELECT * FROM training_jobs WHERE name LIKE ? ESCAPE '\\' ORDER BY created_at DESC, "
-                           "name DESC LIMIT ?", (_like_prefix(prefix), limit))
+                           "name DESC LIMIT ?", _like_prefix(prefix), limit)
         deployed = self._query("SELECT d.training_job, d.endpoint_name, d.to_version, d.status FROM deployments d "
                                "WHERE d.status IN ('deployed', 'failed') ORDER BY d.id")
         for job in jobs:
@@ -367,7 +283,7 @@ class DeploymentStore:
         return jobs
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT * FROM runs WHERE run_id=?", (run_id,))
+        rows = self._query("SELECT * FROM runs WHERE run_id=?", run_id)
         return rows[0] if rows else None
 
     def run_overview(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -387,12 +303,12 @@ class DeploymentStore:
         return runs
 
     def training_job(self, name: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT * FROM training_jobs WHERE name=?", (name,))
+        rows = self._query("SELECT * FROM training_jobs WHERE name=?", name)
         return rows[0] if rows else None
 
     # --- endpoints and versions ---
     def endpoint(self, name: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT * FROM endpoints WHERE name=?", (name,))
+        rows = self._query("SELECT * FROM endpoints WHERE name=?", name)
         return rows[0] if rows else None
 
     def endpoints(self) -> list[dict[str, Any]]:
@@ -404,71 +320,70 @@ class DeploymentStore:
             version = base_name if attempt == 1 else f"{base_name}-{attempt}"
             try:
                 with self.transaction() as conn:
-                    conn.execute(
+                    run_sql(conn,
                         "INSERT INTO versions (version, endpoint_name, training_job, model_sha256, created_at)"
-                        " VALUES (?,?,?,?,?)", (version, endpoint_name, training_job, model_sha256, utc_now()))
+                        " VALUES (?,?,?,?,?)", version, endpoint_name, training_job, model_sha256, utc_now())
                 return version
-            except sqlite3.IntegrityError:
+            except IntegrityError:
                 continue
         raise PipelineError(f"could not find a free version name for {base_name!r}")
 
     def versions(self, endpoint_name: str | None = None) -> list[dict[str, Any]]:
         """Versions, newest first."""
         if endpoint_name:
-            return self._query("SELECT * FROM versions WHERE endpoint_name=? ORDER BY created_at DESC",
-                               (endpoint_name,))
+            return self._query("SELECT * FROM versions WHERE endpoint_name=? ORDER BY created_at DESC", endpoint_name)
         return self._query("SELECT * FROM versions ORDER BY created_at DESC")
 
     def version(self, version: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT * FROM versions WHERE version=?", (version,))
+        rows = self._query("SELECT * FROM versions WHERE version=?", version)
         return rows[0] if rows else None
 
-    def set_endpoint(self, conn: sqlite3.Connection, name: str, **fields: Any) -> None:
+    def set_endpoint(self, conn: Connection, name: str, **fields: Any) -> None:
         """Insert or update an endpoint row inside the caller's transaction."""
         now = utc_now()
-        existing = conn.execute("SELECT name FROM endpoints WHERE name=?", (name,)).fetchone()
+        existing = run_sql(conn, "SELECT name FROM endpoints WHERE name=?", name).first()
         if existing is None:
-            conn.execute("INSERT INTO endpoints (name, backend, created_at, updated_at) VALUES (?,?,?,?)",
-                         (name, fields.get("backend", "local"), now, now))
+            run_sql(conn, "INSERT INTO endpoints (name, backend, created_at, updated_at) VALUES (?,?,?,?)", name,
+                    fields.get("backend", "local"), now, now)
         columns = {key: value for key, value in fields.items() if key != "backend"}
         if columns:
             assignments = ", ".join(f"{key}=?" for key in columns)
-            conn.execute(f"UPDATE endpoints SET {assignments}, updated_at=? WHERE name=?",
-                         (*columns.values(), now, name))
+            run_sql(conn, f"UPDATE endpoints SET {assignments}, updated_at=? WHERE name=?", *columns.values(), now,
+                    name)
 
-    def delete_endpoint(self, conn: sqlite3.Connection, name: str) -> None:
-        conn.execute("DELETE FROM endpoints WHERE name=?", (name,))
+    def delete_endpoint(self, conn: Connection, name: str) -> None:
+        run_sql(conn, "DELETE FROM endpoints WHERE name=?", name)
 
     # --- deployments ---
     def start_deployment(self, run_id: str, endpoint_name: str, from_version: str | None, to_version: str,
                          training_job: str) -> int:
         with self.transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO deployments (run_id, endpoint_name, from_version, to_version, training_job, status,"
-                " started_at) VALUES (?,?,?,?,?,?,?)",
-                (run_id, endpoint_name, from_version, to_version, training_job, "in_progress", utc_now()))
+            deployment_id = run_sql(
+                conn, "INSERT INTO deployments (run_id, endpoint_name, from_version, to_version, training_job, status,"
+                " started_at) VALUES (?,?,?,?,?,?,?) RETURNING id", run_id, endpoint_name, from_version, to_version,
+                training_job, "in_progress", utc_now()).scalar_one()
             self.append_event(conn, "deployment_started", run_id=run_id, endpoint_name=endpoint_name,
                               from_version=from_version, to_version=to_version, training_job=training_job)
-            return int(cursor.lastrowid)
+            return int(deployment_id)
 
-    def finish_deployment(self, conn: sqlite3.Connection, deployment_id: int, status: str, reason: str | None,
+    def finish_deployment(self, conn: Connection, deployment_id: int, status: str, reason: str | None,
                           run_id: str | None, endpoint_name: str, **detail: Any) -> None:
-        conn.execute("UPDATE deployments SET status=?, reason=?, finished_at=? WHERE id=?",
-                     (status, reason, utc_now(), deployment_id))
+        run_sql(conn, "UPDATE deployments SET status=?, reason=?, finished_at=? WHERE id=?", status, reason, utc_now(),
+                deployment_id)
         self.append_event(conn, f"deployment_{status}", run_id=run_id, endpoint_name=endpoint_name,
                           deployment_id=deployment_id, reason=reason, **detail)
 
     def deployments(self, endpoint_name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         if endpoint_name:
             return self._query("SELECT * FROM deployments WHERE endpoint_name=? ORDER BY id DESC LIMIT ?",
-                               (endpoint_name, limit))
-        return self._query("SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,))
+                               endpoint_name, limit)
+        return self._query("SELECT * FROM deployments ORDER BY id DESC LIMIT ?", limit)
 
     def endpoints_deploying(self) -> list[str]:
         """Endpoints with a deployment still ``in_progress``: a first deployment whose pipeline died has one
         before its endpoint has a row."""
         rows = self._query("SELECT DISTINCT endpoint_name FROM deployments WHERE status=? ORDER BY endpoint_name",
-                           ("in_progress",))
+                           "in_progress")
         return [row["endpoint_name"] for row in rows]
 
     def serving_version_at(self, endpoint_name: str, at: str) -> str | None:
@@ -498,22 +413,15 @@ class DeploymentStore:
         """Whether the store ever heard of ``name``: serving now, or in its history."""
         return bool(self.endpoint(name) or self._query(
             "SELECT 1 FROM deployments WHERE endpoint_name=? UNION SELECT 1 FROM events WHERE endpoint_name=? "
-            "LIMIT 1", (name, name)))
+            "LIMIT 1", name, name))
 
     def require_endpoint(self, name: str) -> dict[str, Any]:
         endpoint = self.endpoint(name)
         if endpoint is None:
             known = ", ".join(row["name"] for row in self.endpoints()) or "none"
-            raise PipelineError(f"endpoint {name!r} not found in {str(self.path)!r} (known endpoints: {known})",
+            raise PipelineError(f"endpoint {name!r} not found in {self.location!r} (known endpoints: {known})",
                                 ExitCode.USAGE)
         return endpoint
-
-
-def _rollback_quietly(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass
 
 
 def _like_prefix(prefix: str | None) -> str:
