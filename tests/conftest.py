@@ -27,7 +27,7 @@ from pipeline.training.fitting import TrainingPipeline
 
 # The receivers for notification tests (Slack HTTP, aiosmtpd, moto SNS) and the SageMaker tests' fake AWS
 # (credentials, moto with the container emulated) live in modules of their own.
-pytest_plugins = ["tests.notification_fixtures", "tests.aws_fixtures"]
+pytest_plugins = ["tests.notification_fixtures", "tests.aws_fixtures", "tests.postgres_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_SETTINGS = ["--set", "performance_requests=40", "--set", "health_timeout_seconds=60", "--set", "cv_folds=3"]
