@@ -90,8 +90,8 @@ def verified_model_dir(spec: dict[str, Any]) -> str:
     return spec["model_dir"]
 
 
-def token_matches(authorization: str | None, token_sha256: str) -> bool:
-    """``Authorization: Bearer <token>`` with the token whose sha256 is ``token_sha256``.
+def token_matches(authorization: str | None, expected_sha256: str) -> bool:
+    """``Authorization: Bearer <token>`` with the token whose sha256 is ``expected_sha256``.
 
     The scheme is matched case-insensitively (RFC 7235 section 2.1); a header without one is
     refused. Hashes are compared in constant time, so the answer's timing says nothing about how
@@ -101,7 +101,7 @@ def token_matches(authorization: str | None, token_sha256: str) -> bool:
     supplied = credentials.strip(" ")
     if scheme.lower() != "bearer" or not supplied:
         return False
-    return hmac.compare_digest(token_sha256(supplied), token_sha256)
+    return hmac.compare_digest(token_sha256(supplied), expected_sha256)
 
 
 class _Ping:
