@@ -280,7 +280,7 @@ def test_a_model_without_a_recorded_schema_takes_rows_by_position_and_says_so_fo
     manifest = json.loads((directory / "manifest.json").read_text())
     del manifest["input_schema"]
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    from pipeline.training.jobs import sha256_file
+    from pipeline.container.verified_files import file_sha256 as sha256_file
 
     with sqlite3.connect(".mlops/state.db") as connection:
         artifacts = json.loads(connection.execute("SELECT artifacts_json FROM training_jobs WHERE name = ?",
