@@ -1,0 +1,220 @@
+"""The endpoint's HTTP protocol at its edges: request lines and heads the worker refuses, the Accept rule for
+probabilities, CSV header rows, the client's own inference id, and how refusals are counted in /metrics.
+
+Against one real endpoint deployed by the pipeline's CLI (iris, logistic regression), shared by the module: no
+test here changes it (each reads the counters it looks at before and after, and the module's tests run one
+after another). Raw sockets where the request is one no HTTP library would send. The tests marked ``unit``
+call the serving hooks in-process, without a server. No test asserts a wall-clock time.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config as BotoConfig
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.config import ENV_VARS
+from pipeline.serving.metrics import EndpointMetrics
+from pipeline.serving.worker import MAX_FIELD_BYTES, MAX_FIELDS, MAX_HEAD_BYTES, MAX_URL_BYTES
+from tests.conftest import Pipeline, stop_servers_under, wait_for
+
+NAMES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]  # classes 0 and 2
+ROW = b"5.1,3.5,1.4,0.2"
+ENDPOINT = "iris-model"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    root: Path
+    url: str
+    version: str
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """An endpoint deployed by the real CLI, shared by the tests of this module (none changes it)."""
+    root = tmp_path_factory.mktemp("protocol")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(root)
+            for name in [*ENV_VARS, "SMTP_HOST", "MLOPS_ENDPOINT_TOKEN"]:
+                patch.delenv(name, raising=False)
+            run = Pipeline(root)
+            result = run()
+            assert result.exit_code == 0, result.output
+        summary = run.results()["summary"]
+        yield Deployed(root, summary["endpoint_url"], summary["endpoint_version"])
+    finally:
+        stop_servers_under(root)
+
+
+# --------------------------------------------------------------------------- helpers
+def _exchange(url: str, data: bytes, pieces: int = 1) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` raw (in ``pieces``, a pause between them), then read the answer until the server closes."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as connection:
+        size = -(-len(data) // pieces)
+        for start in range(0, len(data), size):
+            connection.sendall(data[start:start + size])
+            if pieces > 1:
+                time.sleep(0.05)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def _post(url: str, body: Any, headers: dict[str, str] | None = None,
+          path: str = "/invocations") -> requests.Response:
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return requests.post(f"{url}{path}", data=data, timeout=30,
+                         headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _runtime(url: str) -> Any:
+    return boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=url, aws_access_key_id="x",
+                        aws_secret_access_key="x", config=BotoConfig(retries={"max_attempts": 1}))
+
+
+def _metrics(url: str) -> dict[tuple[str, frozenset], float]:
+    reply = requests.get(f"{url}/metrics", timeout=30)
+    assert reply.status_code == 200, reply.text
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(reply.text) for sample in family.samples}
+
+
+def _settled_metrics(url: str) -> dict[tuple[str, frozenset], float]:
+    """The metrics once every worker has written what it counted (each writes at most a second late): the
+    deployment's own endpoint tests, say, whose counts would otherwise land after a test's first reading."""
+    latest = _metrics(url)
+    for _ in range(30):
+        time.sleep(EndpointMetrics.FLUSH_SECONDS + 0.2)
+        previous, latest = latest, _metrics(url)
+        if latest == previous:
+            return latest
+    raise AssertionError("the endpoint's metrics kept changing with no traffic")
+
+
+def _value(metrics: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float:
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def _counted(url: str, before: dict[tuple[str, frozenset], float],
+             expected: list[tuple[str, dict[str, str], float]]) -> None:
+    """Poll /metrics (workers write their counts at most a second late) until each metric with its labels has grown
+    by exactly the count expected over ``before``."""
+
+    def reached() -> bool:
+        latest = _metrics(url)
+        return all(_value(latest, name, **labels) - _value(before, name, **labels) == count
+                   for name, labels, count in expected)
+
+    try:
+        wait_for(reached, seconds=30)
+    except AssertionError:
+        latest = _metrics(url)
+        raise AssertionError([(name, labels, count, _value(latest, name, **labels) - _value(before, name, **labels))
+                              for name, labels, count in expected]) from None
+
+
+def _healthy(url: str) -> bool:
+    return requests.get(f"{url}/ping", timeout=30).status_code == 200
+
+
+# --------------------------------------------------------------------------- request lines
+@pytest.mark.parametrize("request_line", [b"GET /ping\r\n\r\n", b"POST /invocations\r\n\r\n"])
+def test_a_request_line_without_a_version_is_400_saying_so(endpoint, request_line):
+    status, headers, body = _exchange(endpoint.url, request_line)
+    assert status == 400
+    assert "HTTP/1.1" in json.loads(body)["title"]
+    assert headers["connection"] == "close" and headers["x-model-version"] == endpoint.version
+    assert _healthy(endpoint.url)
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param(b"GET /ping HTTP/2.0\r\nHost: endpoint\r\n\r\n", id="ping"),
+    pytest.param(b"POST /invocations HTTP/2.0\r\nHost: endpoint\r\nContent-Type: text/csv\r\nContent-Length: 15\r\n\r\n"
+                 + ROW, id="invocations"),
+    pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", id="http2-preface"),
+])
+def test_an_http_2_request_line_is_505(endpoint, raw):
+    status, _, body = _exchange(endpoint.url, raw)
+    assert status == 505
+    assert "HTTP/2" in json.loads(body)["title"] and "HTTP/1.1" in json.loads(body)["title"]
+    assert _healthy(endpoint.url)
+
+
+# --------------------------------------------------------------------------- the request head's bounds
+def _head(*fields: bytes, target: bytes = b"/ping") -> bytes:
+    return b"GET " + target + b" HTTP/1.1\r\nHost: endpoint\r\n" + b"".join(field + b"\r\n" for field in fields) + \
+        b"Connection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    pytest.param(_head(b"X-Big: " + b"a" * 100_000), None, id="100-KB-field"),
+    pytest.param(_head(b"X-Big: " + b"a" * MAX_FIELD_BYTES), "X-Big", id="one-field-over-8-KB"),
+    pytest.param(_head(*(b"X-Field-%d: v" % n for n in range(1000))), f"more than {MAX_FIELDS} header fields",
+                 id="1000-fields"),
+    pytest.param(_head(*(b"X-Field-%d: v" % n for n in range(MAX_FIELDS))), f"more than {MAX_FIELDS} header fields",
+                 id="101-fields-with-host"),
+    pytest.param(_head(*(b"X-Field-%d: %s" % (n, b"v" * 8000) for n in range(5))), f"over {MAX_HEAD_BYTES} bytes",
+                 id="head-over-32-KB-in-fields-within-the-limit"),
+])
+def test_a_head_over_its_bounds_is_431_naming_the_bound(endpoint, raw, fragment):
+    status, headers, body = _exchange(endpoint.url, raw)
+    assert status == 431
+    title = json.loads(body)["title"]
+    assert "limit" in title or "over" in title
+    if fragment:
+        assert fragment in title
+    assert headers["connection"] == "close"
+    assert _healthy(endpoint.url)
+
+
+def test_a_head_that_never_ends_is_refused_once_over_the_bound_not_held_until_the_deadline(endpoint):
+    """A field that never completes, sent in pieces: the bytes held for a head are bounded too (a 408 would mean
+    the worker held all of it until client_timeout_seconds)."""
+    request = b"GET /ping HTTP/1.1\r\nHost: endpoint\r\nX-Endless: " + b"a" * (MAX_HEAD_BYTES + 8192)
+    status, _, body = _exchange(endpoint.url, request, pieces=8)
+    assert status == 431 and f"over {MAX_HEAD_BYTES} bytes" in json.loads(body)["title"]
+
+
+def test_a_request_target_over_the_bound_is_414(endpoint):
+    status, _, body = _exchange(endpoint.url, _head(target=b"/ping?" + b"a" * MAX_URL_BYTES))
+    assert status == 414 and "request target" in json.loads(body)["title"]
+
+
+def test_heads_within_the_bounds_are_served(endpoint):
+    fields = [b"X-Field-%d: v" % n for n in range(MAX_FIELDS - 2)]  # with Host and Connection: the limit exactly
+    assert _exchange(endpoint.url, _head(*fields))[0] == 200
+    assert _exchange(endpoint.url, _head(b"X-Big: " + b"a" * (MAX_FIELD_BYTES - len("X-Big"))))[0] == 200
+    reply = requests.post(f"{endpoint.url}/invocations", data=ROW, timeout=30,
+                          headers={"Content-Type": "text/csv", "X-Big": "a" * 8000})
+    assert reply.status_code == 200 and reply.json() == {"predictions": [0]}
+
+
+def test_the_workers_refusals_are_counted_under_their_status(endpoint):
+    before = _settled_metrics(endpoint.url)
+    sent = {400: [b"GET /ping\r\n\r\n", b"\x00 garbage\r\n\r\n"],
+            414: [_head(target=b"/invocations?" + b"a" * MAX_URL_BYTES)],
+            431: [_head(b"X-Big: " + b"a" * 100_000), _head(*(b"X-Field-%d: v" % n for n in range(1000)))],
+            505: [b"GET /ping HTTP/2.0\r\nHost: endpoint\r\n\r\n"]}
+    for status, requests_ in sent.items():
+        for request in requests_:
+            assert _exchange(endpoint.url, request)[0] == status
+    _counted(endpoint.url, before, [("mlops_endpoint_requests_total", {"version": endpoint.version, "code": str(code)},
+                                     len(requests_)) for code, requests_ in sent.items()])
