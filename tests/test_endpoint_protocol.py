@@ -24,6 +24,7 @@ from botocore.config import Config as BotoConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import ENV_VARS
+from pipeline.container import payloads
 from pipeline.serving.metrics import EndpointMetrics
 from pipeline.serving.worker import MAX_FIELD_BYTES, MAX_FIELDS, MAX_HEAD_BYTES, MAX_URL_BYTES
 from tests.conftest import Pipeline, stop_servers_under, wait_for
@@ -218,3 +219,62 @@ def test_the_workers_refusals_are_counted_under_their_status(endpoint):
             assert _exchange(endpoint.url, request)[0] == status
     _counted(endpoint.url, before, [("mlops_endpoint_requests_total", {"version": endpoint.version, "code": str(code)},
                                      len(requests_)) for code, requests_ in sent.items()])
+
+
+# --------------------------------------------------------------------------- probabilities and Accept
+@pytest.mark.parametrize("accept", [
+    "text/csv, application/json; probabilities=true",
+    "text/csv;q=1, application/json;q=0.5;probabilities=true",
+    "text/csv, */*; probabilities=true",
+    "text/csv; probabilities=true, application/json",
+])
+def test_probabilities_asked_for_by_any_accepted_type_are_answered_in_json(endpoint, accept):
+    for path in ("/invocations", f"/endpoints/{ENDPOINT}/invocations"):
+        reply = _post(endpoint.url, "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", {"Content-Type": "text/csv",
+                                                                          "Accept": accept}, path=path)
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["Content-Type"].startswith("application/json")
+        answer = reply.json()
+        assert answer["predictions"] == [0, 2] and answer["classes"] == [0, 1, 2]
+        assert [sum(row) for row in answer["probabilities"]] == [pytest.approx(1.0)] * 2
+
+
+@pytest.mark.parametrize("accept", ["text/csv; probabilities=true",
+                                    "text/csv; probabilities=true, application/json; probabilities=false"])
+def test_probabilities_asked_for_where_no_json_is_accepted_are_406_naming_the_accept(endpoint, accept):
+    reply = _post(endpoint.url, ROW, {"Content-Type": "text/csv", "Accept": accept})
+    assert reply.status_code == 406
+    assert "JSON only" in reply.json()["title"] and repr(accept) in reply.json()["title"]
+
+
+def test_the_switch_header_with_a_csv_first_accept_that_takes_json_answers_json(endpoint):
+    reply = _post(endpoint.url, ROW, {"Content-Type": "text/csv", "Accept": "text/csv, application/json",
+                                      "X-Probabilities": "true"})
+    assert reply.status_code == 200 and set(reply.json()) == {"predictions", "probabilities", "classes"}
+    reply = _post(endpoint.url, ROW, {"Content-Type": "text/csv", "Accept": "text/csv, application/json; "
+                                      "probabilities=true", "X-Probabilities": "false"})
+    assert reply.status_code == 400 and "contradicts" in reply.json()["title"]
+
+
+def test_accept_without_probabilities_keeps_its_order(endpoint):
+    reply = _post(endpoint.url, ROW, {"Content-Type": "text/csv", "Accept": "text/csv, application/json"})
+    assert reply.headers["Content-Type"].startswith("text/csv") and reply.text == "0\n"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("accept, switch, expected", [
+    (None, False, ("application/json", False)),
+    (None, True, ("application/json", True)),
+    ("text/csv", False, ("text/csv", False)),
+    ("text/csv", True, ("text/csv", True)),  # output_fn's 406
+    ("text/csv, application/json", True, ("application/json", True)),
+    ("text/csv, application/json; probabilities=true", False, ("application/json", True)),
+    ("text/csv;q=0.9, application/json;q=0.1;probabilities=true", False, ("application/json", True)),
+    ("text/csv, application/json;q=0;probabilities=true", False, ("text/csv", False)),  # q=0: not accepted
+    ("text/csv; probabilities=true", False, ("text/csv", True)),
+    ("text/csv; probabilities=true, application/json; probabilities=false", False, ("text/csv", True)),
+    ("application/json; probabilities=false", False, ("application/json", False)),
+])
+def test_negotiate_never_drops_a_request_for_probabilities(accept, switch, expected):
+    assert payloads.negotiate(accept, switch) == expected
+    assert payloads.accept_asks_for_probabilities(accept) == (accept is not None and expected[1] and not switch)

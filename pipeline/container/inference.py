@@ -54,7 +54,15 @@ if __package__:  # imported as pipeline.container.inference
         UnsupportedContentTypeError,
         error_body,
     )
-    from .payloads import CSV, JSON, PROBABILITIES_PARAMETER, NamedRows, decode_body, negotiate
+    from .payloads import (
+        CSV,
+        JSON,
+        PROBABILITIES_PARAMETER,
+        NamedRows,
+        accept_asks_for_probabilities,
+        decode_body,
+        negotiate,
+    )
     from .verified_files import SHA256_SUFFIX, FileChanged, verify_file
 else:  # in SageMaker's container: the source dir's files are top-level modules
     from fast_predict import describe_model, fast_predict
@@ -66,7 +74,15 @@ else:  # in SageMaker's container: the source dir's files are top-level modules
         UnsupportedContentTypeError,
         error_body,
     )
-    from payloads import CSV, JSON, PROBABILITIES_PARAMETER, NamedRows, decode_body, negotiate
+    from payloads import (  # noqa: F401
+        CSV,
+        JSON,
+        PROBABILITIES_PARAMETER,
+        NamedRows,
+        accept_asks_for_probabilities,
+        decode_body,
+        negotiate,
+    )
     from verified_files import SHA256_SUFFIX, FileChanged, verify_file
 
 MODEL_FILENAME = "model.joblib"
@@ -251,30 +267,25 @@ def predict_fn(input_data: np.ndarray | NamedRows, model: Any) -> Prediction:
         return Prediction(model.predict(rows), rows, model)
 
 
-def accept_asks_for_probabilities(accept: str | None) -> bool:
-    """Whether the Accept header's chosen type carries ``probabilities=true`` (for a server with a switch of its
-    own, which must not contradict it)."""
-    negotiated = negotiate(accept)
-    return bool(negotiated and negotiated[1])
-
-
 def output_fn(prediction: Prediction | np.ndarray, accept: str | None,
               probabilities: bool = False) -> tuple[str, str]:
     """Serialise predictions as JSON (``{"predictions": [...]}``) or CSV, one per line.
 
     With probabilities asked for (``Accept: application/json; probabilities=true``, or ``probabilities``
     from a server that has its own switch), JSON adds ``"probabilities"`` (one list per row) and
-    ``"classes"`` (the order of each list).
+    ``"classes"`` (the order of each list). Only JSON carries them: asked for by any type the Accept
+    header lists, they are answered in JSON whenever it accepts JSON, and a 406 when it does not
+    (``payloads.negotiate``), never dropped.
     """
-    negotiated = negotiate(accept)
+    negotiated = negotiate(accept, probabilities)
     if negotiated is None:
         raise UnsupportedAcceptError(f"unsupported Accept {accept!r}: ask for application/json or text/csv")
     media_type, asked = negotiated
     labels = prediction.labels if type(prediction) is Prediction else prediction
-    if asked or probabilities:
+    if asked:
         if media_type != JSON:
-            raise UnsupportedAcceptError("probabilities are answered as JSON only: ask for "
-                                         f"application/json; {PROBABILITIES_PARAMETER}=true")
+            raise UnsupportedAcceptError(f"probabilities are answered as JSON only, and Accept {accept!r} accepts no "
+                                         f"JSON: ask for application/json; {PROBABILITIES_PARAMETER}=true")
         if type(prediction) is not Prediction:
             raise TypeError("probabilities need predict_fn's Prediction, not bare labels")
         proba, classes = prediction.probabilities()

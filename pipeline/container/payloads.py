@@ -250,16 +250,25 @@ _ACCEPTABLE = {"": JSON, "*/*": JSON, JSON: JSON, "application/*": JSON, CSV: CS
 
 
 @functools.lru_cache(maxsize=256)
-def negotiate(accept: str | None) -> tuple[str, bool] | None:
-    """The best of JSON and CSV for an Accept header such as ``text/csv, application/json;q=0.5``, and
-    whether that choice asks for probabilities (``application/json; probabilities=true``)."""
+def negotiate(accept: str | None, probabilities: bool = False) -> tuple[str, bool] | None:
+    """The type to answer in, JSON or CSV, for an Accept header such as ``text/csv, application/json;q=0.5``, and
+    whether the answer is to carry probabilities; None when the header accepts neither.
+
+    Probabilities are asked for by ``probabilities`` (a server's own switch) or by any type the header accepts
+    with the parameter ``probabilities=true``. Only JSON carries them, so when they are asked for, JSON is chosen
+    whenever the header accepts it (without ``probabilities=false``), even below a CSV it ranks higher:
+    ``text/csv, application/json; probabilities=true`` is answered in JSON with probabilities, never in CSV
+    without them. When it accepts no such JSON (``text/csv; probabilities=true``), the best type is answered
+    with probabilities asked for, and ``output_fn`` refuses that with a 406 saying so: the switch is never
+    silently dropped.
+    """
     if not (accept or "").strip():
-        return JSON, False
+        return JSON, probabilities
     offers = []
     for position, item in enumerate(accept.split(",")):
         media_type, *params = [part.strip() for part in item.split(";")]
         quality = 1.0
-        probabilities = False
+        asks: bool | None = None
         for param in params:
             name, _, value = param.partition("=")
             name, value = name.strip().lower(), value.strip().strip('"')
@@ -269,18 +278,19 @@ def negotiate(accept: str | None) -> tuple[str, bool] | None:
                 except ValueError:
                     quality = 0.0
             elif name == PROBABILITIES_PARAMETER:
-                probabilities = parse_switch(f"Accept parameter {PROBABILITIES_PARAMETER}", value,
-                                             UnsupportedAcceptError)
+                asks = parse_switch(f"Accept parameter {PROBABILITIES_PARAMETER}", value, UnsupportedAcceptError)
         if quality > 0 and media_type.lower() in _ACCEPTABLE:
-            offers.append((-quality, position, _ACCEPTABLE[media_type.lower()], probabilities))
+            offers.append((-quality, position, _ACCEPTABLE[media_type.lower()], asks))
     if not offers:
         return None
-    _, _, media_type, probabilities = min(offers)
-    return media_type, probabilities
+    asked = probabilities or any(asks for *_, asks in offers)
+    if asked and any(kind == JSON and asks is not False for _, _, kind, asks in offers):
+        return JSON, True
+    return min(offers)[2], asked
 
 
 def accept_asks_for_probabilities(accept: str | None) -> bool:
-    """Whether the Accept header's chosen type carries ``probabilities=true`` (for a server with a switch of its
+    """Whether any type the Accept header accepts carries ``probabilities=true`` (for a server with a switch of its
     own, which must not contradict it)."""
     negotiated = negotiate(accept)
     return bool(negotiated and negotiated[1])
