@@ -24,7 +24,7 @@ from botocore.config import Config as BotoConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import ENV_VARS
-from pipeline.container import payloads
+from pipeline.container import inference, payloads
 from pipeline.serving.metrics import EndpointMetrics
 from pipeline.serving.worker import MAX_FIELD_BYTES, MAX_FIELDS, MAX_HEAD_BYTES, MAX_URL_BYTES
 from tests.conftest import Pipeline, stop_servers_under, wait_for
@@ -278,3 +278,55 @@ def test_accept_without_probabilities_keeps_its_order(endpoint):
 def test_negotiate_never_drops_a_request_for_probabilities(accept, switch, expected):
     assert payloads.negotiate(accept, switch) == expected
     assert payloads.accept_asks_for_probabilities(accept) == (accept is not None and expected[1] and not switch)
+
+
+# --------------------------------------------------------------------------- CSV with a header row
+def _csv(names: list[str], rows: list[list[float]], line_end: str = "\n") -> str:
+    lines = [",".join(f'"{name}"' if "," in name else name for name in names)] + \
+        [",".join(map(repr, row)) for row in rows]
+    return line_end.join(lines) + line_end
+
+
+@pytest.mark.parametrize("order, line_end", [([0, 1, 2, 3], "\n"), ([0, 1, 2, 3], "\r\n"), ([2, 0, 3, 1], "\n")])
+def test_a_csv_header_row_of_the_schemas_names_is_read_as_the_column_names(endpoint, order, line_end):
+    names = [NAMES[i] for i in order]
+    rows = [[row[i] for i in order] for row in (SETOSA, VIRGINICA)]
+    reply = _post(endpoint.url, _csv(names, rows, line_end), {"Content-Type": "text/csv"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"predictions": [0, 2]}
+
+
+def test_a_big_csv_body_with_a_header_row_is_read_too(endpoint):
+    rows = [SETOSA, VIRGINICA] * 1000  # over payloads' threshold for pandas' parser
+    reply = _post(endpoint.url, _csv(NAMES, rows), {"Content-Type": "text/csv"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"predictions": [0, 2] * 1000}
+
+
+@pytest.mark.parametrize("body, fragments", [
+    pytest.param("a,b,c,d\n5.1,3.5,1.4,0.2\n", ["unexpected 'a'", "missing 'sepal length (cm)'"], id="other-names"),
+    pytest.param(_csv(NAMES[:3], [SETOSA[:3]]), ["missing 'petal width (cm)'"], id="a-name-short"),
+    pytest.param(_csv(NAMES + ["colour"], [SETOSA + [1.0]]), ["unexpected 'colour'"], id="a-name-over"),
+    pytest.param(_csv(NAMES, [SETOSA[:3]]), ["header row names 4 columns", "3 values"], id="rows-narrower"),
+    pytest.param(_csv(NAMES[:3] + NAMES[:1], [SETOSA]), ["'sepal length (cm)' appears twice"], id="a-name-twice"),
+    pytest.param("a,b,c,d", ["rows must be numbers only"], id="text-alone"),
+    pytest.param("5.1,b,1.4,0.2\n5.1,3.5,1.4,0.2\n", ["rows must be numbers only"], id="text-in-a-first-row"),
+])
+def test_a_csv_first_row_that_is_not_the_schemas_names_stays_a_400_saying_what_is_wrong(endpoint, body, fragments):
+    reply = _post(endpoint.url, body, {"Content-Type": "text/csv"})
+    assert reply.status_code == 400
+    for fragment in fragments:
+        assert fragment in reply.json()["title"]
+
+
+@pytest.mark.unit
+def test_decode_body_reads_a_csv_header_row_only_when_it_is_names():
+    named = payloads.decode_body(b"x,y\n1,2\n3,4\n", "text/csv")
+    assert isinstance(named, payloads.NamedRows) and named.columns == ("x", "y")
+    assert named.rows.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    quoted = payloads.decode_body('"a, b",c\r\n1,2\r\n', "text/csv")
+    assert quoted.columns == ("a, b", "c")
+    assert payloads.decode_body(b"1,2\n3,4\n", "text/csv").tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    for body in (b"nan,1\n1,2\n", b"x,1\n1,2\n", b",y\n1,2\n"):  # a number, or an empty name: not a header row
+        with pytest.raises(inference.BadRequestError):
+            payloads.decode_body(body, "text/csv")
