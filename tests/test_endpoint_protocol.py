@@ -8,11 +8,14 @@ call the serving hooks in-process, without a server. No test asserts a wall-cloc
 """
 from __future__ import annotations
 
+import csv
 import json
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,11 +24,16 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.cli import cli
 from pipeline.config import ENV_VARS
 from pipeline.container import inference, payloads
+from pipeline.monitoring.capture import capture_line, capture_record, iter_capture_records
 from pipeline.serving.metrics import EndpointMetrics
+from pipeline.serving.telemetry import capture_line_of
 from pipeline.serving.worker import MAX_FIELD_BYTES, MAX_FIELDS, MAX_HEAD_BYTES, MAX_URL_BYTES
 from tests.conftest import Pipeline, stop_servers_under, wait_for
 
@@ -330,3 +338,97 @@ def test_decode_body_reads_a_csv_header_row_only_when_it_is_names():
     for body in (b"nan,1\n1,2\n", b"x,1\n1,2\n", b",y\n1,2\n"):  # a number, or an empty name: not a header row
         with pytest.raises(inference.BadRequestError):
             payloads.decode_body(body, "text/csv")
+
+
+# --------------------------------------------------------------------------- the client's inference id
+def _records(root: Path, version: str) -> dict[str, dict]:
+    directory = root / ".mlops" / "endpoints" / ENDPOINT / "capture"
+    if not directory.is_dir():
+        return {}
+    return {record["eventMetadata"]["inferenceId"]: record for record in iter_capture_records(directory,
+                                                                                              version=version)}
+
+
+@pytest.mark.parametrize("inference_id", [
+    pytest.param("client-8c1f6a2e-4d3b-4f7a-9e55-0b6f3c2d1a90", id="uuid"),
+    pytest.param('a "quoted", spaced id/with:punctuation', id="punctuation"),
+    pytest.param("x" * 64, id="64-characters"),
+])
+def test_a_boto3_inference_id_is_the_answers_id_and_its_captured_records(endpoint, inference_id):
+    answer = _runtime(endpoint.url).invoke_endpoint(EndpointName=ENDPOINT, Body=ROW, ContentType="text/csv",
+                                                    InferenceId=inference_id)
+    assert json.loads(answer["Body"].read()) == {"predictions": [0]}
+    assert answer["ResponseMetadata"]["HTTPHeaders"]["x-inference-id"] == inference_id
+    wait_for(lambda: inference_id in _records(endpoint.root, endpoint.version), seconds=30)
+    metadata = _records(endpoint.root, endpoint.version)[inference_id]["eventMetadata"]
+    assert metadata["eventId"] != inference_id and len(metadata["eventId"]) == 32  # the endpoint's own, as SageMaker's
+
+
+def test_a_refused_body_is_captured_under_the_clients_id(endpoint):
+    inference_id = "refused-" + uuid.uuid4().hex
+    with pytest.raises(ClientError) as caught:
+        _runtime(endpoint.url).invoke_endpoint(EndpointName=ENDPOINT, Body=b"1,2,3", ContentType="text/csv",
+                                               InferenceId=inference_id)
+    assert caught.value.response["OriginalStatusCode"] == 400
+    wait_for(lambda: inference_id in _records(endpoint.root, endpoint.version), seconds=30)
+    assert "endpointOutput" not in _records(endpoint.root, endpoint.version)[inference_id]["captureData"]
+
+
+def test_an_inference_id_on_the_plain_route_is_honoured_too(endpoint):
+    reply = _post(endpoint.url, ROW, {"Content-Type": "text/csv", "X-Amzn-SageMaker-Inference-Id": "plain-42"})
+    assert reply.status_code == 200 and reply.headers["X-Inference-Id"] == "plain-42"
+
+
+@pytest.mark.parametrize("inference_id, shown", [("x" * 65, "65 characters"), ("caf\u00e9-1", "'caf\u00e9-1'")])
+def test_a_malformed_inference_id_is_400_naming_the_rule(endpoint, inference_id, shown):
+    with pytest.raises(ClientError) as caught:
+        _runtime(endpoint.url).invoke_endpoint(EndpointName=ENDPOINT, Body=ROW, ContentType="text/csv",
+                                               InferenceId=inference_id)
+    response = caught.value.response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400 and response["Error"]["Code"] == "ValidationError"
+    message = response["Error"]["Message"]
+    assert "1 to 64 printable ASCII characters" in message and shown in message
+    reply = _post(endpoint.url, ROW, {"Content-Type": "text/csv",
+                                      "X-Amzn-SageMaker-Inference-Id": inference_id.encode().decode("latin-1")})
+    assert reply.status_code == 400 and "InferenceId" in reply.json()["title"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("body, content_type", [(b"5.1,3.5,1.4,0.2", "text/csv"), (b"\xff\xfe", "text/csv")])
+def test_a_record_under_the_clients_id_keeps_the_endpoints_as_its_event_id(body, content_type):
+    """The writer's line (its fast path for text, the general one for a body to base64) is the monitor's record with
+    the client's id as inferenceId and the endpoint's as eventId."""
+    when_us = 1_780_000_000_123_456
+    client_id, event_id = 'an "id", with / punctuation', "0123456789abcdef0123456789abcdef"
+    line = capture_line_of(client_id, body, content_type, '{"predictions": [0]}', "application/json", when_us, event_id)
+    record = capture_record(inference_id=client_id, input_body=body, input_content_type=content_type,
+                            output_body='{"predictions": [0]}', output_content_type="application/json",
+                            inference_time=datetime.fromtimestamp(when_us // 10**6, UTC).replace(
+                                microsecond=when_us % 10**6))
+    record["eventMetadata"]["eventId"] = event_id
+    assert line == capture_line(record)
+    assert json.loads(line)["eventMetadata"]["inferenceId"] == client_id
+
+
+def test_monitor_labels_keyed_by_the_clients_inference_ids_are_matched(endpoint, monkeypatch):
+    """What the ids are for: `monitor --labels` joins labels to captured predictions by the client's own ids."""
+    monkeypatch.chdir(endpoint.root)
+    since = datetime.now(UTC).isoformat()
+    runtime = _runtime(endpoint.url)
+    rows = [SETOSA, VIRGINICA, [5.7, 2.8, 4.1, 1.3]] * 12  # 36: over monitor_min_labels (30)
+    labelled = []
+    for index, row in enumerate(rows):
+        inference_id = f"order-{index}-{uuid.uuid4().hex[:8]}"
+        answer = runtime.invoke_endpoint(EndpointName=ENDPOINT, Body=",".join(map(repr, row)).encode(),
+                                         ContentType="text/csv", InferenceId=inference_id)
+        labelled.append((inference_id, json.loads(answer["Body"].read())["predictions"][0]))
+    wait_for(lambda: {key for key, _ in labelled} <= set(_records(endpoint.root, endpoint.version)), seconds=30)
+    with open("labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["inference_id", "label"])
+        writer.writerows(labelled)
+    result = CliRunner().invoke(cli, ["monitor", "--endpoint-name", ENDPOINT, "--since", since, "--labels",
+                                      "labels.csv", "--output-file", "monitor.json"], catch_exceptions=False)
+    quality = json.loads(Path("monitor.json").read_text())["quality"]
+    assert quality["matched"] == len(labelled) and quality["unmatched_labels"] == 0, result.output
+    assert quality["status"] == "no_breach", result.output

@@ -25,7 +25,11 @@ Routes:
   SageMaker's runtime gives them (``x-amzn-ErrorType``, ``Message``; the model's refusals
   a ``ModelError`` with ``OriginalStatusCode`` and ``OriginalMessage``), so botocore's
   ``ClientError`` carries the message; a name other than this endpoint's is a 404.
-  An answer carries its inference id (``X-Inference-Id``), the key of its captured record.
+  An answer carries its inference id (``X-Inference-Id``), the key of its captured record: the
+  client's own when it sent one (``X-Amzn-SageMaker-Inference-Id``, boto3's ``InferenceId=``; 1 to 64
+  printable ASCII characters, the first not a space, as SageMaker takes it: another is a 400), else the
+  endpoint's. As SageMaker does, the captured record's ``inferenceId`` is then the client's and its
+  ``eventId`` the endpoint's, so labels keyed by the client's ids (``monitor --labels``) find them.
 - ``GET /metrics``: Prometheus text format, summed over the workers
   (``pipeline.serving.telemetry``; the endpoint's token is asked for, as on /invocations).
 Every response carries ``X-Model-Version`` and ``X-Model-Sha256`` (``Endpoint.headers``:
@@ -43,6 +47,7 @@ import gc
 import hmac
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +63,7 @@ from pipeline.serving.contract import (
     INFERENCE_ID_HEADER,
     POINTER_ENV,
     POINTER_WAIT_ENV,
+    SAGEMAKER_INFERENCE_ID_HEADER,
     TOKEN_ENV,
     token_sha256,
 )
@@ -78,6 +84,9 @@ ERROR_TYPE_HEADER = "x-amzn-ErrorType"  # botocore takes an error's code from it
 
 
 ModelIntegrityError = inference.ModelIntegrityError
+# SageMaker's InferenceId: 1 to 64 characters of \p{Print} (printable ASCII), the first not whitespace
+# (botocore's sagemaker-runtime model: pattern \A\S[\p{Print}]*\z).
+_INFERENCE_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,63}")
 
 
 def read_pointer(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -125,6 +134,18 @@ class _Ping:
 
 def _has_body(req: falcon.asgi.Request) -> bool:
     return bool(req.content_length) or req.get_header("Transfer-Encoding") is not None
+
+
+def client_inference_id(req: falcon.asgi.Request) -> str | None:
+    """The client's own inference id, if it sent one; a malformed one is a 400 naming the header and the rule."""
+    value = req.get_header(SAGEMAKER_INFERENCE_ID_HEADER)
+    if value is None or _INFERENCE_ID.fullmatch(value):
+        return value
+    shown = value.encode("latin-1", errors="replace").decode("utf-8", errors="replace")  # as the client wrote it
+    raise falcon.HTTPBadRequest(
+        title=f"{SAGEMAKER_INFERENCE_ID_HEADER} (InferenceId) must be 1 to 64 printable ASCII characters, the first "
+              f"not a space: got {shown[:80]!r} ({len(shown)} characters)",
+        headers=_CLOSE if _has_body(req) else None)
 
 
 def _query_refused(req: falcon.asgi.Request) -> str:
@@ -200,6 +221,7 @@ class _Invocations:
         if name is not None and self.model.endpoint is not None and name != self.model.endpoint:
             raise falcon.HTTPNotFound(title=f"endpoint {name!r} is not served here: this is endpoint "
                                             f"{self.model.endpoint!r}", headers=_CLOSE if _has_body(req) else None)
+        client_id = client_inference_id(req)
         length = req.content_length
         if length is not None and length > self.max_payload_bytes:
             raise falcon.HTTPContentTooLarge(
@@ -227,14 +249,14 @@ class _Invocations:
             text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)
         except inference.InferenceError as err:
             if isinstance(err, inference.BadRequestError):  # malformed rows: evidence of drift for `monitor`
-                model.telemetry.refused(req, body)
+                model.telemetry.refused(req, body, client_id)
             raise _Refused(err) from None
         except UnicodeDecodeError:
             raise _Refused(inference.BadRequestError("request body is not UTF-8 text")) from None
         resp.content_type = content_type
         resp.text = text
         resp.set_header(INFERENCE_ID_HEADER, model.telemetry.answered(req, body, prediction.labels, text,
-                                                                    content_type))
+                                                                    content_type, client_id))
         if self.router is not None and self.router.shadows(req):
             # After the answer: the candidate's prediction never delays, or reaches, the client.
             started = req.scope.get(STARTED_KEY)

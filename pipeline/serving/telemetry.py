@@ -81,19 +81,20 @@ def _second_text(second: int) -> str:
 
 
 def capture_line_of(inference_id: str, body: bytes, content_type: str | None, answer: str | None,
-                    answer_type: str | None, when_us: int) -> bytes:
+                    answer_type: str | None, when_us: int, event_id: str | None = None) -> bytes:
     """``capture_line(capture_record(...))`` of an answered request at ``when_us`` (Unix microseconds).
 
     The same bytes, built for the common case (CSV or JSON text in, our JSON or CSV out) at a
     fraction of the cost: a string template instead of a dict through ``json.dumps``, the time's
     text reused within a second. Anything else (a body to base64) goes the general way.
-    tests/test_telemetry.py holds the two to byte equality.
+    tests/test_telemetry.py holds the two to byte equality. ``event_id``: the endpoint's own id of
+    the request when ``inference_id`` is the client's (SageMaker's ``eventId`` beside the client's
+    ``inferenceId``); without it both are ``inference_id``.
     """
     second, micro = divmod(when_us, 1_000_000)
     input_encoding, input_type = _content_type(content_type)
     output_encoding, output_type = _content_type(answer_type)
-    if input_encoding is not None and output_encoding is not None and answer is not None and inference_id.isascii() \
-            and inference_id.isalnum():
+    if input_encoding is not None and output_encoding is not None and answer is not None:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -102,12 +103,15 @@ def capture_line_of(inference_id: str, body: bytes, content_type: str | None, an
             return (f'{{"captureData":{{"endpointInput":{{"observedContentType":{input_type},"mode":"INPUT",'
                     f'"data":{_quoted(text)},"encoding":"{input_encoding}"}},"endpointOutput":{{'
                     f'"observedContentType":{output_type},"mode":"OUTPUT","data":{_quoted(answer)},'
-                    f'"encoding":"{output_encoding}"}}}},"eventMetadata":{{"eventId":"{inference_id}",'
-                    f'"inferenceId":"{inference_id}","inferenceTime":"{_second_text(second)}{micro // 1000:03d}Z"}},'
-                    f'"eventVersion":"0"}}\n').encode()
+                    f'"encoding":"{output_encoding}"}}}},"eventMetadata":{{'
+                    f'"eventId":{_quoted(event_id or inference_id)},"inferenceId":{_quoted(inference_id)},'
+                    f'"inferenceTime":"{_second_text(second)}{micro // 1000:03d}Z"}},"eventVersion":"0"}}\n').encode()
     when = datetime.fromtimestamp(second, UTC).replace(microsecond=micro)
-    return capture_line(capture_record(inference_id=inference_id, input_body=body, input_content_type=content_type,
-                                       output_body=answer, output_content_type=answer_type, inference_time=when))
+    record = capture_record(inference_id=inference_id, input_body=body, input_content_type=content_type,
+                            output_body=answer, output_content_type=answer_type, inference_time=when)
+    if event_id is not None:
+        record["eventMetadata"]["eventId"] = event_id
+    return capture_line(record)
 
 
 def prune_captures(directory: Path, max_bytes: int) -> int:
@@ -189,7 +193,7 @@ class CaptureWriter:
         self.written = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.deleted_files = 0
-        self._pending: deque[tuple[str, bytes, str | None, str | None, str | None, int]] = deque()
+        self._pending: deque[tuple[str, bytes, str | None, str | None, str | None, int, str | None]] = deque()
         self._pending_bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -210,14 +214,15 @@ class CaptureWriter:
         return self
 
     def offer(self, inference_id: str, body: bytes, content_type: str | None, answer: str | None,
-              answer_type: str | None, when_us: int) -> bool:
+              answer_type: str | None, when_us: int, event_id: str | None = None) -> bool:
         """Queue one request (``when_us``: its Unix time in microseconds; ``answer`` None: refused, recorded
-        without ``endpointOutput``); False when dropped."""
+        without ``endpointOutput``; ``event_id``: the endpoint's own id when ``inference_id`` is the
+        client's); False when dropped."""
         size = len(body) + len(answer or "")
         with self._lock:
             full = self._pending_bytes + size > self.buffer_bytes or len(self._pending) >= self.buffer_records
             if not full:
-                self._pending.append((inference_id, body, content_type, answer, answer_type, when_us))
+                self._pending.append((inference_id, body, content_type, answer, answer_type, when_us, event_id))
                 self._pending_bytes += size
                 hurry = self._pending_bytes * 4 >= self.buffer_bytes or len(self._pending) * 4 >= self.buffer_records
         if full:
@@ -380,28 +385,35 @@ class EndpointTelemetry:
         return cls(version, metrics, capture, percent if capture else 0)
 
     def answered(self, req: falcon.asgi.Request, body: bytes, labels: np.ndarray, answer: str,
-                 answer_type: str) -> str:
+                 answer_type: str, client_id: str | None = None) -> str:
         """Count an answered invocation (one predicted label per row) and maybe capture it; returns its
-        inference id. The pipeline's own endpoint tests (``TEST_TRAFFIC_HEADER``) are counted, never
-        captured: they are not live traffic."""
-        inference_id = next(self._ids)
+        inference id: the client's own (``client_id``, boto3's ``InferenceId``) when it sent one, else one of
+        the endpoint's. The record's ``eventId`` is always the endpoint's. The pipeline's own endpoint tests
+        (``TEST_TRAFFIC_HEADER``) are counted, never captured: they are not live traffic."""
+        event_id = next(self._ids)
         test = req.get_header(TEST_TRAFFIC_HEADER) is not None
         if self.metrics is not None:
             self.metrics.answered(req.scope.get(STARTED_KEY), len(labels), labels, test)
         capture = self.capture
         if capture is not None and not test and \
                 (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent):
-            capture.offer(inference_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000)
-        return inference_id
+            if client_id is None:
+                capture.offer(event_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000)
+            else:
+                capture.offer(client_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000,
+                              event_id)
+        return event_id if client_id is None else client_id
 
-    def refused(self, req: falcon.asgi.Request, body: bytes) -> None:
+    def refused(self, req: falcon.asgi.Request, body: bytes, client_id: str | None = None) -> None:
         """A body refused as malformed (400: a row of the wrong width, an empty or non-numeric value): maybe
         captured without an answer, so ``monitor`` counts its rows of the wrong width and its missing values --
         the drift a client's changed schema causes, which answered requests alone would never show."""
         capture = self.capture
         if capture is not None and (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent) \
                 and req.get_header(TEST_TRAFFIC_HEADER) is None:
-            capture.offer(next(self._ids), body, req.content_type, None, None, time.time_ns() // 1000)
+            event_id = next(self._ids)
+            capture.offer(client_id or event_id, body, req.content_type, None, None, time.time_ns() // 1000,
+                          None if client_id is None else event_id)
 
     def exposition(self) -> tuple[bytes, str] | None:
         """``/metrics``: every worker's metrics, this one's up to now; None when metrics are off."""
