@@ -432,3 +432,22 @@ def test_monitor_labels_keyed_by_the_clients_inference_ids_are_matched(endpoint,
     quality = json.loads(Path("monitor.json").read_text())["quality"]
     assert quality["matched"] == len(labelled) and quality["unmatched_labels"] == 0, result.output
     assert quality["status"] == "no_breach", result.output
+
+
+# --------------------------------------------------------------------------- ModelErrors in /metrics
+def test_a_model_error_on_the_boto3_route_is_counted_as_the_424_the_client_saw_with_its_original_status(endpoint):
+    before = _settled_metrics(endpoint.url)
+    runtime = _runtime(endpoint.url)
+    for body, content_type in ((b"1,2,3", "text/csv"), (b"1,2,3", "text/csv"), (ROW, "application/xml")):
+        with pytest.raises(ClientError) as caught:
+            runtime.invoke_endpoint(EndpointName=ENDPOINT, Body=body, ContentType=content_type)
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert _post(endpoint.url, "1,2,3", {"Content-Type": "text/csv"}).status_code == 400  # the plain route: a 400
+    version = endpoint.version
+    _counted(endpoint.url, before, [
+        ("mlops_endpoint_requests_total", {"version": version, "code": "424"}, 3),
+        ("mlops_endpoint_requests_total", {"version": version, "code": "400"}, 1),  # the plain route's
+        ("mlops_endpoint_requests_total", {"version": version, "code": "415"}, 0),
+        ("mlops_endpoint_model_errors_total", {"version": version, "original_code": "400"}, 2),
+        ("mlops_endpoint_model_errors_total", {"version": version, "original_code": "415"}, 1),
+    ])

@@ -64,12 +64,13 @@ from pipeline.serving.contract import (
     POINTER_ENV,
     POINTER_WAIT_ENV,
     SAGEMAKER_INFERENCE_ID_HEADER,
+    SAGEMAKER_RUNTIME_ROUTE,
     TOKEN_ENV,
     token_sha256,
 )
 from pipeline.serving.metrics import STARTED_KEY
 from pipeline.serving.routing import CountedBy, Router, ServedModel, VersionHeaders, router_for
-from pipeline.serving.telemetry import EndpointTelemetry
+from pipeline.serving.telemetry import EndpointTelemetry, answered_status
 
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 5.0
@@ -79,7 +80,6 @@ _CLOSE = {"Connection": "close"}
 # Probabilities on request. SageMaker forwards no header of the caller's own, so the container reads the
 # same switch from the Accept header instead (inference.PROBABILITIES_PARAMETER); this one is for HTTP clients.
 PROBABILITIES_HEADER = "X-Probabilities"
-SAGEMAKER_RUNTIME_ROUTE = "/endpoints/{name}/invocations"
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"  # botocore takes an error's code from it
 
 
@@ -159,6 +159,8 @@ def _query_refused(req: falcon.asgi.Request) -> str:
 class _Refused(falcon.HTTPError):
     """A request the inference hooks refused: on the boto3 path, what SageMaker calls a ``ModelError``."""
 
+    by_model = True  # telemetry.answered_status: counted as the 424 the client sees on the boto3 path
+
     def __init__(self, err: inference.InferenceError) -> None:
         super().__init__(falcon.code_to_http_status(err.status_code), title=str(err))
         self.error_name = type(err).__name__
@@ -187,14 +189,15 @@ class _ErrorBodies:
             return
         status = error.status_code
         message = error.title or str(status)
-        if isinstance(error, _Refused) or status >= 500:
+        answered, _ = answered_status(req, status, isinstance(error, _Refused))
+        if answered != status:
             original = inference.error_body(status, message, getattr(error, "error_name", "InternalServerError"))
             kind = "client" if status < 500 else "server"
             body: dict[str, Any] = {
                 "Message": f'Received {kind} error ({status}) from {version} with message "{original}".',
                 "OriginalStatusCode": status, "OriginalMessage": original}
             code = "ModelError"
-            resp.status = falcon.code_to_http_status(424)
+            resp.status = falcon.code_to_http_status(answered)
         else:
             body = {"Message": message}
             code = "AccessDeniedException" if status == 401 else "ValidationError"
@@ -366,7 +369,7 @@ def create_app(pointer: str | None = None) -> Endpoint:
     token_sha256 = _token_sha256(spec)
     invocations = _Invocations(model, max_payload_bytes, token_sha256, router)
     app.add_route("/invocations", invocations)
-    app.add_route("/endpoints/{name}/invocations", invocations)
+    app.add_route(SAGEMAKER_RUNTIME_ROUTE, invocations)
     app.add_route("/metrics", _Metrics(telemetry, token_sha256, router.candidate.telemetry if router else None))
     # Refused invocations are counted too, then answered as falcon would.
     counted_by = CountedBy(model) if router is not None else None

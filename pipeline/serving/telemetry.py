@@ -44,12 +44,12 @@ import falcon
 import numpy as np
 
 from pipeline.monitoring.capture import SUFFIXES, capture_hour_directory, capture_line, capture_record
-from pipeline.serving.contract import TEST_TRAFFIC_HEADER
+from pipeline.serving.contract import MODEL_ERROR_STATUS, SAGEMAKER_RUNTIME_ROUTE, TEST_TRAFFIC_HEADER
 from pipeline.serving.metrics import DROP_REASONS, STARTED_KEY, EndpointMetrics, metrics_directory, metrics_exposition
 
 log = logging.getLogger(__name__)
 
-INVOCATION_ROUTES = frozenset({"/invocations", "/endpoints/{name}/invocations"})
+INVOCATION_ROUTES = frozenset({"/invocations", SAGEMAKER_RUNTIME_ROUTE})
 DEFAULT_CAPTURE_PERCENT = 100
 DEFAULT_CAPTURE_MAX_MB = 100.0
 
@@ -354,6 +354,16 @@ class CaptureWriter:
 
 
 # --------------------------------------------------------------------------- the worker's telemetry
+def answered_status(req: falcon.asgi.Request, status: int, by_model: bool) -> tuple[int, int | None]:
+    """The status an invocation refused with ``status`` is answered with, and the original it stands for when the
+    two differ. On the boto3 route the model's refusals (``by_model``) and every server error are a ``ModelError``:
+    424, carrying the original as ``OriginalStatusCode``, as SageMaker's runtime answers them
+    (``pipeline.serving.app``'s error bodies follow this too); anything else is answered as it is."""
+    if req.uri_template == SAGEMAKER_RUNTIME_ROUTE and (by_model or status >= 500):
+        return MODEL_ERROR_STATUS, status
+    return status, None
+
+
 class EndpointTelemetry:
     """Metrics and capture of one worker, and the inference ids it hands out."""
 
@@ -422,10 +432,11 @@ class EndpointTelemetry:
         self.metrics.flush()
         return metrics_exposition()
 
-    def failed(self, code: int, started: float | None, test: bool = False) -> None:
-        """An invocation refused with ``code`` (by the app, or by the worker: 408)."""
+    def failed(self, code: int, started: float | None, test: bool = False, original: int | None = None) -> None:
+        """An invocation refused with ``code`` (by the app, or by the worker: 408, a refused head); ``original``:
+        the status a ModelError (424) stands for."""
         if self.metrics is not None:
-            self.metrics.request(code, started, test)
+            self.metrics.request(code, started, test, original)
 
     def shadowed(self, code: int, seconds: float | None, same: int, different: int) -> None:
         """A shadow version's prediction of a live request's copy: the status it would have answered, the
@@ -437,14 +448,16 @@ class EndpointTelemetry:
     async def count_http_error(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: falcon.HTTPError,
                                params: dict[str, Any]) -> None:
         if req.uri_template in INVOCATION_ROUTES:
-            self.failed(error.status_code, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None)
+            code, original = answered_status(req, error.status_code, getattr(error, "by_model", False))
+            self.failed(code, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None, original)
         raise error
 
     async def count_exception(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: Exception,
                               params: dict[str, Any]) -> None:
         log.error("unhandled error answering %s %s", req.method, req.path, exc_info=error)  # as falcon's own handler
         if req.uri_template in INVOCATION_ROUTES:
-            self.failed(500, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None)
+            code, original = answered_status(req, 500, False)
+            self.failed(code, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None, original)
         raise falcon.HTTPInternalServerError()
 
     def close(self) -> None:
