@@ -13,6 +13,7 @@ import json
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import numpy as np
 import pytest
 import requests
 from botocore.config import Config as BotoConfig
@@ -451,3 +453,33 @@ def test_a_model_error_on_the_boto3_route_is_counted_as_the_424_the_client_saw_w
         ("mlops_endpoint_model_errors_total", {"version": version, "original_code": "400"}, 2),
         ("mlops_endpoint_model_errors_total", {"version": version, "original_code": "415"}, 1),
     ])
+
+
+# --------------------------------------------------------------------------- warnings
+@pytest.mark.unit
+def test_the_feature_names_warning_is_silenced_where_scikit_learn_predicts_not_process_wide(tmp_path):
+    """model_fn once called warnings.filterwarnings for the whole process; now the filters are as they were, and
+    scikit-learn's own predict (a model without a fast path) still warns nothing about bare rows."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.container import train
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns=["target"])
+    model = LogisticRegression(max_iter=500).fit(features, frame["target"])  # named columns; no fast path for it
+    train.save_model(model, tmp_path, features)
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = inference.model_fn(str(tmp_path))
+        assert inference._FAST_PREDICT.get(loaded) is None
+        prediction = inference.predict_fn(np.array([SETOSA, VIRGINICA]), loaded)
+        assert prediction.labels.tolist() == [0, 2]
+        text, _ = inference.output_fn(prediction, "application/json; probabilities=true")
+        assert json.loads(text)["classes"] == [0, 1, 2]
+        assert [str(warning.message) for warning in caught] == []
+        warnings.warn(f"{inference.FEATURE_NAMES_WARNING}, but another library's model was fitted with them",
+                      UserWarning, stacklevel=1)  # anyone else's warning of the same text still shows
+        assert len(caught) == 1
+    assert warnings.filters == filters
