@@ -153,7 +153,9 @@ class PipelineConfig(BaseModel):
     request_timeout_seconds: float = Field(10.0, gt=0.0)
 
     # --- monitoring after deployment (`monitor`; pipeline/monitoring/drift.py, docs/MONITORING.md) ---
-    monitor_min_rows: int = Field(100, ge=1)  # fewer captured rows: "insufficient data", never "no drift"
+    # Fewer captured rows, or fewer effective ones than a one-standard-deviation move needs to be seen (repeated
+    # rows are one row's evidence): "insufficient data", never "no drift".
+    monitor_min_rows: int = Field(100, ge=1)
     monitor_min_labels: int = Field(30, ge=1)  # fewer labelled predictions: no verdict on live accuracy
     drift_alpha: float = Field(0.05, gt=0.0, lt=1.0)  # false-alarm rate of one monitor run, all tests together
     drift_psi_threshold: float = Field(0.1, ge=0.0)  # the smallest PSI that counts as a move
