@@ -24,12 +24,48 @@ from pipeline.cli import cli
 from pipeline.config import ENV_VARS, load_config
 from pipeline.run.orchestrator import Orchestrator
 from pipeline.training.fitting import TrainingPipeline
+from tests.unit_tier import UnitTierGuard
 
 # The receivers for notification tests (Slack HTTP, aiosmtpd, moto SNS) and the SageMaker tests' fake AWS
 # (credentials, moto with the container emulated) live in modules of their own.
 pytest_plugins = ["tests.notification_fixtures", "tests.aws_fixtures", "tests.postgres_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- the unit tier
+def _guarded(item: pytest.Item) -> Iterator[None]:
+    """Run one phase (setup, call, teardown) of a test; a test marked ``unit`` may open no socket and start no
+    process in it, also in a fixture it uses (``tests/unit_tier.py``)."""
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    with UnitTierGuard(item.nodeid) as guard:
+        result = yield
+    guard.check()
+    return result
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two tiers: a test is ``unit`` when marked so, and ``integration`` otherwise (``-m integration``)."""
+    for item in items:
+        if item.get_closest_marker("unit") is None:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    return (yield from _guarded(item))
+
 FAST_SETTINGS = ["--set", "performance_requests=40", "--set", "health_timeout_seconds=60", "--set", "cv_folds=3"]
 
 

@@ -188,11 +188,13 @@ def test_a_decision_held_by_the_champion_says_held_once():
     assert shown.count("held") == 1 and decision.champion.reason == "held: worse"
 
 
+@pytest.mark.unit
 def test_a_skipped_comparison_never_holds_the_candidate():
     skipped = skipped_comparison("no serving version", metric="accuracy", policy="better")
     assert Gate(PipelineConfig()).decide({"accuracy": 0.97}, skipped).decision == Verdict.DEPLOY
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("interval", "verdict"), [
     ((0.955, 0.99), Verdict.DEPLOY),  # the lower end reaches the threshold
     ((0.93, 0.99), Verdict.HELD),  # not enough evidence
@@ -205,6 +207,7 @@ def test_the_confident_policy_acts_on_the_interval(interval, verdict):
     assert decision.decision == verdict and decision.policy == "confident"
 
 
+@pytest.mark.unit
 def test_every_gate_result_says_how_many_rows_would_settle_it():
     decision = Gate(PipelineConfig()).decide({"accuracy": 0.9667, "accuracy_ci95": [0.83, 0.99]})
     assert decision.rows_needed and decision.rows_needed > 30

@@ -122,6 +122,7 @@ def test_dotenv_reads_the_same_to_gitlab_and_to_a_shell_whatever_the_values(tmp_
     assert dict(line.split("=", 1) for line in sourced.stdout.splitlines()) == variables
 
 
+@pytest.mark.unit
 def test_dotenv_stays_within_gitlab_limits_however_long_the_values():
     long = "x" * 10_000
     results = _results(run_id=long, mode=long, pipeline_status=long,
@@ -133,6 +134,7 @@ def test_dotenv_stays_within_gitlab_limits_however_long_the_values():
 
 
 # --------------------------------------------------------------------------- JUnit and metrics
+@pytest.mark.unit
 def test_junit_says_why_the_gate_held_the_model_with_the_numbers():
     cases = junit_cases(render_junit(_results()))
     assert cases["gate/minimum_accuracy"]["status"] == "passed"
@@ -146,6 +148,7 @@ def test_junit_says_why_the_gate_held_the_model_with_the_numbers():
         assert skipped["status"] == "skipped" and "nothing was deployed (gate held" in skipped["message"]
 
 
+@pytest.mark.unit
 def test_junit_rejected_model_fails_both_gate_checks():
     gate = {**_results().gate.model_dump(), "decision": "rejected", "value": 0.8}
     cases = junit_cases(render_junit(_results(gate=gate, pipeline_status="rejected")))
@@ -153,6 +156,7 @@ def test_junit_rejected_model_fails_both_gate_checks():
     assert "the model is rejected, nothing was deployed" in cases["gate/accuracy_threshold"]["message"]
 
 
+@pytest.mark.unit
 def test_junit_endpoint_checks_after_a_failed_health_check_are_skipped_not_passed():
     testing = {"checks": {"health": {"passed": False, "seconds": 20.0, "attempts": 9,
                                      "reason": "not healthy within 20s: /ping answered 503"}}}
@@ -168,6 +172,7 @@ def test_junit_endpoint_checks_after_a_failed_health_check_are_skipped_not_passe
     assert ET.fromstring(data).find(".//testcase[@name='health']").get("time") == "20.0"
 
 
+@pytest.mark.unit
 def test_junit_text_is_valid_xml_whatever_the_reason_holds():
     testing = {"checks": {"health": {"passed": True},
                           "prediction_accuracy": {"passed": False, "reason": "<b>&\x00\x1b[31m]]>\u2603"}}}
@@ -175,6 +180,7 @@ def test_junit_text_is_valid_xml_whatever_the_reason_holds():
     assert "<b>&" in cases["endpoint tests/prediction_accuracy"]["message"]
 
 
+@pytest.mark.unit
 def test_metrics_are_name_value_lines_of_what_was_measured():
     assert gitlab_metrics(render_metrics(_results())) == {"mlops_training_accuracy": 0.933333,
                                                           "mlops_cv_mean_accuracy": 0.95}
@@ -233,6 +239,7 @@ def test_cli_reports_say_why_a_deployment_was_rolled_back(pipeline, workdir):
                             "mlops_endpoint_throughput_rps", "mlops_gate_rows_needed"}
 
 
+@pytest.mark.unit
 def test_cli_error_during_the_run_is_a_junit_error(pipeline, workdir):
     result = pipeline("--mode", "testing", "--endpoint-name", "nope", *_report_flags(workdir))
     assert result.exit_code == 2
@@ -244,12 +251,14 @@ def test_cli_error_during_the_run_is_a_junit_error(pipeline, workdir):
     assert metrics == {}
 
 
+@pytest.mark.unit
 def test_cli_usage_error_before_the_run_writes_no_reports(pipeline, workdir):
     result = pipeline("--set", "no_such_key=1", *_report_flags(workdir))
     assert result.exit_code == 2
     assert not (workdir / "out").exists()  # documented: no run, no results, no reports
 
 
+@pytest.mark.unit
 def test_cli_report_that_cannot_be_written_is_an_error_line_and_the_others_are_written(pipeline, workdir):
     # Writable when checked before the run; the run itself makes state.db a file, so the report fails at the end.
     unwritable = workdir / ".mlops" / "state.db" / "junit.xml"
@@ -259,6 +268,7 @@ def test_cli_report_that_cannot_be_written_is_an_error_line_and_the_others_are_w
     assert gitlab_dotenv((workdir / "ci.env").read_bytes())["MLOPS_EXIT_CODE"] == "0"
 
 
+@pytest.mark.unit
 def test_cli_json_log_lines_carry_time_level_phase_message_and_run_id(pipeline, workdir):
     result = pipeline("--mode", "training", "--log-format", "json")
     assert result.exit_code == 0, result.output
@@ -274,11 +284,13 @@ def test_cli_json_log_lines_carry_time_level_phase_message_and_run_id(pipeline, 
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", gate["time"])
 
 
+@pytest.mark.unit
 def test_text_logs_stay_the_default(pipeline, workdir):
     pipeline("--mode", "training")
     assert not (workdir / "pipeline.log").read_text().startswith("{")
 
 
+@pytest.mark.unit
 def test_json_log_lines_are_scrubbed_and_hold_the_traceback_on_one_line(tmp_path):
     path = configure_logging("INFO", tmp_path / "x.log", secrets=["s3cr3t-token"], log_format="json")
     set_run_id("run-1")
@@ -297,6 +309,7 @@ def test_json_log_lines_are_scrubbed_and_hold_the_traceback_on_one_line(tmp_path
     assert "s3cr3t-token" not in lines[0] and "RuntimeError" in entry["exception"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("name", "current_phase", "phase"), [
     ("pipeline.training.fitting", "training", "training"),
     ("pipeline.training.fitting", "gate", "gate"),
@@ -335,6 +348,7 @@ def test_notification_lines_carry_the_notifications_phase(tmp_path, slack):
 
 
 # --------------------------------------------------------------------------- the console summary
+@pytest.mark.unit
 def test_summary_has_emoji_only_on_a_terminal(capsys, monkeypatch):
     summary = {**_results().summary.model_dump(), "deployment_occurred": True, "testing_passed": True}
     results = _results(pipeline_status="success", total_duration_seconds=1.0, results_file="r.json", summary=summary)
@@ -349,6 +363,7 @@ def test_summary_has_emoji_only_on_a_terminal(capsys, monkeypatch):
     assert "Deployment Occurred: ✅ Yes" in capsys.readouterr().out
 
 
+@pytest.mark.unit
 def test_cli_output_to_a_pipe_has_no_emoji_and_no_colour(pipeline):
     result = pipeline("--mode", "training")
     assert "Status: SUCCESS" in result.stdout

@@ -10,6 +10,8 @@ from pipeline.testing import TestReport as Report
 
 pytestmark = pytest.mark.unit
 
+pytestmark = pytest.mark.unit
+
 PASSED = Report(checks={"health": {"passed": True}})
 FAILED = Report(checks={"health": {"passed": False}}, failures=["health: no answer"])
 

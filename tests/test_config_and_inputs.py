@@ -20,6 +20,7 @@ def _nothing_deployed() -> bool:
     return not Path(".mlops/state.db").exists() or DeploymentStore(".mlops").endpoints() == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("content, expected", [
     ({"accuracy_threshold": 1.5}, "accuracy_threshold: expected a number between 0.0 and 1.0, got 1.5"),
     ({"baking_seconds": 0}, "baking_seconds: expected a number greater than 0.0 and at most 3600.0, got 0"),
@@ -41,6 +42,7 @@ def test_bad_config_file_value_is_named_with_exit_2(pipeline, content, expected)
     assert _nothing_deployed()
 
 
+@pytest.mark.unit
 def test_invalid_json_names_line_and_column(pipeline):
     Path("bad.json").write_text('{\n  "accuracy_threshold": 0.9,\n  "x": \n}')
     result = pipeline("--config-file", "bad.json")
@@ -48,12 +50,14 @@ def test_invalid_json_names_line_and_column(pipeline):
     assert "is not valid JSON: Expecting value at line 4 column 1" in _error_line(result)
 
 
+@pytest.mark.unit
 def test_missing_config_file_is_named(pipeline):
     result = pipeline("--config-file", "nope.json")
     assert result.exit_code == 2
     assert "config file 'nope.json' not found" in _error_line(result)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name, value, expected", [
     ("AUTO_DEPLOY_ENABLED", "maybe", "AUTO_DEPLOY_ENABLED='maybe': expected a boolean"),
     ("ACCURACY_THRESHOLD", "abc", "ACCURACY_THRESHOLD='abc': expected a number"),
@@ -67,6 +71,7 @@ def test_bad_environment_value_is_named_with_exit_2(pipeline, name, value, expec
     assert expected in _error_line(result)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("raw, parsed", [("true", True), ("0", False), ("yes", True), ("No", False)])
 def test_environment_booleans_accept_common_spellings(raw, parsed):
     config, sources = load_config(env={"AUTO_DEPLOY_ENABLED": raw}, search_default_file=False)
@@ -74,6 +79,7 @@ def test_environment_booleans_accept_common_spellings(raw, parsed):
     assert sources["auto_deploy_enabled"] == "env:AUTO_DEPLOY_ENABLED"
 
 
+@pytest.mark.unit
 def test_precedence_is_defaults_then_file_then_environment_then_flags(tmp_path):
     file = tmp_path / "c.json"
     file.write_text(json.dumps({"accuracy_threshold": 0.91, "minimum_accuracy": 0.5, "aws_region": "eu-west-1",
@@ -96,6 +102,7 @@ def test_pipeline_config_json_in_the_working_directory_is_read_by_default(pipeli
     assert pipeline.results()["config_sources"]["accuracy_threshold"] == "file:pipeline_config.json"
 
 
+@pytest.mark.unit
 def test_malformed_role_arn_is_refused_before_any_call(pipeline):
     result = pipeline("--role-arn", "SageMakerRole")
     assert result.exit_code == 2
@@ -111,6 +118,7 @@ def test_secret_webhook_never_appears_in_results(pipeline):
     assert "SECRETSECRET" not in Path("pipeline.log").read_text()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("metric", ["test_size", "cv_std", "no_such_metric"])
 def test_gate_metric_must_be_a_score_where_higher_is_better(pipeline, metric):
     result = pipeline("--mode", "training", "--set", f"gate_metric={metric}")
@@ -118,6 +126,7 @@ def test_gate_metric_must_be_a_score_where_higher_is_better(pipeline, metric):
     assert f"gate_metric {metric!r}" in _error_line(result)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["../../escaped", "a/b", "-x", "a_b"])
 def test_endpoint_name_must_be_a_plain_name(pipeline, name):
     result = pipeline("--endpoint-name", name)

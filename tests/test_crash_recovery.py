@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from click.testing import CliRunner
 
@@ -99,6 +100,7 @@ def test_sigterm_during_a_deployment_drops_the_candidate_and_keeps_the_old_versi
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
 
 
+@pytest.mark.unit
 def test_a_first_deployment_whose_pipeline_died_before_its_endpoint_existed_is_finished_by_status(pipeline):
     assert pipeline("--mode", "training").exit_code == 0
     job = pipeline.results()["summary"]["training_job"]

@@ -84,6 +84,7 @@ def test_bad_dataset_is_named_with_exit_2(pipeline, make, args, expected):
     assert _nothing_trained_or_deployed()
 
 
+@pytest.mark.unit
 def test_csv_dataset_trains_with_its_label_column(pipeline):
     rows = "".join(f"{i % 5 + (100 if i >= 30 else 0)},{i % 3},{'big' if i >= 30 else 'small'}\n" for i in range(60))
     _csv("d.csv", "x1,x2,kind\n" + rows)
@@ -103,11 +104,13 @@ def test_duplicate_label_column_in_the_header_is_refused_not_renamed_into_a_feat
     assert "expected every column name once" in line
 
 
+@pytest.mark.unit
 def test_duplicate_feature_names_are_refused(pipeline):
     _csv("d.csv", _learnable(header="a,a,target"))
     assert "'a' in columns 1, 2" in _refused(pipeline, "--dataset", "d.csv", "--mode", "training")
 
 
+@pytest.mark.unit
 def test_a_column_without_a_name_is_refused(pipeline):
     _csv("d.csv", ",a,b,target\n" + "".join(f"{i}," + line for i, line in
                                            enumerate(_learnable().splitlines(keepends=True)[1:])))
@@ -116,6 +119,7 @@ def test_a_column_without_a_name_is_refused(pipeline):
     assert "expected a name for every column" in line
 
 
+@pytest.mark.unit
 def test_a_trailing_comma_on_the_data_rows_is_refused_not_shifted_into_other_columns(pipeline):
     _csv("d.csv", "".join(line.replace("\n", ",\n") if n else line
                           for n, line in enumerate(_learnable().splitlines(keepends=True))))
@@ -123,17 +127,20 @@ def test_a_trailing_comma_on_the_data_rows_is_refused_not_shifted_into_other_col
     assert "the first data row has 4 fields but the header has 3" in line
 
 
+@pytest.mark.unit
 def test_a_label_name_that_differs_only_in_spaces_is_suggested_with_its_quotes(pipeline):
     _csv("d.csv", _learnable(header="a, b, target"))
     line = _refused(pipeline, "--dataset", "d.csv", "--mode", "training")
     assert "has no label column 'target'" in line and "did you mean ' target'?" in line
 
 
+@pytest.mark.unit
 def test_a_file_separated_by_semicolons_is_told_to_use_commas(pipeline):
     _csv("d.csv", _learnable().replace(",", ";"))
     assert "expected fields separated by commas" in _refused(pipeline, "--dataset", "d.csv", "--mode", "training")
 
 
+@pytest.mark.unit
 def test_a_bom_and_quoted_header_names_are_read_as_plain_names(pipeline):
     text = _learnable().replace("a,b,target", '"a","b","target"', 1)
     Path("d.csv").write_text("\ufeff" + text, encoding="utf-8")
@@ -141,6 +148,7 @@ def test_a_bom_and_quoted_header_names_are_read_as_plain_names(pipeline):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("content, expected", [
     ("", "dataset 'd.csv' is empty: expected a CSV file with a header row"),
     ("\n\n", "dataset 'd.csv' is empty: expected a CSV file with a header row"),
@@ -153,6 +161,7 @@ def test_a_file_without_rows_or_features_is_named(pipeline, content, expected):
     assert expected in _refused(pipeline, "--dataset", "d.csv", "--mode", "training")
 
 
+@pytest.mark.unit
 def test_a_file_that_is_not_utf8_is_named(pipeline):
     Path("d.csv").write_bytes(_learnable().encode("utf-16"))
     line = _refused(pipeline, "--dataset", "d.csv", "--mode", "training")
@@ -161,6 +170,7 @@ def test_a_file_that_is_not_utf8_is_named(pipeline):
 
 # --- features ------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["1e307", "1e200"])
 def test_a_feature_too_large_to_standardise_is_named_with_its_line(pipeline, value):
     _csv("d.csv", _learnable(extra=lambda i: value if i == 4 else str(i % 4), header="a,b,big,target"))
@@ -169,12 +179,14 @@ def test_a_feature_too_large_to_standardise_is_named_with_its_line(pipeline, val
     assert "expected magnitudes below about 1e150" in line
 
 
+@pytest.mark.unit
 def test_an_integer_feature_beyond_64_bits_is_used_as_a_float(pipeline):
     _csv("d.csv", _learnable(extra=lambda i: str(10**30 if i == 4 else i % 4), header="a,b,big,target"))
     result = pipeline("--dataset", "d.csv", "--mode", "training")
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.unit
 def test_an_integer_feature_beyond_float_range_is_named_briefly(pipeline):
     _csv("d.csv", _learnable(extra=lambda i: "9" * 400 if i == 4 else str(i % 4), header="a,b,big,target"))
     line = _refused(pipeline, "--dataset", "d.csv", "--mode", "training")
@@ -184,6 +196,7 @@ def test_an_integer_feature_beyond_float_range_is_named_briefly(pipeline):
 
 # --- labels --------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_continuous_labels_are_refused_as_not_classes(pipeline):
     _csv("d.csv", _learnable(label=lambda i: [0.5, 1.5, 2.5][i % 3]))
     line = _refused(pipeline, "--dataset", "d.csv", "--mode", "training")
@@ -191,6 +204,7 @@ def test_continuous_labels_are_refused_as_not_classes(pipeline):
         in line
 
 
+@pytest.mark.unit
 def test_whole_number_float_labels_are_classes(pipeline):
     _csv("d.csv", _learnable(label=lambda i: f"{i % 2 + 1}.0"))
     result = pipeline("--dataset", "d.csv", "--mode", "training")
@@ -198,6 +212,7 @@ def test_whole_number_float_labels_are_classes(pipeline):
     assert pipeline.results()["phases"]["training"]["evaluation_results"]["confusion_matrix_labels"] == [1.0, 2.0]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("big, shown", [
     ("100000000000000000000", "100000000000000000000"),  # beyond int64: pandas keeps Python ints
     ("-100000000000000000000", "-100000000000000000000"),
@@ -210,6 +225,7 @@ def test_labels_beyond_exact_float_integers_are_named(pipeline, big, shown):
     assert f"label column 'target' has the value {shown} on line 3, beyond 2**53" in line
 
 
+@pytest.mark.unit
 def test_labels_of_text_and_numbers_read_in_chunks_stay_one_class_per_spelling(workdir):
     # pandas parses a large file in chunks of rows and types each chunk on its own: a chunk of text
     # labels and a chunk of only numbers give both '1' and 1, two classes for one spelling.
@@ -225,6 +241,7 @@ def test_labels_of_text_and_numbers_read_in_chunks_stay_one_class_per_spelling(w
 
 # --- label leakage -------------------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("leak, label", [
     (lambda i: i % 2, lambda i: i % 2),  # the label itself
     (lambda i: (i % 3) * 10 + 3, lambda i: i % 3),  # label * 10 + 3
@@ -237,6 +254,7 @@ def test_a_feature_that_relabels_the_label_is_refused_by_name(pipeline, leak, la
     assert "set allow_label_leakage=true" in line
 
 
+@pytest.mark.unit
 def test_a_feature_that_maps_to_the_label_only_one_way_is_not_leakage(pipeline):
     # Every value of 'a' belongs to one class, but each class has three values of 'a'; 'c' is continuous.
     _csv("d.csv", _learnable(extra=lambda i: f"{i * 0.37:.2f}", header="a,b,c,target"))
@@ -244,6 +262,7 @@ def test_a_feature_that_maps_to_the_label_only_one_way_is_not_leakage(pipeline):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.unit
 def test_leakage_deep_in_a_file_is_found_past_the_first_rows(workdir):
     # The leading rows all have one class, so only the full pass can tell.
     rows = [f"{i % 7},0,0\n" for i in range(12_000)] + [f"{i % 7},1,1\n" for i in range(12_000)]
@@ -253,6 +272,7 @@ def test_leakage_deep_in_a_file_is_found_past_the_first_rows(workdir):
     assert load_dataset("d.csv", "target", allow_label_leakage=True).frame.shape == (24_000, 3)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("how", ["set", "config_file"])
 def test_allow_label_leakage_trains_with_the_leaking_feature(pipeline, how):
     _csv("d.csv", _learnable(extra=lambda i: str(i % 2), header="a,b,copy,target"))
@@ -267,6 +287,7 @@ def test_allow_label_leakage_trains_with_the_leaking_feature(pipeline, how):
 
 # --- the no-skill baseline -----------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_metrics_record_the_no_skill_accuracy_and_balanced_accuracy(pipeline):
     # 60 rows of class 0 and 20 of class 1, half of which look like class 0: the test rows are 12 and
     # 4, so always answering the training majority (0) scores 12/16, and the model misses some of 1.

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 
+import pytest
 import requests
 from click.testing import CliRunner
 
@@ -53,6 +54,7 @@ def test_manual_rollback_to_a_named_version(pipeline):
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v2
 
 
+@pytest.mark.unit
 def test_rollback_of_an_unknown_endpoint_is_a_usage_error(pipeline):
     result = _invoke("rollback", "--endpoint-name", "nope")
     assert result.exit_code == 2
@@ -83,6 +85,7 @@ def test_history_answers_which_version_served_at_a_time(pipeline):
     assert json.loads(result.output)["serving_version"] == v1
 
 
+@pytest.mark.unit
 def test_history_verify_detects_an_edited_event(pipeline):
     pipeline("--mode", "training")
     assert _invoke("history", "--verify").exit_code == 0
@@ -92,6 +95,7 @@ def test_history_verify_detects_an_edited_event(pipeline):
     assert "event 2 was edited" in result.output
 
 
+@pytest.mark.unit
 def test_events_are_append_only(pipeline):
     pipeline("--mode", "training")
     connection = sqlite3.connect(".mlops/state.db")
@@ -103,6 +107,7 @@ def test_events_are_append_only(pipeline):
     assert not deleted
 
 
+@pytest.mark.unit
 def test_second_deployment_waits_for_the_lock_and_names_the_holder(pipeline):
     pipeline("--mode", "training")
     job = pipeline.results()["summary"]["training_job"]
@@ -114,6 +119,7 @@ def test_second_deployment_waits_for_the_lock_and_names_the_holder(pipeline):
     assert store.endpoints() == []
 
 
+@pytest.mark.unit
 def test_training_is_not_blocked_by_a_deployment_lock(pipeline):
     store = DeploymentStore(".mlops")
     with EndpointLock(store.directory / "locks", "iris-model", "run other-run", 600):
@@ -259,6 +265,7 @@ def test_cleanup_prune_keeps_the_newest_versions_and_the_serving_one(pipeline):
     assert _invoke("rollback", "--endpoint-name", "iris-model").exit_code == 0
 
 
+@pytest.mark.unit
 def test_cleanup_of_an_unknown_endpoint_is_a_usage_error(pipeline):
     result = _invoke("cleanup", "--endpoint-name", "nope")
     assert result.exit_code == 2 and "Error: endpoint 'nope' not found" in result.output
@@ -324,6 +331,7 @@ def test_a_failing_version_is_never_served_when_the_endpoint_had_died(pipeline, 
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
 
 
+@pytest.mark.unit
 def test_history_verify_detects_events_cut_off_the_end(pipeline):
     pipeline("--mode", "training")
     _tamper("DROP TRIGGER events_append_only_delete",
@@ -332,6 +340,7 @@ def test_history_verify_detects_events_cut_off_the_end(pipeline):
     assert result.exit_code == 1 and "are missing" in result.output
 
 
+@pytest.mark.unit
 def test_subcommands_refuse_an_endpoint_name_that_is_not_a_plain_name(pipeline):
     result = _invoke("rollback", "--endpoint-name", "../x")
     assert result.exit_code == 2 and "Invalid value for '--endpoint-name'" in result.output

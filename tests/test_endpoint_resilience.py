@@ -167,6 +167,7 @@ def test_client_timeout_reaches_every_worker_of_a_later_version(pipeline):
         assert _answer(connection).startswith(b"HTTP/1.1 408 ")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value, expected", [
     ("0", "client_timeout_seconds: expected a number greater than 0"),
     ("-1", "client_timeout_seconds: expected a number greater than 0"),
@@ -178,6 +179,7 @@ def test_a_bad_client_timeout_is_refused_with_exit_2(pipeline, value, expected):
     assert expected in result.output
 
 
+@pytest.mark.unit
 def test_an_infinite_client_timeout_in_the_config_file_is_refused(pipeline):
     Path("c.json").write_text('{"client_timeout_seconds": Infinity}')
     result = pipeline("--config-file", "c.json")

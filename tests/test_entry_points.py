@@ -56,12 +56,14 @@ def test_wrapper_passes_subcommands_through(workdir):
     assert json.loads(result.stdout)["deployments"] == []
 
 
+@pytest.mark.unit
 def test_help_documents_exit_codes_and_examples():
     output = CliRunner().invoke(cli, ["--help"]).output
     assert "Exit codes:" in output and "3  the accuracy gate held or rejected" in output
     assert "Examples:" in output
 
 
+@pytest.mark.unit
 def test_every_subcommand_is_documented_with_an_example():
     for name, command in cli.commands.items():
         assert command.help and "Example" in command.help, name
@@ -87,6 +89,7 @@ def _wrapper_to_cli(argv: list[str]) -> list[str]:
     return mapped
 
 
+@pytest.mark.unit
 def test_every_documented_invocation_parses():
     calls = _documented_invocations()
     assert len(calls) >= 10

@@ -30,6 +30,8 @@ from pipeline.gate.statistics import (
 from pipeline.outcomes import Verdict
 from pipeline.training.row_hashes import row_hashes, rows_not_trained_on
 
+pytestmark = pytest.mark.unit
+
 Z95 = norm.ppf(0.975)
 VERSION = "iris-model-20260101-120000"
 

@@ -9,6 +9,8 @@ from pipeline.errors import PipelineError
 from pipeline.gate.rules import Gate
 from pipeline.outcomes import Verdict
 
+pytestmark = pytest.mark.unit
+
 
 def _decide(metrics: dict, explicit_request: bool = False, **settings) -> Verdict:
     config = PipelineConfig.model_validate({"accuracy_threshold": 0.95, "minimum_accuracy": 0.90, **settings})

@@ -206,6 +206,7 @@ def test_rolled_back_run_report_says_rolled_back_and_what_serves(pipeline, workd
     assert_self_contained(page)
 
 
+@pytest.mark.unit
 def test_a_run_that_fails_still_writes_its_report_with_the_error(pipeline, workdir):
     result = pipeline("--mode", "testing", "--endpoint-name", "nope")
     assert result.exit_code == 2
@@ -214,6 +215,7 @@ def test_a_run_that_fails_still_writes_its_report_with_the_error(pipeline, workd
     assert verdict.startswith("Failed endpoint 'nope' not found")
 
 
+@pytest.mark.unit
 def test_the_console_summary_says_where_the_run_report_is(pipeline, workdir):
     result = pipeline("--mode", "training")
     assert result.exit_code == 0
@@ -221,6 +223,7 @@ def test_the_console_summary_says_where_the_run_report_is(pipeline, workdir):
     assert f"Run report: {page}" in result.output and page.is_file()
 
 
+@pytest.mark.unit
 def test_a_report_that_cannot_be_written_is_an_error_line_and_the_run_keeps_its_verdict(pipeline, workdir):
     # Writable when checked before the run; the run itself makes state.db a file, so the copy fails at the end.
     unwritable = workdir / ".mlops" / "state.db" / "report.html"
@@ -230,6 +233,7 @@ def test_a_report_that_cannot_be_written_is_an_error_line_and_the_run_keeps_its_
     assert report_of(pipeline.results(), workdir / ".mlops").text  # the store's copy is written all the same
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("args", "message"), [
     (["--report-html", "pipeline_config.json/report.html"], "'pipeline_config.json' is not a directory"),
     (["--report-html", "same.json", "--output-file", "same.json"], "and --report-html are the same file"),
@@ -245,6 +249,7 @@ def test_report_html_is_checked_before_the_run(workdir, args, message):
     assert not (workdir / ".mlops").exists()  # nothing ran
 
 
+@pytest.mark.unit
 def test_report_html_before_a_subcommand_is_refused(workdir):
     from click.testing import CliRunner
 
@@ -276,6 +281,7 @@ def _results(**changes: Any) -> Results:
     return Results.model_validate(document)
 
 
+@pytest.mark.unit
 def test_every_value_is_escaped():
     hostile = '<script>alert("x")</script><img src=http://evil.example/x.png>'
     champion = {"status": "compared", "version": hostile, "metric": "accuracy", "champion_value": 0.9}
@@ -293,6 +299,7 @@ def test_every_value_is_escaped():
     assert "$x^2$" in Page(html).text or "$x^2$" in html  # a label is a label, not mathtext
 
 
+@pytest.mark.unit
 def test_champion_comparison_is_shown_when_the_gate_has_one():
     champion = {"status": "compared", "reason": "the candidate is right on 4 rows the champion gets wrong",
                 "version": "iris-model-20261125-120000", "metric": "accuracy", "champion_value": 0.9,
@@ -309,6 +316,7 @@ def test_champion_comparison_is_shown_when_the_gate_has_one():
     assert "Champion comparison" not in Page(render_report(_results())).text
 
 
+@pytest.mark.unit
 def test_the_gate_chart_labels_the_champions_row_short_and_names_its_version_beside_the_point():
     champion = {"status": "compared", "version": "a-long-endpoint-name-model-20261125-120000", "metric": "accuracy",
                 "champion_value": 0.9}
@@ -320,6 +328,7 @@ def test_the_gate_chart_labels_the_champions_row_short_and_names_its_version_bes
     assert "0.9 (a-long-endpoint-name-model-20261125-120000)" in labels
 
 
+@pytest.mark.unit
 def test_the_confusion_matrix_is_a_table_of_true_by_predicted_counts_shaded_by_count():
     page = Page(render_report(_results()))  # [[10, 0], [2, 18]] for classes a and b
     table = re.search(r'<table id="confusion-matrix".*?</table>', page.html, re.S)
@@ -331,6 +340,7 @@ def test_the_confusion_matrix_is_a_table_of_true_by_predicted_counts_shaded_by_c
     assert by_count[2][0] not in ("#08306b", "#f7fbff") and by_count[10][1] == "#fff"  # in between; over half
 
 
+@pytest.mark.unit
 def test_the_latency_chart_marks_the_percentiles_on_a_log_axis_in_ms():
     page = Page(render_report(_deployed_results()))
     chart = re.search(r'id="latency-chart">(.*?)</div>', page.html, re.S)
@@ -353,15 +363,18 @@ def _deployed_results() -> Results:
                                                                     "checks": {"performance": performance}}})
 
 
+@pytest.mark.unit
 def test_notifications_delivered_and_not():
     text = Page(render_report(_results())).section("notifications")
     assert "gate_decision slack yes 1" in text and "gate_decision email no 3 timed out" in text
 
 
+@pytest.mark.unit
 def test_same_results_same_page():
     assert render_report(_results()) == render_report(_results())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("state", "headline", "detail"), [
     ("removed", "Rolled back", "it was the endpoint's first version, so the endpoint was removed"),
     ("rolled_back", "Rolled back", "the previous version v1 serves again"),
@@ -381,6 +394,7 @@ def test_verdict_names_every_final_state(state, headline, detail):
     assert (verdict.reason or "").startswith("health: not healthy within 60s")
 
 
+@pytest.mark.unit
 def test_verdict_of_a_refused_deployment_and_of_a_deployed_run_that_failed_after():
     refused = _results(mode="deployment", gate=None, pipeline_status="failed", exit_code=3,
                        error={"message": "training job 'j' was rejected by the gate when it was trained; a "
@@ -394,6 +408,7 @@ def test_verdict_of_a_refused_deployment_and_of_a_deployed_run_that_failed_after
     assert verdict.reason.startswith("a notification was not delivered")
 
 
+@pytest.mark.unit
 def test_latency_histogram_counts_every_request_on_log_bins():
     import numpy as np
 

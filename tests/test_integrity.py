@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.state.store import DeploymentStore
 
@@ -26,6 +27,7 @@ def _train(pipeline, *args: str) -> dict:
     return pipeline.results()
 
 
+@pytest.mark.unit
 def test_a_job_rejected_at_training_is_never_deployed(pipeline):
     results = _train(pipeline, "--dataset", _hard_dataset(), "--accuracy-threshold", "0.99",
                      "--minimum-accuracy", "0.98")
@@ -38,6 +40,7 @@ def test_a_job_rejected_at_training_is_never_deployed(pipeline):
     assert DeploymentStore(".mlops").endpoints() == []
 
 
+@pytest.mark.unit
 def test_an_edited_metrics_file_never_decides_the_gate(pipeline):
     results = _train(pipeline, "--dataset", _hard_dataset(), "--accuracy-threshold", "0.95",
                      "--minimum-accuracy", "0.5")
@@ -54,6 +57,7 @@ def test_an_edited_metrics_file_never_decides_the_gate(pipeline):
     assert DeploymentStore(".mlops").endpoints() == []
 
 
+@pytest.mark.unit
 def test_deployment_mode_gates_on_the_metrics_the_store_recorded(pipeline):
     results = _train(pipeline, "--dataset", _hard_dataset(), "--accuracy-threshold", "0.95",
                      "--minimum-accuracy", "0.5")
@@ -121,6 +125,7 @@ def test_a_model_no_better_than_always_predicting_the_majority_class_is_held(pip
     assert DeploymentStore(".mlops").endpoints() == []
 
 
+@pytest.mark.unit
 def test_the_no_skill_baseline_cannot_be_the_gate_metric(pipeline):
     result = pipeline("--set", "gate_metric=no_skill_accuracy")
     assert result.exit_code == 2

@@ -5,6 +5,7 @@ import hashlib
 import json
 import sqlite3
 
+import pytest
 import requests
 from click.testing import CliRunner
 
@@ -39,6 +40,7 @@ def test_jobs_lists_training_jobs_newest_first_with_the_gate_and_where_they_serv
     assert older.split()[-1] == f"iris-model:{deployed['summary']['endpoint_version']}"
 
 
+@pytest.mark.unit
 def test_a_job_gated_on_a_metric_without_an_interval_is_not_shown_with_accuracys(pipeline):
     assert pipeline("--mode", "training", "--set", "gate_metric=f1_weighted").exit_code == 0
     [job] = json.loads(_invoke("jobs", "--json").output)["jobs"]
@@ -47,6 +49,7 @@ def test_a_job_gated_on_a_metric_without_an_interval_is_not_shown_with_accuracys
     assert "[" not in _invoke("jobs").output.splitlines()[1]
 
 
+@pytest.mark.unit
 def test_jobs_filters_by_prefix(pipeline):
     assert pipeline("--mode", "training").exit_code == 0
     assert json.loads(_invoke("jobs", "--prefix", "iris-", "--json").output)["jobs"]
@@ -54,6 +57,7 @@ def test_jobs_filters_by_prefix(pipeline):
     assert "no training jobs named fraud_*" in _invoke("jobs", "--prefix", "fraud_").output
 
 
+@pytest.mark.unit
 def test_limit_shows_the_newest_and_says_there_are_more(pipeline):
     for _ in range(3):
         assert pipeline("--mode", "training").exit_code == 0
@@ -91,6 +95,7 @@ def test_runs_show_prints_a_run_summary_again(pipeline):
     assert "ENTERPRISE MLOPS PIPELINE COMPLETED" in shown.output and "Status: SUCCESS" in shown.output
 
 
+@pytest.mark.unit
 def test_a_run_records_the_sha256_of_the_results_file_it_wrote(pipeline, workdir):
     assert pipeline("--mode", "training").exit_code == 0
     run_id = pipeline.results()["run_id"]
@@ -98,6 +103,7 @@ def test_a_run_records_the_sha256_of_the_results_file_it_wrote(pipeline, workdir
     assert row["results_sha256"] == hashlib.sha256(pipeline.last_output.read_bytes()).hexdigest()
 
 
+@pytest.mark.unit
 def test_runs_show_refuses_a_results_file_changed_after_the_run(pipeline):
     assert pipeline("--mode", "training").exit_code == 0
     run_id = pipeline.results()["run_id"]
@@ -110,6 +116,7 @@ def test_runs_show_refuses_a_results_file_changed_after_the_run(pipeline):
                                    "not the one the run wrote: its sha256 differs from the one recorded in")
 
 
+@pytest.mark.unit
 def test_runs_show_says_a_results_file_without_a_recorded_sha256_is_unverified(pipeline, workdir):
     assert pipeline("--mode", "training").exit_code == 0
     run_id = pipeline.results()["run_id"]
@@ -121,12 +128,14 @@ def test_runs_show_says_a_results_file_without_a_recorded_sha256_is_unverified(p
     assert f"{pipeline.last_output} is shown unverified" in shown.stderr
 
 
+@pytest.mark.unit
 def test_runs_show_says_where_the_runs_html_report_is(pipeline, workdir):
     assert pipeline("--mode", "training").exit_code == 0
     run_id = pipeline.results()["run_id"]
     assert f"Run report: {report_path(workdir / '.mlops', run_id)}" in _invoke("runs", "show", run_id).output
 
 
+@pytest.mark.unit
 def test_runs_show_finds_a_relative_results_file_from_another_directory(workdir, monkeypatch):
     store = workdir / "state"
     assert _invoke("--mode", "training", "--store-dir", str(store), "--output-file", "results.json",
@@ -160,11 +169,13 @@ def test_runs_show_of_a_monitor_run_prints_the_report_it_wrote(pipeline, workdir
         hashlib.sha256((workdir / "monitor.json").read_bytes()).hexdigest()
 
 
+@pytest.mark.unit
 def test_runs_show_of_an_unknown_run_is_a_usage_error(pipeline):
     result = _invoke("runs", "show", "20990101T000000Z-00000000")
     assert result.exit_code == 2 and "not found" in result.output
 
 
+@pytest.mark.unit
 def test_every_command_has_an_example_in_its_help_and_a_line_in_the_readme():
     from tests.conftest import REPO
 

@@ -504,6 +504,7 @@ def test_a_labels_file_without_its_label_column_is_a_one_line_usage_error(pipeli
 NAMES = ["a", "b", "c"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("body", [
     {"dataframe_split": {"columns": ["c", "a", "b"], "data": [[3, 1, 2], [6, 4, 5]]}},
     {"dataframe_records": [{"b": 2, "c": 3, "a": 1}, {"c": 6, "a": 4, "b": 5}]},
@@ -523,6 +524,7 @@ def test_every_json_body_the_endpoint_takes_decodes_to_rows_in_the_baseline_orde
     assert decoded.predictions == [0, 1]
 
 
+@pytest.mark.unit
 def test_a_named_feature_the_body_lacks_is_missing_and_an_unknown_column_is_left_out():
     body = {"dataframe_split": {"columns": ["c", "zzz", "a"], "data": [[3, 9, 1]]}}
     record = capture_record(inference_id="i1", input_body=json.dumps(body), input_content_type="application/json")
@@ -530,6 +532,7 @@ def test_a_named_feature_the_body_lacks_is_missing_and_an_unknown_column_is_left
     assert rows.shape == (1, 3) and rows[0, 0] == 1.0 and np.isnan(rows[0, 1]) and rows[0, 2] == 3.0
 
 
+@pytest.mark.unit
 def test_a_json_object_the_endpoint_refuses_has_no_rows():
     body = {"dataframe_split": {"columns": ["a"], "data": [["x"]]}}
     record = capture_record(inference_id="i1", input_body=json.dumps(body), input_content_type="application/json")
@@ -537,6 +540,7 @@ def test_a_json_object_the_endpoint_refuses_has_no_rows():
 
 
 # --------------------------------------------------------------------------- entry points
+@pytest.mark.unit
 def test_endpoint_name_given_before_monitor_says_where_it_goes(workdir):
     result = CliRunner().invoke(cli, ["--endpoint-name", ENDPOINT, "monitor"], catch_exceptions=False)
     assert result.exit_code == 2, result.output

@@ -38,6 +38,8 @@ from pipeline.monitoring import (
 )
 from pipeline.monitoring.drift_tests import holm_adjusted, ks_statistic, psi
 
+pytestmark = pytest.mark.unit
+
 THRESHOLDS = DriftThresholds()
 T0 = datetime(2026, 11, 30, 10, 15, 2, 123000, tzinfo=UTC)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from sklearn.datasets import load_iris
 
 from pipeline.config import load_config
@@ -25,6 +26,7 @@ def test_a_csv_dataset_names_the_training_job_the_endpoint_and_its_versions(pipe
     assert results["config_sources"]["endpoint_prefix"] == "derived:dataset"
 
 
+@pytest.mark.unit
 def test_iris_keeps_its_names(pipeline):
     assert pipeline("--mode", "training").exit_code == 0
     assert pipeline.results()["summary"]["training_job"].startswith("iris-classifier-")
@@ -43,12 +45,14 @@ def test_a_version_is_named_after_the_endpoint_it_serves(pipeline):
     assert pipeline.results()["summary"]["endpoint_version"].startswith("bc-model-")
 
 
+@pytest.mark.unit
 def test_an_odd_file_name_still_gives_a_valid_name():
     config, sources = load_config(env={}, flags={"dataset": "/data/2024 Q1 (final)!.csv"},
                                   search_default_file=False)
     assert config.endpoint_prefix == "2024-q1-final-model" and sources["model_name_prefix"] == "derived:dataset"
 
 
+@pytest.mark.unit
 def test_a_prefix_given_with_set_wins_over_the_file_name_and_the_other_still_follows_it(pipeline):
     assert pipeline("--dataset", _csv(), "--mode", "training", "--set", "model_name_prefix=fraud-job",
                     *LOW_BAR).exit_code == 0

@@ -180,6 +180,7 @@ def test_webhook_secret_never_appears_in_logs_or_deliveries(slack: SlackReceiver
     assert "http://127.0.0.1/***" in json.dumps(down.deliveries)
 
 
+@pytest.mark.unit
 def test_webhook_over_plain_http_to_a_remote_host_is_refused() -> None:
     notifier, _ = slack_notifier(f"http://hooks.example.invalid/services/{WEBHOOK_SECRET}")
 
@@ -253,6 +254,7 @@ def test_unknown_event_is_ignored_with_a_warning(slack: SlackReceiver, caplog: p
     assert slack.requests == []
 
 
+@pytest.mark.unit
 def test_no_channels_configured_sends_nothing() -> None:
     notifier, _ = make_notifier(make_config(email_recipients=["ops@example.com"]), env={})
 
@@ -279,6 +281,7 @@ def test_a_summary_with_nothing_known_yet_still_produces_a_message(slack: SlackR
     assert "Pipeline finished: running" in all_text(slack.requests[0])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("event", "summary", "expected"), [
     ("rollback_failed", {"status": "running"}, "error"),
     ("pipeline_finished", {"status": "failed"}, "error"),
@@ -537,6 +540,7 @@ def test_a_delivery_still_in_flight_does_not_keep_the_process_alive(slack: Slack
 # --------------------------------------------------------------------------- SNS
 
 
+@pytest.mark.unit
 def test_sns_publishes_subject_message_and_severity_attribute(sns_topic: Any) -> None:
     notifier, _ = make_notifier(make_config(sns_topic_arn=sns_topic.arn))
 
@@ -550,6 +554,7 @@ def test_sns_publishes_subject_message_and_severity_attribute(sns_topic: Any) ->
     assert "deploy: accuracy 0.9667" in envelope["Message"]
 
 
+@pytest.mark.unit
 def test_sns_subject_is_cut_to_the_sns_limit(sns_topic: Any) -> None:
     notifier, _ = make_notifier(make_config(sns_topic_arn=sns_topic.arn))
 
@@ -561,6 +566,7 @@ def test_sns_subject_is_cut_to_the_sns_limit(sns_topic: Any) -> None:
     assert envelope["Subject"].endswith("...")
 
 
+@pytest.mark.unit
 def test_sns_topic_that_does_not_exist_is_recorded_not_raised(aws_credentials: None) -> None:
     from moto import mock_aws
 
@@ -643,6 +649,7 @@ def test_email_without_encryption_to_loopback_may_log_in(smtp_server: Any) -> No
     assert recorder.messages[0].tls is False
 
 
+@pytest.mark.unit
 def test_password_over_plain_smtp_to_a_remote_host_is_refused(monkeypatch: pytest.MonkeyPatch,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     def no_connection(*args: Any, **kwargs: Any) -> None:
@@ -685,6 +692,7 @@ def test_smtp_server_down_is_retried_then_recorded(closed_port: int) -> None:
     assert "ConnectionRefusedError" in record["error"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("env", "port", "security"), [
     ({"SMTP_PORT": "465"}, 465, "ssl"),
     ({"SMTP_PORT": "587"}, 587, "starttls"),
@@ -700,6 +708,7 @@ def test_smtp_security_and_port_defaults(env: dict[str, str], port: int, securit
     assert (settings.port, settings.security) == (port, security)
 
 
+@pytest.mark.unit
 def test_invalid_smtp_settings_fail_the_delivery_not_the_pipeline() -> None:
     notifier, _ = email_notifier({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": "smtp"})
 
@@ -709,6 +718,7 @@ def test_invalid_smtp_settings_fail_the_delivery_not_the_pipeline() -> None:
     assert "SMTP_PORT" in record["error"]
 
 
+@pytest.mark.unit
 def test_email_needs_both_recipients_and_smtp_host() -> None:
     with_host_only, _ = make_notifier(make_config(), {"SMTP_HOST": "127.0.0.1"})
     with_recipients_only, _ = make_notifier(make_config(email_recipients=["ops@example.com"]), {})

@@ -91,6 +91,7 @@ def test_notification_budget_from_a_config_file_is_used(pipeline, throttling_sla
     assert "notification budget of 2.5s" in _deliveries(results)["gate_decision"]["error"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["0", "-1", "NaN", "Infinity", '"ten"'])
 def test_a_bad_notification_budget_is_refused_with_exit_2(pipeline, value: str):
     result = pipeline("--mode", "training", "--set", f"notification_budget_seconds={value}")

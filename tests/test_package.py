@@ -21,6 +21,7 @@ def _requirements() -> set[str]:
     return {line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()}
 
 
+@pytest.mark.unit
 def test_the_package_declares_exactly_the_requirements():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = set(project["dependencies"]) | set(project["optional-dependencies"]["sagemaker"])

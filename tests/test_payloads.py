@@ -251,6 +251,7 @@ def _job(pipeline) -> tuple[str, Path]:
     return job, Path(".mlops/jobs") / job
 
 
+@pytest.mark.unit
 def test_the_input_schema_is_recorded_beside_the_model_and_in_the_manifest(pipeline):
     job, directory = _job(pipeline)
     schema = json.loads((directory / "model" / "input_schema.json").read_text())
@@ -262,6 +263,7 @@ def test_the_input_schema_is_recorded_beside_the_model_and_in_the_manifest(pipel
     assert "model/input_schema.json" in artifacts
 
 
+@pytest.mark.unit
 def test_an_input_schema_edited_after_training_is_refused_before_deployment(pipeline):
     job, directory = _job(pipeline)
     path = directory / "model" / "input_schema.json"
@@ -296,6 +298,7 @@ def test_a_model_without_a_recorded_schema_takes_rows_by_position_and_says_so_fo
     assert "no recorded input schema" in reply.json()["title"] and "by position" in reply.json()["title"]
 
 
+@pytest.mark.unit
 def test_a_schema_that_disagrees_with_the_model_is_refused_when_the_model_is_loaded(tmp_path):
     """SageMaker's container reads input_schema.json from model.tar.gz: its names and order are checked against
     the ones the (hash-checked) model was fitted with."""

@@ -90,6 +90,7 @@ def test_auto_deploy_off_approves_and_deployment_mode_deploys_later(pipeline):
     assert pipeline.results()["summary"]["deployment_occurred"] is True
 
 
+@pytest.mark.unit
 def test_training_mode_trains_and_judges_without_deploying(pipeline):
     assert pipeline("--mode", "training").exit_code == 0
     results = pipeline.results()
@@ -140,6 +141,7 @@ def test_a_model_changed_after_training_is_refused_before_deployment(pipeline, w
     assert requests.get(f"{_url(first)}/ping").headers["X-Model-Version"] == first["summary"]["endpoint_version"]
 
 
+@pytest.mark.unit
 def test_a_server_refuses_a_model_whose_sha256_differs_from_its_version(workdir):
     job = train_job(workdir)
     spec = {"version": "v-test", "model_dir": str(Path(".mlops/jobs", job, "model").resolve()), "sha256": "0" * 64}
@@ -177,6 +179,7 @@ def test_testing_mode_tests_the_live_endpoint_with_its_held_out_data(pipeline):
     assert testing["checks"]["prediction_accuracy"]["rows"] == 30
 
 
+@pytest.mark.unit
 def test_testing_mode_on_an_unknown_endpoint_is_a_usage_error(pipeline):
     result = pipeline("--mode", "testing", "--endpoint-name", "nope")
     assert result.exit_code == 2
@@ -196,6 +199,7 @@ def test_cleanup_mode_stops_and_removes_the_endpoint(pipeline):
     assert not reachable
 
 
+@pytest.mark.unit
 def test_two_runs_with_the_same_config_give_the_same_metrics(pipeline):
     pipeline("--mode", "training", "--model-type", "random_forest")
     first = pipeline.results()["phases"]["training"]["evaluation_results"]
@@ -204,11 +208,13 @@ def test_two_runs_with_the_same_config_give_the_same_metrics(pipeline):
     assert first == second
 
 
+@pytest.mark.unit
 def test_training_job_names_are_unique_within_one_second(workdir):
     names = {train_job(workdir) for _ in range(3)}
     assert len(names) == 3
 
 
+@pytest.mark.unit
 def test_training_job_stores_model_hash_metrics_config_fingerprint_and_versions(pipeline):
     pipeline("--mode", "training")
     job = pipeline.results()["summary"]["training_job"]
@@ -220,6 +226,7 @@ def test_training_job_stores_model_hash_metrics_config_fingerprint_and_versions(
     assert Path(f".mlops/jobs/{job}/metrics.json").is_file()
 
 
+@pytest.mark.unit
 def test_custom_training_pipeline_and_evaluation_are_used(workdir):
     from sklearn.metrics import f1_score
 

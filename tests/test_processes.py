@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import requests
 from click.testing import CliRunner
 
@@ -108,6 +109,7 @@ def test_a_run_killed_before_it_deployed_is_marked_interrupted_by_the_next_comma
     assert any(event["kind"] == "run_interrupted" for event in DeploymentStore(".mlops").events())
 
 
+@pytest.mark.unit
 def test_a_corrupt_state_file_is_one_error_line_with_what_to_do(pipeline):
     Path(".mlops").mkdir()
     Path(".mlops/state.db").write_bytes(b"this is not a database" * 100)

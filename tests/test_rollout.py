@@ -47,6 +47,7 @@ def _judge(traffic: IntervalTraffic, step: TrafficStep = CANARY_10, **settings):
 
 
 # --------------------------------------------------------------------------- the plan
+@pytest.mark.unit
 @pytest.mark.parametrize(("settings", "expected"), [
     ({"traffic_routing": "ALL_AT_ONCE"}, []),
     ({"traffic_routing": "CANARY", "canary_percent": 5}, [("split", 5)]),
@@ -59,10 +60,12 @@ def test_each_routing_bakes_in_its_own_steps(settings, expected):
 
 
 # --------------------------------------------------------------------------- the analysis
+@pytest.mark.unit
 def test_an_interval_within_every_threshold_passes():
     assert _judge(_traffic()).verdict == IntervalVerdict.PASS
 
 
+@pytest.mark.unit
 def test_a_candidate_failing_more_than_the_serving_version_breaches_even_with_few_requests():
     report = _judge(_traffic(candidate=(5, 5, 0.002)))
     assert report.verdict == IntervalVerdict.BREACH
@@ -71,10 +74,12 @@ def test_a_candidate_failing_more_than_the_serving_version_breaches_even_with_fe
     assert "in interval 1" in report.reason
 
 
+@pytest.mark.unit
 def test_errors_the_serving_version_makes_as_often_are_no_breach():
     assert _judge(_traffic(serving=(500, 50, 0.002), candidate=(60, 6, 0.002))).verdict == IntervalVerdict.PASS
 
 
+@pytest.mark.unit
 def test_too_few_candidate_requests_are_insufficient_traffic_never_a_pass():
     report = _judge(_traffic(candidate=(49, 0, 0.002)))
     assert report.verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC
@@ -84,20 +89,24 @@ def test_too_few_candidate_requests_are_insufficient_traffic_never_a_pass():
                                   "to promote without one")
 
 
+@pytest.mark.unit
 def test_no_latency_to_compare_is_insufficient_traffic_not_a_pass():
     assert _judge(_traffic(serving=(0, 0, None))).verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC
 
 
+@pytest.mark.unit
 def test_a_p95_above_the_ratio_breaches():
     report = _judge(_traffic(serving=(500, 0, 0.002), candidate=(60, 0, 0.0045)))
     assert report.verdict == IntervalVerdict.BREACH
     assert report.metric == "p95_latency_ms" and report.candidate_value == 4.5 and report.limit == 4.0
 
 
+@pytest.mark.unit
 def test_a_p95_less_than_a_millisecond_above_the_serving_one_is_no_breach():
     assert _judge(_traffic(serving=(500, 0, 0.0002), candidate=(60, 0, 0.0009))).verdict == IntervalVerdict.PASS
 
 
+@pytest.mark.unit
 def test_shadow_agreement_below_the_minimum_breaches():
     report = _judge(_traffic(candidate=(60, 0, 0.002), compared=60, agreeing=54), step=TrafficStep("shadow", 100))
     assert report.verdict == IntervalVerdict.BREACH
@@ -105,12 +114,14 @@ def test_shadow_agreement_below_the_minimum_breaches():
     assert _judge(_traffic(compared=60, agreeing=58), step=TrafficStep("shadow", 100)).verdict == IntervalVerdict.PASS
 
 
+@pytest.mark.unit
 def test_shadow_without_compared_rows_is_insufficient_traffic():
     verdict = _judge(_traffic(), step=TrafficStep("shadow", 100)).verdict
     assert verdict == IntervalVerdict.INSUFFICIENT_TRAFFIC
 
 
 # --------------------------------------------------------------------------- reading the endpoint's metrics
+@pytest.mark.unit
 def test_p95_is_interpolated_within_its_bucket_as_prometheus_does():
     buckets = {0.001: 50.0, 0.0025: 90.0, 0.005: 100.0, float("inf"): 100.0}
     assert quantile(0.95, buckets) == pytest.approx(0.0025 + 0.0025 * (95 - 90) / 10)
@@ -136,6 +147,7 @@ def _reading(v1: int, v1_test: int, v1_fast: int, v2: int, v2_bad: int):
                                       "v2_all": v2 + v2_bad})
 
 
+@pytest.mark.unit
 def test_an_interval_counts_clients_requests_only_the_pipelines_tests_taken_out():
     before = _reading(v1=100, v1_test=40, v1_fast=90, v2=0, v2_bad=0)
     after = _reading(v1=400, v1_test=240, v1_fast=390, v2=30, v2_bad=3)
@@ -402,6 +414,7 @@ def test_a_split_left_by_a_killed_pipeline_is_ended_by_the_next_command(pipeline
 
 
 # --------------------------------------------------------------------------- the setting, every way it arrives
+@pytest.mark.unit
 @pytest.mark.parametrize(("how", "source"), [
     ("file", "file:config.json"), ("env", "env:TRAFFIC_ROUTING"), ("flag", "flag:--traffic-routing"),
     ("set", "set:traffic_routing"),
@@ -416,6 +429,7 @@ def test_traffic_routing_arrives_from_each_source(workdir, how, source):
     assert sources["traffic_routing"] == source
 
 
+@pytest.mark.unit
 def test_an_unknown_traffic_routing_is_refused_naming_where_it_came_from(workdir):
     result = CliRunner().invoke(cli, ["--mode", "training", "--output-file", "out.json"],
                                 env={"TRAFFIC_ROUTING": "BLUE_GREEN"})
@@ -446,6 +460,7 @@ def _shadow_reading(answered: int, refused: int, shadow_failed: int):
                                              "shadow_ok": shadow_ok, "shadow_failed": shadow_failed})
 
 
+@pytest.mark.unit
 def test_a_shadow_failing_copies_the_serving_version_answered_breaches_whatever_clients_sent_malformed():
     # 1,000 client requests: 100 malformed ones refused by the serving version (never copied to the shadow),
     # 900 answered and copied; the shadow fails 50 of those 900 copies (5.6%).
@@ -456,6 +471,7 @@ def test_a_shadow_failing_copies_the_serving_version_answered_breaches_whatever_
     assert report.verdict == IntervalVerdict.BREACH and report.metric == "error_rate"
 
 
+@pytest.mark.unit
 def test_a_promotion_without_a_verdict_says_how_many_intervals_had_too_little_traffic():
     config = _config(traffic_routing="LINEAR", linear_step_percent=50, insufficient_traffic="promote")
     analysis = TrafficAnalysis(config)

@@ -174,6 +174,7 @@ def test_second_deployment_updates_the_endpoint_blue_green(pipeline, sagemaker):
             "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "iris-model-5xx"}]}}}]
 
 
+@pytest.mark.unit
 def test_a_job_trained_locally_is_uploaded_and_deployed_to_sagemaker(pipeline, sagemaker):
     assert pipeline("--mode", "training").exit_code == 0
     job = pipeline.results()["summary"]["training_job"]
@@ -351,6 +352,7 @@ def iris_model():
     return train.build_estimator("logistic_regression", {}, 0).fit(features, labels)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("body, content_type, accept, status, error", [
     pytest.param(b"a,b,c\n", "text/csv", "application/json", 400, "BadRequestError", id="non-numeric-csv"),
     pytest.param("1,2,3,4,5", "text/csv", "application/json", 400, "BadRequestError", id="wrong-feature-count"),
@@ -372,6 +374,7 @@ def test_serve_answers_a_clients_mistake_with_a_response_of_its_status(iris_mode
     assert answer["error"] == error and answer["status"] == status and answer["message"]
 
 
+@pytest.mark.unit
 def test_serve_answers_predictions_as_a_body_and_content_type_and_lets_its_own_faults_be_500s(iris_model):
     from pipeline.container import inference, serve
 
@@ -392,6 +395,7 @@ def test_serve_answers_predictions_as_a_body_and_content_type_and_lets_its_own_f
     assert serve.model_fn is inference.model_fn
 
 
+@pytest.mark.unit
 def test_serve_answers_probabilities_and_named_columns_through_the_same_hooks(tmp_path):
     """The container hands transform_fn the Content-Type and the Accept header only: the switch for probabilities is
     a parameter of the Accept header, and the input schema comes with the model (input_schema.json)."""
@@ -415,6 +419,7 @@ def test_serve_answers_probabilities_and_named_columns_through_the_same_hooks(tm
     assert refused.status_code == 406 and "JSON only" in json.loads(refused.get_data())["message"]
 
 
+@pytest.mark.unit
 def test_serve_quotes_csv_answers_so_a_label_with_a_comma_or_a_quote_stays_one_field(tmp_path):
     from sklearn.datasets import load_iris
 
@@ -575,6 +580,7 @@ def test_region_instance_type_and_bucket_come_from_flags_and_environment(pipelin
     assert sm().list_endpoints()["Endpoints"] == []  # nothing in the default region
 
 
+@pytest.mark.unit
 def test_malformed_role_arn_is_a_usage_error_before_any_aws_call(pipeline, sagemaker):
     result = pipeline("--role-arn", "arn:aws:iam::12345:role/SageMakerRole")
     assert result.exit_code == 2
@@ -583,6 +589,7 @@ def test_malformed_role_arn_is_a_usage_error_before_any_aws_call(pipeline, sagem
     assert sm().list_training_jobs()["TrainingJobSummaries"] == []
 
 
+@pytest.mark.unit
 def test_access_denied_names_the_missing_permission_with_exit_2(pipeline, sagemaker):
     sagemaker.inject_error("create_training_job", "AccessDeniedException",
                            "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: "
@@ -602,6 +609,7 @@ def test_throttling_is_retried_by_botocores_standard_retry_mode(pipeline, sagema
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("code, operation, message, expected", [
     pytest.param("AccessDenied", "PutObject", "Access Denied", "missing IAM permission s3:PutObject",
                  id="access-denied-s3"),
@@ -625,6 +633,7 @@ def test_aws_errors_become_one_line_messages_that_say_what_to_change(code, opera
     assert expected in problem.message and "\n" not in problem.message
 
 
+@pytest.mark.unit
 def test_aws_error_messages_never_contain_access_keys(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
     problem = aws_error(ClientError({"Error": {"Code": "SignatureDoesNotMatch", "Message":

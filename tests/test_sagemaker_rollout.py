@@ -78,6 +78,7 @@ def test_a_fractional_baking_interval_is_rounded_up_to_whole_seconds_and_said(pi
         (workdir / "pipeline.log").read_text()
 
 
+@pytest.mark.unit
 def test_canary_and_linear_are_baked_by_sagemaker_not_on_the_endpoint_by_the_pipeline(pipeline, sagemaker):
     config, _ = load_config(env={}, flags={"role_arn": ROLE}, search_default_file=False)
     backend = SageMakerBackend(config, DeploymentStore(".mlops"))

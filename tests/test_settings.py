@@ -73,6 +73,7 @@ SOURCES = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("layer", ["file", "env", "flag", "set"])
 def test_threshold_auto_deploy_and_store_dir_are_honoured_from_every_layer(pipeline, layer):
     args, env, store_source = _arrive(layer)
@@ -94,6 +95,7 @@ def test_threshold_auto_deploy_and_store_dir_are_honoured_from_every_layer(pipel
     assert [run["run_id"] for run in json.loads(history.output)["runs"]] == [results["run_id"]]
 
 
+@pytest.mark.unit
 def test_set_reaches_every_key_that_also_has_a_flag(pipeline):
     Path("d.csv").write_text("x1,x2,kind\n" + "".join(
         f"{i % 5 + (100 if i >= 30 else 0)},{i % 3},{'big' if i >= 30 else 'small'}\n" for i in range(60)))
@@ -111,6 +113,7 @@ def test_set_reaches_every_key_that_also_has_a_flag(pipeline):
     assert results["config_sources"]["cv_folds"] == "set:cv_folds"  # no --cv-folds flag exists to credit
 
 
+@pytest.mark.unit
 def test_a_flag_is_recorded_under_the_name_it_is_typed_with(pipeline):
     result = pipeline("--mode", "training", "--region", "eu-west-1", "--verbose")
     assert result.exit_code == 0, result.output
@@ -119,6 +122,7 @@ def test_a_flag_is_recorded_under_the_name_it_is_typed_with(pipeline):
     assert sources["log_level"] == "flag:--verbose"
 
 
+@pytest.mark.unit
 def test_every_flag_a_source_can_name_is_a_real_option():
     options = {opt for param in cli.params for opt in param.opts}
     assert set(FLAGS.values()) <= options
@@ -141,6 +145,7 @@ def test_set_store_dir_reaches_status_history_and_cleanup(pipeline):
 
 # --- a flag and --set for the same key ------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args, words", [
     (["--accuracy-threshold", "0.97", "--set", "accuracy_threshold=0.96"],
      ["--accuracy-threshold 0.97", "--set accuracy_threshold=0.96"]),
@@ -158,6 +163,7 @@ def test_a_flag_and_set_that_disagree_are_refused_naming_both(workdir, args, wor
     _refused(_invoke(*args, "--output-file", "out.json", "--log-file", "run.log"), *words, "contradict")
 
 
+@pytest.mark.unit
 def test_a_flag_and_set_that_agree_are_accepted_and_credited_to_the_flag(pipeline):
     result = pipeline("--mode", "training", "--accuracy-threshold", "0.97", "--set", "accuracy_threshold=0.97",
                       "--verbose", "--set", "log_level=debug")
@@ -168,6 +174,7 @@ def test_a_flag_and_set_that_agree_are_accepted_and_credited_to_the_flag(pipelin
 
 # --- flags that contradict each other -------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args, words", [
     (["--deployment-only", "--mode", "training"], ["--deployment-only", "--mode training"]),
     (["--deployment-only", "--mode", "full"], ["--deployment-only", "--mode full"]),
@@ -192,6 +199,7 @@ def test_contradicting_flags_are_refused_naming_both(workdir, args, words):
     _refused(_invoke(*args, "--output-file", "out.json", "--log-file", "run.log"), *words)
 
 
+@pytest.mark.unit
 def test_training_mode_may_switch_auto_deploy_off(pipeline):
     result = pipeline("--mode", "training", "--disable-auto-deploy")
     assert result.exit_code == 0, result.output
@@ -207,6 +215,7 @@ def test_auto_deploy_off_in_the_config_file_is_a_policy_deployment_mode_override
     assert pipeline.results()["summary"]["deployment_occurred"] is True
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args, flag", [
     (["--output-file", "o.json"], "--output-file"), (["--mode", "training"], "--mode"),
     (["--training-job", "job-1"], "--training-job"), (["--log-format", "json"], "--log-format"),
@@ -218,6 +227,7 @@ def test_run_options_before_a_subcommand_are_refused(workdir, args, flag):
     assert f"{flag} is an option of a pipeline run, not of `status`" in _error_line(result)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args, words", [
     (["history", "--verify", "--endpoint-name", "iris-model"], ["--verify", "--endpoint-name"]),
     (["cleanup", "--prefix", "iris-", "--keep", "2"], ["--keep", "--prune"]),
@@ -236,6 +246,7 @@ def _float_keys() -> list[str]:
             if field.annotation is float or float in typing.get_args(field.annotation)]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", _float_keys())
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_no_float_key_accepts_nan_or_infinity_from_set(workdir, key, value):
@@ -243,6 +254,7 @@ def test_no_float_key_accepts_nan_or_infinity_from_set(workdir, key, value):
     assert line == f"Error: --set {key}: expected a finite number (not NaN or infinity), got {value}"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name, value", [("ACCURACY_THRESHOLD", "nan"), ("MINIMUM_ACCURACY", "inf"),
                                          ("ACCURACY_THRESHOLD", "-inf")])
 def test_no_float_key_accepts_nan_or_infinity_from_the_environment(workdir, name, value):
@@ -250,6 +262,7 @@ def test_no_float_key_accepts_nan_or_infinity_from_the_environment(workdir, name
              f"environment variable {name}", "expected a finite number")
 
 
+@pytest.mark.unit
 def test_no_float_key_accepts_nan_from_a_flag_or_the_config_file(workdir):
     _refused(_invoke("--accuracy-threshold", "nan", "--output-file", "out.json"),
              "flag --accuracy-threshold: accuracy_threshold: expected a finite number")
@@ -258,6 +271,7 @@ def test_no_float_key_accepts_nan_from_a_flag_or_the_config_file(workdir):
              "config file 'c.json': max_payload_mb: expected a finite number", "got Infinity")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("host, expected", [
     ("not-a-host", "expected an IPv4 address such as 127.0.0.1, or 'localhost', got 'not-a-host'"),
     ("::1", "expected an IPv4 address"),
@@ -267,6 +281,7 @@ def test_endpoint_host_must_be_an_address_this_machine_can_listen_on(workdir, ho
     _refused(_invoke("--set", f"endpoint_host={host}", "--output-file", "out.json"), "--set endpoint_host: ", expected)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args", [
     ["--endpoint-name", "iris-model\n"], ["history", "--endpoint-name", "iris-model\n"],
     ["status", "--endpoint-name", "iris-model\n"], ["rollback", "--endpoint-name", "iris-model\n"],
@@ -279,6 +294,7 @@ def test_an_endpoint_name_with_a_trailing_newline_is_refused(workdir, args):
     assert not Path(".mlops").exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key, value", [("endpoint_prefix", "iris-model\n"), ("model_name_prefix", "iris\n"),
                                         ("role_arn", "arn:aws:iam::123456789012:role/SageMakerRole\n")])
 def test_a_configured_name_with_a_trailing_newline_is_refused(workdir, key, value):
@@ -290,6 +306,7 @@ def test_a_configured_name_with_a_trailing_newline_is_refused(workdir, key, valu
 OUTPUT_FLAGS = ["--output-file", "--dotenv-file", "--junit-xml", "--metrics-file", "--report-html", "--log-file"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("flag", OUTPUT_FLAGS)
 def test_an_output_file_under_a_regular_file_is_refused_before_any_work(workdir, flag):
     Path("a-file").write_text("")
@@ -298,6 +315,7 @@ def test_an_output_file_under_a_regular_file_is_refused_before_any_work(workdir,
     _refused(_invoke(*others, flag, "a-file/out"), f"{flag} 'a-file/out'", "'a-file' is not a directory")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("flag", OUTPUT_FLAGS)
 def test_an_output_file_where_no_file_can_be_created_is_refused_before_any_work(workdir, flag):
     path = "/proc/mlops-nowhere/results"  # procfs: no one, not even root, creates files there
@@ -305,23 +323,27 @@ def test_an_output_file_where_no_file_can_be_created_is_refused_before_any_work(
     _refused(result, f"{flag} '{path}'", "cannot create a file in '/proc'")
 
 
+@pytest.mark.unit
 def test_an_output_file_in_a_missing_directory_is_made_when_written(pipeline):
     result = pipeline("--mode", "training", "--junit-xml", "reports/deep/junit.xml")
     assert result.exit_code == 0, result.output
     assert Path("reports/deep/junit.xml").is_file()
 
 
+@pytest.mark.unit
 def test_two_outputs_naming_the_same_file_are_refused(workdir):
     _refused(_invoke("--output-file", "same.txt", "--metrics-file", "./same.txt"),
              "--output-file and --metrics-file are the same file")
 
 
+@pytest.mark.unit
 def test_a_log_file_from_the_config_file_that_cannot_be_written_is_refused(workdir):
     Path("c.json").write_text(json.dumps({"log_file": "/proc/mlops.log"}))
     _refused(_invoke("--config-file", "c.json", "--output-file", "out.json"),
              "config file 'c.json': log_file '/proc/mlops.log'", "cannot create a file in '/proc'")
 
 
+@pytest.mark.unit
 def test_the_default_log_file_that_cannot_be_written_is_only_a_warning(workdir, monkeypatch):
     Path("a-file").write_text("")
     monkeypatch.setattr(logs, "DEFAULT_DIR", workdir / "a-file")
@@ -330,6 +352,7 @@ def test_the_default_log_file_that_cannot_be_written_is_only_a_warning(workdir, 
     assert "cannot write log file" in result.output
 
 
+@pytest.mark.unit
 def test_a_default_results_file_that_cannot_be_written_is_refused_before_any_work(workdir, monkeypatch):
     Path("a-file").write_text("")
     monkeypatch.setattr(logs, "DEFAULT_DIR", workdir / "a-file")
@@ -353,15 +376,18 @@ def test_status_exits_1_when_an_endpoint_process_is_dead(pipeline):
     assert json.loads(as_json.output)["endpoints"][0]["process_alive"] is False
 
 
+@pytest.mark.unit
 def test_status_of_no_endpoints_exits_0(workdir):
     result = _invoke("status")
     assert result.exit_code == 0 and "no endpoints" in result.output
 
 
+@pytest.mark.unit
 def test_status_help_says_it_is_a_health_check():
     assert "Exit 1 when any endpoint listed is unhealthy" in _invoke("status", "--help").output
 
 
+@pytest.mark.unit
 def test_history_of_an_endpoint_the_store_never_heard_of_is_a_usage_error(pipeline):
     assert pipeline("--mode", "training").exit_code == 0
     for args in (["--endpoint-name", "nope"], ["--endpoint-name", "nope", "--at", "2026-01-01T00:00:00"]):
@@ -383,6 +409,7 @@ def _old_default_files(directory: Path, count: int) -> list[Path]:
     return made
 
 
+@pytest.mark.unit
 def test_old_default_named_logs_and_results_are_deleted_beyond_the_retention_count(workdir, monkeypatch):
     tmp = workdir / "tmp"
     tmp.mkdir()
@@ -404,6 +431,7 @@ def test_old_default_named_logs_and_results_are_deleted_beyond_the_retention_cou
     assert (tmp / "mlops_pipeline_19990101_120000.log").is_symlink()
 
 
+@pytest.mark.unit
 def test_retention_count_0_deletes_nothing(workdir, monkeypatch):
     monkeypatch.setattr(logs, "DEFAULT_DIR", workdir)
     old = _old_default_files(workdir, 3)
@@ -413,6 +441,7 @@ def test_retention_count_0_deletes_nothing(workdir, monkeypatch):
     assert all(path.exists() for path in old)
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(os.getuid() != 0, reason="only root can give a file to another user")
 def test_default_named_files_of_another_user_are_not_touched(workdir, monkeypatch):
     monkeypatch.setattr(logs, "DEFAULT_DIR", workdir)
@@ -425,6 +454,7 @@ def test_default_named_files_of_another_user_are_not_touched(workdir, monkeypatc
     assert all(path.exists() for path in old)
 
 
+@pytest.mark.unit
 def test_retention_count_defaults_to_20_and_refuses_a_negative(workdir):
     assert PipelineConfig().tmp_retention_count == 20
     _refused(_invoke("--set", "tmp_retention_count=-1", "--output-file", "out.json"), "tmp_retention_count")
@@ -432,6 +462,7 @@ def test_retention_count_defaults_to_20_and_refuses_a_negative(workdir):
 
 # --- documentation ------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_the_configuration_page_documents_every_config_key_and_flag():
     page = (REPO / "docs" / "CONFIGURATION.md").read_text()
     keys = page[page.index("## Keys"):]
@@ -444,6 +475,7 @@ def test_the_configuration_page_documents_every_config_key_and_flag():
                 assert opt in flags, opt
 
 
+@pytest.mark.unit
 def test_readme_shows_a_help_command_that_works_on_a_fresh_clone():
     readme = (REPO / "README.md").read_text()
     assert "python3 run_pipeline.py --help" not in readme

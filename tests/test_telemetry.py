@@ -263,6 +263,7 @@ def test_an_unwritable_capture_directory_costs_no_request(pipeline):
     wait_for(lambda: inference_id in _captured(version), seconds=30)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value, expected", [
     ("101", "capture_percent: expected a number between 0 and 100"),
     ("-1", "capture_percent: expected a number between 0 and 100"),
@@ -278,6 +279,7 @@ def test_bad_capture_settings_are_refused_with_exit_2(pipeline, value, expected)
     assert not Path(".mlops/endpoints").exists()
 
 
+@pytest.mark.unit
 def test_capture_max_mb_nan_in_the_config_file_is_refused(pipeline):
     Path("c.json").write_text('{"capture_max_mb": NaN}')
     result = pipeline("--config-file", "c.json")
@@ -293,6 +295,7 @@ def _request(content_type: str = "text/csv", headers: dict[str, str] | None = No
                            get_header=lambda name, default=None: given.get(name.lower(), default))
 
 
+@pytest.mark.unit
 def test_sampling_is_random_per_request_not_every_nth(tmp_path):
     writer = CaptureWriter(tmp_path, "v1", 10 * 1024 * 1024, buffer_records=100_000)  # not started: it only buffers
     telemetry = EndpointTelemetry("v1", None, writer, 50)
@@ -307,6 +310,7 @@ def test_sampling_is_random_per_request_not_every_nth(tmp_path):
     assert 2_000 <= neighbours <= 3_000
 
 
+@pytest.mark.unit
 def test_capture_percent_zero_has_no_writer_at_all(tmp_path):
     spec = {"version": "v1", "capture_dir": str(tmp_path / "capture"), "capture_percent": 0}
     telemetry = EndpointTelemetry.from_spec(spec, [0, 1], 0.1)
@@ -315,6 +319,7 @@ def test_capture_percent_zero_has_no_writer_at_all(tmp_path):
     assert not (tmp_path / "capture").exists()
 
 
+@pytest.mark.unit
 def test_a_full_buffer_drops_and_counts_instead_of_waiting(tmp_path):
     writer = CaptureWriter(tmp_path, "v1", 10 * 1024 * 1024, buffer_records=5)
     offered = [writer.offer(f"{n:032x}", b"1,2,3,4", "text/csv", "0\n", "text/csv", time.time_ns() // 1000)
@@ -325,6 +330,7 @@ def test_a_full_buffer_drops_and_counts_instead_of_waiting(tmp_path):
     assert len(list(iter_capture_records(tmp_path, version="v1"))) == 5
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("body, content_type, answer, answer_type", [
     (b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", "text/csv", '{"predictions": [0, 2]}', "application/json"),
     (b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}', "application/json; charset=utf-8", "0\n", "text/csv"),
@@ -344,6 +350,7 @@ def test_the_writers_line_is_exactly_the_monitors_record(body, content_type, ans
     assert capture_line_of(inference_id, body, content_type, answer, answer_type, when_us) == expected
 
 
+@pytest.mark.unit
 def test_prune_deletes_the_oldest_hours_first_and_keeps_what_fits(tmp_path):
     for hour in ("2026/11/30/09", "2026/11/30/10", "2026/11/30/11"):
         for worker in ("a", "b"):
