@@ -4,11 +4,18 @@ STAMP := $(VENV)/.test-requirements.sha256
 STORE ?= .mlops
 RUN_PIPELINE ?= run_pipeline.py
 
-.PHONY: test lint venv bench clean
+.PHONY: test test-fast lint venv bench clean
 
-# Create .venv, install runtime and test requirements (again only when they change), lint, run pytest.
+# Tests run on PYTEST_WORKERS processes (pytest-xdist); PYTEST_WORKERS=0 runs them in this one.
+PYTEST_WORKERS ?= 2
+
+# Create .venv, install runtime and test requirements (again only when they change), lint, run every test.
 test: venv lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
+
+# The unit tier only: no process, no socket (tests/unit_tier.py enforces it).
+test-fast: venv lint
+	$(VENV)/bin/python -m pytest -m unit -n $(PYTEST_WORKERS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
