@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,23 @@ class Pipeline:
 @pytest.fixture
 def pipeline(workdir: Path) -> Pipeline:
     return Pipeline(workdir)
+
+
+@contextmanager
+def shared_endpoint(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The URL of an endpoint the real CLI deployed in ``root``, for the tests of a module that only read from
+    it (a module-scoped fixture): deployed once, as ``workdir`` and ``pipeline`` would, and stopped at the end."""
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(root)
+            for name in [*ENV_VARS, "SMTP_HOST", "MLOPS_ENDPOINT_TOKEN"]:
+                patch.delenv(name, raising=False)
+            run = Pipeline(root)
+            result = run(*args, env=env)
+            assert result.exit_code == 0, result.output
+        yield run.results()["summary"]["endpoint_url"]
+    finally:
+        stop_servers_under(root)
 
 
 def run_script(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):

@@ -20,8 +20,7 @@ import requests
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from pipeline.config import ENV_VARS
-from tests.conftest import Pipeline, stop_servers_under
+from tests.conftest import shared_endpoint
 
 NAMES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]  # classes 0 and 2
@@ -31,17 +30,8 @@ ROWS = [SETOSA, VIRGINICA]
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An endpoint deployed by the real CLI, shared by the tests of this module (none changes it)."""
-    root = tmp_path_factory.mktemp("payloads")
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.chdir(root)
-            for name in [*ENV_VARS, "SMTP_HOST", "MLOPS_ENDPOINT_TOKEN"]:
-                patch.delenv(name, raising=False)
-            run = Pipeline(root)
-            assert run().exit_code == 0
-        yield run.results()["summary"]["endpoint_url"]
-    finally:
-        stop_servers_under(root)
+    with shared_endpoint(tmp_path_factory.mktemp("payloads")) as url:
+        yield url
 
 
 def _post(url: str, body: Any, headers: dict[str, str] | None = None, path: str = "/invocations") -> requests.Response:
@@ -330,4 +320,7 @@ def test_named_columns_with_labels_that_hold_commas_round_trip_through_csv_and_j
     answer = _post(url, body, {"X-Probabilities": "true"}).json()
     assert sorted(answer["classes"]) == sorted(names) and set(answer["predictions"]) == set(names)
     reply = _post(url, body, {"Accept": "text/csv"})
+    assert list(csv.reader(io.StringIO(reply.text))) == [[label] for label in answer["predictions"]]
+    rows = "".join(",".join(map(str, row)) + "\n" for row in [SETOSA, [5.7, 2.8, 4.1, 1.3], VIRGINICA])
+    reply = _post(url, rows, {"Content-Type": "text/csv", "Accept": "text/csv"})  # CSV rows in, CSV out
     assert list(csv.reader(io.StringIO(reply.text))) == [[label] for label in answer["predictions"]]

@@ -1,16 +1,23 @@
-"""The endpoint's HTTP contract, against a real gunicorn server deployed by the pipeline."""
+"""The endpoint's HTTP contract, against a real gunicorn server deployed by the pipeline.
+
+No test here changes the endpoint it calls: one deployment serves the module, and one more, with a
+token, serves the tests of the token's scheme.
+"""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import requests
 
+from tests.conftest import shared_endpoint
 
-@pytest.fixture
-def endpoint(pipeline) -> str:
-    assert pipeline().exit_code == 0
-    return pipeline.results()["summary"]["endpoint_url"]
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with shared_endpoint(tmp_path_factory.mktemp("serving")) as url:
+        yield url
 
 
 def _post(url: str, body, content_type: str = "text/csv", accept: str | None = None) -> requests.Response:
@@ -125,32 +132,13 @@ def test_deeply_nested_json_is_400_with_a_message(endpoint, body):
     assert requests.get(f"{endpoint}/ping").status_code == 200
 
 
-def test_csv_answers_quote_labels_that_hold_commas_and_quotes(pipeline, tmp_path):
-    import csv
-    import io
-
-    from sklearn.datasets import load_iris
-
-    frame = load_iris(as_frame=True).frame
-    names = ["Barolo, DOCG", 'Chianti "Classico"', "Soave"]
-    frame["wine"] = [names[i] for i in frame.pop("target")]
-    frame.to_csv(tmp_path / "wines.csv", index=False)
-    assert pipeline("--dataset", str(tmp_path / "wines.csv"), "--label-column", "wine").exit_code == 0
-    url = pipeline.results()["summary"]["endpoint_url"]
-    rows = "5.1,3.5,1.4,0.2\n5.7,2.8,4.1,1.3\n6.7,3.0,5.2,2.3\n"
-    expected = _post(url, rows).json()["predictions"]
-    assert set(expected) == set(names)
-    reply = _post(url, rows, accept="text/csv")
-    assert [row for row in csv.reader(io.StringIO(reply.text))] == [[label] for label in expected]
-
-
 TOKEN = "tok-5e1d0c9b8a7f6e"
 
 
-@pytest.fixture
-def guarded_endpoint(pipeline) -> str:
-    assert pipeline(env={"MLOPS_ENDPOINT_TOKEN": TOKEN}).exit_code == 0
-    return pipeline.results()["summary"]["endpoint_url"]
+@pytest.fixture(scope="module")
+def guarded_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with shared_endpoint(tmp_path_factory.mktemp("guarded"), env={"MLOPS_ENDPOINT_TOKEN": TOKEN}) as url:
+        yield url
 
 
 def _post_with_authorization(url: str, authorization: str) -> requests.Response:
