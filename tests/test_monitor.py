@@ -1,21 +1,31 @@
-"""The `monitor` command through the real CLI, on traffic sent to a real endpoint the pipeline deployed.
+"""The `monitor` command through the real CLI.
 
-Live traffic is the job's own held-out rows, replayed one row per request (enough requests to pass
-monitor_min_rows); the endpoint's capture files are read back by the command itself. The pipeline's
-own endpoint tests are never part of what it judges. Capture writers write within a second or two,
-so each test waits (bounded) until every request it sent is on disk before it runs `monitor`.
+Most tests write the traffic they judge: the records the endpoint writes for each request
+(``pipeline.monitoring.capture``, answered with the deployed model's own predictions, or refused
+without an answer) go into a copy of a store where the pipeline deployed iris once for the module,
+and `monitor` reads them back. Live traffic is the job's own held-out rows, replayed one row per
+request (enough requests to pass monitor_min_rows).
+
+The end-to-end tests send that traffic to a real endpoint instead: what it captures (held-out rows,
+refused rows) and what it never captures (the pipeline's own endpoint tests, requests marked as test
+traffic), and a breach rolled back on a live endpoint. Capture writers write within a second or two, so
+those tests wait (bounded) until every request they sent is on disk before they run `monitor`.
 """
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from click.testing import CliRunner, Result
@@ -30,10 +40,9 @@ from pipeline.monitoring import (
     iter_capture_records,
 )
 from pipeline.serving.contract import INFERENCE_ID_HEADER, TEST_TRAFFIC_HEADER, VERSION_HEADER
-from pipeline.serving.telemetry import CaptureWriter
 from pipeline.state.store import DeploymentStore
 from pipeline.training.jobs import TrainingJob
-from tests.conftest import run_script, wait_for
+from tests.conftest import run_script, shared_endpoint, wait_for
 from tests.notification_fixtures import SlackReceiver
 
 ENDPOINT = "iris-model"
@@ -57,6 +66,11 @@ class Deployed:
         self.rows: list[list[float]] = frame.to_numpy(dtype=float).tolist()
         self.labels: list[str] = [str(label) for label in self.job.heldout()[1].tolist()]
 
+    def predictions(self, rows: Sequence[Sequence[float]]) -> list[Any]:
+        """What the endpoint answers for ``rows``: the deployed model's predictions."""
+        model = joblib.load(self.job.model_path)
+        return model.predict(pd.DataFrame([list(row) for row in rows], columns=self.columns)).tolist()
+
 
 def _deploy(pipeline, env: dict[str, str] | None = None) -> Deployed:
     result = pipeline(env=env)
@@ -64,30 +78,83 @@ def _deploy(pipeline, env: dict[str, str] | None = None) -> Deployed:
     return Deployed(pipeline.results())
 
 
+@pytest.fixture(scope="module")
+def deployed_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A store where the real CLI deployed iris once (its endpoint stopped again), and that run's results."""
+    root = tmp_path_factory.mktemp("monitored")
+    with shared_endpoint(root):
+        results = json.loads((root / "results-1.json").read_text())
+    yield root / ".mlops", results
+
+
+@pytest.fixture
+def deployed(workdir: Path, deployed_store: tuple[Path, dict[str, Any]]) -> Deployed:
+    """This test's own copy of ``deployed_store``: the traffic it writes is read by no other test."""
+    store, results = deployed_store
+    shutil.copytree(store, workdir / ".mlops", symlinks=True)
+    return Deployed(results)
+
+
+def _write_records(version: str, records: list[dict[str, Any]], when: datetime) -> None:
+    """Append records to a capture file of ``version`` in the hour of ``when``, as an endpoint worker does."""
+    hour = capture_hour_directory(CAPTURE_DIR, version, when)
+    hour.mkdir(parents=True, exist_ok=True)
+    with open(hour / "written-by-the-test.jsonl", "ab") as handle:
+        handle.write(b"".join(capture_line(record) for record in records))
+
+
+def _captured_requests(deployed: Deployed, bodies: Sequence[str], content_type: str,
+                       predictions: Sequence[list[Any] | None], when: datetime | None = None) -> list[tuple[str, str]]:
+    """Write what the endpoint captures for each request (its answer, or none for a refused request); the
+    (inference id, version) of each, as the endpoint's answers name them."""
+    when = when or datetime.now(UTC)
+    ids = [uuid.uuid4().hex for _ in bodies]
+    records = [capture_record(inference_id=inference_id, input_body=body, input_content_type=content_type,
+                              output_body=None if answer is None else json.dumps({"predictions": answer}),
+                              output_content_type=None if answer is None else "application/json",
+                              inference_time=when)
+               for inference_id, body, answer in zip(ids, bodies, predictions)]
+    _write_records(deployed.version, records, when)
+    return [(inference_id, deployed.version) for inference_id in ids]
+
+
+def _csv_body(row: Sequence[float]) -> str:
+    return ",".join(map(repr, row)) + "\n"
+
+
+def _capture_csv(deployed: Deployed, rows: Sequence[Sequence[float]],
+                 when: datetime | None = None) -> list[tuple[str, str]]:
+    """One answered CSV request per row, as ``_send_csv`` sends them."""
+    return _captured_requests(deployed, [_csv_body(row) for row in rows], "text/csv",
+                              [[label] for label in deployed.predictions(rows)], when)
+
+
+def _capture_split(deployed: Deployed, rows: Sequence[Sequence[float]], when: datetime | None = None) -> None:
+    """One answered request per row as MLflow's dataframe_split, its columns in the reverse of the model's order."""
+    columns = deployed.columns[::-1]
+    bodies = [json.dumps({"dataframe_split": {"columns": columns, "data": [list(row)[::-1]]}}) for row in rows]
+    _captured_requests(deployed, bodies, "application/json", [[label] for label in deployed.predictions(rows)], when)
+
+
+def _capture_refused(deployed: Deployed, bodies: Sequence[str]) -> None:
+    """CSV requests the endpoint refused (400): captured without an answer."""
+    _captured_requests(deployed, bodies, "text/csv", [None] * len(bodies))
+
+
 def _captured(version: str) -> int:
     return sum(1 for _ in iter_capture_records(CAPTURE_DIR, version=version)) if CAPTURE_DIR.is_dir() else 0
 
 
 def _send_csv(deployed: Deployed, rows: Sequence[Sequence[float]]) -> list[tuple[str, str]]:
-    """One row per request; (inference id, version that answered) of each."""
+    """One row per request to the live endpoint; (inference id, version that answered) of each."""
     answers = []
     with requests.Session() as session:
         for row in rows:
-            reply = session.post(f"{deployed.url}/invocations", data=",".join(map(repr, row)) + "\n",
+            reply = session.post(f"{deployed.url}/invocations", data=_csv_body(row),
                                  headers={"Content-Type": "text/csv"}, timeout=10)
             assert reply.status_code == 200, reply.text
             answers.append((reply.headers[INFERENCE_ID_HEADER], reply.headers[VERSION_HEADER]))
     return answers
-
-
-def _send_split(deployed: Deployed, rows: Sequence[Sequence[float]]) -> None:
-    """One row per request as MLflow's dataframe_split, its columns in the reverse of the model's order."""
-    columns = deployed.columns[::-1]
-    with requests.Session() as session:
-        for row in rows:
-            body = {"dataframe_split": {"columns": columns, "data": [list(row)[::-1]]}}
-            reply = session.post(f"{deployed.url}/invocations", json=body, timeout=10)
-            assert reply.status_code == 200, reply.text
 
 
 def _replayed(deployed: Deployed) -> list[list[float]]:
@@ -171,8 +238,8 @@ def test_the_endpoint_tests_are_counted_but_never_captured(pipeline):
     assert f"no captured requests for version {deployed.version}" in _error_line(result)
 
 
-def test_no_captured_requests_still_writes_the_report_saying_why(pipeline):
-    deployed = _deploy(pipeline)  # only the deployment's own endpoint tests called it: nothing captured
+def test_no_captured_requests_still_writes_the_report_saying_why(deployed):
+    # Only the deployment's own endpoint tests called the endpoint: nothing captured.
     result = _monitor(report="why.json")
     assert result.exit_code == 2, result.output
     report = _report("why.json")
@@ -184,17 +251,21 @@ def test_no_captured_requests_still_writes_the_report_saying_why(pipeline):
 def test_a_request_marked_as_test_traffic_is_answered_but_not_captured(pipeline):
     deployed = _deploy(pipeline)
     row = ",".join(map(repr, deployed.rows[0]))
-    marked = requests.post(f"{deployed.url}/invocations", data=row,
-                           headers={"Content-Type": "text/csv", TEST_TRAFFIC_HEADER: "1"}, timeout=10)
+    with requests.Session() as session:  # one connection: one worker, whose writer keeps the order it was offered
+        marked = session.post(f"{deployed.url}/invocations", data=row,
+                              headers={"Content-Type": "text/csv", TEST_TRAFFIC_HEADER: "1"}, timeout=10)
+        live = session.post(f"{deployed.url}/invocations", data=row, headers={"Content-Type": "text/csv"},
+                            timeout=10)
     assert marked.status_code == 200 and marked.headers[INFERENCE_ID_HEADER]
-    _send_csv(deployed, [deployed.rows[0]])
-    _wait_captured(deployed.version, 1)  # the live request only
-    time.sleep(2 * CaptureWriter.FLUSH_SECONDS + 0.5)  # past every worker's flush: a captured one would be on disk
-    assert _captured(deployed.version) == 1
+    assert live.status_code == 200
+    # The live request was written after the marked one would have been: once it is on disk, it is alone.
+    _wait_captured(deployed.version, 1)
+    [record] = iter_capture_records(CAPTURE_DIR, version=deployed.version)
+    assert record["eventMetadata"]["inferenceId"] == live.headers[INFERENCE_ID_HEADER]
 
 
 # --------------------------------------------------------------------------- drift
-def test_held_out_traffic_is_no_drift(pipeline):
+def test_held_out_traffic_sent_to_the_endpoint_is_captured_and_is_no_drift(pipeline):
     deployed = _deploy(pipeline)
     _send_csv(deployed, _replayed(deployed))
     _wait_captured(deployed.version, len(deployed.rows) * REPLAYS)
@@ -207,10 +278,8 @@ def test_held_out_traffic_is_no_drift(pipeline):
     assert "drift: no_drift" in result.output
 
 
-def test_one_feature_shifted_by_two_standard_deviations_is_drift_on_that_feature_only(pipeline):
-    deployed = _deploy(pipeline)
-    _send_csv(deployed, _shifted(deployed, _replayed(deployed)))
-    _wait_captured(deployed.version, len(deployed.rows) * REPLAYS)
+def test_one_feature_shifted_by_two_standard_deviations_is_drift_on_that_feature_only(deployed):
+    _capture_csv(deployed, _shifted(deployed, _replayed(deployed)))
     result = _monitor()
     assert result.exit_code == 1, result.output
     report = _report()
@@ -231,13 +300,11 @@ def _send_refused(deployed: Deployed, bodies: Sequence[str]) -> None:
             assert reply.status_code == 400, reply.text
 
 
-def test_rows_refused_for_an_empty_value_are_captured_and_that_feature_is_drift_by_missing_values(pipeline):
-    deployed = _deploy(pipeline)
-    _send_csv(deployed, _replayed(deployed))
+def test_rows_refused_for_an_empty_value_are_that_features_drift_by_missing_values(deployed):
+    _capture_csv(deployed, _replayed(deployed))
     index = deployed.columns.index(SHIFTED)
-    _send_refused(deployed, [",".join("" if position == index else repr(value) for position, value in enumerate(row))
-                             for row in deployed.rows])  # a client that lost one feature: 400 each
-    _wait_captured(deployed.version, len(deployed.rows) * (REPLAYS + 1))
+    _capture_refused(deployed, [",".join("" if position == index else repr(value)
+                                         for position, value in enumerate(row)) for row in deployed.rows])
     result = _monitor()
     assert result.exit_code == 1, result.output
     drift = _report()["drift"]
@@ -258,10 +325,8 @@ def test_rows_refused_for_their_width_are_captured_and_counted_as_drift(pipeline
     assert [v["constraint_check_type"] for v in drift["violations"]] == ["column_count_check"]
 
 
-def test_fewer_rows_than_monitor_min_rows_is_insufficient_data_never_no_drift(pipeline):
-    deployed = _deploy(pipeline)
-    _send_csv(deployed, deployed.rows)  # 30 rows
-    _wait_captured(deployed.version, len(deployed.rows))
+def test_fewer_rows_than_monitor_min_rows_is_insufficient_data_never_no_drift(deployed):
+    _capture_csv(deployed, deployed.rows)  # 30 rows
     result = _monitor()
     assert result.exit_code == 2, result.output  # no verdict: the documented "usage" code
     report = _report()
@@ -271,10 +336,8 @@ def test_fewer_rows_than_monitor_min_rows_is_insufficient_data_never_no_drift(pi
 
 
 @pytest.mark.parametrize("layer", ["file", "set"])
-def test_monitor_min_rows_is_honoured_from_the_config_file_and_set(pipeline, layer):
-    deployed = _deploy(pipeline)
-    _send_csv(deployed, _replayed(deployed))  # 120 rows: enough for the default of 100
-    _wait_captured(deployed.version, len(deployed.rows) * REPLAYS)
+def test_monitor_min_rows_is_honoured_from_the_config_file_and_set(deployed, layer):
+    _capture_csv(deployed, _replayed(deployed))  # 120 rows: enough for the default of 100
     if layer == "file":
         Path("monitor-config.json").write_text(json.dumps({"monitor_min_rows": 500}))
         settings = ["--config-file", "monitor-config.json"]
@@ -288,16 +351,13 @@ def test_monitor_min_rows_is_honoured_from_the_config_file_and_set(pipeline, lay
     assert "monitor_min_rows is 500" in report["drift"]["reason"]
 
 
-def test_traffic_sent_as_dataframe_split_gets_the_verdict_csv_gets(pipeline):
-    deployed = _deploy(pipeline)
+def test_traffic_sent_as_dataframe_split_gets_the_verdict_csv_gets(deployed):
     rows = _shifted(deployed, _replayed(deployed))
-    _send_csv(deployed, rows)
-    _wait_captured(deployed.version, len(rows))
+    now = datetime.now(UTC)
+    _capture_csv(deployed, rows, when=now - timedelta(seconds=2))
     assert _monitor(report="csv.json").exit_code == 1
-    time.sleep(0.01)
-    since = datetime.now(UTC).isoformat()
-    _send_split(deployed, rows)  # the same rows, named, in the reverse column order
-    _wait_captured(deployed.version, 2 * len(rows))
+    since = (now - timedelta(seconds=1)).isoformat()
+    _capture_split(deployed, rows, when=now)  # the same rows, named, in the reverse column order
     result = _monitor("--since", since, report="split.json")
     assert result.exit_code == 1, result.output
     by_csv, by_split = _report("csv.json")["drift"], _report("split.json")["drift"]
@@ -306,10 +366,8 @@ def test_traffic_sent_as_dataframe_split_gets_the_verdict_csv_gets(pipeline):
     assert by_split["features"] == by_csv["features"]  # every statistic of every feature
 
 
-def test_drift_is_sent_to_slack(pipeline, slack: SlackReceiver):
-    deployed = _deploy(pipeline)
-    _send_csv(deployed, _shifted(deployed, _replayed(deployed)))
-    _wait_captured(deployed.version, len(deployed.rows) * REPLAYS)
+def test_drift_is_sent_to_slack(deployed, slack: SlackReceiver):
+    _capture_csv(deployed, _shifted(deployed, _replayed(deployed)))
     delivered = len(slack.requests)
     result = _monitor(env={"SLACK_WEBHOOK_URL": slack.url})
     assert result.exit_code == 1, result.output
@@ -320,10 +378,8 @@ def test_drift_is_sent_to_slack(pipeline, slack: SlackReceiver):
 
 
 # --------------------------------------------------------------------------- live accuracy
-def test_a_third_of_the_labels_wrong_is_a_breach(pipeline):
-    deployed = _deploy(pipeline)
-    answers = _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(answers))
+def test_a_third_of_the_labels_wrong_is_a_breach(deployed):
+    answers = _capture_csv(deployed, _replayed(deployed))
     _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)
     result = _monitor("--labels", "labels.csv")
     assert result.exit_code == 1, result.output
@@ -334,10 +390,8 @@ def test_a_third_of_the_labels_wrong_is_a_breach(pipeline):
     assert "live accuracy: breach" in result.output
 
 
-def test_correct_labels_are_no_breach(pipeline):
-    deployed = _deploy(pipeline)
-    answers = _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(answers))
+def test_correct_labels_are_no_breach(deployed):
+    answers = _capture_csv(deployed, _replayed(deployed))
     _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=None)
     result = _monitor("--labels", "labels.csv")
     assert result.exit_code == 0, result.output
@@ -347,10 +401,8 @@ def test_correct_labels_are_no_breach(pipeline):
     assert "live accuracy: no_breach" in result.output
 
 
-def test_live_accuracy_prints_the_recall_of_each_class(pipeline):
-    deployed = _deploy(pipeline)
-    answers = _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(answers))
+def test_live_accuracy_prints_the_recall_of_each_class(deployed):
+    answers = _capture_csv(deployed, _replayed(deployed))
     _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)
     result = _monitor("--labels", "labels.csv")
     recall = _report()["quality"]["per_class_recall"]
@@ -360,10 +412,8 @@ def test_live_accuracy_prints_the_recall_of_each_class(pipeline):
     assert expected in result.output.splitlines(), result.output
 
 
-def test_a_breach_is_sent_to_slack(pipeline, slack: SlackReceiver):
-    deployed = _deploy(pipeline)
-    answers = _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(answers))
+def test_a_breach_is_sent_to_slack(deployed, slack: SlackReceiver):
+    answers = _capture_csv(deployed, _replayed(deployed))
     _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)
     delivered = len(slack.requests)
     result = _monitor("--labels", "labels.csv", env={"SLACK_WEBHOOK_URL": slack.url})
@@ -375,10 +425,8 @@ def test_a_breach_is_sent_to_slack(pipeline, slack: SlackReceiver):
 
 
 @pytest.mark.parametrize("layer", ["flag", "env", "set", "file"])
-def test_minimum_accuracy_of_live_accuracy_is_honoured_from_every_layer(pipeline, layer):
-    deployed = _deploy(pipeline)
-    answers = _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(answers))
+def test_minimum_accuracy_of_live_accuracy_is_honoured_from_every_layer(deployed, layer):
+    answers = _capture_csv(deployed, _replayed(deployed))
     _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)  # accuracy about 0.67
     settings: list[str] = []
     env = None
@@ -397,10 +445,8 @@ def test_minimum_accuracy_of_live_accuracy_is_honoured_from_every_layer(pipeline
     assert quality["status"] == "no_breach" and quality["minimum_accuracy"] == 0.5
 
 
-def test_labels_that_match_too_few_captured_predictions_are_no_verdict_exit_2(pipeline):
-    deployed = _deploy(pipeline)
-    answers = _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(answers))
+def test_labels_that_match_too_few_captured_predictions_are_no_verdict_exit_2(deployed):
+    answers = _capture_csv(deployed, _replayed(deployed))
     unknown = [(f"not-{inference_id}", version) for inference_id, version in answers]  # ids of another endpoint
     _write_labels("labels.csv", unknown, deployed.labels * REPLAYS, wrong_every=None)
     result = _monitor("--labels", "labels.csv")
@@ -411,14 +457,11 @@ def test_labels_that_match_too_few_captured_predictions_are_no_verdict_exit_2(pi
     assert "live accuracy: insufficient_data" in result.output
 
 
-def test_the_rows_of_a_multi_row_request_are_labelled_by_id_and_row_index(pipeline):
-    deployed = _deploy(pipeline)
-    body = "".join(",".join(map(repr, row)) + "\n" for row in _replayed(deployed))
-    reply = requests.post(f"{deployed.url}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=10)
-    assert reply.status_code == 200, reply.text
-    inference_id = reply.headers[INFERENCE_ID_HEADER]
-    _wait_captured(deployed.version, 1)
-    keys = [(f"{inference_id}:{index}", "") for index in range(len(deployed.rows) * REPLAYS)]
+def test_the_rows_of_a_multi_row_request_are_labelled_by_id_and_row_index(deployed):
+    rows = _replayed(deployed)
+    [(inference_id, _)] = _captured_requests(deployed, ["".join(_csv_body(row) for row in rows)], "text/csv",
+                                             [deployed.predictions(rows)])
+    keys = [(f"{inference_id}:{index}", "") for index in range(len(rows))]
     _write_labels("labels.csv", keys, deployed.labels * REPLAYS, wrong_every=3)
     result = _monitor("--labels", "labels.csv")
     assert result.exit_code == 1, result.output
@@ -460,8 +503,7 @@ def test_a_breach_with_rollback_on_breach_serves_the_previous_version_recorded_l
 
 def test_a_breach_with_no_earlier_version_is_still_a_breach_whose_rollback_failed(pipeline):
     deployed = _deploy(pipeline)
-    answers = _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(answers))
+    answers = _capture_csv(deployed, _replayed(deployed))
     _write_labels("labels.csv", answers, deployed.labels * REPLAYS, wrong_every=3)
     result = _monitor("--labels", "labels.csv", "--rollback-on-breach")
     assert result.exit_code == 1, result.output
@@ -475,8 +517,7 @@ def test_a_breach_with_no_earlier_version_is_still_a_breach_whose_rollback_faile
 
 def test_a_breach_of_a_version_that_no_longer_serves_rolls_nothing_back(pipeline):
     first = _deploy(pipeline)
-    answers = _send_csv(first, _replayed(first))
-    _wait_captured(first.version, len(answers))
+    answers = _capture_csv(first, _replayed(first))
     deployed = _deploy(pipeline)
     _write_labels("labels.csv", answers, first.labels * REPLAYS, wrong_every=3)
     result = _monitor("--version", first.version, "--labels", "labels.csv", "--rollback-on-breach")
@@ -489,10 +530,8 @@ def test_a_breach_of_a_version_that_no_longer_serves_rolls_nothing_back(pipeline
     assert _send_csv(deployed, [deployed.rows[0]])[0][1] == deployed.version
 
 
-def test_a_labels_file_without_its_label_column_is_a_one_line_usage_error(pipeline):
-    deployed = _deploy(pipeline)
-    answers = _send_csv(deployed, deployed.rows[:3])
-    _wait_captured(deployed.version, 3)
+def test_a_labels_file_without_its_label_column_is_a_one_line_usage_error(deployed):
+    answers = _capture_csv(deployed, deployed.rows[:3])
     Path("labels.csv").write_text("inference_id,truth\n" + "".join(f"{i},0\n" for i, _ in answers))
     result = _monitor("--labels", "labels.csv")
     assert result.exit_code == 2, result.output
@@ -548,10 +587,8 @@ def test_endpoint_name_given_before_monitor_says_where_it_goes(workdir):
                                    "give it after the command: `monitor --endpoint-name NAME`")
 
 
-def test_monitor_through_the_wrapper(pipeline, workdir):
-    deployed = _deploy(pipeline)
-    _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(deployed.rows) * REPLAYS)
+def test_monitor_through_the_wrapper(deployed, workdir):
+    _capture_csv(deployed, _replayed(deployed))
     result = run_script(str(WRAPPER), "monitor", "--endpoint-name", ENDPOINT, "--output-file", "wrapped.json",
                         cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -559,19 +596,15 @@ def test_monitor_through_the_wrapper(pipeline, workdir):
     assert _report("wrapped.json")["captured_requests"] == len(deployed.rows) * REPLAYS
 
 
-def test_an_empty_version_is_refused_not_taken_for_the_serving_one(pipeline):
-    deployed = _deploy(pipeline)
-    _send_csv(deployed, deployed.rows[:3])
-    _wait_captured(deployed.version, 3)
+def test_an_empty_version_is_refused_not_taken_for_the_serving_one(deployed):
+    _capture_csv(deployed, deployed.rows[:3])
     result = _monitor("--version", "")
     assert result.exit_code == 2, result.output
     assert _error_line(result) == f"Error: endpoint {ENDPOINT!r} has no recorded version '' (see `history`)"
 
 
-def test_rows_of_the_wrong_width_and_unreadable_lines_are_counted_in_the_output(pipeline):
-    deployed = _deploy(pipeline)
-    _send_csv(deployed, _replayed(deployed))
-    _wait_captured(deployed.version, len(deployed.rows) * REPLAYS)
+def test_rows_of_the_wrong_width_and_unreadable_lines_are_counted_in_the_output(deployed):
+    _capture_csv(deployed, _replayed(deployed))
     # A client whose rows lost a feature, answered by some other server writing the same capture layout.
     when = datetime.now(UTC)
     lines = [capture_line(capture_record(inference_id=f"short-{index}", input_body="5.1,3.5,1.4",
