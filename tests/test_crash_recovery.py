@@ -32,6 +32,12 @@ def _wait_for(condition, seconds: float = 60.0, interval: float = 0.002) -> None
         time.sleep(interval)
 
 
+def _candidate_servers() -> list[int]:
+    """This store's candidate servers, found by their pid files' path (not by the process title, which the
+    candidates of every store share)."""
+    return processes_mentioning(f"{ENDPOINT_DIR.resolve()}/candidate-")
+
+
 def _current_version() -> str | None:
     try:
         return json.loads((ENDPOINT_DIR / "current.json").read_text())["version"]
@@ -53,9 +59,8 @@ def test_killed_before_the_switch_leaves_the_old_version_and_is_recorded_interru
     time.sleep(0.5)  # the candidate is being tested
     process.send_signal(signal.SIGKILL)
     process.wait()
-    candidate_marker = "mlops-iris-model-candidate-"
     # The candidate was its pipeline's, not the store's: it stops by itself, with no command to clean up.
-    _wait_for(lambda: not processes_mentioning(candidate_marker), seconds=15, interval=0.1)
+    _wait_for(lambda: not _candidate_servers(), seconds=15, interval=0.1)
 
     assert pipeline().exit_code == 0  # the next command on the endpoint records what happened
     results = pipeline.results()
@@ -95,7 +100,7 @@ def test_sigterm_during_a_deployment_drops_the_candidate_and_keeps_the_old_versi
     results = json.loads(Path("killed.json").read_text())
     assert results["rollback"]["final_state"] == "kept_previous"
     assert results["rollback"]["reason"] == "interrupted: stopped by Ctrl-C or SIGTERM"
-    _wait_for(lambda: not processes_mentioning("mlops-iris-model-candidate-"), seconds=15, interval=0.1)
+    _wait_for(lambda: not _candidate_servers(), seconds=15, interval=0.1)
     url = DeploymentStore(".mlops").endpoint("iris-model")["url"]
     assert requests.get(f"{url}/ping").headers["X-Model-Version"] == v1
 
