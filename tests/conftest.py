@@ -24,6 +24,7 @@ from click.testing import CliRunner, Result
 from pipeline.cli import cli
 from pipeline.config import ENV_VARS, load_config
 from pipeline.run.orchestrator import Orchestrator
+from pipeline.state.processes import group_members
 from pipeline.training.fitting import TrainingPipeline
 from tests.unit_tier import UnitTierGuard
 
@@ -109,6 +110,12 @@ def stop_servers_under(path: Path) -> None:
             except ChildProcessError:
                 pass
         time.sleep(0.05)
+
+
+def kill_server(pid: int) -> None:
+    """SIGKILL a server's whole process group (master and workers), and wait until none of it runs."""
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: not group_members(pid), seconds=30)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.state.locking import EndpointLock
 from pipeline.state.store import DeploymentStore
-from tests.conftest import train_job
+from tests.conftest import kill_server, train_job
 from tests.served_models import ServedDifferentlyPipeline
 
 
@@ -63,12 +63,15 @@ def test_rollback_of_an_unknown_endpoint_is_a_usage_error(pipeline):
 
 def test_status_reports_a_dead_endpoint_process_and_rollback_brings_it_back(pipeline):
     url, v1, v2 = _deploy_twice(pipeline)
-    row = DeploymentStore(".mlops").endpoint("iris-model")
-    import os
-    import signal
-    os.killpg(row["pid"], signal.SIGKILL)
-    time.sleep(0.3)
-    status = json.loads(_invoke("status", "--json").output)["endpoints"][0]
+    healthy = _invoke("status")
+    assert healthy.exit_code == 0 and "healthy" in healthy.output
+    kill_server(DeploymentStore(".mlops").endpoint("iris-model")["pid"])
+    dead = _invoke("status")
+    assert dead.exit_code == 1
+    assert "UNHEALTHY" in dead.output and "process DEAD" in dead.output
+    as_json = _invoke("status", "--json")
+    assert as_json.exit_code == 1
+    status = json.loads(as_json.output)["endpoints"][0]
     assert status["process_alive"] is False and status["healthy"] is False
     result = _invoke("rollback", "--endpoint-name", "iris-model")
     assert result.exit_code == 0, result.output
@@ -303,11 +306,7 @@ def test_history_lists_runs_deployments_and_rollbacks_newest_first(pipeline):
 
 
 def _kill_stable() -> None:
-    import os
-    import signal
-    row = DeploymentStore(".mlops").endpoint("iris-model")
-    os.killpg(row["pid"], signal.SIGKILL)
-    time.sleep(0.3)
+    kill_server(DeploymentStore(".mlops").endpoint("iris-model")["pid"])
 
 
 def test_next_deployment_brings_a_dead_endpoint_back_and_switches_to_the_new_version(pipeline):

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 import typing
 from pathlib import Path
 
@@ -361,20 +359,6 @@ def test_a_default_results_file_that_cannot_be_written_is_refused_before_any_wor
 
 
 # --- status and history -------------------------------------------------------------------------------
-
-def test_status_exits_1_when_an_endpoint_process_is_dead(pipeline):
-    assert pipeline().exit_code == 0
-    healthy = _invoke("status")
-    assert healthy.exit_code == 0 and "healthy" in healthy.output
-    os.killpg(DeploymentStore(".mlops").endpoint("iris-model")["pid"], signal.SIGKILL)
-    time.sleep(0.3)
-    dead = _invoke("status")
-    assert dead.exit_code == 1
-    assert "UNHEALTHY" in dead.output and "process DEAD" in dead.output
-    as_json = _invoke("status", "--json")
-    assert as_json.exit_code == 1
-    assert json.loads(as_json.output)["endpoints"][0]["process_alive"] is False
-
 
 @pytest.mark.unit
 def test_status_of_no_endpoints_exits_0(workdir):
