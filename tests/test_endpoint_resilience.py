@@ -2,7 +2,8 @@
 
 Real sockets against a real server deployed by the pipeline on 127.0.0.1. No test asserts a
 wall-clock time: a stalled server shows up as a well-behaved request that fails or never gets an
-answer within its (generous) timeout, while the misbehaving connections are still open.
+answer within its (generous) timeout, while the misbehaving connections are still open. The tests
+that only call an endpoint share one per client timeout (``patient``: 30 s, ``impatient``: 1 s).
 """
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import http.client
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+
+from tests.conftest import shared_endpoint
 
 ROW = b"5.1,3.5,1.4,0.2\n"
 BODY_HEADERS = (b"POST /invocations HTTP/1.1\r\nHost: endpoint\r\nContent-Type: text/csv\r\n"
@@ -25,6 +29,20 @@ def _deploy(pipeline, *settings: str) -> str:
     result = pipeline(*settings)
     assert result.exit_code == 0, result.output
     return pipeline.results()["summary"]["endpoint_url"]
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An endpoint with client_timeout_seconds=30, for tests that only call it."""
+    with shared_endpoint(tmp_path_factory.mktemp("patient"), "--set", "client_timeout_seconds=30") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An endpoint with client_timeout_seconds=1, for tests that only call it."""
+    with shared_endpoint(tmp_path_factory.mktemp("impatient"), "--set", "client_timeout_seconds=1") as url:
+        yield url
 
 
 def _connect(url: str, timeout: float = 20.0) -> socket.socket:
@@ -92,8 +110,8 @@ def _still_open(connection: socket.socket) -> bool:
         connection.setblocking(True)
 
 
-def test_idle_and_trickling_clients_do_not_stall_a_well_behaved_one(pipeline):
-    url = _deploy(pipeline, "--set", "client_timeout_seconds=30")
+def test_idle_and_trickling_clients_do_not_stall_a_well_behaved_one(patient):
+    url = patient
     idle = [_connect(url) for _ in range(100)]
     partial_headers = _Trickler(url, 10, b"POST /invocations HTTP/1.1\r\nHost: endpoint\r\n",
                                 b"Content-Type: text/csv\r\n" * 4)
@@ -116,34 +134,30 @@ def test_idle_and_trickling_clients_do_not_stall_a_well_behaved_one(pipeline):
             connection.close()
 
 
-def test_a_request_whose_headers_stop_coming_is_cut_off(pipeline):
-    url = _deploy(pipeline, "--set", "client_timeout_seconds=1")
-    connection = _connect(url)
+def test_a_request_whose_headers_stop_coming_is_cut_off(impatient):
+    connection = _connect(impatient)
     connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: endpoint\r\nContent-")
     answer = _answer(connection)
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"client_timeout_seconds" in answer
 
 
-def test_a_body_shorter_than_its_content_length_is_408_not_500(pipeline):
-    url = _deploy(pipeline, "--set", "client_timeout_seconds=1")
-    connection = _connect(url)
+def test_a_body_shorter_than_its_content_length_is_408_not_500(impatient):
+    connection = _connect(impatient)
     connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: endpoint\r\nContent-Type: text/csv\r\n"
                        b"Content-Length: 100\r\n\r\n" + ROW)
     answer = _answer(connection)
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"x-model-version: " in answer.lower()
-    assert requests.get(f"{url}/ping", timeout=5).status_code == 200
+    assert requests.get(f"{impatient}/ping", timeout=5).status_code == 200
 
 
-def test_a_connection_that_sends_nothing_is_closed(pipeline):
-    url = _deploy(pipeline, "--set", "client_timeout_seconds=1")
-    assert _answer(_connect(url)) == b""
+def test_a_connection_that_sends_nothing_is_closed(impatient):
+    assert _answer(_connect(impatient)) == b""
 
 
-def test_a_kept_alive_connection_is_reused_within_the_client_timeout(pipeline):
-    url = _deploy(pipeline, "--set", "client_timeout_seconds=30")
-    parts = urlsplit(url)
+def test_a_kept_alive_connection_is_reused_within_the_client_timeout(patient):
+    parts = urlsplit(patient)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     connection.connect()
     first_socket = connection.sock
