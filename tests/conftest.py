@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +157,23 @@ def pipeline(workdir: Path) -> Pipeline:
     return Pipeline(workdir)
 
 
+@dataclass
+class SharedRun:
+    """A run of the real CLI that tests only read from: its console output, its results, its endpoint."""
+
+    root: Path
+    output: str
+    results: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return self.results["summary"]["endpoint_url"]
+
+
 @contextmanager
-def shared_endpoint(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """The URL of an endpoint the real CLI deployed in ``root``, for the tests of a module that only read from
-    it (a module-scoped fixture): deployed once, as ``workdir`` and ``pipeline`` would, and stopped at the end."""
+def shared_run(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[SharedRun]:
+    """A run of the real CLI in ``root``, as ``workdir`` and ``pipeline`` would make it, for a fixture of a wider
+    scope than one test; the servers it started are stopped at the end."""
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(root)
@@ -168,9 +182,24 @@ def shared_endpoint(root: Path, *args: str, env: dict[str, str] | None = None) -
             run = Pipeline(root)
             result = run(*args, env=env)
             assert result.exit_code == 0, result.output
-        yield run.results()["summary"]["endpoint_url"]
+        yield SharedRun(root, result.output, run.results())
     finally:
         stop_servers_under(root)
+
+
+@contextmanager
+def shared_endpoint(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The URL of an endpoint deployed by ``shared_run``, for the tests of a module that only call it."""
+    with shared_run(root, *args, env=env) as run:
+        yield run.url
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRun]:
+    """A default run (it deploys iris) for every test that only reads what it printed and wrote or calls its
+    endpoint: one per test session, so one per pytest-xdist worker."""
+    with shared_run(tmp_path_factory.mktemp("default-run")) as run:
+        yield run
 
 
 def run_script(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):

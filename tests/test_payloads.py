@@ -1,8 +1,8 @@
 """What the endpoint takes and answers beyond bare rows: MLflow's payloads with named columns matched to the
 model's input schema, probabilities on request, and errors in the shape a boto3 client reads.
 
-Against a real endpoint deployed by the pipeline (iris, logistic regression): one for the module, since no
-test here changes it, and a fresh one where a test needs its own job.
+Against a real endpoint deployed by the pipeline (iris, logistic regression): the session's default run's,
+since no test here changes it, and a fresh one where a test needs its own job.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,17 @@ import requests
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from tests.conftest import shared_endpoint
+from tests.conftest import SharedRun
 
 NAMES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]  # classes 0 and 2
 ROWS = [SETOSA, VIRGINICA]
 
 
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An endpoint deployed by the real CLI, shared by the tests of this module (none changes it)."""
-    with shared_endpoint(tmp_path_factory.mktemp("payloads")) as url:
-        yield url
+@pytest.fixture
+def endpoint(default_run: SharedRun) -> str:
+    """The endpoint of the session's default run (no test here changes it)."""
+    return default_run.url
 
 
 def _post(url: str, body: Any, headers: dict[str, str] | None = None, path: str = "/invocations") -> requests.Response:

@@ -1,4 +1,7 @@
-"""The local pipeline end to end, through the real CLI, with real endpoint servers."""
+"""The local pipeline end to end, through the real CLI, with real endpoint servers.
+
+What a default run prints, writes and serves is read from the session's default run (``default_run``).
+"""
 from __future__ import annotations
 
 import json
@@ -13,7 +16,7 @@ from pipeline.config import load_config
 from pipeline.run.orchestrator import Orchestrator
 from pipeline.serving.app import ModelIntegrityError, create_app
 from pipeline.state.store import DeploymentStore
-from tests.conftest import processes_mentioning, train_job
+from tests.conftest import SharedRun, processes_mentioning, train_job
 from tests.served_models import ServedDifferentlyPipeline
 
 
@@ -21,10 +24,8 @@ def _url(results: dict) -> str:
     return results["summary"]["endpoint_url"]
 
 
-def test_full_run_deploys_an_endpoint_that_keeps_serving_after_the_command(pipeline):
-    result = pipeline()
-    assert result.exit_code == 0, result.output
-    results = pipeline.results()
+def test_full_run_deploys_an_endpoint_that_keeps_serving_after_the_command(default_run: SharedRun):
+    results = default_run.results  # the run exited 0
     assert results["pipeline_status"] == "success"
     assert results["summary"]["deployment_occurred"] is True
     reply = requests.post(f"{_url(results)}/invocations", data="5.1,3.5,1.4,0.2", headers={"Content-Type": "text/csv"})
@@ -33,9 +34,8 @@ def test_full_run_deploys_an_endpoint_that_keeps_serving_after_the_command(pipel
     assert reply.headers["X-Model-Version"] == results["summary"]["endpoint_version"]
 
 
-def test_results_json_has_the_seed_shape(pipeline):
-    pipeline()
-    results = pipeline.results()
+def test_results_json_has_the_seed_shape(default_run: SharedRun):
+    results = default_run.results
     assert set(results["summary"]) >= {"training_accuracy", "deployment_occurred", "endpoint_name", "testing_passed"}
     training = results["phases"]["training"]
     assert training["pipeline_status"] == "success"
@@ -51,12 +51,11 @@ def test_results_json_has_the_seed_shape(pipeline):
     assert results["gate"]["decision"] == "deploy"
 
 
-def test_console_summary_follows_the_seed_example(pipeline):
-    result = pipeline()
+def test_console_summary_follows_the_seed_example(default_run: SharedRun):
     for line in ("ENTERPRISE MLOPS PIPELINE COMPLETED", "Status: SUCCESS", "Training Accuracy: 100.00%",
                  "Deployment Occurred: Yes", "Testing: Passed", "Key Metrics:", "   Endpoint: iris-model",
                  "Detailed results saved to"):
-        assert line in result.output
+        assert line in default_run.output
 
 
 def test_gate_holds_a_model_between_minimum_and_threshold_with_exit_3(pipeline, workdir):
@@ -241,10 +240,8 @@ def test_custom_training_pipeline_and_evaluation_are_used(workdir):
     assert results["gate"]["metric"] == "f1_macro"
 
 
-def test_boto3_sagemaker_runtime_client_invokes_the_local_endpoint(pipeline):
-    pipeline()
-    results = pipeline.results()
-    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=_url(results),
+def test_boto3_sagemaker_runtime_client_invokes_the_local_endpoint(default_run: SharedRun):
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=default_run.url,
                            aws_access_key_id="x", aws_secret_access_key="x",
                            config=BotoConfig(retries={"max_attempts": 1}))
     answer = runtime.invoke_endpoint(EndpointName="iris-model", Body=b"6.7,3.0,5.2,2.3", ContentType="text/csv",

@@ -1,7 +1,7 @@
 """The endpoint's HTTP contract, against a real gunicorn server deployed by the pipeline.
 
-No test here changes the endpoint it calls: one deployment serves the module, and one more, with a
-token, serves the tests of the token's scheme.
+No test here changes the endpoint it calls: they call the session's default run's endpoint, and the
+tests of the token's scheme share one more, deployed with a token.
 """
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import shared_endpoint
+from tests.conftest import SharedRun, shared_endpoint
 
 
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with shared_endpoint(tmp_path_factory.mktemp("serving")) as url:
-        yield url
+@pytest.fixture
+def endpoint(default_run: SharedRun) -> str:
+    return default_run.url
 
 
 def _post(url: str, body, content_type: str = "text/csv", accept: str | None = None) -> requests.Response:
