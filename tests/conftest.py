@@ -163,6 +163,7 @@ class SharedRun:
 
     root: Path
     output: str
+    results_file: Path
     results: dict[str, Any]
 
     @property
@@ -182,7 +183,7 @@ def shared_run(root: Path, *args: str, env: dict[str, str] | None = None) -> Ite
             run = Pipeline(root)
             result = run(*args, env=env)
             assert result.exit_code == 0, result.output
-        yield SharedRun(root, result.output, run.results())
+        yield SharedRun(root, result.output, run.last_output, run.results())
     finally:
         stop_servers_under(root)
 

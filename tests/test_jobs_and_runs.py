@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.reporting.html_report import report_path
 from pipeline.state.store import DeploymentStore
-from tests.conftest import wait_for
+from tests.conftest import SharedRun, wait_for
 
 
 def _invoke(*args: str):
@@ -72,13 +72,13 @@ def test_limit_shows_the_newest_and_says_there_are_more(pipeline):
             in text.stderr
 
 
-def test_runs_lists_each_run_with_its_outcome_and_results_file(pipeline, workdir):
-    assert pipeline().exit_code == 0
-    results = pipeline.results()
+def test_runs_lists_each_run_with_its_outcome_and_results_file(default_run: SharedRun, monkeypatch):
+    monkeypatch.chdir(default_run.root)  # the store of one default run, read only
+    results = default_run.results
     [run] = json.loads(_invoke("runs", "--json").output)["runs"]
     assert run["run_id"] == results["run_id"] and run["status"] == "success" and run["exit_code"] == 0
-    assert run["results_file"] == str(pipeline.last_output) and run["duration_seconds"] >= 0
-    assert run["report_html"] == str(report_path(workdir / ".mlops", results["run_id"]))
+    assert run["results_file"] == str(default_run.results_file) and run["duration_seconds"] >= 0
+    assert run["report_html"] == str(report_path(default_run.root / ".mlops", results["run_id"]))
     assert run["training_job"] == results["summary"]["training_job"]
     assert run["version"] == results["summary"]["endpoint_version"]
     header, row = _invoke("runs").output.splitlines()
@@ -87,10 +87,9 @@ def test_runs_lists_each_run_with_its_outcome_and_results_file(pipeline, workdir
     assert row.index(results["run_id"]) == header.index("run id")  # columns line up under the header
 
 
-def test_runs_show_prints_a_run_summary_again(pipeline):
-    assert pipeline().exit_code == 0
-    run_id = pipeline.results()["run_id"]
-    shown = _invoke("runs", "show", run_id)
+def test_runs_show_prints_a_run_summary_again(default_run: SharedRun, monkeypatch):
+    monkeypatch.chdir(default_run.root)  # the store of one default run, read only
+    shown = _invoke("runs", "show", default_run.results["run_id"])
     assert shown.exit_code == 0
     assert "ENTERPRISE MLOPS PIPELINE COMPLETED" in shown.output and "Status: SUCCESS" in shown.output
 
