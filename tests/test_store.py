@@ -154,6 +154,7 @@ def test_a_store_newer_than_the_tool_is_refused_naming_both_revisions(tmp_path, 
         _store(tmp_path, store_url)
 
 
+@pytest.mark.unit
 def test_a_sqlite_store_from_before_revisions_upgrades_itself_in_place(tmp_path):
     directory = tmp_path / ".mlops"
     directory.mkdir()
@@ -184,6 +185,7 @@ def test_a_sqlite_store_from_before_revisions_upgrades_itself_in_place(tmp_path)
     assert database.revision_of(store.url) == database.HEAD and store.verify_events() == []
 
 
+@pytest.mark.unit
 def test_the_tool_s_revisions_are_alembic_s():
     from alembic.script import ScriptDirectory
 
@@ -226,6 +228,7 @@ def test_a_shared_store_s_lock_makes_others_wait_names_its_holder_and_is_free_on
 
 
 # --------------------------------------------------------------------------- the setting and its secret
+@pytest.mark.unit
 @pytest.mark.parametrize(("how", "source"), [
     ("file", "file:config.json"), ("env", "env:MLOPS_STORE_URL"), ("flag", "flag:--store-url"),
     ("set", "set:store_url"),
@@ -241,6 +244,7 @@ def test_store_url_arrives_from_each_source_and_shows_without_its_password(tmp_p
     assert config.public_dict()["store_url"] == "postgresql://team:***@db.example:5432/mlops"
 
 
+@pytest.mark.unit
 def test_a_store_url_that_is_not_postgres_is_refused_naming_the_flag(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["--store-url", "mysql://x@y/z", "status"])
