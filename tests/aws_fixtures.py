@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 from moto import mock_aws
 
@@ -26,6 +28,22 @@ BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
                 "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                 "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+_LOADERS: dict[str | None, botocore.loaders.Loader] = {}
+
+
+def _one_loader_per_path(search_path_string: str | None = None) -> botocore.loaders.Loader:
+    """Every boto3 session reads the same AWS service descriptions, and botocore parses them again for each new
+    session (megabytes of JSON: about a quarter of a second per client, and the pipeline makes a session per
+    backend). Test processes share one loader, which parses each description once; what a client does is
+    unchanged (a loader's results are read-only data, cached per loader by botocore itself)."""
+    if search_path_string not in _LOADERS:
+        _LOADERS[search_path_string] = botocore.loaders.create_loader(search_path_string)
+    return _LOADERS[search_path_string]
+
+
+botocore.session.create_loader = _one_loader_per_path  # the name botocore's Session calls
 
 
 @pytest.fixture
