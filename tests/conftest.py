@@ -135,6 +135,7 @@ class Pipeline:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.runs = 0
+        self.settings = list(FAST_SETTINGS)  # added to every run unless fast=False
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, fast: bool = True) -> Result:
         self.runs += 1
@@ -143,7 +144,7 @@ class Pipeline:
         if not any(a in ("history", "status", "rollback", "cleanup") for a in argv[:1]):
             argv += ["--output-file", str(output), "--log-file", str(self.root / "pipeline.log")]
             if fast:
-                argv += FAST_SETTINGS
+                argv += self.settings
         result = CliRunner().invoke(cli, argv, env=env, catch_exceptions=False)
         self.last_output = output
         return result
