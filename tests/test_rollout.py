@@ -260,7 +260,7 @@ def test_sigterm_while_baking_returns_every_request_to_the_serving_version(pipel
     assert re.search(r"BAKING: \S+ gets 10% of requests, interval 1 of 1, \d+s of 120s left", status.output), \
         status.output
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 1
+    assert process.wait(timeout=120) == 1  # bounded: ending the split and stopping the candidate, on a busy machine
     results = json.loads(Path("baking.json").read_text())
     assert results["rollback"]["final_state"] == "kept_previous"
     assert results["phases"]["rollout"]["outcome"] == "interrupted"
