@@ -32,7 +32,6 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -455,32 +454,11 @@ class DeploymentStore:
                            "in_progress")
         return [row["endpoint_name"] for row in rows]
 
-    @staticmethod
-    def serving_moment(at: str) -> datetime:
-        """``--at``'s time, in UTC when it names no zone."""
-        try:
-            moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
-        except ValueError:
-            raise PipelineError(f"--at {at!r}: expected an ISO time such as 2026-11-26T10:00:00") from None
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    serving_moment = staticmethod(audit_trail.moment)  # ``--at``'s time, in UTC when it names no zone
 
     def serving_version_at(self, endpoint_name: str, at: str) -> str | None:
         """Which version served ``endpoint_name`` at time ``at``, from the audit trail alone."""
-        moment = self.serving_moment(at)
-        serving: str | None = None
-        for event in reversed(self.events(endpoint_name)):
-            if datetime.fromisoformat(event["at"]) > moment:
-                break
-            detail = event["detail"]
-            if event["kind"] == "endpoint_started":
-                serving = detail.get("version")
-            elif event["kind"].startswith("deployment_") and "serving_version" in detail:
-                serving = detail["serving_version"]
-            elif event["kind"] == "manual_rolled_back":
-                serving = detail.get("to_version")
-            elif event["kind"] == "endpoint_removed":
-                serving = None
-        return serving
+        return audit_trail.serving_at(reversed(self.events(endpoint_name)), audit_trail.moment(at))
 
     def knows_endpoint(self, name: str) -> bool:
         """Whether the store ever heard of ``name``: serving now, or in its history."""
