@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +59,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    if not (PG_BIN / "initdb").is_file() or not shutil.which("runuser" if os.geteuid() == 0 else "id"):
-        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (set MLOPS_TEST_PG_BIN): shared-store tests skipped")
+def postgres_available() -> bool:
+    return (PG_BIN / "initdb").is_file() and bool(shutil.which("runuser" if os.geteuid() == 0 else "id"))
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server in a temporary directory, with the pipeline's user, stopped and deleted afterwards
+    (the session's fixture, and the shared-store benchmark)."""
     directory = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
     (directory / "socket").mkdir()
     (directory / "password").write_text(SUPERUSER_PASSWORD + "\n")
@@ -83,9 +88,22 @@ def postgres_server() -> Iterator[PostgresServer]:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    if not postgres_available():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (set MLOPS_TEST_PG_BIN): shared-store tests skipped")
+    with running_postgres() as server:
+        yield server
+
+
+def new_database(server: PostgresServer) -> str:
+    """A new, empty database owned by the pipeline's user; its URL."""
+    name = f"mlops_{uuid.uuid4().hex[:12]}"
+    server.psql(f"CREATE DATABASE {name} OWNER {USER}")
+    return server.url(name)
+
+
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A new, empty database owned by the pipeline's user, for one test."""
-    name = f"mlops_{uuid.uuid4().hex[:12]}"
-    postgres_server.psql(f"CREATE DATABASE {name} OWNER {USER}")
-    return postgres_server.url(name)
+    return new_database(postgres_server)

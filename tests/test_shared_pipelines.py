@@ -29,8 +29,12 @@ OTHER_SPLIT = ["--random-seed", "7", "--set", "test_size=0.4", "--set", "champio
 
 
 def s3_keys(prefix: str) -> set[str]:
+    return s3_keys_in(BUCKET, prefix)
+
+
+def s3_keys_in(bucket: str, prefix: str) -> set[str]:
     s3 = boto3.client("s3", region_name=REGION)
-    return {item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return {item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for item in page.get("Contents", [])}
 
 
@@ -189,3 +193,36 @@ def test_a_local_run_writes_its_files_to_an_s3_artifact_url_and_reads_them_back_
     result = pipeline("--mode", "deployment", "--training-job", job)
     assert result.exit_code == 0, result.output
     assert (workdir / ".mlops" / "jobs" / job / "model" / "model.joblib").is_file()
+
+    # Retention deletes a pruned job's files from the bucket too.
+    assert pipeline("--artifact-url", "s3://team-bucket/ml").exit_code == 0
+    assert s3_keys_in("team-bucket", f"ml/jobs/{job}/")
+    result = pipeline("cleanup", "--prune", "--keep", "1")
+    assert result.exit_code == 0, result.output
+    assert s3_keys_in("team-bucket", f"ml/jobs/{job}/") == set()
+    assert not (workdir / ".mlops" / "jobs" / job).exists()
+    pipeline("cleanup", "--all")
+
+
+@pytest.mark.unit
+def test_fetched_files_are_cached_by_sha256_and_a_cached_copy_is_used_only_while_it_has_that_hash(tmp_path):
+    from pipeline.container.verified_files import sha256_of
+    from pipeline.state.artifacts import ArtifactCache, ArtifactRefused
+
+    source = tmp_path / "artifacts" / "model.joblib"
+    source.parent.mkdir()
+    source.write_bytes(b"the model")
+    digest = sha256_of(b"the model")
+    cache = ArtifactCache(tmp_path / "cache")
+    blob = cache.fetch(str(source), digest, "job x")
+    assert blob == tmp_path / "cache" / "sha256" / digest and blob.read_bytes() == b"the model"
+    source.unlink()
+    assert cache.read(str(source), digest, "job x") == b"the model"  # from the cache: the source is not read
+    blob.write_bytes(b"edited in the cache")
+    with pytest.raises(ArtifactRefused, match=f"job x: {source} is missing from the artifact store: refused"):
+        cache.fetch(str(source), digest, "job x")
+    assert not blob.exists()  # the edited copy is gone, never used
+    source.write_bytes(b"another model")
+    with pytest.raises(ArtifactRefused, match="is not the file the store recorded .* refused, never loaded"):
+        cache.fetch(str(source), digest, "job x")
+    assert not blob.exists()
