@@ -267,10 +267,11 @@ class Operations:
                 report_file: str | None = None) -> MonitorRecord:
         """Drift and live accuracy of what ``endpoint_name`` serves; notifies, and rolls back on a breach when
         asked. Recorded as a run (mode ``monitor``), so ``runs`` shows scheduled monitor jobs too."""
-        self.store.use_artifacts(artifacts_for(self.config, self.backend(endpoint_name).TYPE, self.store.directory),
+        deployer = self.deployer(endpoint_name)
+        deployer.require_here(endpoint_name, "monitor")
+        self.store.use_artifacts(artifacts_for(self.config, deployer.backend.TYPE, self.store.directory),
                                  self.config.aws_region)
-        self.deployer(endpoint_name).require_here(endpoint_name, "monitor")
-        return MonitorRun(self.config, self.deployer(endpoint_name), self.rollback, self.run_id).run(
+        return MonitorRun(self.config, deployer, self.rollback, self.run_id).run(
             endpoint_name, version=version, since=since, labels_file=labels_file,
             rollback_on_breach=rollback_on_breach, report_file=report_file)
 
@@ -317,8 +318,9 @@ class Operations:
             report.deleted = self.backend().remove_by_prefix(prefix)
         if prune:
             for name in sorted({row["endpoint_name"] for row in self.store.versions()}):
-                if host_of(self.store.endpoint(name)):
-                    report.elsewhere[name] = self.store.endpoint(name)["machine"]  # its files are on that host
+                row = self.store.endpoint(name)
+                if host_of(row):
+                    report.elsewhere[name] = row["machine"]  # its files are on that host
                     continue
                 deployer = self.deployer(name)
                 with deployer.lock(name, f"cleanup {self.run_id}"):

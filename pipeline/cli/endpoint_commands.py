@@ -176,7 +176,7 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, e
         click.echo(f"{name}: pruned {len(pruned)} old version(s)")
     for name, host in report.elsewhere.items():
         click.echo(f"left endpoint {name}: a local endpoint on host {host} (clean it up there)")
-    if not report.removed and not report.unrecorded_stopped and not prune:
+    if not report.removed and not report.unrecorded_stopped and not report.elsewhere and not prune:
         click.echo("no endpoints matched")
 
 
