@@ -554,9 +554,11 @@ def test_every_resource_is_tagged_with_training_job_accuracy_and_run_id(pipeline
     client = sm()
     for arn in (client.describe_training_job(TrainingJobName=job)["TrainingJobArn"],
                 client.describe_model(ModelName=version)["ModelArn"],
-                client.describe_endpoint_config(EndpointConfigName=version)["EndpointConfigArn"],
-                client.describe_endpoint(EndpointName="iris-model")["EndpointArn"]):
+                client.describe_endpoint_config(EndpointConfigName=version)["EndpointConfigArn"]):
         assert tags(arn) == expected, arn
+    # the endpoint also says which version a deployment verified and judged good (for the next reconciliation)
+    endpoint = client.describe_endpoint(EndpointName="iris-model")["EndpointArn"]
+    assert tags(endpoint) == {**expected, "mlops:verified-version": version}
 
 
 def test_region_instance_type_and_bucket_come_from_flags_and_environment(pipeline, sagemaker):
