@@ -226,3 +226,19 @@ def test_fetched_files_are_cached_by_sha256_and_a_cached_copy_is_used_only_while
     with pytest.raises(ArtifactRefused, match="is not the file the store recorded .* refused, never loaded"):
         cache.fetch(str(source), digest, "job x")
     assert not blob.exists()
+
+
+@pytest.mark.unit
+def test_db_upgrade_creates_a_sqlite_store_in_a_fresh_directory_and_revision_reads_without_creating(tmp_path,
+                                                                                                     monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    from pipeline.state import database
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--store-dir", "fresh", "db", "revision"])
+    assert result.exit_code == 0 and "revision none (empty)" in result.output and not Path("fresh").exists()
+    result = CliRunner().invoke(cli, ["--store-dir", "fresh", "db", "upgrade"])
+    assert result.exit_code == 0 and f"upgraded from revision none (empty) to {database.HEAD}" in result.output
+    assert DeploymentStore("fresh").runs() == []

@@ -60,6 +60,11 @@ def sqlite_url(store_dir: Path) -> str:
     return f"sqlite:///{store_dir / DB_FILENAME}"
 
 
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///`` URL."""
+    return Path(make_url(url).database or "")
+
+
 def redacted(url: str) -> str:
     """The URL as it may be shown: ``postgresql://user:***@host:5432/db`` (no password, whatever it holds)."""
     return redact_password(url)
