@@ -34,6 +34,9 @@ def publish(store: DeploymentStore, job: TrainingJob) -> str:
     Each file is read and checked against the sha256 taken when it was written: the copy is what was trained."""
     if not store.publishing:
         return str(job.directory)
+    if store.training_job(job.name) is not None:  # never overwrite the files of a job another machine recorded
+        raise PipelineError(f"training job name {job.name!r} is taken in {store.location} by a job another machine "
+                            f"trained in the same second; run again", ExitCode.FAILURE)
     for relative, expected in sorted(job.artifact_sha256.items()):
         path = job.directory / relative
         try:
