@@ -68,24 +68,24 @@ def running_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server in a temporary directory, with the pipeline's user, stopped and deleted afterwards
     (the session's fixture, and the shared-store benchmark)."""
     directory = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
-    (directory / "socket").mkdir()
-    (directory / "password").write_text(SUPERUSER_PASSWORD + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(directory, "postgres")
-        shutil.chown(directory / "socket", "postgres")
-        shutil.chown(directory / "password", "postgres")
-    _as_postgres(str(PG_BIN / "initdb"), "-D", str(directory / "data"), "-U", "postgres", "-A", "scram-sha-256",
-                 f"--pwfile={directory / 'password'}", "--no-sync")
-    server = PostgresServer("127.0.0.1", _free_port(), directory)
-    server.start()
     try:
-        server.psql(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
-        yield server
-    finally:
+        (directory / "socket").mkdir()
+        (directory / "password").write_text(SUPERUSER_PASSWORD + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres")
+            shutil.chown(directory / "socket", "postgres")
+            shutil.chown(directory / "password", "postgres")
+        _as_postgres(str(PG_BIN / "initdb"), "-D", str(directory / "data"), "-U", "postgres", "-A", "scram-sha-256",
+                     f"--pwfile={directory / 'password'}", "--no-sync")
+        server = PostgresServer("127.0.0.1", _free_port(), directory)
+        server.start()
         try:
-            server.stop()
+            server.psql(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
+            yield server
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            server.stop()
+    finally:  # also when initdb or the start failed: no directory left behind
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
