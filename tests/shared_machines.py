@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from click.testing import CliRunner, Result
-from moto.server import ThreadedMotoServer
 
 from pipeline.cli import cli
 from tests.conftest import FAST_SETTINGS
-from tests.sagemaker_emulation import SageMakerEmulation
 
 RUN_SETTINGS = [*FAST_SETTINGS, "--set", "max_p95_latency_ms=null"]  # moto's latency is not the subject here
 
@@ -58,17 +55,3 @@ class Machine:
 def machines(root: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, names: str = "abc") -> list[Machine]:
     return [Machine(root / f"machine-{name}", f"machine-{name}", store_url, monkeypatch) for name in names]
 
-
-@pytest.fixture
-def moto_server(fake_aws):
-    """moto on 127.0.0.1 in this process, the container emulated; the pipelines reach it via AWS_ENDPOINT_URL."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    try:
-        with SageMakerEmulation() as emulation:
-            yield url, emulation
-    finally:
-        requests.post(f"{url}/moto-api/reset", timeout=10)
-        server.stop()

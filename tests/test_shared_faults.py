@@ -25,7 +25,7 @@ from pipeline.training import job_files
 from tests.aws_fixtures import BUCKET, FAKE_AWS_ENV, REGION, ROLE, sm
 from tests.conftest import FAST_SETTINGS, REPO, run_script
 from tests.postgres_fixtures import PASSWORD
-from tests.shared_machines import machines, moto_server  # noqa: F401  (a fixture)
+from tests.shared_machines import machines
 
 ENDPOINT = "iris-model"
 PREFIX = "mlops-pipeline"
@@ -139,8 +139,8 @@ def test_a_job_file_changed_or_missing_in_the_bucket_is_refused_by_name_and_neve
 
 # --------------------------------------------------------------------------- two machines at once
 def test_two_machines_deploying_one_endpoint_at_once_take_turns_and_the_second_is_judged_against_the_first(
-        workdir, postgres_url, request):
-    url, _ = request.getfixturevalue("moto_server")
+        workdir, postgres_url, moto_server):
+    url, _ = moto_server
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and not k.startswith("AWS_")}
     env.update(FAKE_AWS_ENV, AWS_ENDPOINT_URL=url, MLOPS_STORE_URL=postgres_url, PYTHONPATH=str(REPO))
 

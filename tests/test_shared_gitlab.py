@@ -5,7 +5,6 @@ container emulated, reached through ``AWS_ENDPOINT_URL``."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,24 +12,12 @@ import yaml
 
 from pipeline.state.store import DeploymentStore
 from tests.aws_fixtures import BUCKET, FAKE_AWS_ENV, ROLE
-from tests.conftest import REPO, run_script
-from tests.shared_machines import moto_server  # noqa: F401  (a fixture)
-from tests.test_ci_reports import COPIED, EXAMPLE, _expand, _jobs, _when, gitlab_dotenv
+from tests.conftest import run_script
+from tests.test_ci_reports import EXAMPLE, _expand, _jobs, _when, copy_project, gitlab_dotenv
 
 
-def _checkout(directory: Path) -> Path:
-    directory.mkdir()
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, directory / name)
-    return directory
-
-
-def test_gitlab_example_jobs_share_the_store_instead_of_passing_mlops_along(workdir, postgres_url, request):
-    aws_url, _ = request.getfixturevalue("moto_server")
+def test_gitlab_example_jobs_share_the_store_instead_of_passing_mlops_along(workdir, postgres_url, moto_server):
+    aws_url, _ = moto_server
     config = yaml.safe_load(EXAMPLE.read_text())
     push = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
     runner = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "CI": "true",
@@ -38,7 +25,7 @@ def test_gitlab_example_jobs_share_the_store_instead_of_passing_mlops_along(work
               **FAKE_AWS_ENV, "AWS_ENDPOINT_URL": aws_url, "MLOPS_STORE_URL": postgres_url, **push}
     dotenvs: dict[str, dict[str, str]] = {}
     for name, job in [(name, job) for name, job in _jobs(config) if _when(job, push)]:
-        project = _checkout(workdir / name)  # a fresh runner: no artifacts of earlier jobs
+        project = copy_project(workdir / name)  # a fresh runner: no artifacts of earlier jobs
         env = {**runner, "CI_PROJECT_DIR": str(project), "CI_JOB_NAME": name, "CI_JOB_STAGE": job["stage"]}
         env.update({key: _expand(str(value), env) for key, value in config.get("variables", {}).items()})
         for earlier in dotenvs.values():
