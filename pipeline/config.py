@@ -109,6 +109,10 @@ class PipelineConfig(BaseModel):
     # A store a team shares (PostgreSQL, postgresql://user@host:port/dbname) instead of SQLite in store_dir. A secret
     # for its password: shown only as postgresql://user:***@host/db (``public_dict``).
     store_url: SecretStr | None = None
+    # Where training jobs' files and runs' results and reports go (pipeline/state/artifacts.py): unset, store_dir
+    # (with the SageMaker backend and a shared store_url: s3://<s3_bucket>/mlops-pipeline); s3://bucket/prefix, or a
+    # directory every machine mounts, for a team.
+    artifact_url: str | None = None
     endpoint_host: str = "127.0.0.1"
     endpoint_port: int = Field(0, ge=0, le=65535)  # 0: a free port is chosen at first deployment
     endpoint_workers: int = Field(2, ge=1, le=64)
@@ -213,6 +217,14 @@ class PipelineConfig(BaseModel):
             raise ValueError("expected postgresql://user@host:port/dbname")
         return value
 
+    @field_validator("artifact_url")
+    @classmethod
+    def _s3_or_directory(cls, value: str | None) -> str | None:
+        if value is not None and not (re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", value)
+                                      or ("://" not in value and value.strip())):
+            raise ValueError("expected s3://bucket/prefix or a directory")
+        return value
+
     @property
     def shared_store_url(self) -> str | None:
         """``store_url`` in clear, for the one place that connects with it (``pipeline.state.database``)."""
@@ -269,6 +281,7 @@ ENV_VARS: dict[str, str] = {
     "TRAFFIC_ROUTING": "traffic_routing",
     "REPLAY_REQUESTS": "replay_requests",
     "MLOPS_STORE_URL": "store_url",
+    "MLOPS_ARTIFACT_URL": "artifact_url",
 }
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -414,7 +427,7 @@ FLAGS: dict[str, str] = {
     "label_column": "--label-column", "model_type": "--model-type", "random_seed": "--random-seed",
     "store_dir": "--store-dir", "endpoint_port": "--endpoint-port", "log_file": "--log-file",
     "log_level": "--verbose", "traffic_routing": "--traffic-routing", "replay_requests": "--replay-requests",
-    "store_url": "--store-url", "approval_required": "--approval-required",
+    "store_url": "--store-url", "approval_required": "--approval-required", "artifact_url": "--artifact-url",
 }
 
 

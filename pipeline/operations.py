@@ -18,8 +18,8 @@ from pipeline import interrupts
 from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
-from pipeline.container.verified_files import FileChanged, read_verified
-from pipeline.deployment.steps import DeploymentPipeline
+from pipeline.container.verified_files import FileChanged, file_sha256, read_verified
+from pipeline.deployment.steps import DeploymentPipeline, host_of
 from pipeline.errors import PipelineError
 from pipeline.gate.approvals import decide_for_approval
 from pipeline.gate.approvals import record as record_approval
@@ -32,8 +32,9 @@ from pipeline.progress import on_terminal
 from pipeline.redaction import url_password
 from pipeline.reporting.results import Results
 from pipeline.run.record import new_run_id
+from pipeline.state.artifacts import artifacts_for
 from pipeline.state.store import DeploymentStore
-from pipeline.training.jobs import TrainingJob
+from pipeline.training import job_files
 
 log = logging.getLogger("pipeline")
 
@@ -106,7 +107,13 @@ def _write_run_report(results: Results, store: DeploymentStore, report_html: str
     except PipelineError as err:  # the page still tells the verdict; only the timeline is missing
         log.warning("run report: the audit trail cannot be read (%s): no timeline", err.message)
         events = []
-    return write_html_report(results, events, paths)
+    problems = write_html_report(results, events, paths)
+    if results.run_id:  # for `runs show` on another machine
+        try:
+            store.publish_report(results.run_id, Path(paths[0][1]))
+        except PipelineError as err:
+            log.warning("run report: not copied to the artifact store (%s)", err.message)
+    return problems
 
 
 def default_outputs(results_file: str | None, **reports: Any) -> Outputs:
@@ -123,7 +130,7 @@ class StatusReport:
     @property
     def healthy(self) -> bool:
         return not self.unrecorded_servers and all(row.get("healthy") and row.get("process_alive", True)
-                                                   for row in self.endpoints)
+                                                   for row in self.endpoints if not row.get("on_host"))
 
 
 @dataclass
@@ -132,6 +139,7 @@ class CleanupReport:
     unrecorded_stopped: list[str] = field(default_factory=list)  # endpoints whose servers the store did not know
     deleted: dict[str, list[str]] = field(default_factory=dict)  # backend resources by kind (cleanup --prefix)
     pruned: dict[str, list[str]] = field(default_factory=dict)  # endpoint -> versions whose artifacts went
+    elsewhere: dict[str, str] = field(default_factory=dict)  # local endpoints of other hosts, left alone: name -> host
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,7 @@ class Operations:
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
         self.store = DeploymentStore(config.store_dir, config.shared_store_url)
+        self.store.cache.region = config.aws_region
         self.run_id = new_run_id()
         self._backends: dict[str, Backend] = {}
 
@@ -178,12 +187,17 @@ class Operations:
             log.warning("stopped servers whose pipeline died before deploying them: %s", ", ".join(stopped))
         names = [endpoint_name] if endpoint_name else [row["name"] for row in self.store.endpoints()]
         deploying = set(self.store.endpoints_deploying())
-        for name in [name for name in deploying if name not in names and not endpoint_name]:
+        for name in [name for name in deploying if name not in names and not endpoint_name
+                     and not host_of(self.store.endpoint(name))]:
             self.deployer(name).reconcile_if_idle(name)  # a first deployment that died: finished, not listed
         rows = []
         for name in names:
+            row = self.store.endpoint(name)
+            if host_of(row):  # a local endpoint of another host: only that host can reach its server
+                rows.append(_elsewhere(row))
+                continue
             deployer = self.deployer(name)
-            if self.store.endpoint(name) or name in deploying:
+            if row or name in deploying:
                 deployer.reconcile_if_idle(name)
             rows.append(deployer.backend.describe(name))
         unrecorded = {name: servers for name, servers in self.backend().unrecorded_servers().items()
@@ -193,6 +207,7 @@ class Operations:
     # ----------------------------------------------------------------- rollback
     def rollback(self, endpoint_name: str, to_version: str | None = None) -> Outcome:
         deployer = self.deployer(endpoint_name)
+        deployer.require_here(endpoint_name, "rollback")
         with deployer.exclusive(endpoint_name, f"rollback {self.run_id}"):
             return deployer.rollback(endpoint_name, to_version)
 
@@ -203,7 +218,7 @@ class Operations:
         row = self.store.training_job(training_job)
         if row is None:
             raise PipelineError(f"training job {training_job!r} not found in {self.store.location!r} (see `jobs`)")
-        job = TrainingJob.load(Path(row["directory"]), row)
+        job = job_files.load(self.store, row)
         approval = decide_for_approval(job.name, row["gate_decision"], job.model_sha256, status, by, reason)
         record_approval(self.store, approval, run_id=self.run_id)
         load_backend(chosen_backend(self.config, row), self.config, self.store, self.run_id).record_approval(
@@ -252,7 +267,11 @@ class Operations:
                 report_file: str | None = None) -> MonitorRecord:
         """Drift and live accuracy of what ``endpoint_name`` serves; notifies, and rolls back on a breach when
         asked. Recorded as a run (mode ``monitor``), so ``runs`` shows scheduled monitor jobs too."""
-        return MonitorRun(self.config, self.deployer(endpoint_name), self.rollback, self.run_id).run(
+        deployer = self.deployer(endpoint_name)
+        deployer.require_here(endpoint_name, "monitor")
+        self.store.use_artifacts(artifacts_for(self.config, deployer.backend.TYPE, self.store.directory),
+                                 self.config.aws_region)
+        return MonitorRun(self.config, deployer, self.rollback, self.run_id).run(
             endpoint_name, version=version, since=since, labels_file=labels_file,
             rollback_on_breach=rollback_on_breach, report_file=report_file)
 
@@ -260,6 +279,7 @@ class Operations:
     def remove_endpoint(self, endpoint_name: str) -> str | None:
         """Stop and forget one endpoint (its history stays); the version it served."""
         deployer = self.deployer(endpoint_name)
+        deployer.require_here(endpoint_name, "cleanup")
         with deployer.exclusive(endpoint_name, f"cleanup {self.run_id}"):
             return deployer.remove(endpoint_name)
 
@@ -280,11 +300,13 @@ class Operations:
             return bool(endpoint_name and name == endpoint_name) or (prefix is not None and name.startswith(prefix))
 
         self.backend().stop_abandoned()
-        names = [row["name"] for row in self.store.endpoints() if matches(row["name"])]
+        report = CleanupReport()
+        endpoints = [row for row in self.store.endpoints() if matches(row["name"])]
+        names = [row["name"] for row in endpoints if row["name"] == endpoint_name or not host_of(row)]
+        report.elsewhere = {row["name"]: row["machine"] for row in endpoints if row["name"] not in names}
         unrecorded = [name for name in self.backend().unrecorded_servers() if matches(name)]
         if endpoint_name and endpoint_name not in unrecorded:
             self.store.require_endpoint(endpoint_name)
-        report = CleanupReport()
         for name in names:
             self.remove_endpoint(name)
             report.removed.append(name)
@@ -296,6 +318,10 @@ class Operations:
             report.deleted = self.backend().remove_by_prefix(prefix)
         if prune:
             for name in sorted({row["endpoint_name"] for row in self.store.versions()}):
+                row = self.store.endpoint(name)
+                if host_of(row):
+                    report.elsewhere[name] = row["machine"]  # its files are on that host
+                    continue
                 deployer = self.deployer(name)
                 with deployer.lock(name, f"cleanup {self.run_id}"):
                     report.pruned[name] = deployer.prune(name, keep or self.config.retain_versions)
@@ -306,7 +332,7 @@ class Operations:
         if endpoint_name and not self.store.knows_endpoint(endpoint_name):
             raise PipelineError(f"endpoint {endpoint_name!r} not found: {self.store.directory} has no endpoint, "
                                 f"deployment or event of that name (`history` lists them all)")
-        rollbacks = [event for event in self.store.events(endpoint_name) if event["kind"].startswith("manual_")]
+        rollbacks = self.store.manual_events(endpoint_name)
         deployments = self.store.deployments(endpoint_name, limit=1000)
         jobs = {row["training_job"] for row in deployments}
         approvals = [event for event in self.store.events_of_kinds(("model_approved", "model_rejected"))
@@ -378,7 +404,8 @@ class Operations:
                                   datetime.fromisoformat(row["started_at"])).total_seconds(), 1)
             listed.append({key: row[key] for key in ("run_id", "started_at", "mode", "backend", "status", "exit_code",
                                                      "training_job", "endpoint_name", "version", "results_file")}
-                          | {"duration_seconds": duration, "report_html": str(page) if page.is_file() else None}
+                          | {"duration_seconds": duration,
+                             "report_html": str(page) if page.is_file() else row.get("report_url")}
                           | _left_serving(row))
         return listed
 
@@ -389,14 +416,19 @@ class Operations:
         with the reason it is unverified (the second item; None when verified)."""
         row = self.store.run(run_id)
         if row is None:
-            raise PipelineError(f"run {run_id!r} not found in {str(self.store.path)!r} (`runs` lists them)")
+            raise PipelineError(f"run {run_id!r} not found in {self.store.location!r} (`runs` lists them)")
         if not row["results_file"]:
             written = " (it was run without --output-file)" if row["mode"] == "monitor" else ""
             raise PipelineError(f"run {run_id!r} recorded no results file{written}")
         path = Path(row["results_file"])
         recorded = row.get("results_sha256")
         try:
-            data = read_verified(path, recorded) if recorded else path.read_bytes()
+            if recorded and row.get("results_url") and not _holds(path, recorded):  # written on another machine
+                data = self.store.cache.read(row["results_url"], recorded, f"the results file of run {run_id!r}")
+                path = Path(row["results_url"])
+            else:
+                data = read_verified(path, recorded) if recorded else path.read_bytes()
+            self._fetch_report(row)
             unverified = None if recorded else (
                 f"run {run_id} recorded no sha256 of its results file (it ended before writing it, or ran before "
                 f"results were hashed): {path} is shown unverified")
@@ -406,7 +438,7 @@ class Operations:
             return Results.model_validate(document), unverified
         except FileChanged:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, is not the one the run "
-                                f"wrote: its sha256 differs from the one recorded in {str(self.store.path)!r} "
+                                f"wrote: its sha256 differs from the one recorded in {self.store.location!r} "
                                 f"(edited or replaced since); `runs` and `history` still show the run") from None
         except FileNotFoundError:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, does not exist (deleted, or "
@@ -414,6 +446,34 @@ class Operations:
                                 ) from None
         except (OSError, ValueError) as err:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, cannot be read: {err}") from None
+
+    def _fetch_report(self, row: dict[str, Any]) -> None:
+        """A run's HTML report, from the artifact store into this store_dir where `runs show` says it is (checked
+        against the recorded sha256); a report that cannot be fetched is said, the summary is still shown."""
+        from pipeline.reporting.html_report import report_path
+        from pipeline.state.artifacts import place
+
+        page = report_path(self.store.directory, row["run_id"])
+        if not row.get("report_url") or not row.get("report_sha256") or _holds(page, row["report_sha256"]):
+            return
+        try:
+            place(self.store.cache.fetch(row["report_url"], row["report_sha256"], f"the report of run "
+                                         f"{row['run_id']!r}"), page)
+        except PipelineError as err:
+            log.warning("%s", err.message)
+
+
+def _elsewhere(row: dict[str, Any]) -> dict[str, Any]:
+    """``status`` of a local endpoint of another host: what the store recorded, not checked from here."""
+    return {key: row[key] for key in ("name", "backend", "url", "serving_version")} | {"on_host": row["machine"],
+                                                                                       "healthy": None}
+
+
+def _holds(path: Path, sha256: str) -> bool:
+    try:
+        return path.is_file() and file_sha256(path) == sha256
+    except OSError:
+        return False
 
 
 def _left_serving(run: dict[str, Any]) -> dict[str, Any]:

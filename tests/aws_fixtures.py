@@ -1,5 +1,6 @@
 """The SageMaker tests' shared ground: fake AWS credentials, short polling, and moto with the scikit-learn
-container emulated (``tests/sagemaker_emulation.py``).
+container emulated (``tests/sagemaker_emulation.py``), in this process (``sagemaker``) or as a server that
+pipelines in other processes reach through ``AWS_ENDPOINT_URL`` (``moto_server``).
 
 Registered as a plugin in ``conftest.py``, so every SageMaker test module asks for ``fake_aws`` or
 ``sagemaker`` by name instead of importing (or copying) the fixtures. No test reaches AWS: the credentials
@@ -16,7 +17,9 @@ import boto3
 import botocore.loaders
 import botocore.session
 import pytest
+import requests
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from pipeline.backends.sagemaker import SageMakerBackend
 from tests.sagemaker_emulation import SageMakerEmulation
@@ -63,6 +66,22 @@ def sagemaker(fake_aws: None, workdir: Path) -> Iterator[SageMakerEmulation]:
     """moto in this process, answering as SageMaker's scikit-learn container would."""
     with mock_aws(), SageMakerEmulation() as emulation:
         yield emulation
+
+
+@pytest.fixture
+def moto_server(fake_aws: None) -> Iterator[tuple[str, SageMakerEmulation]]:
+    """moto on 127.0.0.1 in this process, with the container emulation; pipelines in other processes reach it
+    through AWS_ENDPOINT_URL. Its URL and the emulation."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    try:
+        with SageMakerEmulation() as emulation:
+            yield url, emulation
+    finally:
+        requests.post(f"{url}/moto-api/reset", timeout=10)
+        server.stop()
 
 
 def sm() -> Any:

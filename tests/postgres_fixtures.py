@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,34 +59,51 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def postgres_available() -> bool:
+    return (PG_BIN / "initdb").is_file() and bool(shutil.which("runuser" if os.geteuid() == 0 else "id"))
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server in a temporary directory, with the pipeline's user, stopped and deleted afterwards
+    (the session's fixture, and the shared-store benchmark)."""
+    directory = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
+    try:
+        (directory / "socket").mkdir()
+        (directory / "password").write_text(SUPERUSER_PASSWORD + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres")
+            shutil.chown(directory / "socket", "postgres")
+            shutil.chown(directory / "password", "postgres")
+        _as_postgres(str(PG_BIN / "initdb"), "-D", str(directory / "data"), "-U", "postgres", "-A", "scram-sha-256",
+                     f"--pwfile={directory / 'password'}", "--no-sync")
+        server = PostgresServer("127.0.0.1", _free_port(), directory)
+        server.start()
+        try:
+            server.psql(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
+            yield server
+        finally:
+            server.stop()
+    finally:  # also when initdb or the start failed: no directory left behind
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    if not (PG_BIN / "initdb").is_file() or not shutil.which("runuser" if os.geteuid() == 0 else "id"):
+    if not postgres_available():
         pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (set MLOPS_TEST_PG_BIN): shared-store tests skipped")
-    directory = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
-    (directory / "socket").mkdir()
-    (directory / "password").write_text(SUPERUSER_PASSWORD + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(directory, "postgres")
-        shutil.chown(directory / "socket", "postgres")
-        shutil.chown(directory / "password", "postgres")
-    _as_postgres(str(PG_BIN / "initdb"), "-D", str(directory / "data"), "-U", "postgres", "-A", "scram-sha-256",
-                 f"--pwfile={directory / 'password'}", "--no-sync")
-    server = PostgresServer("127.0.0.1", _free_port(), directory)
-    server.start()
-    try:
-        server.psql(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
+    with running_postgres() as server:
         yield server
-    finally:
-        try:
-            server.stop()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+
+
+def new_database(server: PostgresServer) -> str:
+    """A new, empty database owned by the pipeline's user; its URL."""
+    name = f"mlops_{uuid.uuid4().hex[:12]}"
+    server.psql(f"CREATE DATABASE {name} OWNER {USER}")
+    return server.url(name)
 
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A new, empty database owned by the pipeline's user, for one test."""
-    name = f"mlops_{uuid.uuid4().hex[:12]}"
-    postgres_server.psql(f"CREATE DATABASE {name} OWNER {USER}")
-    return postgres_server.url(name)
+    return new_database(postgres_server)

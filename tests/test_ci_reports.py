@@ -377,6 +377,18 @@ GLOBAL_KEYWORDS = {"stages", "variables", "default", "workflow", "include", "ima
                    "before_script", "after_script"}
 
 
+def copy_project(directory: Path) -> Path:
+    """A fresh checkout of what the example's jobs run, as a runner clones it."""
+    directory.mkdir()
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, directory / name)
+    return directory
+
+
 def _jobs(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     jobs = [(name, job) for name, job in config.items() if name not in GLOBAL_KEYWORDS and not name.startswith(".")]
     return sorted(jobs, key=lambda item: config["stages"].index(item[1]["stage"]))  # stable: file order in a stage
@@ -435,14 +447,7 @@ def _check_exposed_report(job: str, artifacts: dict[str, Any], project: Path, ru
 
 
 def test_gitlab_example_runs_train_deploy_test_with_the_local_backend(workdir):
-    project = workdir / "project"
-    project.mkdir()
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, project / name)
+    project = copy_project(workdir / "project")
     shutil.copy2(EXAMPLE, project / ".gitlab-ci.yml")
     config = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
 
@@ -583,14 +588,7 @@ def _run_scheduled_monitor(workdir: Path, config: dict[str, Any], runner: dict[s
                            uploaded: dict[str, bytes]) -> tuple[Any, dict[str, Any]]:
     """The monitor job of a scheduled pipeline, in a fresh checkout (GitLab cleans the build directory), with the
     artifacts of the push pipeline behind GitLab's job artifacts API."""
-    checkout = workdir / "scheduled"
-    checkout.mkdir()
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, checkout / name)
+    checkout = copy_project(workdir / "scheduled")
     handler = type("Api", (_GitLabArtifactsApi,), {"archives": uploaded, "token": "job-token-of-the-monitor-job"})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

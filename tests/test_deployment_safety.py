@@ -11,7 +11,7 @@ import requests
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.state.locking import EndpointLock
+from pipeline.state.locking import FileEndpointLock
 from pipeline.state.store import DeploymentStore
 from tests.conftest import kill_server, train_job
 from tests.served_models import ServedDifferentlyPipeline
@@ -115,7 +115,7 @@ def test_second_deployment_waits_for_the_lock_and_names_the_holder(pipeline):
     pipeline("--mode", "training")
     job = pipeline.results()["summary"]["training_job"]
     store = DeploymentStore(".mlops")
-    with EndpointLock(store.directory / "locks", "iris-model", "run other-run", 600):
+    with FileEndpointLock(store.directory / "locks", "iris-model", "run other-run", 600):
         result = pipeline("--mode", "deployment", "--training-job", job, "--set", "lock_timeout_seconds=0.2")
     assert result.exit_code == 1
     assert "endpoint 'iris-model' is locked by run other-run" in result.output
@@ -125,7 +125,7 @@ def test_second_deployment_waits_for_the_lock_and_names_the_holder(pipeline):
 @pytest.mark.unit
 def test_training_is_not_blocked_by_a_deployment_lock(pipeline):
     store = DeploymentStore(".mlops")
-    with EndpointLock(store.directory / "locks", "iris-model", "run other-run", 600):
+    with FileEndpointLock(store.directory / "locks", "iris-model", "run other-run", 600):
         assert pipeline("--mode", "training", "--set", "lock_timeout_seconds=0.2").exit_code == 0
 
 

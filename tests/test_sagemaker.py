@@ -20,16 +20,13 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from pipeline.backends.sagemaker import SageMakerBackend, aws_error
 from pipeline.config import ENV_VARS
 from pipeline.state.store import DeploymentStore
 from tests.aws_fixtures import BUCKET, FAKE_AWS_ENV, REGION, ROLE, sm
 from tests.conftest import FAST_SETTINGS, REPO, Pipeline
-from tests.sagemaker_emulation import SageMakerEmulation
 
 CONTAINER = REPO / "pipeline" / "container"
 
@@ -567,9 +564,11 @@ def test_every_resource_is_tagged_with_training_job_accuracy_and_run_id(pipeline
     client = sm()
     for arn in (client.describe_training_job(TrainingJobName=job)["TrainingJobArn"],
                 client.describe_model(ModelName=version)["ModelArn"],
-                client.describe_endpoint_config(EndpointConfigName=version)["EndpointConfigArn"],
-                client.describe_endpoint(EndpointName="iris-model")["EndpointArn"]):
+                client.describe_endpoint_config(EndpointConfigName=version)["EndpointConfigArn"]):
         assert tags(arn) == expected, arn
+    # the endpoint also says which version a deployment verified and judged good (for the next reconciliation)
+    endpoint = client.describe_endpoint(EndpointName="iris-model")["EndpointArn"]
+    assert tags(endpoint) == {**expected, "mlops:verified-version": version}
 
 
 def test_region_instance_type_and_bucket_come_from_flags_and_environment(pipeline, sagemaker):
@@ -654,21 +653,6 @@ def test_aws_error_messages_never_contain_access_keys(monkeypatch):
 
 
 # --------------------------------------------------------------------------- the documented commands, out of process
-@pytest.fixture
-def moto_server(fake_aws):
-    """moto on 127.0.0.1 in this process, with the container emulation; the pipeline reaches it via AWS_ENDPOINT_URL."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    try:
-        with SageMakerEmulation() as emulation:
-            yield url, emulation
-    finally:
-        requests.post(f"{url}/moto-api/reset", timeout=10)
-        server.stop()
-
-
 def test_seed_commands_run_in_a_subprocess_against_a_moto_server(workdir, moto_server):
     url, emulation = moto_server
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and not k.startswith("AWS_")}

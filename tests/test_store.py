@@ -135,11 +135,12 @@ def test_two_first_uses_of_an_empty_shared_store_at_once_create_it_once(tmp_path
 def test_a_shared_store_of_an_older_revision_is_upgraded_only_when_asked(tmp_path, postgres_url):
     with database.engine_for(postgres_url).begin() as connection:  # made by a tool whose newest revision was 0002
         database._migrate(connection, "upgrade", "0002")
-    with pytest.raises(PipelineError, match=r"revision 0002; this tool needs 0003: upgrade it once with .*db upgrade"):
+    needs = rf"revision 0002; this tool needs {database.HEAD}: upgrade it once with .*db upgrade"
+    with pytest.raises(PipelineError, match=needs):
         _store(tmp_path, postgres_url)
     result = CliRunner().invoke(cli, ["--store-url", postgres_url, "db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "upgraded from revision 0002 to 0003" in result.output and PASSWORD not in result.output
+    assert f"upgraded from revision 0002 to {database.HEAD}" in result.output and PASSWORD not in result.output
     _store(tmp_path, postgres_url)  # usable again
 
 
@@ -150,7 +151,7 @@ def test_a_store_newer_than_the_tool_is_refused_naming_both_revisions(tmp_path, 
             connection.execute("UPDATE alembic_version SET version_num='0099'")
     else:
         _raw(store, "UPDATE alembic_version SET version_num='0099'")
-    with pytest.raises(PipelineError, match="schema revision 0099, newer than this tool's 0003"):
+    with pytest.raises(PipelineError, match=f"schema revision 0099, newer than this tool's {database.HEAD}"):
         _store(tmp_path, store_url)
 
 

@@ -54,6 +54,7 @@ class Server:
     pid: int | None = None
     role: str | None = None
     resources: Mapping[str, str] = field(default_factory=dict)
+    machine: str | None = None  # the host a local server runs on: only there can it be reached, stopped or switched
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,10 @@ def status(ctx: click.Context, endpoint_name: str | None, as_json: bool) -> None
         if not report.endpoints and not report.unrecorded_servers:
             click.echo("no endpoints")
         for row in report.endpoints:
+            if row.get("on_host"):  # a local endpoint of another host: its server is reached only there
+                click.echo(f"{row['name']}  {row['url']}  {row['serving_version']}  on host {row['on_host']} "
+                           f"(a local endpoint: `status` there checks it)")
+                continue
             health = "healthy" if row.get("healthy") else "UNHEALTHY"
             alive = "" if row.get("process_alive", True) else \
                 "  process DEAD: the next deployment or rollback restarts it"
@@ -170,7 +174,9 @@ def cleanup(ctx: click.Context, endpoint_name: str | None, prefix: str | None, e
             click.echo(f"deleted {kind} {name}")
     for name, pruned in report.pruned.items():
         click.echo(f"{name}: pruned {len(pruned)} old version(s)")
-    if not report.removed and not report.unrecorded_stopped and not prune:
+    for name, host in report.elsewhere.items():
+        click.echo(f"left endpoint {name}: a local endpoint on host {host} (clean it up there)")
+    if not report.removed and not report.unrecorded_stopped and not report.elsewhere and not prune:
         click.echo("no endpoints matched")
 
 

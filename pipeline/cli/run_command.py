@@ -86,6 +86,7 @@ def flag_settings(options: dict[str, Any]) -> dict[str, Any]:
         "dataset": options.get("dataset"), "label_column": options.get("label_column"),
         "model_type": options.get("model_type"), "random_seed": options.get("random_seed"),
         "store_dir": options.get("store_dir"), "store_url": options.get("store_url"),
+        "artifact_url": options.get("artifact_url"),
         "endpoint_port": options.get("endpoint_port"),
         "log_file": options.get("log_file"), "log_level": "DEBUG" if options.get("verbose") else None,
         "traffic_routing": options.get("traffic_routing"), "replay_requests": options.get("replay_requests"),
@@ -129,6 +130,9 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
 @click.option("--store-dir", type=click.Path(file_okay=False), help="State directory (default .mlops).")
 @click.option("--store-url", metavar="URL", help="A store the team shares: postgresql://user@host:port/dbname "
               "(default: SQLite in --store-dir; environment MLOPS_STORE_URL).")
+@click.option("--artifact-url", metavar="URL", help="Where job files and run results go: s3://bucket/prefix or a "
+              "directory (default: --store-dir; with SageMaker and --store-url, s3://<s3_bucket>/mlops-pipeline; "
+              "environment MLOPS_ARTIFACT_URL).")
 @click.option("--endpoint-port", type=int, help="Port of a new local endpoint (default: a free one).")
 @click.option("--traffic-routing", type=click.Choice(TRAFFIC_ROUTINGS, case_sensitive=False),
               help="How a tested version takes the endpoint's traffic (default ALL_AT_ONCE; CANARY, LINEAR and "

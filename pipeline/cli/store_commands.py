@@ -16,9 +16,16 @@ def db() -> None:
     """
 
 
-def _url(ctx: click.Context) -> str:
+def _url(ctx: click.Context, create: bool = False) -> str:
+    """The store's URL; with ``create``, a SQLite store's directory is made first (``db upgrade`` on a fresh
+    checkout creates the store there, as any first command does)."""
     config = _subcommand_config(ctx.parent or ctx)
-    return config.shared_store_url or database.sqlite_url(database.store_path(config.store_dir))
+    if config.shared_store_url:
+        return config.shared_store_url
+    directory = database.store_path(config.store_dir)
+    if create:
+        directory.mkdir(parents=True, exist_ok=True)
+    return database.sqlite_url(directory)
 
 
 @db.command("revision")
@@ -30,7 +37,8 @@ def db_revision(ctx: click.Context) -> None:
     """
     url = _url(ctx)
     try:
-        found = database.revision_of(url)
+        found = database.revision_of(url) if url.startswith("postgres") or database.sqlite_path(url).is_file() \
+            else None
     except PipelineError as err:
         _fail(err, False)
         return
@@ -45,7 +53,7 @@ def db_upgrade(ctx: click.Context) -> None:
 
     Example: python3 run_pipeline.py --store-url postgresql://mlops@db.example:5432/mlops db upgrade
     """
-    url = _url(ctx)
+    url = _url(ctx, create=True)
     try:
         before, after = database.upgrade(url)
     except PipelineError as err:

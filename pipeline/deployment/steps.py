@@ -9,20 +9,20 @@ orchestrator's call.
 from __future__ import annotations
 
 import logging
-import shutil
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.backends.base import Backend, DeploymentError, Outcome, Server, Staged
 from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import ExitCode, PipelineError
 from pipeline.outcomes import FinalState
 from pipeline.state.locking import EndpointLock
 from pipeline.state.store import DeploymentStore
+from pipeline.training import job_files
 from pipeline.training.jobs import TrainingJob, timestamp_name
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,13 @@ class Deployment:
         }
 
 
+def host_of(endpoint: dict[str, Any] | None) -> str | None:
+    """The other host a local endpoint runs on (the store records it), or None when it runs on this one or is not
+    bound to a host (SageMaker)."""
+    machine = (endpoint or {}).get("machine")
+    return machine if machine and machine != socket.gethostname() else None
+
+
 class DeploymentPipeline:
     def __init__(self, config: PipelineConfig, store: DeploymentStore, backend: Backend, run_id: str) -> None:
         self.config = config
@@ -87,6 +94,13 @@ class DeploymentPipeline:
         """
         with lock or self.lock(endpoint_name, holder):
             yield self.reconcile(endpoint_name)
+
+    def require_here(self, endpoint_name: str, command: str) -> None:
+        """Refuse, in one line, a command that would act on a local endpoint of another host."""
+        elsewhere = host_of(self.store.endpoint(endpoint_name))
+        if elsewhere:
+            raise PipelineError(f"endpoint {endpoint_name!r} is a local endpoint on host {elsewhere}: run {command} "
+                                f"there (this is {socket.gethostname()})", ExitCode.USAGE)
 
     def reconcile_if_idle(self, endpoint_name: str, lock: EndpointLock | None = None) -> list[dict[str, Any]]:
         """Repair an interrupted deployment when no pipeline is deploying now; never wait for one."""
@@ -114,7 +128,7 @@ class DeploymentPipeline:
         if job_row is None:
             raise PipelineError(f"training job {version['training_job']!r} of version {version['version']} "
                                 f"is not in the store")
-        return TrainingJob.load(Path(job_row["directory"]), job_row)
+        return job_files.load(self.store, job_row)
 
     def stage(self, job: TrainingJob, endpoint_name: str) -> Deployment:
         """Register a new version and make it reachable for the endpoint tests."""
@@ -148,7 +162,7 @@ class DeploymentPipeline:
     def _record_server(self, conn: Any, endpoint_name: str, server: Server, **fields: Any) -> None:
         """The store's endpoint row takes the backend's facts as they are."""
         self.store.set_endpoint(conn, endpoint_name, backend=self.backend.TYPE, url=server.url, host=server.host,
-                                port=server.port, pid=server.pid, **fields)
+                                port=server.port, pid=server.pid, machine=server.machine, **fields)
 
     def promote(self, deployment: Deployment, status: FinalState = FinalState.DEPLOYED,
                 reason: str | None = None) -> Outcome:
@@ -213,8 +227,10 @@ class DeploymentPipeline:
                 if outcome.status == FinalState.REMOVED:
                     self.store.delete_endpoint(conn, endpoint_name)
                 elif outcome.serving_version is not None:
-                    self.store.set_endpoint(conn, endpoint_name, serving_version=outcome.serving_version)
-                status = FinalState.ROLLBACK_FAILED if outcome.status == FinalState.ROLLBACK_FAILED \
+                    self.store.set_endpoint(conn, endpoint_name, backend=self.backend.TYPE,
+                                            serving_version=outcome.serving_version)
+                # deployed: it completed (verified, judged good) and only its record was lost (on SageMaker)
+                status = outcome.status if outcome.status in (FinalState.ROLLBACK_FAILED, FinalState.DEPLOYED) \
                     else FinalState.INTERRUPTED
                 self.store.finish_deployment(conn, row["id"], status, reason, self.run_id, endpoint_name,
                                              serving_version=outcome.serving_version, detail=outcome.detail)
@@ -290,7 +306,7 @@ class DeploymentPipeline:
             self.backend.delete_version_artifacts(endpoint_name, version["version"])
             job = self.store.training_job(version["training_job"])
             if job and version["training_job"] not in in_use:
-                shutil.rmtree(job["directory"], ignore_errors=True)
+                job_files.remove(self.store, job)
                 jobs.append(job["name"])
             if not version.get("pruned_at"):
                 pruned.append(version["version"])

@@ -25,6 +25,7 @@ from pipeline.errors import PipelineError
 from pipeline.gate.comparison import PAIRED_METRICS, compare_point_values, compare_with_champion, skipped_comparison
 from pipeline.gate.decision import ChampionComparison
 from pipeline.state.store import DeploymentStore
+from pipeline.training import job_files
 from pipeline.training.jobs import TrainingJob
 from pipeline.training.labels import label_of
 from pipeline.training.row_hashes import labelled_row_hashes, rows_not_trained_on
@@ -115,7 +116,7 @@ def _load_champion(store: DeploymentStore, version: str, model_dir: Path) -> tup
     if job_row is None:
         raise Unfair(f"its training job {version_row['training_job']} is not in the store")
     try:
-        job = TrainingJob.load(Path(job_row["directory"]), job_row)
+        job = job_files.load(store, job_row)
         model = inference.model_fn(str(model_dir), version_row["model_sha256"])
     except PipelineError as err:
         raise Unfair(f"it cannot be loaded: {err.message}") from None

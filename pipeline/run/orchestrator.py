@@ -12,6 +12,7 @@ one decides, passing one config object and one ``RunRecord`` along.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -43,8 +44,11 @@ from pipeline.run.record import (
     TrainingRecord,
     new_run_id,
 )
+from pipeline.state.artifacts import artifacts_for
+from pipeline.state.database import StoreLost
 from pipeline.state.store import DeploymentStore
 from pipeline.testing import EndpointTester, TestReport
+from pipeline.training import job_files
 from pipeline.training.fitting import BUILTIN_METRICS, TrainingPipeline
 from pipeline.training.jobs import TrainingJob
 
@@ -95,7 +99,10 @@ class Orchestrator:
                 self.endpoint_name = named["endpoint_name"]
         self.backend: Backend = load_backend(self._backend_name(), config, self.store, self.run_id)
         self.record.backend = self.backend.TYPE
+        self.store.use_artifacts(artifacts_for(config, self.backend.TYPE, self.store.directory), config.aws_region)
         self.deployer = DeploymentPipeline(config, self.store, self.backend, self.run_id)
+        if self.mode in (Mode.TESTING, Mode.CLEANUP) or self.deploys_if_approved():
+            self.deployer.require_here(self.endpoint_name, f"--mode {self.mode}")
         # One lock for the run: taken before a server is prestarted (so two first deployments never
         # race for the endpoint's port) and held until that server is used or stopped.
         self.lock = self.deployer.lock(self.endpoint_name, f"run {self.run_id}")
@@ -126,9 +133,11 @@ class Orchestrator:
                 if self.mode == Mode.FULL and self.config.auto_deploy_enabled and self.lock.try_acquire():
                     self.backend.prestart(self.endpoint_name)  # its start-up overlaps training
                 job = self.train() if self.mode in (Mode.FULL, Mode.TRAINING) else self.load_training_job()
-                decision = self.gate(job)
-                if self.mode != Mode.TRAINING and decision.deploys:
-                    with self.lock:
+                # A run that would deploy is judged under the endpoint's lock: against what serves once any other
+                # deployment of the endpoint (on any machine) has finished, never against what it replaced.
+                with self.lock if self.deploys_if_approved() else contextlib.nullcontext():
+                    decision = self.gate(job)
+                    if self.mode != Mode.TRAINING and decision.deploys:
                         deployment = self.deploy(job)
                         report = self.test(deployment, job)
                         baked = self.bake(deployment) if report.passed else None  # None: all traffic at once
@@ -158,7 +167,7 @@ class Orchestrator:
             log.info("training %s on %s (seed %d)", self.config.model_type, self.config.dataset,
                      self.config.random_seed)
             job = self.backend.train(self.training)
-            self.store.record_training_job(self.run_id, self.backend.TYPE, job)
+            self.store.record_training_job(self.run_id, self.backend.TYPE, job, job_files.publish(self.store, job))
             self.record.training = TrainingRecord(job, time.monotonic() - started)
             log.info("training job %s: accuracy %.4f, cv mean %.4f", job.name, job.metrics["accuracy"],
                      job.metrics["cv_mean_accuracy"])
@@ -169,14 +178,14 @@ class Orchestrator:
             row = self.store.training_job(self.training_job_name or "")
             if row is None:
                 raise PipelineError(f"training job {self.training_job_name!r} not found in "
-                                    f"{str(self.store.path)!r} (see `run_pipeline.py jobs`)")
+                                    f"{self.store.location!r} (see `run_pipeline.py jobs`)")
             if row.get("pruned_at"):
                 raise PipelineError(f"training job {row['name']!r} was pruned on {row['pruned_at'][:19]} (cleanup "
                                     f"--prune deleted its model and files): it cannot be deployed; train again")
             if row["gate_decision"] == Verdict.REJECTED:
                 raise PipelineError(f"training job {row['name']!r} was rejected by the gate when it was trained; a "
                                     f"rejected model is never deployed", ExitCode.GATE)
-            job = TrainingJob.load(Path(row["directory"]), row)
+            job = job_files.load(self.store, row)
             self.record.training = TrainingRecord(job, 0.0)
             return job
 
@@ -291,6 +300,8 @@ class Orchestrator:
                 else:
                     self.deployer.promote(deployment, status=FinalState.FAILED, reason=f"{conclusion.reason}; "
                                           f"rollback_on_failure is off, so it stays serving")
+            except StoreLost:  # the switch was verified; only its record is missing: never undone for that
+                raise
             except PipelineError as err:
                 self.roll_back(deployment, f"switch to {deployment.staged.version} failed: {err}")
                 return
@@ -303,8 +314,14 @@ class Orchestrator:
                   status: FinalState | None = None) -> None:
         """Drop the new version; ``status`` names how it ended when the backend's word is not the right one
         (a bake that stopped without a breach: the serving version never stopped serving, ``kept_previous``)."""
+        unrecorded: StoreLost | None = None
         with log_phase("rollback"):
-            outcome = self.deployer.discard(deployment, reason, status)
+            try:
+                outcome = self.deployer.discard(deployment, reason, status)
+            except StoreLost as lost:  # the backend did it, verified; the store did not hear of it
+                if deployment.outcome is None:
+                    raise
+                outcome, unrecorded = deployment.outcome, lost
             self.record.rollback = RollbackRecord(outcome.status, reason, outcome.serving_version, outcome.detail)
             log.error("deployment of %s failed (%s): %s", deployment.staged.version, reason, outcome.detail)
         if tests_failed:
@@ -315,6 +332,8 @@ class Orchestrator:
             self.notify("rollback_failed", rollback_reason=reason)
         else:
             self.notify("rolled_back", rollback_reason=reason)
+        if unrecorded is not None:
+            raise unrecorded
 
     def test_live_endpoint(self) -> None:
         """--mode testing: test what serves now, with the held-out data of the version it serves."""
@@ -346,8 +365,11 @@ class Orchestrator:
             baking = self.record.rollout is not None and self.record.rollout.outcome is None
             if baking and self.record.rollout is not None:
                 self.record.rollout.reason = f"interrupted: {message}"
-            self.roll_back(deployment, f"interrupted: {message}",
-                           status=FinalState.KEPT_PREVIOUS if baking else None)
+            try:
+                self.roll_back(deployment, f"interrupted: {message}",
+                               status=FinalState.KEPT_PREVIOUS if baking else None)
+            except StoreLost as lost:  # done and verified by the backend, not recorded: the next command does
+                log.error("the rollback was not recorded: %s", lost.message)
         job = self.record.training_job
         if job and self.mode in (Mode.FULL, Mode.DEPLOYMENT) and exit_code == ExitCode.FAILURE \
                 and not self.record.resume_command:
@@ -365,7 +387,13 @@ class Orchestrator:
         if self.notifier.strict_failure and self.record.exit_code == ExitCode.SUCCESS:
             self.record.error = RunError("a notification was not delivered and notify_strict is on",
                                          ExitCode.FAILURE)
-        self.store.finish_run(self.run_id, self.record.status, int(self.record.exit_code))
+        try:
+            self.store.finish_run(self.run_id, self.record.status, int(self.record.exit_code))
+        except StoreLost as lost:  # the results file still says how the run ended
+            log.error("the run's end was not recorded: %s", lost.message)
+            if self.record.error is None:
+                self.record.error = RunError(lost.message, lost.exit_code)
+                self.record.finish()
 
     def notify(self, event: str, rollback_reason: str | None = None) -> None:
         self.notifier.notify(event, self.record.summary(rollback_reason))

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
 
+from pipeline.errors import PipelineError
 from pipeline.state.database import advisory_key
 from pipeline.state.sql import run_sql, utc_now
 
@@ -70,3 +73,30 @@ def verify(conn: Connection) -> list[str]:
         if sequence and sequence.seq > last:
             problems.append(f"events {last + 1}..{sequence.seq} are missing")
     return problems
+
+
+def moment(at: str) -> datetime:
+    """An ISO time as given to ``--at``, in UTC when it names no zone."""
+    try:
+        parsed = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        raise PipelineError(f"--at {at!r}: expected an ISO time such as 2026-11-26T10:00:00") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def serving_at(events: Iterable[dict[str, Any]], when: datetime) -> str | None:
+    """The version an endpoint served at ``when``, replaying its events oldest first."""
+    serving: str | None = None
+    for event in events:
+        if datetime.fromisoformat(event["at"]) > when:
+            break
+        detail = event["detail"]
+        if event["kind"] == "endpoint_started":
+            serving = detail.get("version")
+        elif event["kind"].startswith("deployment_") and "serving_version" in detail:
+            serving = detail["serving_version"]
+        elif event["kind"] == "manual_rolled_back":
+            serving = detail.get("to_version")
+        elif event["kind"] == "endpoint_removed":
+            serving = None
+    return serving

@@ -33,7 +33,7 @@ DB_FILENAME = "state.db"
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The schema's revisions in order, as pipeline/state/migrations/versions has them (a test keeps the two in step):
 # opening a store compares its revision with these, and imports Alembic only when there is something to do.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[-1]
 CONNECT_TIMEOUT_SECONDS = 5  # an unreachable server is one line, not a long hang
 # A machine that dies while it holds a lock: its connection is found dead (and the lock released) after
@@ -58,6 +58,11 @@ def store_path(store_dir: str | Path) -> Path:
 
 def sqlite_url(store_dir: Path) -> str:
     return f"sqlite:///{store_dir / DB_FILENAME}"
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///`` URL."""
+    return Path(make_url(url).database or "")
 
 
 def redacted(url: str) -> str:
@@ -110,12 +115,27 @@ def postgres_connect_args() -> dict[str, Any]:
             "application_name": "mlops-pipeline"}
 
 
-def unreachable(url: str, err: Exception) -> PipelineError:
+class StoreLost(PipelineError):
+    """The shared store answered when the command started and stopped answering since (exit 1): what the command
+    did from then on is not recorded, and the next command with this store reconciles it."""
+
+
+def _server_and_reason(url: str, err: Exception) -> tuple[str, str]:
     parsed = make_url(url)
-    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-    reason = " ".join(str(getattr(err, "orig", err)).split())[:300]
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}", " ".join(str(getattr(err, "orig", err)).split())[:300]
+
+
+def unreachable(url: str, err: Exception) -> PipelineError:
+    where, reason = _server_and_reason(url, err)
     return PipelineError(f"store_url {redacted(url)}: the PostgreSQL server at {where} cannot be reached or refused "
                          f"the connection ({reason}); nothing was done", ExitCode.USAGE)
+
+
+def lost(url: str, err: Exception) -> StoreLost:
+    where, reason = _server_and_reason(url, err)
+    return StoreLost(f"store_url {redacted(url)}: the PostgreSQL server at {where} stopped answering during the "
+                     f"command ({reason}); what was done since is not recorded: the next command with this store "
+                     f"reconciles it", ExitCode.FAILURE)
 
 
 # --------------------------------------------------------------------------- the schema's revision

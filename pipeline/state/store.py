@@ -12,11 +12,12 @@ UPDATE, DELETE and, on PostgreSQL, TRUNCATE) and each event carries the sha256 o
 Schema (also in docs/RESULTS_AND_REPORTS.md; its revisions in ``pipeline/state/migrations``):
 
 - runs(run_id, started_at, finished_at, mode, backend, status, exit_code, results_file, pid,
-  pid_start, host, results_sha256)
-- training_jobs(name, run_id, created_at, backend, model_type, directory, model_sha256,
+  pid_start, host, results_sha256, results_url, report_url, report_sha256)
+- training_jobs(name, run_id, created_at, backend, model_type, directory (a path, or the artifact store's
+  s3:// URL), model_sha256,
   metrics_json, data_sha256, gate_decision, artifacts_json, gate_metric, gate_value, gate_interval_json,
   dataset, pruned_at)
-- endpoints(name, backend, url, host, port, pid, serving_version, created_at, updated_at)
+- endpoints(name, backend, url, host, port, pid, serving_version, created_at, updated_at, machine)
 - versions(version, endpoint_name, training_job, model_sha256, created_at, pruned_at)
 - deployments(id, run_id, endpoint_name, from_version, to_version, training_job, status,
   reason, started_at, finished_at)
@@ -31,17 +32,17 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
-from pipeline.container.verified_files import write_recorded
+from pipeline.container.verified_files import sha256_of, write_recorded
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.state import audit_trail
-from pipeline.state.database import prepare, redacted, sqlite_url, unreachable
+from pipeline.state.artifacts import RUNS, ArtifactCache, Artifacts, LocalArtifacts
+from pipeline.state.database import lost, prepare, redacted, sqlite_url
 from pipeline.state.locking import AdvisoryEndpointLock, EndpointLock, FileEndpointLock
 from pipeline.state.processes import Owner
 from pipeline.state.sql import run_sql, utc_now
@@ -73,7 +74,21 @@ class DeploymentStore:
         except DatabaseError as err:  # SQLite: a file that is not a database
             raise self._unusable(err) from None
         self.dialect = self.engine.dialect.name
+        # Where this command writes job and run files (``use_artifacts``), and the files it fetched, by sha256.
+        self.artifacts: Artifacts = LocalArtifacts(self.directory)
+        self.cache = ArtifactCache(self.directory / "cache")
         self.close_dead_runs()
+
+    def use_artifacts(self, artifacts: Artifacts, region: str | None = None) -> None:
+        """Write job and run files there from now on (``pipeline.state.artifacts.artifacts_for``)."""
+        self.artifacts = artifacts
+        self.cache.region = region
+
+    @property
+    def publishing(self) -> bool:
+        """Whether job and run files are copied elsewhere than this store_dir (``artifact_url``, or SageMaker's
+        bucket with a shared store), where other machines read them."""
+        return not (isinstance(self.artifacts, LocalArtifacts) and self.artifacts.root == self.directory)
 
     def _unusable(self, err: Exception) -> StoreError:
         if self.shared:
@@ -108,7 +123,7 @@ class DeploymentStore:
         except IntegrityError:
             raise
         except OperationalError as err:
-            raise (unreachable(self.url, err) if self.shared else self._unusable(err)) from None
+            raise (lost(self.url, err) if self.shared else self._unusable(err)) from None
         except DatabaseError as err:
             raise self._unusable(err) from None
 
@@ -117,7 +132,7 @@ class DeploymentStore:
             with self.engine.connect() as conn:
                 return [dict(row) for row in run_sql(conn, sql, *params).mappings()]
         except OperationalError as err:
-            raise (unreachable(self.url, err) if self.shared else self._unusable(err)) from None
+            raise (lost(self.url, err) if self.shared else self._unusable(err)) from None
         except DatabaseError as err:
             raise self._unusable(err) from None
 
@@ -178,6 +193,15 @@ class DeploymentStore:
             row["detail"] = json.loads(row["detail"])
         return rows
 
+    def manual_events(self, endpoint_name: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Manual rollbacks (events ``manual_<status>``), newest first; only their details are decoded."""
+        where = " AND endpoint_name = ?" if endpoint_name else ""
+        rows = self._query(f"SELECT * FROM events WHERE kind LIKE 'manual!_%' ESCAPE '!'{where} "
+                           f"ORDER BY id DESC LIMIT {int(limit)}", *([endpoint_name] if endpoint_name else []))
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
     def verify_events(self) -> list[str]:
         """Problems in the hash chain, oldest first; empty when the trail is intact."""
         with self.engine.connect() as conn:
@@ -219,22 +243,47 @@ class DeploymentStore:
 
     def write_run_file(self, run_id: str | None, path: str | os.PathLike[str], payload: str) -> None:
         """Write a run's results (or a monitor run's report) and record its sha256, so ``runs show`` can tell the
-        file is still the run's own. A store that cannot take the hash costs the run nothing: ``runs show`` then
-        says the file is unverified. A file that cannot be written raises ``OSError``."""
+        file is still the run's own; with an artifact store, a copy goes there too, for ``runs show`` on another
+        machine. A store that cannot take the hash costs the run nothing: ``runs show`` then says the file is
+        unverified. A file that cannot be written raises ``OSError``."""
         digest = write_recorded(path, payload)
         if not run_id:
             return
+        url = self._publish(run_id, "results.json", payload.encode(), "results file")
         try:
-            self.record_results_hash(run_id, digest)
+            self.record_results_hash(run_id, digest, url)
         except PipelineError as err:
             log.warning("the results file's sha256 was not recorded (%s): `runs show %s` will say it is unverified",
                         err.message, run_id)
 
-    def record_results_hash(self, run_id: str, sha256: str) -> None:
-        """The sha256 of the results file a run just wrote: ``runs show`` reads the file back only if it
-        still has it (a file can be edited or replaced after the run; the store is where the run said so)."""
+    def publish_report(self, run_id: str, path: Path) -> None:
+        """The run's HTML report, copied to the artifact store with its sha256 recorded (nothing without one)."""
+        if not self.publishing or not path.is_file():
+            return
+        data = path.read_bytes()
+        url = self._publish(run_id, path.name, data, "run report")
+        if url is not None:
+            with self.transaction() as conn:
+                run_sql(conn, "UPDATE runs SET report_url=?, report_sha256=? WHERE run_id=?", url, sha256_of(data),
+                        run_id)
+
+    def _publish(self, run_id: str, name: str, data: bytes, what: str) -> str | None:
+        if not self.publishing:
+            return None
+        try:
+            return self.artifacts.put(f"{RUNS}/{run_id}/{name}", data)
+        except PipelineError as err:
+            log.warning("the %s was not copied to the artifact store (%s): other machines cannot read it", what,
+                        err.message)
+            return None
+
+    def record_results_hash(self, run_id: str, sha256: str, url: str | None = None) -> None:
+        """The sha256 of the results file a run just wrote (and where its copy is): ``runs show`` reads the file
+        back only if it still has it (a file can be edited or replaced after the run; the store is where the run
+        said so)."""
         with self.transaction() as conn:
-            run_sql(conn, "UPDATE runs SET results_sha256=? WHERE run_id=?", sha256, run_id)
+            run_sql(conn, "UPDATE runs SET results_sha256=?, results_url=COALESCE(?, results_url) WHERE run_id=?",
+                    sha256, url, run_id)
 
     def close_run(self, conn: Connection, run_id: str, status: str) -> None:
         """Close a run whose process died (only if it is still marked running)."""
@@ -245,14 +294,20 @@ class DeploymentStore:
         return self._query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", limit)
 
     # --- training jobs ---
-    def record_training_job(self, run_id: str, backend: str, job: Any) -> None:
+    def record_training_job(self, run_id: str, backend: str, job: Any, location: str | None = None) -> None:
+        """A trained job, its files' sha256 and where they are (``location``: the artifact store's URL, else the
+        job's directory)."""
         with self.transaction() as conn:
-            run_sql(conn,
-                "INSERT INTO training_jobs (name, run_id, created_at, backend, model_type, directory, model_sha256,"
-                " metrics_json, data_sha256, artifacts_json, dataset) VALUES (?,?,?,?,?,?,?,?,?,?,?)", job.name, run_id,
-                job.created_at, backend, job.model_type, str(job.directory), job.model_sha256,
-                 json.dumps(job.metrics, default=str), job.data_fingerprint.get("sha256"),
-                 json.dumps(job.artifact_sha256, sort_keys=True), job.manifest.get("dataset"))
+            try:
+                run_sql(conn,
+                    "INSERT INTO training_jobs (name, run_id, created_at, backend, model_type, directory, model_sha256,"
+                    " metrics_json, data_sha256, artifacts_json, dataset) VALUES (?,?,?,?,?,?,?,?,?,?,?)", job.name,
+                    run_id, job.created_at, backend, job.model_type, location or str(job.directory), job.model_sha256,
+                    json.dumps(job.metrics, default=str), job.data_fingerprint.get("sha256"),
+                    json.dumps(job.artifact_sha256, sort_keys=True), job.manifest.get("dataset"))
+            except IntegrityError:  # the transaction is rolled back: nothing of it lands
+                raise PipelineError(f"training job name {job.name!r} is taken in {self.location} by a job another "
+                                    f"machine trained in the same second; run again", ExitCode.FAILURE) from None
             self.append_event(conn, "training_completed", run_id=run_id, training_job=job.name,
                               accuracy=job.metrics.get("accuracy"), model_sha256=job.model_sha256,
                               artifacts=job.artifact_sha256)
@@ -283,8 +338,10 @@ class DeploymentStore:
         """Training jobs newest first, each with the endpoint versions it was deployed as."""
         jobs = self._query("SELECT * FROM training_jobs WHERE name LIKE ? ESCAPE '\\' ORDER BY created_at DESC, "
                            "name DESC LIMIT ?", _like_prefix(prefix), limit)
-        deployed = self._query("SELECT d.training_job, d.endpoint_name, d.to_version, d.status FROM deployments d "
-                               "WHERE d.status IN ('deployed', 'failed') ORDER BY d.id")
+        names = [job["name"] for job in jobs]
+        deployed = self._query("SELECT training_job, endpoint_name, to_version FROM deployments WHERE status IN "
+                               f"('deployed', 'failed') AND training_job IN ({_marks(names)}) ORDER BY id",
+                               *names) if names else []
         for job in jobs:
             job["deployed_as"] = [{"endpoint_name": row["endpoint_name"], "version": row["to_version"]}
                                   for row in deployed if row["training_job"] == job["name"]]
@@ -297,9 +354,12 @@ class DeploymentStore:
     def run_overview(self, limit: int = 100) -> list[dict[str, Any]]:
         """Runs newest first, with the training job each trained or deployed and the version it deployed."""
         runs = self.runs(limit)
-        trained = {row["run_id"]: row["name"] for row in self._query("SELECT run_id, name FROM training_jobs")}
+        ids = [run["run_id"] for run in runs]
+        marks = _marks(ids)
+        trained = {row["run_id"]: row["name"] for row in self._query(
+            f"SELECT run_id, name FROM training_jobs WHERE run_id IN ({marks})", *ids)} if ids else {}
         deployments = self._query("SELECT run_id, training_job, endpoint_name, from_version, to_version, status "
-                                  "FROM deployments ORDER BY id")
+                                  f"FROM deployments WHERE run_id IN ({marks}) ORDER BY id", *ids) if ids else []
         for run in runs:
             mine = [row for row in deployments if row["run_id"] == run["run_id"]]
             last = mine[-1] if mine else None
@@ -394,32 +454,11 @@ class DeploymentStore:
                            "in_progress")
         return [row["endpoint_name"] for row in rows]
 
-    @staticmethod
-    def serving_moment(at: str) -> datetime:
-        """``--at``'s time, in UTC when it names no zone."""
-        try:
-            moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
-        except ValueError:
-            raise PipelineError(f"--at {at!r}: expected an ISO time such as 2026-11-26T10:00:00") from None
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    serving_moment = staticmethod(audit_trail.moment)  # ``--at``'s time, in UTC when it names no zone
 
     def serving_version_at(self, endpoint_name: str, at: str) -> str | None:
         """Which version served ``endpoint_name`` at time ``at``, from the audit trail alone."""
-        moment = self.serving_moment(at)
-        serving: str | None = None
-        for event in reversed(self.events(endpoint_name)):
-            if datetime.fromisoformat(event["at"]) > moment:
-                break
-            detail = event["detail"]
-            if event["kind"] == "endpoint_started":
-                serving = detail.get("version")
-            elif event["kind"].startswith("deployment_") and "serving_version" in detail:
-                serving = detail["serving_version"]
-            elif event["kind"] == "manual_rolled_back":
-                serving = detail.get("to_version")
-            elif event["kind"] == "endpoint_removed":
-                serving = None
-        return serving
+        return audit_trail.serving_at(reversed(self.events(endpoint_name)), audit_trail.moment(at))
 
     def knows_endpoint(self, name: str) -> bool:
         """Whether the store ever heard of ``name``: serving now, or in its history."""
@@ -434,6 +473,11 @@ class DeploymentStore:
             raise PipelineError(f"endpoint {name!r} not found in {self.location!r} (known endpoints: {known})",
                                 ExitCode.USAGE)
         return endpoint
+
+
+def _marks(values: list[Any]) -> str:
+    """``?,?,?``: one placeholder per value of an ``IN`` list."""
+    return ",".join("?" * len(values))
 
 
 def _like_prefix(prefix: str | None) -> str:

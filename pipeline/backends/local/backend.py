@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from datetime import datetime
@@ -162,7 +163,7 @@ class LocalBackend(Backend):
         return row["serving_version"], Path(json.loads(pointer.read_text())["model_dir"])
 
     def _server(self, port: int, pid: int | None, role: str) -> Server:
-        return Server(self.url(port), self.config.endpoint_host, port, pid, role)
+        return Server(self.url(port), self.config.endpoint_host, port, pid, role, machine=socket.gethostname())
 
     def _stable_alive(self, row: dict[str, Any] | None) -> bool:
         return bool(row) and process_alive(row["pid"], self.marker(row["name"]))

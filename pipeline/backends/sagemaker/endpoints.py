@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.base import DeploymentError, IntervalTraffic, Outcome, Server, Staged, TrafficStep
-from pipeline.backends.sagemaker import artifacts, traffic, versions
+from pipeline.backends.sagemaker import artifacts, recovery, traffic, versions
 from pipeline.backends.sagemaker.client import TRANSITIONAL, SageMakerEndpointClient
 from pipeline.backends.sagemaker.errors import WaitTimeout, not_found, shorten
 from pipeline.backends.sagemaker.session import (
@@ -252,18 +252,8 @@ class Endpoints:
                                   f"{staged.version}")
 
     def reconcile(self, endpoint_name: str, deployment: dict[str, Any]) -> Outcome:
-        """A pipeline that died while its SHADOW candidate stood beside the serving version (trial or shadow
-        config) leaves every client on ``from_version`` but pays for the candidate's instances: update back to
-        ``from_version`` alone. Any other state is left as it is (what served before, or the update's result)."""
-        previous, version = deployment["from_version"], deployment["to_version"]
-        description = self._settle(endpoint_name)
-        config_name = (description or {}).get("EndpointConfigName") or ""
-        derived = {f"{version}-{role}" for role in versions.DERIVED_ROLES}
-        if description is None or not previous or config_name not in derived:
-            return Outcome(FinalState.INTERRUPTED, previous, "nothing to repair")
-        outcome = self.rollback(endpoint_name, previous)
-        versions.delete_derived(self.aws, version)
-        return Outcome(FinalState.INTERRUPTED, previous, f"{version} no longer stands beside it: {outcome.detail}")
+        """After a pipeline stopped mid-deployment: what AWS serves is recorded, or made safe (``recovery``)."""
+        return recovery.reconcile(self, endpoint_name, deployment)
 
     def traffic_mark(self, staged: Staged) -> traffic.TrafficMark:
         return traffic.TrafficMark(traffic.now())
@@ -343,7 +333,8 @@ class Endpoints:
             versions.delete_derived(self.aws, staged.version)
             stable = Server(staged.stable.url, resources={"endpoint_config": staged.version, "region": self.aws.region})
         else:
-            self._verify(staged.endpoint_name, staged.version, staged.previous_version)
+            description = self._verify(staged.endpoint_name, staged.version, staged.previous_version)
+        recovery.mark_verified(self, description["EndpointArn"], staged.version)
         return Outcome(FinalState.DEPLOYED, staged.version,
                        f"{staged.version} serves at {staged.stable.url} ({self.config.instance_count} x "
                        f"{self.config.instance_type})", stable)
@@ -387,6 +378,7 @@ class Endpoints:
                           DeploymentConfig=self._deployment_config(rollback=True))
         description = self._verify(endpoint_name, to_version)
         self._retag(description["EndpointArn"], to_version)
+        recovery.mark_verified(self, description["EndpointArn"], to_version)
         return Outcome(FinalState.ROLLED_BACK, to_version,
                        f"{to_version} serves again at {self.aws.url(endpoint_name)}")
 
