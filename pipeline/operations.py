@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import interrupts
 from pipeline.backends import chosen_backend, load_backend
@@ -30,6 +30,10 @@ from pipeline.redaction import url_password
 from pipeline.reporting.results import Results
 from pipeline.run.record import new_run_id
 from pipeline.state.store import DeploymentStore
+
+if TYPE_CHECKING:
+    from pipeline.scoring.predict import PredictReport
+    from pipeline.scoring.service import PredictRequest
 
 log = logging.getLogger("pipeline")
 
@@ -236,6 +240,14 @@ class Operations:
         return MonitorRun(self.config, self.deployer(endpoint_name), self.rollback, self.run_id).run(
             endpoint_name, version=version, since=since, labels_file=labels_file,
             rollback_on_breach=rollback_on_breach, report_file=report_file)
+
+    # ----------------------------------------------------------------- predict
+    def predict(self, request: PredictRequest) -> PredictReport:
+        """Score a CSV file with a training job's model in this process, through a live endpoint, or in a Batch
+        Transform job (``pipeline.scoring.service``)."""
+        from pipeline.scoring.service import predict
+
+        return predict(self, request)
 
     # ----------------------------------------------------------------- cleanup
     def remove_endpoint(self, endpoint_name: str) -> str | None:
