@@ -1,4 +1,4 @@
-"""Commands on a trained model: ``predict`` (score a file)."""
+"""Commands on a trained model: ``predict`` (score a file) and ``reproduce`` (rebuild a job's model and compare)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ from pipeline.progress import configure as configure_progress
 from pipeline.progress import on_terminal
 from pipeline.scoring.predict import ON_BAD_ROW, PredictReport
 from pipeline.scoring.service import MAX_CONCURRENCY, PredictRequest
+from pipeline.training.reproduce import CANNOT, ReproduceReport
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -113,3 +114,84 @@ def _print_predict(report: PredictReport, as_json: bool) -> None:
     if len(report.versions) > 1:
         click.echo(f"Warning: the endpoint answered with {len(report.versions)} versions "
                    f"({', '.join(report.versions)}): it was deployed to during the run", err=True)
+
+
+def _hyperparameters(items: tuple[str, ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise PipelineError(f"--hyperparameter {item!r}: expected NAME=VALUE, e.g. --hyperparameter n_jobs=2")
+        try:
+            values[name.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[name.strip()] = raw
+    return values
+
+
+@cli.command()
+@click.argument("training_job")
+@click.option("--data", metavar="PATH", help="The data, when it is no longer where the manifest says (checked "
+              "against the recorded sha256 all the same).")
+@click.option("--allow-data-change", is_flag=True, help="Retrain on data whose sha256 differs from training's; "
+              "the verdict says what that did.")
+@click.option("--hyperparameter", "hyperparameters", multiple=True, metavar="NAME=VALUE",
+              help="Retrain with this hyperparameter changed (a JSON value), e.g. n_jobs=2: a setting that should "
+                   "not change the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def reproduce(ctx: click.Context, training_job: str, data: str | None, allow_data_change: bool,
+              hyperparameters: tuple[str, ...], as_json: bool) -> None:
+    """Prove a training job's model can be rebuilt: check its data (same sha256, or what changed) and the library
+    versions, retrain with the recorded config and seed in a scratch directory (a SageMaker job with the same
+    container code, here), and compare. Recorded in the audit trail. Exit 0: identical (the same model file) or
+    equivalent (the same predictions on the held-out rows and the same metrics); 1: different (what differs, and
+    the likely cause); 2: cannot (the data is missing, or changed without --allow-data-change).
+
+    \b
+    Example:
+      python3 run_pipeline.py reproduce iris-classifier-20250823-120000
+    """
+    operations = _operations(ctx)
+    _console(ctx)
+    try:
+        report = operations.reproduce(training_job, data=data, allow_data_change=allow_data_change,
+                                      hyperparameters=_hyperparameters(hyperparameters))
+    except PipelineError as err:
+        _fail(err, _verbose(ctx))
+        return
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    elif report.verdict == CANNOT:
+        _fail(PipelineError(report.reason, ExitCode.USAGE), _verbose(ctx))
+    else:
+        _print_reproduce(report)
+    sys.exit(int(report.exit_code))
+
+
+def _print_reproduce(report: ReproduceReport) -> None:
+    click.echo(f"training job {report.training_job}: {report.verdict}: {report.reason}")
+    data = report.data
+    found = data.found or {}
+    shape = f"{found.get('rows', '?'):,} rows, {found.get('columns', '?')} columns"
+    click.echo(f"  data: {data.source}: " + (f"the same (sha256 {str(found.get('sha256'))[:12]}..., {shape})"
+                                             if data.same else "; ".join(data.changes)))
+    click.echo("  versions: " + ("the same as at training" if not report.versions else ", ".join(
+        f"{item['package']} {item['recorded']} -> {item['now']}" for item in report.versions)))
+    if report.hyperparameters:
+        click.echo("  hyperparameters given here: " + ", ".join(
+            f"{name}={json.dumps(value)}" for name, value in sorted(report.hyperparameters.items())))
+    click.echo(f"  {report.retrained}")
+    comparison = report.comparison
+    if comparison is None:
+        return
+    click.echo(f"  model: sha256 {comparison.recorded_sha256[:12]}... recorded, {comparison.reproduced_sha256[:12]}... "
+               f"reproduced")
+    if comparison.first_differences:
+        click.echo("  predictions: " + "; ".join(f"held-out row {item['row']}: {item['recorded']!r} recorded, "
+                                                 f"{item['reproduced']!r} reproduced"
+                                                 for item in comparison.first_differences))
+    for item in comparison.metric_differences:
+        click.echo(f"  {item['metric']}: {item['recorded']!r} recorded, {item['reproduced']!r} reproduced")
+    if report.causes:
+        click.echo("  likely cause: " + "; ".join(report.causes))
