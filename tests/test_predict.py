@@ -298,6 +298,13 @@ def test_columns_are_matched_by_name_and_a_near_miss_is_named():
         match_columns(["a", "a", "b"], ["a", "b"], None, "f")
 
 
+def test_predict_options_given_before_the_command_say_where_they_go(workdir):
+    result = _invoke("--training-job", "iris-classifier-20250823-120000", "predict", "--input", "x", "--output", "y")
+    assert result.exit_code == 2
+    assert "Error: --training-job is an option of a pipeline run, not of `predict`; give it after the command: " \
+           "`predict --training-job JOB`" in result.output
+
+
 def test_predict_runs_as_a_subprocess_of_run_pipeline(workdir):
     job = train_job(workdir)
     iris_rows(workdir / "rows.csv", 50)
