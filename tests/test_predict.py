@@ -8,9 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -168,33 +165,37 @@ def test_requests_that_cannot_work_are_refused_before_any_work_with_exit_2(workd
 
 
 def test_a_file_many_blocks_long_streams_in_bounded_memory_with_bounded_log_lines(workdir):
-    """Peak memory (the process's own, from wait4) for a file 30 blocks long is within a few MB of the peak for a
-    file of 3 blocks: the file is never held whole. Off a terminal, progress is a few log lines."""
+    """Peak memory for a file 30 blocks long is within a few MB of the peak for a file of 5 blocks: the file is never
+    held whole (holding it would add twice its 30 MB or more). Off a terminal, progress is a few log lines."""
     job = train_job(workdir)
     rows = 600_000  # ~ 30 MB: 30 blocks of 1 MiB
     generator = np.random.default_rng(1)
     frame = pd.DataFrame(generator.normal(4, 2, (rows, 4)).round(8), columns=IRIS_COLUMNS)
     frame.insert(0, "id", np.arange(rows))
     frame.to_csv(workdir / "big.csv", index=False)
-    frame.iloc[:60_000].to_csv(workdir / "small.csv", index=False)
+    frame.iloc[:100_000].to_csv(workdir / "small.csv", index=False)
 
     def peak_mb(name: str) -> tuple[float, str]:
-        process = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "predict", "--training-job", job,
-                                    "--input", name, "--output", f"{name}.out", "--id-column", "id"], cwd=workdir,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _, status, usage = os.wait4(process.pid, 0)
-        stderr = process.stderr.read() if process.stderr else ""
-        assert os.waitstatus_to_exitcode(status) == 0, stderr
-        return usage.ru_maxrss / 1024, stderr
+        # Linux keeps a process's peak RSS across exec: a child forked from this test process would count the test
+        # process's memory as its own. A small Python process runs the command and reports its child's peak.
+        wrapper = ("import resource, subprocess, sys\n"
+                   "code = subprocess.call(sys.argv[1:])\n"
+                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+                   "sys.exit(code)\n")
+        result = run_script(sys.executable, "-c", wrapper, sys.executable, str(REPO / "run_pipeline.py"), "predict",
+                            "--training-job", job, "--input", name, "--output", f"{name}.out", "--id-column", "id",
+                            cwd=workdir)
+        assert result.returncode == 0, result.stderr
+        *log, peak = result.stderr.strip().splitlines()
+        return int(peak) / 1024, "\n".join(log)
 
     small, _ = peak_mb("small.csv")
     big, log = peak_mb("big.csv")
     size_mb = (workdir / "big.csv").stat().st_size / 1e6
     assert size_mb > 25
-    assert big - small < 15, (small, big)  # holding the file would add several times its 25+ MB
+    assert big - small < 20, (small, big)
     assert len((workdir / "big.csv.out").read_text().splitlines()) == rows + 1
     assert len([line for line in log.splitlines() if line.startswith("INFO predict")]) <= 8, log
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 
 
 # --------------------------------------------------------------------------- the endpoint loop, against a fake

@@ -160,6 +160,9 @@ def reproduce(ctx: click.Context, training_job: str, data: str | None, allow_dat
     except PipelineError as err:
         _fail(err, _verbose(ctx))
         return
+    except KeyboardInterrupt:
+        click.echo("Error: stopped by Ctrl-C or SIGTERM; nothing was recorded", err=True)
+        sys.exit(int(ExitCode.FAILURE))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     elif report.verdict == CANNOT:

@@ -262,6 +262,7 @@ def predict_endpoint(blocks: CsvBlocks, output: str, scorer: EndpointScorer, mod
                 writer.header(classes if probabilities else None)
             report.rows_read, report.rows_written = blocks.rows, writer.rows
     finally:
+        scorer.stopped.set()  # a batch still retrying gives up rather than keep the run from ending
         pool.shutdown(wait=True, cancel_futures=True)
     progress().done(PROGRESS_STEP, f"{report.rows_written:,} rows scored")
     report.versions = sorted(versions)

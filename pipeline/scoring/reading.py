@@ -297,14 +297,10 @@ def ids_of(block: Block, columns: Columns) -> Sequence[str] | range:
 
 def model_text(block: Block, columns: Columns, keep: np.ndarray | None = None) -> bytes:
     """The model's columns of the rows (all, or those ``keep`` marks) as CSV lines in the model's order, each value
-    as the file spells it: the body an endpoint parses."""
-    if not block.quoted:
-        if columns.same_as_file:
-            return block.text(keep)
-        if keep is None and list(columns.positions) == sorted(columns.positions):
-            cut = _cut_in_place(block, columns)
-            if cut is not None:
-                return cut
+    as the file spells it: the body an endpoint parses. A line with more or fewer fields than the header is cut
+    all the same: the endpoint refuses a body with it (400), and ``parse_block`` then finds it by number."""
+    if columns.same_as_file and not block.quoted:
+        return block.text(keep)
     lines = block.lines if keep is None else [block.lines[i] for i in np.flatnonzero(keep)]
     if not lines:
         return b""
@@ -312,41 +308,19 @@ def model_text(block: Block, columns: Columns, keep: np.ndarray | None = None) -
         text = io.StringIO(b"\n".join(lines).decode("utf-8", errors="replace"))
         cut_rows = [",".join(row[p] if p < len(row) else "" for p in columns.positions) for row in csv.reader(text)]
         return ("\n".join(cut_rows) + "\n").encode()
-    positions = columns.positions
-    cut_lines = []
-    for line in lines:
-        fields = line.split(b",")
-        cut_lines.append(b",".join([fields[p] if p < len(fields) else b"" for p in positions]))
-    return b"\n".join(cut_lines) + b"\n"
-
-
-def _cut_in_place(block: Block, columns: Columns) -> bytes | None:
-    """The model's columns cut out of every line at once, for columns in the file's order and lines of the header's
-    width (None otherwise: the caller cuts line by line). Each run of adjacent kept fields is one byte range per
-    line, its last comma turned into the line end: a mask over the block's bytes, no loop over lines."""
-    raw = np.frombuffer(block.data, dtype=np.uint8)
-    width = len(columns.header)
-    commas = np.flatnonzero(raw == 44)
-    ends = np.flatnonzero(raw == 10)
-    if len(commas) != len(ends) * (width - 1):
-        return None
-    commas = commas.reshape(len(ends), width - 1)  # sorted: each row's commas are on one line when it starts
-    if (commas[:, -1] >= ends).any() or (commas[1:, 0] <= ends[:-1]).any():  # after its line's start, ends before
-        return None  # a line with more or fewer fields than the header: cut line by line
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    # Field j of line i is [field_start[:, j], field_end[:, j]): the byte after it is its comma or the line end.
-    field_start = np.concatenate((starts[:, None], commas + 1), axis=1)
-    field_end = np.concatenate((commas, ends[:, None]), axis=1)
-    runs: list[tuple[int, int]] = []
-    for position in columns.positions:
-        if runs and runs[-1][1] == position - 1:
-            runs[-1] = (runs[-1][0], position)
+    span = columns.span
+    if span is not None:  # one run of adjacent fields: two cuts per line, at C speed
+        front, back = span[0], len(columns.header) - span[1]
+        if not front:
+            cut = [line.rsplit(b",", back)[0] for line in lines]
+        elif not back:
+            cut = [line.split(b",", front)[-1] for line in lines]
         else:
-            runs.append((position, position))
-    out = raw.copy()
-    delta = np.zeros(len(raw) + 1, dtype=np.int8)
-    for first, last in runs:
-        delta[field_start[:, first]] += 1
-        delta[field_end[:, last] + 1] -= 1  # the separator after the run is kept: a comma, or the line end
-    out[field_end[:, runs[-1][1]]] = 10  # the last kept field ends its line
-    return out[np.cumsum(delta[:-1], dtype=np.int8) > 0].tobytes()
+            cut = [line.split(b",", front)[-1].rsplit(b",", back)[0] for line in lines]
+    else:
+        positions = columns.positions
+        cut = []
+        for line in lines:
+            fields = line.split(b",")
+            cut.append(b",".join([fields[p] if p < len(fields) else b"" for p in positions]))
+    return b"\n".join(cut) + b"\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,12 +61,16 @@ class EndpointScorer:
         self.retries = retries
         self.sleep = sleep
         self.retried = 0  # requests sent again, over the whole run
+        self.stopped = threading.Event()  # set when the run stops (an error elsewhere, Ctrl-C): no more requests
 
     def send(self, body: bytes, rows: int, where: str) -> Scored:
         """The endpoint's answers for ``rows`` rows; ``Refused`` (400), ``TooLarge`` (413), or ``PipelineError`` once
         the retries are spent or the answer is not usable."""
         reply, problem = None, ""
         for attempt in range(self.retries + 1):
+            if self.stopped.is_set():
+                raise PipelineError(f"endpoint {self.endpoint_name!r}, {where}: not sent, the run stopped",
+                                    ExitCode.FAILURE)
             if attempt:
                 self.retried += 1
                 pause = min(LONGEST_PAUSE_SECONDS, FIRST_PAUSE_SECONDS * 2 ** (attempt - 1))
