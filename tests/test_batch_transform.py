@@ -72,6 +72,19 @@ def test_a_batch_transform_job_scores_an_s3_file_as_predict_does_here(pipeline, 
     assert not boto3.client("sagemaker", region_name=REGION).list_models(NameContains=transform["name"])["Models"]
 
 
+def test_predict_through_a_sagemaker_endpoint_gives_what_the_job_gives_here(pipeline, sagemaker, workdir):
+    assert pipeline("--role-arn", ROLE).exit_code == 0
+    job = pipeline.results()["summary"]["training_job"]
+    iris_rows(workdir / "rows.csv", 2000)
+    served = _invoke("predict", "--endpoint-name", "iris-model", "--input", "rows.csv", "--output", "served.csv",
+                     "--id-column", "customer", "--probabilities")
+    assert served.exit_code == 0, served.output
+    assert "(endpoint iris-model, version iris-model-" in served.output
+    assert _invoke("predict", "--training-job", job, "--input", "rows.csv", "--output", "here.csv", "--id-column",
+                   "customer", "--probabilities").exit_code == 0
+    assert (workdir / "served.csv").read_bytes() == (workdir / "here.csv").read_bytes()
+
+
 def test_a_local_job_is_uploaded_and_rows_numbered_when_there_is_no_id_column(transforms, workdir):
     job = train_job(workdir)
     iris_rows(workdir / "rows.csv", 40)
