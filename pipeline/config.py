@@ -71,6 +71,9 @@ class PipelineConfig(BaseModel):
     aws_region: str = "us-east-1"
     instance_type: str = "ml.m5.large"
     auto_deploy_enabled: bool = True
+    # No deployment of a model nobody approved (`approve JOB --reason TEXT`): the gate's deploy becomes
+    # pending_approval (exit 0); --mode deployment of an unapproved model is held (exit 3).
+    approval_required: bool = False
     rollback_on_failure: bool = True
     # pydantic checks ``pattern`` with Rust's regex engine, whose ``$`` matches only at the very end:
     # a trailing newline is refused (tests/test_settings.py holds it to that).
@@ -150,7 +153,9 @@ class PipelineConfig(BaseModel):
     request_timeout_seconds: float = Field(10.0, gt=0.0)
 
     # --- monitoring after deployment (`monitor`; pipeline/monitoring/drift.py, docs/MONITORING.md) ---
-    monitor_min_rows: int = Field(100, ge=1)  # fewer captured rows: "insufficient data", never "no drift"
+    # Fewer captured rows, or fewer effective ones than a one-standard-deviation move needs to be seen (repeated
+    # rows are one row's evidence): "insufficient data", never "no drift".
+    monitor_min_rows: int = Field(100, ge=1)
     monitor_min_labels: int = Field(30, ge=1)  # fewer labelled predictions: no verdict on live accuracy
     drift_alpha: float = Field(0.05, gt=0.0, lt=1.0)  # false-alarm rate of one monitor run, all tests together
     drift_psi_threshold: float = Field(0.1, ge=0.0)  # the smallest PSI that counts as a move
@@ -161,7 +166,8 @@ class PipelineConfig(BaseModel):
 
     # --- notifications (pipeline/notifications/) ---
     notify_events: tuple[str, ...] = ("gate_decision", "tests_failed", "rolled_back", "rollback_failed",
-                                      "pipeline_finished", "drift_detected", "live_accuracy_breach")
+                                      "pipeline_finished", "drift_detected", "live_accuracy_breach",
+                                      "approval_needed")
     notify_strict: bool = False  # true: a notification that was not delivered fails the run (exit 1)
     notification_timeout_seconds: float = Field(5.0, gt=0.0)
     notification_retries: int = Field(3, ge=0, le=10)
@@ -255,6 +261,7 @@ ENV_VARS: dict[str, str] = {
     "AWS_REGION": "aws_region",
     "INSTANCE_TYPE": "instance_type",
     "AUTO_DEPLOY_ENABLED": "auto_deploy_enabled",
+    "APPROVAL_REQUIRED": "approval_required",
     "ROLLBACK_ON_FAILURE": "rollback_on_failure",
     "LOG_LEVEL": "log_level",
     "SNS_TOPIC_ARN": "sns_topic_arn",
@@ -407,7 +414,7 @@ FLAGS: dict[str, str] = {
     "label_column": "--label-column", "model_type": "--model-type", "random_seed": "--random-seed",
     "store_dir": "--store-dir", "endpoint_port": "--endpoint-port", "log_file": "--log-file",
     "log_level": "--verbose", "traffic_routing": "--traffic-routing", "replay_requests": "--replay-requests",
-    "store_url": "--store-url",
+    "store_url": "--store-url", "approval_required": "--approval-required",
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-SWITCHES = ("auto_deploy_enabled", "log_level")  # keys whose flags take no value (--disable-auto-deploy, --verbose)
+SWITCHES = ("auto_deploy_enabled", "log_level", "approval_required")  # keys whose flags take no value
 
 
 def describe_value(value: Any) -> str:

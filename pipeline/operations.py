@@ -21,6 +21,9 @@ from pipeline.config import PipelineConfig
 from pipeline.container.verified_files import FileChanged, read_verified
 from pipeline.deployment.steps import DeploymentPipeline
 from pipeline.errors import PipelineError
+from pipeline.gate.approvals import decide_for_approval
+from pipeline.gate.approvals import record as record_approval
+from pipeline.gate.decision import Approval, ApprovalStatus
 from pipeline.logs import configure_logging, default_results_file, prune_default_files
 from pipeline.monitoring.monitor_run import MonitorRecord, MonitorRun
 from pipeline.outcomes import FinalState
@@ -30,6 +33,7 @@ from pipeline.redaction import url_password
 from pipeline.reporting.results import Results
 from pipeline.run.record import new_run_id
 from pipeline.state.store import DeploymentStore
+from pipeline.training.jobs import TrainingJob
 
 if TYPE_CHECKING:
     from pipeline.scoring.predict import PredictReport
@@ -148,6 +152,7 @@ class History:
     deployments: list[dict[str, Any]]
     rollbacks: list[dict[str, Any]]
     runs: list[dict[str, Any]]
+    approvals: list[dict[str, Any]]
 
 
 class Operations:
@@ -195,6 +200,20 @@ class Operations:
         deployer = self.deployer(endpoint_name)
         with deployer.exclusive(endpoint_name, f"rollback {self.run_id}"):
             return deployer.rollback(endpoint_name, to_version)
+
+    # ----------------------------------------------------------------- approvals
+    def decide_on_model(self, training_job: str, status: ApprovalStatus, by: str, reason: str) -> Approval:
+        """``approve`` / ``reject``: a person's decision about a job's model, in the audit trail (and SageMaker's
+        Model Registry for a SageMaker job). The job's files are checked first: an approval names one model."""
+        row = self.store.training_job(training_job)
+        if row is None:
+            raise PipelineError(f"training job {training_job!r} not found in {self.store.location!r} (see `jobs`)")
+        job = TrainingJob.load(Path(row["directory"]), row)
+        approval = decide_for_approval(job.name, row["gate_decision"], job.model_sha256, status, by, reason)
+        record_approval(self.store, approval, run_id=self.run_id)
+        load_backend(chosen_backend(self.config, row), self.config, self.store, self.run_id).record_approval(
+            job, str(status), by, approval.reason or "")
+        return approval
 
     # ----------------------------------------------------------------- rollout
     def rollout_status(self, endpoint_name: str) -> dict[str, Any] | None:
@@ -308,13 +327,29 @@ class Operations:
             raise PipelineError(f"endpoint {endpoint_name!r} not found: {self.store.directory} has no endpoint, "
                                 f"deployment or event of that name (`history` lists them all)")
         rollbacks = [event for event in self.store.events(endpoint_name) if event["kind"].startswith("manual_")]
-        return History(self.store.deployments(endpoint_name, limit=1000), rollbacks, self.store.runs())
+        deployments = self.store.deployments(endpoint_name, limit=1000)
+        jobs = {row["training_job"] for row in deployments}
+        approvals = [event for event in self.store.events_of_kinds(("model_approved", "model_rejected"))
+                     if not endpoint_name or event["detail"].get("training_job") in jobs]
+        return History(deployments, rollbacks, self.store.runs(), approvals)
 
-    def serving_at(self, endpoint_name: str, at: str) -> str | None:
+    def serving_at(self, endpoint_name: str, at: str) -> tuple[str | None, dict[str, Any] | None]:
+        """Which version served at ``at``, and the approval of its model that stood then (None: none recorded)."""
         if not self.store.knows_endpoint(endpoint_name):
             raise PipelineError(f"endpoint {endpoint_name!r} not found: {self.store.directory} has no endpoint, "
                                 f"deployment or event of that name (`history` lists them all)")
-        return self.store.serving_version_at(endpoint_name, at)
+        version = self.store.serving_version_at(endpoint_name, at)
+        row = self.store.version(version) if version else None
+        if row is None:
+            return version, None
+        moment = self.store.serving_moment(at)
+        for event in self.store.events_of_kinds(("model_approved", "model_rejected")):  # newest first
+            if event["detail"].get("training_job") == row["training_job"] and \
+                    datetime.fromisoformat(event["at"]) <= moment:
+                return version, {"status": "approved" if event["kind"] == "model_approved" else "rejected",
+                                 "by": event["detail"].get("by"), "at": event["at"],
+                                 "reason": event["detail"].get("reason"), "training_job": row["training_job"]}
+        return version, None
 
     def verify_audit_trail(self) -> list[str]:
         return self.store.verify_events()
@@ -324,8 +359,12 @@ class Operations:
         """Training jobs newest first: what each was trained on, how the gate judged it, where it serves.
         Up to ``limit`` of them, plus one more when there are more (the caller says so, and drops it)."""
         listed = []
+        decided = {}  # job -> the last approval or rejection event of it, newest first
+        for event in self.store.events_of_kinds(("model_approved", "model_rejected")):
+            decided.setdefault(event["detail"].get("training_job"), event)
         for row in self.store.training_jobs(prefix, limit=limit + 1):
             metrics = json.loads(row["metrics_json"] or "{}")
+            decision = decided.get(row["name"])
             metric = row["gate_metric"] or "accuracy"
             listed.append({
                 "name": row["name"], "created_at": row["created_at"], "backend": row["backend"],
@@ -337,7 +376,12 @@ class Operations:
                 else metrics.get("accuracy_ci95") if metric == "accuracy" else None,
                 "gate_decision": row["gate_decision"], "deployed_as": row["deployed_as"], "run_id": row["run_id"],
                 "pruned_at": row.get("pruned_at"), "deployable": not row.get("pruned_at")
-                and row["gate_decision"] != "rejected"})
+                and row["gate_decision"] != "rejected" and (decision is None or decision["kind"] != "model_rejected"),
+                "approval": None if decision is None else {
+                    "status": "approved" if decision["kind"] == "model_approved" else "rejected",
+                    "by": decision["detail"].get("by"), "at": decision["at"],
+                    "reason": decision["detail"].get("reason")},
+                "awaiting_approval": row["gate_decision"] == "pending_approval" and decision is None})
         return listed
 
     def runs(self, limit: int = 100) -> list[dict[str, Any]]:

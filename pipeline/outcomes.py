@@ -23,6 +23,7 @@ class Verdict(StrEnum):
 
     DEPLOY = "deploy"  # good enough, and deploying was asked for
     APPROVED = "approved"  # good enough; auto-deploy is off, so it waits for --mode deployment
+    PENDING_APPROVAL = "pending_approval"  # good enough; approval_required, and nobody has approved it yet
     HELD = "held"  # not good enough to deploy, not bad enough to reject
     REJECTED = "rejected"  # below the minimum: never deployed
 

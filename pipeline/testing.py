@@ -136,7 +136,8 @@ class EndpointTester:
             model = inference.model_fn(str(job.model_dir), job.model_sha256)
         except inference.ModelIntegrityError as err:
             raise PipelineError(f"training job {job.name!r}: {err}", ExitCode.FAILURE) from None
-        offline = model.predict(features.to_numpy(dtype=float))
+        with inference.BareRows():  # the rows as the endpoint gets them: no column names
+            offline = model.predict(features.to_numpy(dtype=float))
         return self.run(features, labels, offline, feature_lines=job.heldout_feature_lines(),
                         recorded_accuracy=job.metrics.get("accuracy"), replay=replay)
 

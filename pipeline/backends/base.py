@@ -192,6 +192,14 @@ class Backend(ABC):
         nothing was captured."""
         return None
 
+    def registered_approval(self, job: TrainingJob) -> dict[str, Any] | None:
+        """A decision about ``job`` given in the backend's own model registry (SageMaker's): ``status`` (approved,
+        rejected, pending), ``by``, ``at``, ``reason``; None where there is no registry."""
+        return None
+
+    def record_approval(self, job: TrainingJob, status: str, by: str, reason: str) -> None:
+        """Mirror a person's decision about ``job`` to the backend's model registry (nothing to do locally)."""
+
     def unrecorded_servers(self) -> dict[str, list[str]]:
         """What runs for endpoints the store does not know (e.g. after its state file was lost)."""
         return {}

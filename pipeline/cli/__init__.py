@@ -2,6 +2,7 @@
 ``main`` is the console script's entry point (``mlops-pipeline``, ``run_pipeline.py``)."""
 # Each module registers its commands on cli when imported.
 from pipeline.cli import (  # noqa: F401
+    approval_commands,
     endpoint_commands,
     model_commands,
     record_commands,

@@ -41,9 +41,17 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
         if at_time:
             if not endpoint_name:
                 raise PipelineError("history --at needs --endpoint-name")
-            version = operations.serving_at(endpoint_name, at_time)
-            click.echo(json.dumps({"endpoint_name": endpoint_name, "at": at_time, "serving_version": version})
-                       if as_json else (version or "nothing was serving"))
+            version, approval = operations.serving_at(endpoint_name, at_time)
+            if as_json:
+                click.echo(json.dumps({"endpoint_name": endpoint_name, "at": at_time, "serving_version": version,
+                                       "approval": approval}))
+            elif version is None:
+                click.echo("nothing was serving")
+            elif approval is None:
+                click.echo(f"{version} (no approval of its model recorded)")
+            else:
+                click.echo(f"{version} ({approval['status']} by {approval['by']} at {approval['at'][:19]}: "
+                           f"{approval['reason']})")
             return
         history = operations.history(endpoint_name)
     except PipelineError as err:
@@ -51,7 +59,7 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
         return
     if as_json:
         click.echo(json.dumps({"deployments": history.deployments, "rollbacks": history.rollbacks,
-                               "runs": history.runs}, indent=2, default=str))
+                               "approvals": history.approvals, "runs": history.runs}, indent=2, default=str))
         return
     lines = [(row["started_at"], f"deployment  {row['endpoint_name']}  {row['from_version'] or '-'} -> "
               f"{row['to_version']}  {row['status']}" + (f"  ({row['reason']})" if row["reason"] else ""))
@@ -59,6 +67,8 @@ def history(ctx: click.Context, endpoint_name: str | None, as_json: bool, at_tim
     lines += [(event["at"], f"rollback    {event['endpoint_name']}  {event['detail'].get('from_version') or '-'} -> "
                f"{event['detail'].get('to_version')}  {event['kind'].removeprefix('manual_')}")
               for event in history.rollbacks]
+    lines += [(event["at"], f"{event['kind'].removeprefix('model_'):<11} {event['detail'].get('training_job')}  by "
+               f"{event['detail'].get('by')}: {event['detail'].get('reason')}") for event in history.approvals]
     if not endpoint_name:
         lines += [(run["started_at"], f"run         {run['run_id']}  {run['mode']}  {run['backend']}  "
                    f"{run['status']}" + (f"  exit {run['exit_code']}" if run["exit_code"] is not None else ""))

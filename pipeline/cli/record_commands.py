@@ -56,9 +56,13 @@ def jobs(ctx: click.Context, prefix: str | None, limit: int, as_json: bool) -> N
         served = ", ".join(f"{item['endpoint_name']}:{item['version']}" for item in job["deployed_as"]) or "-"
         if job.get("pruned_at"):  # its files are gone: it cannot be deployed (or served) again
             served = f"pruned, not deployable (was: {served})" if served != "-" else "pruned, not deployable"
+        decision = job["gate_decision"] or "-"
+        if job["approval"]:
+            decision += f" ({job['approval']['status']} by {job['approval']['by']})"
+        elif job["awaiting_approval"]:
+            decision += " (awaits `approve`)"
         rows.append([job["created_at"][:19], job["name"], Path(job["dataset"]).name if job["dataset"] else "?",
-                     (job["data_sha256"] or "-")[:12], job["model_type"] or "-", judged, job["gate_decision"] or "-",
-                     served])
+                     (job["data_sha256"] or "-")[:12], job["model_type"] or "-", judged, decision, served])
     _table(["created", "training job", "dataset", "sha256", "model", "gate metric [95% interval]", "decision",
             "deployed to endpoint:version"], rows)
 

@@ -82,6 +82,7 @@ def flag_settings(options: dict[str, Any]) -> dict[str, Any]:
         "minimum_accuracy": options.get("minimum_accuracy"), "aws_region": options.get("region"),
         "instance_type": options.get("instance_type"), "backend": options.get("backend"),
         "auto_deploy_enabled": False if options.get("disable_auto_deploy") else None,
+        "approval_required": True if options.get("approval_required") else None,
         "dataset": options.get("dataset"), "label_column": options.get("label_column"),
         "model_type": options.get("model_type"), "random_seed": options.get("random_seed"),
         "store_dir": options.get("store_dir"), "store_url": options.get("store_url"),
@@ -117,6 +118,8 @@ def _build_config(options: dict[str, Any]) -> tuple[PipelineConfig, dict[str, st
 @click.option("--deployment-only", is_flag=True, help="Same as --mode deployment.")
 @click.option("--disable-auto-deploy", is_flag=True,
               help="Train and judge, but do not deploy (full or training mode only).")
+@click.option("--approval-required", is_flag=True,
+              help="Deploy no model nobody approved (`approve JOB --reason TEXT`); environment APPROVAL_REQUIRED.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), help="Where to deploy (default: sagemaker with "
               "--role-arn, else local).")
 @click.option("--dataset", help="'iris' or a CSV file with a header row.")

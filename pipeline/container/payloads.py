@@ -1,16 +1,17 @@
 """What a request body and an Accept header say, in every shape the endpoint takes.
 
-Bodies: CSV rows, JSON rows by position, and MLflow's scoring shapes by name (``dataframe_split``,
-``dataframe_records``, ``instances``/``inputs`` of rows or objects, ``inputs`` by column), decoded into
-a float matrix or ``NamedRows``. Accept: JSON or CSV by quality, and the ``probabilities=true``
-parameter, the one switch for probabilities SageMaker passes on (``parse_switch`` reads every
-true/false switch the same way).
+Bodies: CSV rows (with or without a header row of column names, as MLflow's CSV clients send), JSON
+rows by position, and MLflow's scoring shapes by name (``dataframe_split``, ``dataframe_records``,
+``instances``/``inputs`` of rows or objects, ``inputs`` by column), decoded into a float matrix or
+``NamedRows``. Accept: JSON or CSV by quality, and the ``probabilities=true`` parameter, the one switch
+for probabilities SageMaker passes on (``parse_switch`` reads every true/false switch the same way).
 
 Shipped to SageMaker's container with the hooks: numpy and the standard library (pandas for big CSV
 bodies) only.
 """
 from __future__ import annotations
 
+import csv
 import functools
 import io
 import json
@@ -193,8 +194,62 @@ def _unwrap(payload: dict[str, Any]) -> Any:
     return value
 
 
+# A CSV body whose first character is one of these starts with a row of numbers: no header row to look for.
+_NUMBER_START = frozenset("0123456789+-.")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_header(text: str) -> tuple[list[str], str] | None:
+    """A CSV body's first row of column names and the rows after it, or None when the first row is not names.
+
+    A first row is names when each of its fields is text that is not a number (and not empty) and rows follow
+    it; anything else is left to the numeric parser, which says what is wrong with it.
+    """
+    if text[:1] in _NUMBER_START:
+        return None
+    line, newline, rest = text.partition("\n")
+    if not newline or not rest.strip():
+        return None
+    try:
+        names = [name.strip() for name in next(csv.reader([line.rstrip("\r")]))]
+    except (csv.Error, StopIteration):
+        return None
+    if not names or any(not name or _is_number(name) for name in names):
+        return None
+    return names, rest
+
+
+def _csv_rows(text: str) -> np.ndarray:
+    rows = _fast_csv(text) if len(text) >= _PANDAS_CSV_BYTES else None
+    if rows is None:  # small bodies, and anything pandas finds odd: numpy's strict parser
+        rows = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+    return rows
+
+
+def _csv_named(names: list[str], rows: np.ndarray) -> NamedRows:
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise BadRequestError(f"CSV header row: column {twice!r} appears twice")
+    if rows.shape[1] != len(names):
+        raise BadRequestError(f"CSV header row names {len(names)} columns, but the rows have {rows.shape[1]} values")
+    return NamedRows(tuple(names), rows)
+
+
 def decode_body(input_data: bytes | str, content_type: str) -> np.ndarray | NamedRows:
     """Parse CSV rows, or JSON rows by position or by name, into a float matrix (``NamedRows`` when named).
+
+    CSV: rows of numbers, the first row optionally the column names (MLflow's CSV clients send one):
+    ``NamedRows`` then, which ``predict_fn`` matches to the model's input schema by name -- exactly the
+    schema's names, in its order or in any other (the columns are put in the model's order, as for JSON
+    named columns); other names are a 400 naming the missing and unexpected ones. A first row counts as
+    names only when every field is non-empty text that is not a number.
 
     JSON: a list of rows; ``{"instances": [...]}`` or ``{"inputs": [...]}`` of rows or of objects
     ``{column: value}``; ``{"inputs": {column: [values]}}``; ``{"dataframe_split": {"columns": [...],
@@ -211,11 +266,11 @@ def decode_body(input_data: bytes | str, content_type: str) -> np.ndarray | Name
         raise BadRequestError("request body is not UTF-8 text") from None
     if not text.strip():
         raise BadRequestError("empty request body: send at least one row")
+    header = None
     try:
         if media_type == CSV:
-            rows = _fast_csv(input_data) if len(text) >= _PANDAS_CSV_BYTES else None
-            if rows is None:  # small bodies, and anything pandas finds odd: numpy's strict parser
-                rows = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+            header = _csv_header(text)
+            rows = _csv_rows(text if header is None else header[1])
         else:
             payload = json.loads(text)
             if type(payload) is dict:
@@ -243,6 +298,8 @@ def decode_body(input_data: bytes | str, content_type: str) -> np.ndarray | Name
         raise BadRequestError("expected a non-empty list of rows")
     if not np.isfinite(rows).all():
         raise BadRequestError("rows must not contain NaN or infinity")
+    if header is not None:
+        return _csv_named(header[0], rows)
     return rows
 
 
@@ -250,16 +307,25 @@ _ACCEPTABLE = {"": JSON, "*/*": JSON, JSON: JSON, "application/*": JSON, CSV: CS
 
 
 @functools.lru_cache(maxsize=256)
-def negotiate(accept: str | None) -> tuple[str, bool] | None:
-    """The best of JSON and CSV for an Accept header such as ``text/csv, application/json;q=0.5``, and
-    whether that choice asks for probabilities (``application/json; probabilities=true``)."""
+def negotiate(accept: str | None, probabilities: bool = False) -> tuple[str, bool] | None:
+    """The type to answer in, JSON or CSV, for an Accept header such as ``text/csv, application/json;q=0.5``, and
+    whether the answer is to carry probabilities; None when the header accepts neither.
+
+    Probabilities are asked for by ``probabilities`` (a server's own switch) or by any type the header accepts
+    with the parameter ``probabilities=true``. Only JSON carries them, so when they are asked for, JSON is chosen
+    whenever the header accepts it (without ``probabilities=false``), even below a CSV it ranks higher:
+    ``text/csv, application/json; probabilities=true`` is answered in JSON with probabilities, never in CSV
+    without them. When it accepts no such JSON (``text/csv; probabilities=true``), the best type is answered
+    with probabilities asked for, and ``output_fn`` refuses that with a 406 saying so: the switch is never
+    silently dropped.
+    """
     if not (accept or "").strip():
-        return JSON, False
+        return JSON, probabilities
     offers = []
     for position, item in enumerate(accept.split(",")):
         media_type, *params = [part.strip() for part in item.split(";")]
         quality = 1.0
-        probabilities = False
+        asks: bool | None = None
         for param in params:
             name, _, value = param.partition("=")
             name, value = name.strip().lower(), value.strip().strip('"')
@@ -269,18 +335,19 @@ def negotiate(accept: str | None) -> tuple[str, bool] | None:
                 except ValueError:
                     quality = 0.0
             elif name == PROBABILITIES_PARAMETER:
-                probabilities = parse_switch(f"Accept parameter {PROBABILITIES_PARAMETER}", value,
-                                             UnsupportedAcceptError)
+                asks = parse_switch(f"Accept parameter {PROBABILITIES_PARAMETER}", value, UnsupportedAcceptError)
         if quality > 0 and media_type.lower() in _ACCEPTABLE:
-            offers.append((-quality, position, _ACCEPTABLE[media_type.lower()], probabilities))
+            offers.append((-quality, position, _ACCEPTABLE[media_type.lower()], asks))
     if not offers:
         return None
-    _, _, media_type, probabilities = min(offers)
-    return media_type, probabilities
+    asked = probabilities or any(asks for *_, asks in offers)
+    if asked and any(kind == JSON and asks is not False for _, _, kind, asks in offers):
+        return JSON, True
+    return min(offers)[2], asked
 
 
 def accept_asks_for_probabilities(accept: str | None) -> bool:
-    """Whether the Accept header's chosen type carries ``probabilities=true`` (for a server with a switch of its
+    """Whether any type the Accept header accepts carries ``probabilities=true`` (for a server with a switch of its
     own, which must not contradict it)."""
     negotiated = negotiate(accept)
     return bool(negotiated and negotiated[1])

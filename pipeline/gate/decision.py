@@ -38,6 +38,12 @@ class ContractStatus(StrEnum):
     SKIPPED = "skipped"  # nothing serves: there is no contract to keep
 
 
+class ApprovalStatus(StrEnum):
+    APPROVED = "approved"  # a person let this model through (approve, or SageMaker's Model Registry)
+    REJECTED = "rejected"  # a person refused it: never deployed
+    PENDING = "pending"  # approval_required, and nobody has decided yet
+
+
 class _Result(BaseModel):
     # Frozen: a decision is made once. Keys a newer tool added are ignored when an older results file
     # is read back (and ``deploys`` is worked out again, never read).
@@ -83,6 +89,19 @@ class ContractCheck(_Result):
         return self.status == ContractStatus.CHANGED
 
 
+class Approval(_Result):
+    """Who let a model through, when and why -- or refused it -- as the audit trail records it."""
+
+    status: ApprovalStatus
+    training_job: str
+    model_sha256: str | None = None  # the model the person looked at: an approval names one model
+    by: str | None = None
+    at: str | None = None
+    reason: str | None = None
+    source: str = "cli"  # cli, or sagemaker (given in SageMaker's Model Registry)
+    overrides_gate: bool = False  # the gate had held the model; the person deployed it anyway
+
+
 class GateDecision(_Result):
     """The gate's decision on one model, the evidence it rests on, and the champion comparison beside it."""
 
@@ -98,6 +117,7 @@ class GateDecision(_Result):
     rows_needed: int | None = None  # evaluation rows at which the interval's lower end would clear the threshold
     champion: ChampionComparison | None = None
     contract: ContractCheck | None = None
+    approval: Approval | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.gate.decision import ChampionComparison, ContractCheck, GateDecision, GatePolicy
+from pipeline.gate.decision import Approval, ApprovalStatus, ChampionComparison, ContractCheck, GateDecision, GatePolicy
 from pipeline.gate.statistics import rows_needed
 from pipeline.outcomes import Verdict
 
@@ -28,8 +28,14 @@ class Gate:
     | the endpoint's contract would change (inputs or labels),     | held     | no; --allow-contract-change  |
     | when deploying                                               |          | deploys it                   |
     | the champion holds it (``champion_policy``)                  | held     | no; the champion serves on   |
+    | a person rejected it (``reject``)                            | rejected | never                        |
+    | approval_required and nobody approved this model             | pending_ | later, once approved         |
+    |                                                              | approval | (--mode deployment: held)    |
     | auto-deploy off, and not --mode deployment                   | approved | later, with --mode deployment|
     | otherwise                                                    | deploy   | yes                          |
+
+    A person's approval of a model the threshold, the no-skill baseline or the champion held overrides
+    that hold (the approval says so); never a rejection, nor a contract change (``--allow-contract-change``).
 
     ``gate_policy`` ``point`` compares the metric itself; ``confident`` its 95% interval
     (``judge`` below). The champion comparison and the contract check are made beforehand
@@ -41,7 +47,8 @@ class Gate:
         self.explicit_request = explicit_request  # --mode deployment: deploy even with auto-deploy off
 
     def decide(self, metrics: dict[str, Any], champion: ChampionComparison | None = None,
-               champion_warning: str | None = None, contract: ContractCheck | None = None) -> GateDecision:
+               champion_warning: str | None = None, contract: ContractCheck | None = None,
+               approval: Approval | None = None) -> GateDecision:
         name = self.config.gate_metric
         value = metrics.get(name)
         if name in NOT_GATEABLE or not _is_score(value):
@@ -60,12 +67,31 @@ class Gate:
             verdict, reason = Verdict.HELD, contract.reason
         elif verdict == Verdict.DEPLOY and champion is not None and champion.holds:
             verdict, reason = Verdict.HELD, champion.reason.removeprefix("held: ")  # the decision says held
-        elif verdict == Verdict.DEPLOY and not (self.config.auto_deploy_enabled or self.explicit_request):
+        verdict, reason = self._approval_rows(verdict, reason, contract, approval)
+        if verdict == Verdict.DEPLOY and not (self.config.auto_deploy_enabled or self.explicit_request):
             verdict, reason = Verdict.APPROVED, (f"{reason}; auto-deploy is off: deploy it with --mode deployment "
                                                  f"--training-job NAME")
         warning = "; ".join(filter(None, (evidence.warning, champion_warning))) or None
         return evidence.model_copy(update={"decision": verdict, "reason": reason, "warning": warning,
-                                           "champion": champion, "contract": contract})
+                                           "champion": champion, "contract": contract, "approval": approval})
+
+    def _approval_rows(self, verdict: Verdict, reason: str, contract: ContractCheck | None,
+                       approval: Approval | None) -> tuple[Verdict, str]:
+        """What a person decided, after the gate's own rows (``approve`` / ``reject``; ``approval_required``)."""
+        if verdict == Verdict.REJECTED:
+            return verdict, reason  # never approved, never deployed
+        if approval is not None and approval.status == ApprovalStatus.REJECTED:
+            return Verdict.REJECTED, f"rejected by {approval.by}: {approval.reason}"
+        approved = approval is not None and approval.status == ApprovalStatus.APPROVED
+        if verdict == Verdict.HELD and approved and not (contract is not None and contract.holds):
+            return Verdict.DEPLOY, f"approved by {approval.by}, overriding the gate ({reason}): {approval.reason}"
+        if verdict == Verdict.DEPLOY and self.config.approval_required and not approved:
+            if self.explicit_request:
+                return Verdict.HELD, (f"{reason}; approval_required: nobody has approved this model (`approve JOB "
+                                      f"--reason TEXT`)")
+            return Verdict.PENDING_APPROVAL, (f"{reason}; approval_required: it deploys once approved (`approve JOB "
+                                              f"--reason TEXT`, then --mode deployment --training-job NAME)")
+        return verdict, reason
 
 
 # Numbers, but not "higher is better" scores of the model: a spread, sizes, and a reference point.

@@ -12,8 +12,9 @@ A record has the shape of SageMaker's data capture (one JSON object per line)::
 
 ``encoding`` is ``CSV`` or ``JSON`` when the body is UTF-8 text of that content type and
 ``BASE64`` otherwise, as SageMaker does. Deviation: SageMaker writes ``inferenceId`` only
-when the client sent one; here every request gets a unique id (returned to the client in
-``X-Inference-Id``), written as both ``eventId`` and ``inferenceId``.
+when the client sent one; here every request gets an id (returned to the client in
+``X-Inference-Id``): the client's ``InferenceId`` when it sent one (``inferenceId``, the endpoint's own id as
+``eventId``), else the endpoint's, written as both ``eventId`` and ``inferenceId``.
 
 Files: ``<capture dir>/<version>/YYYY/MM/DD/HH/<writer>.jsonl`` (SageMaker's
 ``yyyy/mm/dd/hh`` layout, with the model version in place of the variant), UTC hours of

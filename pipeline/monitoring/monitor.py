@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.backends.base import Outcome
-from pipeline.backends.local.backend import LocalBackend
-from pipeline.backends.local.pointers import CAPTURE_DIR
 from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.monitoring import (
@@ -119,7 +117,6 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
     (store.directory / "tmp").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.directory / "tmp", prefix="captures-") as scratch:
         directory = backend.capture_directory(endpoint_name, version, Path(scratch), since=moment)
-        directory = directory or _local_capture_directory(backend, endpoint_name)
         records = iter_capture_records(directory, since=moment, version=version) if directory else None
         traffic = LiveTraffic(baseline.width)
         predictions_by_id: dict[str, Any] = {}
@@ -148,14 +145,6 @@ def watch(config: PipelineConfig, deployer: Any, endpoint_name: str, *, version:
                                known_classes=baseline.class_counts)
     return MonitorReport(endpoint_name, version, since, requests, records.unreadable if records else 0, drift,
                          quality, serving_version=row["serving_version"])
-
-
-def _local_capture_directory(backend: Any, endpoint_name: str) -> Path | None:
-    """Where the local backend, which gave no capture directory, keeps it: the reader then tells a file in
-    its place from nothing captured. None on other backends (their captures are fetched into scratch)."""
-    if isinstance(backend, LocalBackend):
-        return backend.endpoint_dir(endpoint_name) / CAPTURE_DIR
-    return None
 
 
 def roll_back_after_breach(report: MonitorReport, rollback: Any) -> None:

@@ -47,6 +47,7 @@ EVENTS: tuple[str, ...] = (
     "pipeline_finished",
     "drift_detected",  # `monitor`: live inputs or predictions moved away from the training baseline
     "live_accuracy_breach",  # `monitor --labels`: live accuracy confidently below minimum_accuracy
+    "approval_needed",  # approval_required: the gate passed a model nobody has approved yet
 )
 
 SNS_SUBJECT_LIMIT = 100  # SNS rejects longer subjects; email uses the same subject
@@ -61,6 +62,7 @@ _TITLES = {
     "pipeline_finished": "Pipeline finished",
     "drift_detected": "Drift detected",
     "live_accuracy_breach": "Live accuracy below the minimum",
+    "approval_needed": "A model waits for approval",
 }
 _WARNING_OUTCOMES = {"held", "hold", "rejected", "reject"}
 
@@ -72,7 +74,7 @@ def severity_for(event: str, summary: RunSummary) -> str:
     decision = (summary.gate_decision or "").lower()
     if event == "rollback_failed" or status == "failed" or final_state == "rollback_failed":
         return "error"
-    if event in ("tests_failed", "rolled_back", "drift_detected", "live_accuracy_breach") or \
+    if event in ("tests_failed", "rolled_back", "drift_detected", "live_accuracy_breach", "approval_needed") or \
             status in _WARNING_OUTCOMES or final_state == "rolled_back":
         return "warning"
     if event == "gate_decision" and decision in _WARNING_OUTCOMES:

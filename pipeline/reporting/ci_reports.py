@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.container.verified_files import write_atomically
-from pipeline.gate.decision import ContractStatus, GateDecision
+from pipeline.gate.decision import ApprovalStatus, ContractStatus, GateDecision
 from pipeline.reporting.results import DeploymentResults, Results, RolloutPhase, TestingPhase
 
 DOTENV_PREFIX = "MLOPS_"
@@ -76,6 +76,7 @@ def dotenv_variables(results: Results) -> dict[str, str]:
     summary = results.summary
     deployment = results.deployment
     champion = results.gate.champion if results.gate else None
+    approval = results.gate.approval if results.gate else None
     version, url = summary.endpoint_version, summary.endpoint_url
     if deployment is not None:  # what serves now: nothing after a failed first deployment was removed
         version = deployment.serving_version
@@ -96,6 +97,7 @@ def dotenv_variables(results: Results) -> dict[str, str]:
         "TESTING_PASSED": summary.testing_passed,
         "CHAMPION_STATUS": champion.status if champion else None,
         "CHAMPION_VERSION": champion.version if champion else None,
+        "APPROVED_BY": approval.by if approval and approval.status == ApprovalStatus.APPROVED else None,
     }
     return {DOTENV_PREFIX + key: dotenv_value(value) for key, value in values.items()}
 
@@ -273,7 +275,24 @@ def _gate_cases(suite: _Suite, gate: GateDecision, results: Results) -> None:
     else:
         suite.case("accuracy_threshold", details=details)
     _contract_case(suite, gate)
+    _approval_case(suite, gate)
     _champion_case(suite, gate)
+
+
+def _approval_case(suite: _Suite, gate: GateDecision) -> None:
+    """A person's decision: failed when they rejected the model or it waits for one; skipped when none was needed."""
+    approval = gate.approval
+    if approval is None:
+        if gate.decision == "pending_approval":
+            suite.case("approval", failure=gate.reason)
+        return
+    details = {"status": approval.status, "by": approval.by, "at": approval.at, "reason": approval.reason,
+               "model_sha256": approval.model_sha256, "source": approval.source,
+               "overrides_gate": approval.overrides_gate}
+    if approval.status == ApprovalStatus.REJECTED:
+        suite.case("approval", failure=f"rejected by {approval.by}: {approval.reason}", details=details)
+    else:
+        suite.case("approval", details=details)
 
 
 def _contract_case(suite: _Suite, gate: GateDecision) -> None:

@@ -37,6 +37,9 @@ def render_summary(results: Results, emoji: bool, store_dir: str | None = None) 
             rows.append(f"Contract: {results.gate.contract.status}: {results.gate.contract.reason}")
         if results.gate.champion:
             rows.append(f"Champion comparison: {results.gate.champion.reason}")
+        if results.gate.approval:
+            approval = results.gate.approval
+            rows.append(f"Approval: {approval.status} by {approval.by} ({approval.reason})")
         if results.gate.warning:
             rows.append(f"Gate warning: {results.gate.warning}")
     rows.append(f"Deployment Occurred: {_tick(summary.deployment_occurred, emoji)}")

@@ -60,6 +60,8 @@ def verdict_of(results: Results) -> Headline:
     if gate is not None and gate.decision.stops_the_run:
         never = " A rejected model is never deployed." if gate.decision == Verdict.REJECTED else ""
         return Headline(gate.decision.capitalize(), "warn", gate.reason, f"Nothing was deployed.{never}")
+    if gate is not None and gate.decision == Verdict.PENDING_APPROVAL:
+        return Headline("Awaiting approval", "info", gate.reason, "Nothing was deployed: approval_required.")
     if gate is not None and gate.decision == Verdict.APPROVED:
         return Headline("Approved", "info", gate.reason, "Nothing was deployed: auto-deploy is off.")
     if gate is not None and results.mode == Mode.TRAINING:

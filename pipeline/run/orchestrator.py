@@ -24,6 +24,7 @@ from pipeline.deployment.replay import sample_for_replay
 from pipeline.deployment.rollout import BakeOutcome, BakeReport, OperatorRequest, bake
 from pipeline.deployment.steps import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.gate.approvals import approval_for
 from pipeline.gate.champion import compare_with_serving_version
 from pipeline.gate.contract import check_contract
 from pipeline.gate.decision import ContractCheck, ContractStatus, GateDecision
@@ -186,8 +187,9 @@ class Orchestrator:
             champion, champion_warning = compare_with_serving_version(self.config, self.store, self.backend,
                                                                        self.endpoint_name, job)
             contract = self.check_contract(job) if self.deploys_if_approved() else None
+            approval = approval_for(self.store, job.name, job.model_sha256, self.backend.registered_approval(job))
             decision = Gate(self.config, explicit_request=self.mode == Mode.DEPLOYMENT).decide(
-                job.metrics, champion, champion_warning, contract)
+                job.metrics, champion, champion_warning, contract, approval)
             self.record.gate = decision
             self.store.record_gate(self.run_id, job.name, decision.decision, decision.reason, decision.metric,
                                    decision.value, decision.interval,
@@ -200,6 +202,8 @@ class Orchestrator:
             if decision.warning:
                 log.warning("gate: %s", decision.warning)
             self.notify("gate_decision")
+            if decision.decision == Verdict.PENDING_APPROVAL:
+                self.notify("approval_needed")
             return decision
 
     def deploys_if_approved(self) -> bool:

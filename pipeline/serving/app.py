@@ -25,7 +25,11 @@ Routes:
   SageMaker's runtime gives them (``x-amzn-ErrorType``, ``Message``; the model's refusals
   a ``ModelError`` with ``OriginalStatusCode`` and ``OriginalMessage``), so botocore's
   ``ClientError`` carries the message; a name other than this endpoint's is a 404.
-  An answer carries its inference id (``X-Inference-Id``), the key of its captured record.
+  An answer carries its inference id (``X-Inference-Id``), the key of its captured record: the
+  client's own when it sent one (``X-Amzn-SageMaker-Inference-Id``, boto3's ``InferenceId=``; 1 to 64
+  printable ASCII characters, the first not a space, as SageMaker takes it: another is a 400), else the
+  endpoint's. As SageMaker does, the captured record's ``inferenceId`` is then the client's and its
+  ``eventId`` the endpoint's, so labels keyed by the client's ids (``monitor --labels``) find them.
 - ``GET /metrics``: Prometheus text format, summed over the workers
   (``pipeline.serving.telemetry``; the endpoint's token is asked for, as on /invocations).
 Every response carries ``X-Model-Version`` and ``X-Model-Sha256`` (``Endpoint.headers``:
@@ -43,6 +47,7 @@ import gc
 import hmac
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +63,14 @@ from pipeline.serving.contract import (
     INFERENCE_ID_HEADER,
     POINTER_ENV,
     POINTER_WAIT_ENV,
+    SAGEMAKER_INFERENCE_ID_HEADER,
+    SAGEMAKER_RUNTIME_ROUTE,
     TOKEN_ENV,
     token_sha256,
 )
 from pipeline.serving.metrics import STARTED_KEY
 from pipeline.serving.routing import CountedBy, Router, ServedModel, VersionHeaders, router_for
-from pipeline.serving.telemetry import EndpointTelemetry
+from pipeline.serving.telemetry import EndpointTelemetry, answered_status
 
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 5.0
@@ -73,11 +80,13 @@ _CLOSE = {"Connection": "close"}
 # Probabilities on request. SageMaker forwards no header of the caller's own, so the container reads the
 # same switch from the Accept header instead (inference.PROBABILITIES_PARAMETER); this one is for HTTP clients.
 PROBABILITIES_HEADER = "X-Probabilities"
-SAGEMAKER_RUNTIME_ROUTE = "/endpoints/{name}/invocations"
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"  # botocore takes an error's code from it
 
 
 ModelIntegrityError = inference.ModelIntegrityError
+# SageMaker's InferenceId: 1 to 64 characters of \p{Print} (printable ASCII), the first not whitespace
+# (botocore's sagemaker-runtime model: pattern \A\S[\p{Print}]*\z).
+_INFERENCE_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,63}")
 
 
 def read_pointer(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -127,6 +136,18 @@ def _has_body(req: falcon.asgi.Request) -> bool:
     return bool(req.content_length) or req.get_header("Transfer-Encoding") is not None
 
 
+def client_inference_id(req: falcon.asgi.Request) -> str | None:
+    """The client's own inference id, if it sent one; a malformed one is a 400 naming the header and the rule."""
+    value = req.get_header(SAGEMAKER_INFERENCE_ID_HEADER)
+    if value is None or _INFERENCE_ID.fullmatch(value):
+        return value
+    shown = value.encode("latin-1", errors="replace").decode("utf-8", errors="replace")  # as the client wrote it
+    raise falcon.HTTPBadRequest(
+        title=f"{SAGEMAKER_INFERENCE_ID_HEADER} (InferenceId) must be 1 to 64 printable ASCII characters, the first "
+              f"not a space: got {shown[:80]!r} ({len(shown)} characters)",
+        headers=_CLOSE if _has_body(req) else None)
+
+
 def _query_refused(req: falcon.asgi.Request) -> str:
     """A query string is refused rather than ignored: ``?probabilities=true`` would otherwise answer without
     probabilities and without saying why (SageMaker forwards no query string, so the switches are headers)."""
@@ -137,6 +158,8 @@ def _query_refused(req: falcon.asgi.Request) -> str:
 
 class _Refused(falcon.HTTPError):
     """A request the inference hooks refused: on the boto3 path, what SageMaker calls a ``ModelError``."""
+
+    by_model = True  # telemetry.answered_status: counted as the 424 the client sees on the boto3 path
 
     def __init__(self, err: inference.InferenceError) -> None:
         super().__init__(falcon.code_to_http_status(err.status_code), title=str(err))
@@ -166,14 +189,15 @@ class _ErrorBodies:
             return
         status = error.status_code
         message = error.title or str(status)
-        if isinstance(error, _Refused) or status >= 500:
+        answered, _ = answered_status(req, status, isinstance(error, _Refused))
+        if answered != status:
             original = inference.error_body(status, message, getattr(error, "error_name", "InternalServerError"))
             kind = "client" if status < 500 else "server"
             body: dict[str, Any] = {
                 "Message": f'Received {kind} error ({status}) from {version} with message "{original}".',
                 "OriginalStatusCode": status, "OriginalMessage": original}
             code = "ModelError"
-            resp.status = falcon.code_to_http_status(424)
+            resp.status = falcon.code_to_http_status(answered)
         else:
             body = {"Message": message}
             code = "AccessDeniedException" if status == 401 else "ValidationError"
@@ -200,6 +224,7 @@ class _Invocations:
         if name is not None and self.model.endpoint is not None and name != self.model.endpoint:
             raise falcon.HTTPNotFound(title=f"endpoint {name!r} is not served here: this is endpoint "
                                             f"{self.model.endpoint!r}", headers=_CLOSE if _has_body(req) else None)
+        client_id = client_inference_id(req)
         length = req.content_length
         if length is not None and length > self.max_payload_bytes:
             raise falcon.HTTPContentTooLarge(
@@ -227,14 +252,14 @@ class _Invocations:
             text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)
         except inference.InferenceError as err:
             if isinstance(err, inference.BadRequestError):  # malformed rows: evidence of drift for `monitor`
-                model.telemetry.refused(req, body)
+                model.telemetry.refused(req, body, client_id)
             raise _Refused(err) from None
         except UnicodeDecodeError:
             raise _Refused(inference.BadRequestError("request body is not UTF-8 text")) from None
         resp.content_type = content_type
         resp.text = text
         resp.set_header(INFERENCE_ID_HEADER, model.telemetry.answered(req, body, prediction.labels, text,
-                                                                    content_type))
+                                                                    content_type, client_id))
         if self.router is not None and self.router.shadows(req):
             # After the answer: the candidate's prediction never delays, or reaches, the client.
             started = req.scope.get(STARTED_KEY)
@@ -344,7 +369,7 @@ def create_app(pointer: str | None = None) -> Endpoint:
     token_sha256 = _token_sha256(spec)
     invocations = _Invocations(model, max_payload_bytes, token_sha256, router)
     app.add_route("/invocations", invocations)
-    app.add_route("/endpoints/{name}/invocations", invocations)
+    app.add_route(SAGEMAKER_RUNTIME_ROUTE, invocations)
     app.add_route("/metrics", _Metrics(telemetry, token_sha256, router.candidate.telemetry if router else None))
     # Refused invocations are counted too, then answered as falcon would.
     counted_by = CountedBy(model) if router is not None else None

@@ -10,6 +10,13 @@ import hashlib
 VERSION_HEADER = "X-Model-Version"  # the version that answered, on every response
 SHA_HEADER = "X-Model-Sha256"  # the sha256 of the model file that answered
 INFERENCE_ID_HEADER = "X-Inference-Id"  # on every answered invocation: the key of its captured record
+# The client's own inference id, as boto3's ``invoke_endpoint(InferenceId=...)`` sends it: the endpoint answers
+# with it (``INFERENCE_ID_HEADER``) and captures the request under it, as SageMaker's capture records it.
+SAGEMAKER_INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
+SAGEMAKER_RUNTIME_ROUTE = "/endpoints/{name}/invocations"  # the path boto3's sagemaker-runtime client posts to
+# SageMaker's runtime answers a container's refusal with this status (a ``ModelError``), the container's own
+# status carried as ``OriginalStatusCode``.
+MODEL_ERROR_STATUS = 424
 # On the pipeline's own endpoint-test requests (health, parity, performance, robustness): the endpoint
 # answers and counts them, but never captures them, so ``monitor`` judges only live traffic.
 TEST_TRAFFIC_HEADER = "X-Mlops-Test-Traffic"

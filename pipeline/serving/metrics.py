@@ -9,6 +9,16 @@ directory when it starts, removes the live gauges of a worker that exits and the
 when it stops (``pipeline.serving.gunicorn_conf``). Without the variable there are no metrics (a
 server started by hand): per-worker counts would be wrong, not merely partial. Labels are
 bounded: the version this worker serves, HTTP status codes, and the model's own classes.
+
+``mlops_endpoint_requests_total{code}`` counts every invocation under the status its client was
+answered with, on the boto3 route a model's refusal as the 424 SageMaker's runtime answers (a
+``ModelError``); and every request the worker refuses itself, whatever its path, which it refuses
+before the app routes it (``pipeline.serving.worker``): 408 for a request too slow to arrive, 431
+for a head over its bounds, 414 for a request target too long, 505 for an HTTP version other than
+1.0 and 1.1, 400 for a request line without one or a request that cannot be parsed. The 424s
+are counted once more by the status the model's hooks gave, in
+``mlops_endpoint_model_errors_total{original_code}``: a counter of its own rather than a label on
+the requests counter, whose label set its readers (a bake's analysis among them) rely on.
 The pipeline's own endpoint tests are counted in the totals and once more apart
 (``mlops_endpoint_test_*``), and a shadow candidate's predictions have counters of their own
 (``mlops_endpoint_shadow_*``): a bake's analysis (``pipeline.backends.local.traffic``) reads both.
@@ -34,7 +44,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ROWS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 # Status codes the endpoint answers; created at zero when a worker starts, so rate() works from the
 # first scrape and the metric files have their pages before the disk could fill up.
-KNOWN_STATUS_CODES = (200, 400, 401, 405, 406, 408, 413, 415, 500)
+KNOWN_STATUS_CODES = (200, 400, 401, 405, 406, 408, 413, 414, 415, 424, 431, 500, 505)
+# The statuses the inference hooks refuse with (inference_errors.py), which a ModelError carries as its original.
+KNOWN_ORIGINAL_CODES = (400, 406, 415, 500)
 MAX_CLASS_LABELS = 1000  # a "classifier" with more classes than this gets no per-class counts
 DROP_REASONS = ("buffer_full", "write_error")  # why a sampled request was not captured
 
@@ -142,6 +154,12 @@ class EndpointMetrics:
         self._version = version
         self._by_code = {code: self._requests.labels(version, str(code)) for code in KNOWN_STATUS_CODES}
         self._codes: dict[int, int] = {}
+        self._model_errors = Counter("mlops_endpoint_model_errors",
+                                     "Invocations answered 424 (ModelError) on the boto3 route, by version and the "
+                                     "status the model's hooks gave (OriginalStatusCode)",
+                                     ["version", "original_code"], registry=None)
+        self._by_original = {code: self._model_errors.labels(version, str(code)) for code in KNOWN_ORIGINAL_CODES}
+        self._originals: dict[int, int] = {}
         self._latency = _Histogram(
             Histogram("mlops_endpoint_request_duration_seconds",
                       "Seconds from the first byte of an invocation to its answer, by version",
@@ -196,8 +214,11 @@ class EndpointMetrics:
         self._scheduled = False
         atexit.register(self.flush)  # a worker that stops leaves its last counts in the files
 
-    def request(self, code: int, started: float | None, test: bool = False) -> None:
+    def request(self, code: int, started: float | None, test: bool = False, original: int | None = None) -> None:
+        """An invocation answered ``code``; ``original``: the status a ModelError (424) stands for."""
         self._codes[code] = self._codes.get(code, 0) + 1
+        if original is not None:
+            self._originals[original] = self._originals.get(original, 0) + 1
         if started is not None:
             seconds = time.perf_counter() - started
             self._latency.observe(seconds)
@@ -250,6 +271,13 @@ class EndpointMetrics:
             if child is None:  # an HTTP status code (100..599): bounded
                 child = self._by_code[code] = self._requests.labels(self._version, str(code))
             child.inc(count)
+        if self._originals:
+            originals, self._originals = self._originals, {}
+            for code, count in originals.items():
+                child = self._by_original.get(code)
+                if child is None:  # an HTTP status code (100..599): bounded
+                    child = self._by_original[code] = self._model_errors.labels(self._version, str(code))
+                child.inc(count)
         self._latency.flush()
         self._rows.flush()
         for counter, counted in ((self._test_requests, self._test_codes), (self._shadow_requests, self._shadow_codes)):

@@ -44,12 +44,12 @@ import falcon
 import numpy as np
 
 from pipeline.monitoring.capture import SUFFIXES, capture_hour_directory, capture_line, capture_record
-from pipeline.serving.contract import TEST_TRAFFIC_HEADER
+from pipeline.serving.contract import MODEL_ERROR_STATUS, SAGEMAKER_RUNTIME_ROUTE, TEST_TRAFFIC_HEADER
 from pipeline.serving.metrics import DROP_REASONS, STARTED_KEY, EndpointMetrics, metrics_directory, metrics_exposition
 
 log = logging.getLogger(__name__)
 
-INVOCATION_ROUTES = frozenset({"/invocations", "/endpoints/{name}/invocations"})
+INVOCATION_ROUTES = frozenset({"/invocations", SAGEMAKER_RUNTIME_ROUTE})
 DEFAULT_CAPTURE_PERCENT = 100
 DEFAULT_CAPTURE_MAX_MB = 100.0
 
@@ -81,19 +81,20 @@ def _second_text(second: int) -> str:
 
 
 def capture_line_of(inference_id: str, body: bytes, content_type: str | None, answer: str | None,
-                    answer_type: str | None, when_us: int) -> bytes:
+                    answer_type: str | None, when_us: int, event_id: str | None = None) -> bytes:
     """``capture_line(capture_record(...))`` of an answered request at ``when_us`` (Unix microseconds).
 
     The same bytes, built for the common case (CSV or JSON text in, our JSON or CSV out) at a
     fraction of the cost: a string template instead of a dict through ``json.dumps``, the time's
     text reused within a second. Anything else (a body to base64) goes the general way.
-    tests/test_telemetry.py holds the two to byte equality.
+    tests/test_telemetry.py holds the two to byte equality. ``event_id``: the endpoint's own id of
+    the request when ``inference_id`` is the client's (SageMaker's ``eventId`` beside the client's
+    ``inferenceId``); without it both are ``inference_id``.
     """
     second, micro = divmod(when_us, 1_000_000)
     input_encoding, input_type = _content_type(content_type)
     output_encoding, output_type = _content_type(answer_type)
-    if input_encoding is not None and output_encoding is not None and answer is not None and inference_id.isascii() \
-            and inference_id.isalnum():
+    if input_encoding is not None and output_encoding is not None and answer is not None:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -102,12 +103,15 @@ def capture_line_of(inference_id: str, body: bytes, content_type: str | None, an
             return (f'{{"captureData":{{"endpointInput":{{"observedContentType":{input_type},"mode":"INPUT",'
                     f'"data":{_quoted(text)},"encoding":"{input_encoding}"}},"endpointOutput":{{'
                     f'"observedContentType":{output_type},"mode":"OUTPUT","data":{_quoted(answer)},'
-                    f'"encoding":"{output_encoding}"}}}},"eventMetadata":{{"eventId":"{inference_id}",'
-                    f'"inferenceId":"{inference_id}","inferenceTime":"{_second_text(second)}{micro // 1000:03d}Z"}},'
-                    f'"eventVersion":"0"}}\n').encode()
+                    f'"encoding":"{output_encoding}"}}}},"eventMetadata":{{'
+                    f'"eventId":{_quoted(event_id or inference_id)},"inferenceId":{_quoted(inference_id)},'
+                    f'"inferenceTime":"{_second_text(second)}{micro // 1000:03d}Z"}},"eventVersion":"0"}}\n').encode()
     when = datetime.fromtimestamp(second, UTC).replace(microsecond=micro)
-    return capture_line(capture_record(inference_id=inference_id, input_body=body, input_content_type=content_type,
-                                       output_body=answer, output_content_type=answer_type, inference_time=when))
+    record = capture_record(inference_id=inference_id, input_body=body, input_content_type=content_type,
+                            output_body=answer, output_content_type=answer_type, inference_time=when)
+    if event_id is not None:
+        record["eventMetadata"]["eventId"] = event_id
+    return capture_line(record)
 
 
 def prune_captures(directory: Path, max_bytes: int) -> int:
@@ -189,7 +193,7 @@ class CaptureWriter:
         self.written = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.deleted_files = 0
-        self._pending: deque[tuple[str, bytes, str | None, str | None, str | None, int]] = deque()
+        self._pending: deque[tuple[str, bytes, str | None, str | None, str | None, int, str | None]] = deque()
         self._pending_bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -210,14 +214,15 @@ class CaptureWriter:
         return self
 
     def offer(self, inference_id: str, body: bytes, content_type: str | None, answer: str | None,
-              answer_type: str | None, when_us: int) -> bool:
+              answer_type: str | None, when_us: int, event_id: str | None = None) -> bool:
         """Queue one request (``when_us``: its Unix time in microseconds; ``answer`` None: refused, recorded
-        without ``endpointOutput``); False when dropped."""
+        without ``endpointOutput``; ``event_id``: the endpoint's own id when ``inference_id`` is the
+        client's); False when dropped."""
         size = len(body) + len(answer or "")
         with self._lock:
             full = self._pending_bytes + size > self.buffer_bytes or len(self._pending) >= self.buffer_records
             if not full:
-                self._pending.append((inference_id, body, content_type, answer, answer_type, when_us))
+                self._pending.append((inference_id, body, content_type, answer, answer_type, when_us, event_id))
                 self._pending_bytes += size
                 hurry = self._pending_bytes * 4 >= self.buffer_bytes or len(self._pending) * 4 >= self.buffer_records
         if full:
@@ -349,6 +354,16 @@ class CaptureWriter:
 
 
 # --------------------------------------------------------------------------- the worker's telemetry
+def answered_status(req: falcon.asgi.Request, status: int, by_model: bool) -> tuple[int, int | None]:
+    """The status an invocation refused with ``status`` is answered with, and the original it stands for when the
+    two differ. On the boto3 route the model's refusals (``by_model``) and every server error are a ``ModelError``:
+    424, carrying the original as ``OriginalStatusCode``, as SageMaker's runtime answers them
+    (``pipeline.serving.app``'s error bodies follow this too); anything else is answered as it is."""
+    if req.uri_template == SAGEMAKER_RUNTIME_ROUTE and (by_model or status >= 500):
+        return MODEL_ERROR_STATUS, status
+    return status, None
+
+
 class EndpointTelemetry:
     """Metrics and capture of one worker, and the inference ids it hands out."""
 
@@ -380,28 +395,35 @@ class EndpointTelemetry:
         return cls(version, metrics, capture, percent if capture else 0)
 
     def answered(self, req: falcon.asgi.Request, body: bytes, labels: np.ndarray, answer: str,
-                 answer_type: str) -> str:
+                 answer_type: str, client_id: str | None = None) -> str:
         """Count an answered invocation (one predicted label per row) and maybe capture it; returns its
-        inference id. The pipeline's own endpoint tests (``TEST_TRAFFIC_HEADER``) are counted, never
-        captured: they are not live traffic."""
-        inference_id = next(self._ids)
+        inference id: the client's own (``client_id``, boto3's ``InferenceId``) when it sent one, else one of
+        the endpoint's. The record's ``eventId`` is always the endpoint's. The pipeline's own endpoint tests
+        (``TEST_TRAFFIC_HEADER``) are counted, never captured: they are not live traffic."""
+        event_id = next(self._ids)
         test = req.get_header(TEST_TRAFFIC_HEADER) is not None
         if self.metrics is not None:
             self.metrics.answered(req.scope.get(STARTED_KEY), len(labels), labels, test)
         capture = self.capture
         if capture is not None and not test and \
                 (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent):
-            capture.offer(inference_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000)
-        return inference_id
+            if client_id is None:
+                capture.offer(event_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000)
+            else:
+                capture.offer(client_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000,
+                              event_id)
+        return event_id if client_id is None else client_id
 
-    def refused(self, req: falcon.asgi.Request, body: bytes) -> None:
+    def refused(self, req: falcon.asgi.Request, body: bytes, client_id: str | None = None) -> None:
         """A body refused as malformed (400: a row of the wrong width, an empty or non-numeric value): maybe
         captured without an answer, so ``monitor`` counts its rows of the wrong width and its missing values --
         the drift a client's changed schema causes, which answered requests alone would never show."""
         capture = self.capture
         if capture is not None and (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent) \
                 and req.get_header(TEST_TRAFFIC_HEADER) is None:
-            capture.offer(next(self._ids), body, req.content_type, None, None, time.time_ns() // 1000)
+            event_id = next(self._ids)
+            capture.offer(client_id or event_id, body, req.content_type, None, None, time.time_ns() // 1000,
+                          None if client_id is None else event_id)
 
     def exposition(self) -> tuple[bytes, str] | None:
         """``/metrics``: every worker's metrics, this one's up to now; None when metrics are off."""
@@ -410,10 +432,11 @@ class EndpointTelemetry:
         self.metrics.flush()
         return metrics_exposition()
 
-    def failed(self, code: int, started: float | None, test: bool = False) -> None:
-        """An invocation refused with ``code`` (by the app, or by the worker: 408)."""
+    def failed(self, code: int, started: float | None, test: bool = False, original: int | None = None) -> None:
+        """An invocation refused with ``code`` (by the app, or by the worker: 408, a refused head); ``original``:
+        the status a ModelError (424) stands for."""
         if self.metrics is not None:
-            self.metrics.request(code, started, test)
+            self.metrics.request(code, started, test, original)
 
     def shadowed(self, code: int, seconds: float | None, same: int, different: int) -> None:
         """A shadow version's prediction of a live request's copy: the status it would have answered, the
@@ -425,14 +448,16 @@ class EndpointTelemetry:
     async def count_http_error(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: falcon.HTTPError,
                                params: dict[str, Any]) -> None:
         if req.uri_template in INVOCATION_ROUTES:
-            self.failed(error.status_code, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None)
+            code, original = answered_status(req, error.status_code, getattr(error, "by_model", False))
+            self.failed(code, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None, original)
         raise error
 
     async def count_exception(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, error: Exception,
                               params: dict[str, Any]) -> None:
         log.error("unhandled error answering %s %s", req.method, req.path, exc_info=error)  # as falcon's own handler
         if req.uri_template in INVOCATION_ROUTES:
-            self.failed(500, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None)
+            code, original = answered_status(req, 500, False)
+            self.failed(code, req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None, original)
         raise falcon.HTTPInternalServerError()
 
     def close(self) -> None:

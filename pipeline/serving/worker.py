@@ -21,8 +21,22 @@ What uvicorn does not do, this module adds (``EndpointProtocol``):
 - **One write per answer**: uvicorn writes an answer's head and body separately, two system calls
   and two TCP segments; here they leave together (about 10% less CPU per single-row request).
 - **When a request began**: its first byte's ``perf_counter()`` goes into its ASGI scope
-  (``endpoint_metrics.STARTED_KEY``) for the latency histogram, and the worker's own 408s are
-  counted with the app's answers (``ServerSettings.telemetry``).
+  (``endpoint_metrics.STARTED_KEY``) for the latency histogram, and the worker's own answers
+  (408, and the refusals below) are counted with the app's in ``mlops_endpoint_requests_total``
+  under their status code (``ServerSettings.telemetry``).
+- **A bounded request head.** httptools (llhttp) has no limit of its own, and gunicorn's
+  ``limit_request_line``, ``limit_request_fields`` and ``limit_request_field_size`` are read by
+  gunicorn's own HTTP parser only: a uvicorn worker never applies them. So the bounds are here,
+  gunicorn's and nginx's defaults as the model: a request target over ``MAX_URL_BYTES`` is
+  answered 414; a header field (name and value) over ``MAX_FIELD_BYTES``, more than
+  ``MAX_FIELDS`` fields, or a head over ``MAX_HEAD_BYTES`` (counted as the bytes received while
+  the head is incomplete, so a head that never ends holds no more than that) is answered 431.
+- **HTTP/1.0 and HTTP/1.1 only.** A request line with another version (``HTTP/2.0``: 505) or
+  none (HTTP/0.9's ``GET /ping``: 400) is refused here; the app (falcon) would fail on it with
+  a 500. A request httptools cannot parse is a 400 naming what llhttp found wrong.
+
+Every refusal of the worker's own is one JSON body, ``{"title": "<what was wrong>"}`` as the app's
+errors, and closes the connection (what follows the refused head cannot be framed).
 """
 from __future__ import annotations
 
@@ -32,6 +46,7 @@ import signal
 from time import perf_counter
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
@@ -43,6 +58,27 @@ DRAIN_SIGNAL = signal.SIGUSR2
 _replacing = False  # this worker is being replaced by fresh ones (set by DRAIN_SIGNAL)
 # The headers that name a version, as uvicorn keeps its default headers (lower case, bytes).
 _VERSION_HEADERS = frozenset(name.lower().encode("latin1") for name in (VERSION_HEADER, SHA_HEADER))
+
+
+# The request head's bounds (see the module doc): gunicorn's limit_request_field_size (8190) and
+# limit_request_fields (100); nginx's large_client_header_buffers (4 x 8 KB) for the target and the whole head.
+MAX_URL_BYTES = 8 * 1024
+MAX_FIELD_BYTES = 8190
+MAX_FIELDS = 100
+MAX_HEAD_BYTES = 32 * 1024
+# After refusing a request, the worker reads (and drops) what the client is still sending for at most this long
+# before it closes: a close with unread bytes would reset the connection and could destroy the answer before the
+# client read it (nginx's lingering close).
+LINGER_SECONDS = 2.0
+
+
+class _Refusal(Exception):
+    """Raised in a parser callback: the request is answered ``status`` and its connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def _mark_replaced(signum: int, frame: Any) -> None:
@@ -97,6 +133,13 @@ class EndpointProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._receiving = False  # a request has begun to arrive and has not arrived whole
         self._draining = False
+        # The request head's bounds: bytes received while a head is incomplete, its fields and their size.
+        self._awaiting_head = True
+        self._head_bytes = 0
+        self._fields = 0
+        self._field_bytes = 0
+        self._refusal: _Refusal | None = None  # the worker's own answer to this connection's last request
+        self._refusal_answer: bytes | None = None  # written once the answers before it are complete
 
     # --- the deadline ---
     def _arm(self) -> None:
@@ -122,18 +165,50 @@ class EndpointProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _send_408(self) -> None:
+        self.transport.write(self._error_answer(408, f"request not received within {self.client_timeout:g} s "
+                                                     f"(client_timeout_seconds)"))
+
+    def _error_answer(self, status: int, message: str) -> bytes:
+        """The worker's own error answer, counted with the app's answers; the connection closes after it."""
         telemetry = getattr(self.config, "telemetry", None)
         if telemetry is not None:
-            telemetry.failed(408, self.scope.get(STARTED_KEY))
-        body = json.dumps({"title": f"request not received within {self.client_timeout:g} s "
-                                    f"(client_timeout_seconds)"}).encode()
-        content = [STATUS_LINE[408]]
+            started = self.scope.get(STARTED_KEY) if self._receiving and self.scope is not None else None
+            telemetry.failed(status, started)
+        body = json.dumps({"title": message}).encode()
+        content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend([b"content-type: application/json\r\n",
                         b"content-length: " + str(len(body)).encode() + b"\r\n",
                         b"connection: close\r\n\r\n", body])
-        self.transport.write(b"".join(content))
+        return b"".join(content)
+
+    def _refuse(self, refusal: _Refusal) -> None:
+        """Answer the request being received with ``refusal`` and close the connection; an answer to an earlier
+        (pipelined) request still being written goes first."""
+        self._refusal = refusal
+        answer = self._error_answer(refusal.status, refusal.message)
+        self._receiving = False
+        self._disarm()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            self._refusal_answer = answer  # on_response_complete writes it
+            self.transport.pause_reading()
+            return
+        self._answer_and_close(answer)
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        """Write the worker's own error answer, then close: the answer and a FIN at once, the connection itself once
+        the client closes its side (``eof_received``, uvicorn's, lets the transport close) or ``LINGER_SECONDS``
+        later; data_received drops what arrives meanwhile."""
+        transport = self.transport
+        transport.write(answer)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.resume_reading()
+        transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
     # --- uvicorn's callbacks, extended ---
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -144,13 +219,72 @@ class EndpointProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, with the head's bounds and the worker's own refusals (which close the connection)."""
+        if self._refusal is not None:
+            return  # refused: what follows cannot be framed, and the connection is closing
+        if self._awaiting_head:
+            self._head_bytes += len(data)  # on_headers_complete starts again from 0 for the body
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as err:
+            context = err.__context__
+            if isinstance(context, _Refusal):
+                self._refuse(context)
+            elif self.parser.get_http_version().startswith("2."):  # HTTP/2's connection preface, "PRI * HTTP/2.0"
+                self._refuse(_Refusal(505, "HTTP/2 is not served here: send HTTP/1.1 (or HTTP/1.0)"))
+            else:
+                self._refuse(_Refusal(400, f"malformed HTTP request: {str(err) or type(err).__name__}"))
+            return
+        if self._awaiting_head and self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(_Refusal(431, f"request head over {MAX_HEAD_BYTES} bytes: send at most {MAX_FIELDS} "
+                                       f"header fields of at most {MAX_FIELD_BYTES} bytes each"))
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope[STARTED_KEY] = perf_counter()  # type: ignore[literal-required]
         self._receiving = True
+        self._fields = self._field_bytes = 0
         self._arm()  # already armed unless a pipelined request begins while the previous one is served
 
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_URL_BYTES:
+            raise _Refusal(414, f"request target over {MAX_URL_BYTES} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        self._fields += 1
+        self._field_bytes += size
+        if size > MAX_FIELD_BYTES:
+            raise _Refusal(431, f"header field {name[:40].decode('latin-1')!r} is {size} bytes: the limit is "
+                                f"{MAX_FIELD_BYTES} bytes per field (name and value)")
+        if self._fields > MAX_FIELDS:
+            raise _Refusal(431, f"more than {MAX_FIELDS} header fields: the limit is {MAX_FIELDS}")
+        if len(self.url) + self._field_bytes + 4 * self._fields > MAX_HEAD_BYTES:
+            raise _Refusal(431, f"request head over {MAX_HEAD_BYTES} bytes: send at most {MAX_FIELDS} header "
+                                f"fields of at most {MAX_FIELD_BYTES} bytes each")
+        # uvicorn's own, inline (a call less per header)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version.startswith("0."):  # no version on the request line: HTTP/0.9's "GET /ping"
+                raise _Refusal(400, "a request line without HTTP/1.1 (HTTP/0.9): send e.g. GET /ping HTTP/1.1")
+            raise _Refusal(505, f"HTTP/{version} is not served here: send HTTP/1.1 (or HTTP/1.0)")
+        self._awaiting_head = False
+        self._head_bytes = 0
         previous = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
@@ -174,11 +308,17 @@ class EndpointProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._receiving = False
+        self._awaiting_head = True
+        self._head_bytes = 0
         self._disarm()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         waiting = self.cycle is None or self.cycle.response_complete  # no pipelined request started
+        if self._refusal_answer is not None:
+            if waiting and not self.transport.is_closing():
+                self._answer_and_close(self._refusal_answer)
+            return
         if waiting and not self._receiving and not self.transport.is_closing():
             self._arm()
 

@@ -141,6 +141,14 @@ class DeploymentStore:
             row["detail"] = json.loads(row["detail"])
         return rows
 
+    def events_of_kinds(self, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Every event of these kinds, newest first (approvals: a few per job)."""
+        rows = self._query(f"SELECT * FROM events WHERE kind IN ({', '.join('?' * len(kinds))}) ORDER BY id DESC",
+                           *kinds)
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
     def bake_in_progress(self, endpoint_name: str) -> dict[str, Any] | None:
         """The ``bake_started`` event of the bake now running on an endpoint (its run still running and its
         deployment still in progress), or None."""
@@ -386,14 +394,18 @@ class DeploymentStore:
                            "in_progress")
         return [row["endpoint_name"] for row in rows]
 
-    def serving_version_at(self, endpoint_name: str, at: str) -> str | None:
-        """Which version served ``endpoint_name`` at time ``at``, from the audit trail alone."""
+    @staticmethod
+    def serving_moment(at: str) -> datetime:
+        """``--at``'s time, in UTC when it names no zone."""
         try:
             moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
         except ValueError:
             raise PipelineError(f"--at {at!r}: expected an ISO time such as 2026-11-26T10:00:00") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+    def serving_version_at(self, endpoint_name: str, at: str) -> str | None:
+        """Which version served ``endpoint_name`` at time ``at``, from the audit trail alone."""
+        moment = self.serving_moment(at)
         serving: str | None = None
         for event in reversed(self.events(endpoint_name)):
             if datetime.fromisoformat(event["at"]) > moment:

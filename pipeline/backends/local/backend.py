@@ -149,7 +149,8 @@ class LocalBackend(Backend):
     def capture_directory(self, endpoint_name: str, version: str, scratch: Path,
                           since: datetime | None = None) -> Path | None:  # read in place: the reader skips hours
         directory = self.endpoint_dir(endpoint_name) / CAPTURE_DIR
-        return directory if directory.is_dir() else None
+        # Something in its place (a file) is returned too: the reader says what it found there.
+        return directory if directory.exists() else None
 
     def serving_model(self, endpoint_name: str, scratch: Path) -> tuple[str, Path] | None:
         row = self.store.endpoint(endpoint_name)

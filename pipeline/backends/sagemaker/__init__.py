@@ -70,6 +70,7 @@ from pipeline.backends.sagemaker.captures import CaptureDownload
 from pipeline.backends.sagemaker.client import SageMakerEndpointClient
 from pipeline.backends.sagemaker.endpoints import MAX_WAIT_SECONDS, Endpoints
 from pipeline.backends.sagemaker.errors import WaitTimeout, aws_error
+from pipeline.backends.sagemaker.registry import ModelRegistry
 from pipeline.backends.sagemaker.session import AwsSession, Polling
 from pipeline.backends.sagemaker.training import TrainingJobs
 from pipeline.errors import PipelineError
@@ -103,11 +104,18 @@ class SageMakerBackend(Backend):
                                 f"{MAX_WAIT_SECONDS // 60} minutes; lower it")
         self.aws = AwsSession(config, run_id, self.SOURCE_DIR,
                               Polling(self.POLL_INITIAL_SECONDS, self.POLL_FACTOR, self.POLL_MAX_SECONDS))
-        self.training_jobs = TrainingJobs(self.aws, store, self.TYPE)
+        self.registry = ModelRegistry(self.aws, config.model_name_prefix)
+        self.training_jobs = TrainingJobs(self.aws, store, self.TYPE, self.registry)
         self.endpoints = Endpoints(self.aws, store, self.TYPE)
 
     def train(self, training: TrainingPipeline) -> TrainingJob:
         return self.training_jobs.train(training)
+
+    def registered_approval(self, job: TrainingJob) -> dict[str, Any] | None:
+        return self.registry.decision(job)
+
+    def record_approval(self, job: TrainingJob, status: str, by: str, reason: str) -> None:
+        self.registry.set_status(job, status, by, reason)
 
     def stage(self, endpoint_name: str, version: str, job: TrainingJob) -> Staged:
         return self.endpoints.stage(endpoint_name, version, job)

@@ -22,9 +22,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipeline.backends.base import DeploymentError
 from pipeline.backends.sagemaker import artifacts
 from pipeline.backends.sagemaker.errors import WaitTimeout, shorten
+from pipeline.backends.sagemaker.registry import ModelRegistry
 from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.container import inference
 from pipeline.container import train as recipe
+from pipeline.container.verified_files import file_sha256
 from pipeline.errors import PipelineError
 from pipeline.training.fitting import TrainingPipeline
 from pipeline.training.jobs import (
@@ -51,7 +53,8 @@ def _sklearn_minor(version: str) -> str:
 
 
 class TrainingJobs:
-    def __init__(self, aws: AwsSession, store: DeploymentStore, backend_type: str) -> None:
+    def __init__(self, aws: AwsSession, store: DeploymentStore, backend_type: str, registry: ModelRegistry) -> None:
+        self.registry = registry
         self.aws = aws
         self.config = aws.config
         self.store = store  # where the job directories go
@@ -217,8 +220,11 @@ class TrainingJobs:
             features, labels = heldout.drop(columns=[dataset.label_column]), heldout[dataset.label_column]
             for evaluation in training.custom_evaluations:
                 metrics.update(evaluation(model, features, labels))
+        # In the Model Registry, awaiting a person's approval; the job's manifest keeps its ARN.
+        package = self.registry.register(name, file_sha256(model_path), metrics, model_uri, image)
         job = record_job(
             directory, self.config, dataset, metrics, X_train, y_train,
+            model_package_arn=package,
             backend=self.backend_type,
             region=self.aws.region,
             role_arn=role,
