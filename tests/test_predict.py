@@ -218,6 +218,8 @@ class FakeEndpoint:
                 return Reply(status, {}, json.dumps({"message": f"scripted {status}"}).encode())
         if self.limit is not None and len(body) > self.limit:
             return Reply(413, {}, b'{"message": "too large"}')
+        if body[:1].isalpha():  # as the endpoint does: a first row of text is the column names
+            body = body.split(b"\n", 1)[1]
         rows = np.loadtxt(io.StringIO(body.decode()), delimiter=",", ndmin=2)
         if not np.isfinite(rows).all():
             return Reply(400, {}, b'{"message": "rows must not contain NaN or infinity"}')
@@ -286,6 +288,17 @@ def test_a_batch_the_endpoint_refuses_is_searched_here_for_the_row(tmp_path):
         failed.value.message
     report, lines = _score(tmp_path, text, FakeEndpoint(), on_bad_row="skip")
     assert report.skipped == 1 and report.rows_written == 200 and "101,1" not in lines and "102,3" in lines
+
+
+@pytest.mark.unit
+def test_a_line_of_text_first_in_a_batch_is_a_bad_row_not_a_header_the_endpoint_would_read(tmp_path):
+    text = "a,b\n" + "a,b\n" + "3,4\n" * 10  # the header again, as the first row: the endpoint would drop it
+    with pytest.raises(PipelineError) as failed:
+        _score(tmp_path, text, FakeEndpoint())
+    assert failed.value.exit_code == 2 and "row 1 cannot be scored: column 'a' is 'a', not a number" in \
+        failed.value.message
+    report, lines = _score(tmp_path, text, FakeEndpoint(), on_bad_row="skip")
+    assert report.rows_written == 10 and lines[1] == "2,3" and lines[-1] == "11,3"
 
 
 @pytest.mark.unit

@@ -39,6 +39,7 @@ ON_BAD_ROW = ("fail", "skip")
 SHOWN_BAD_ROWS = 10  # row numbers named in a message; every bad row is counted
 PROGRESS_STEP = "predict"
 BATCH_BYTES = 1024 * 1024  # a request's body through an endpoint (at most max_payload_mb)
+NUMBER_START = frozenset(bytes([byte]) for byte in b"0123456789+-.")  # a body starting otherwise is checked here
 
 
 @dataclass
@@ -204,6 +205,10 @@ def predict_endpoint(blocks: CsvBlocks, output: str, scorer: EndpointScorer, mod
             first, second = _halves(part)
             return _joined(score(first), score(second))
         where = f"rows {part.first_row:,}-{part.first_row + len(part) - 1:,}"
+        if body[:1] not in NUMBER_START:  # the endpoint reads a first row of text as column names: look here first
+            parsed = parse_block(part, columns)
+            if parsed.bad.any():
+                return without_bad_rows(part, parsed, where)
         try:
             return _Answered(part, ids_of(part, columns), scorer.send(body, len(part), where))
         except TooLarge as err:
@@ -217,18 +222,22 @@ def predict_endpoint(blocks: CsvBlocks, output: str, scorer: EndpointScorer, mod
             if not parsed.bad.any():
                 raise PipelineError(f"endpoint {scorer.endpoint_name!r} refused {where} ({refusal.message}), though "
                                     f"each is a row of numbers of the model's columns", ExitCode.FAILURE) from None
-            if on_bad_row == "fail":
-                return _Answered(part, [], None, parsed)
-            keep = ~parsed.bad
-            ids = [value for value, kept in zip(ids_of(part, columns), keep) if kept]
-            if not keep.any():
-                return _Answered(part, [], Scored([], [] if probabilities else None), parsed)
-            try:
-                scored = scorer.send(model_text(part, columns, keep), int(keep.sum()), where)
-            except Refused as again:
-                raise PipelineError(f"endpoint {scorer.endpoint_name!r} refused {where} without the rows found bad "
-                                    f"({again.message})", ExitCode.FAILURE) from None
-            return _Answered(part, ids, scored, parsed)
+            return without_bad_rows(part, parsed, where)
+
+    def without_bad_rows(part: Block, parsed: Parsed, where: str) -> _Answered:
+        """A batch with rows the model cannot score: the run stops on them (``fail``), or the rest is sent again."""
+        if on_bad_row == "fail":
+            return _Answered(part, [], None, parsed)
+        keep = ~parsed.bad
+        ids = [value for value, kept in zip(ids_of(part, columns), keep) if kept]
+        if not keep.any():
+            return _Answered(part, [], Scored([], [] if probabilities else None), parsed)
+        try:
+            scored = scorer.send(model_text(part, columns, keep), int(keep.sum()), where)
+        except Refused as again:
+            raise PipelineError(f"endpoint {scorer.endpoint_name!r} refused {where} without the rows found bad "
+                                f"({again.message})", ExitCode.FAILURE) from None
+        return _Answered(part, ids, scored, parsed)
 
     def write(answered: _Answered, writer: PredictionWriter) -> None:
         if answered.bad is not None:
