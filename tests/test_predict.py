@@ -312,6 +312,16 @@ def test_columns_are_matched_by_name_and_a_near_miss_is_named():
         match_columns(["a", "a", "b"], ["a", "b"], None, "f")
 
 
+def test_a_rejected_job_scores_with_a_warning_that_says_who_rejected_it(workdir):
+    job = train_job(workdir)
+    assert _invoke("reject", job, "--reason", "trained on last year's prices", "--by", "alice").exit_code == 0
+    iris_rows(workdir / "rows.csv", 5)
+    result = _invoke("predict", "--training-job", job, "--input", "rows.csv", "--output", "p.csv")
+    assert result.exit_code == 0, result.output
+    assert f"WARNING training job {job} was rejected by alice: trained on last year's prices; its predictions are " \
+           f"written all the same" in result.output
+
+
 def test_predict_options_given_before_the_command_say_where_they_go(workdir):
     result = _invoke("--training-job", "iris-classifier-20250823-120000", "predict", "--input", "x", "--output", "y")
     assert result.exit_code == 2

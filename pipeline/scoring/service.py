@@ -8,6 +8,7 @@ through the live endpoint, local or SageMaker, whichever the store recorded it o
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.backends import load_backend
 from pipeline.errors import ExitCode, PipelineError
+from pipeline.gate.approvals import latest_approval
+from pipeline.gate.decision import ApprovalStatus
+from pipeline.outcomes import Verdict
 from pipeline.run.invocation import check_output_paths
 from pipeline.scoring.offline import OfflineScorer, model_columns
 from pipeline.scoring.predict import ON_BAD_ROW, PredictReport, predict_endpoint, predict_offline
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from pipeline.state.store import DeploymentStore
 
 MAX_CONCURRENCY = 64
+log = logging.getLogger(__name__)
 
 
 class Commands(Protocol):
@@ -100,7 +105,14 @@ def load_job(store: DeploymentStore, name: str) -> TrainingJob:
     if row.get("pruned_at"):
         raise PipelineError(f"training job {name!r} was pruned on {row['pruned_at'][:19]} (cleanup --prune deleted "
                             f"its model): train again")
-    return TrainingJob.load(Path(row["directory"]), row)
+    job = TrainingJob.load(Path(row["directory"]), row)
+    decision = latest_approval(store, name)
+    refused = decision is not None and decision.status == ApprovalStatus.REJECTED
+    if refused or row.get("gate_decision") == Verdict.REJECTED:
+        # Scoring a file deploys nothing, so it is not refused; but whoever reads the output should know.
+        why = f"by {decision.by}: {decision.reason}" if refused and decision is not None else "by the gate"
+        log.warning("training job %s was rejected %s; its predictions are written all the same", name, why)
+    return job
 
 
 def predict(commands: Commands, request: PredictRequest) -> PredictReport:
