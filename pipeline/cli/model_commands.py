@@ -33,11 +33,12 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 def _console(ctx: click.Context) -> None:
     """Progress on stderr: a live line at a terminal, else a log line every few seconds (``pipeline.progress``)."""
     logger = logging.getLogger("pipeline")
-    if not logger.handlers:
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
+    for handler in list(logger.handlers):  # the command's own lines, as configure_logging does for a run
+        logger.removeHandler(handler)
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
     logger.setLevel(logging.DEBUG if (ctx.obj or {}).get("verbose") else logging.INFO)
     configure_progress(live=on_terminal())
 

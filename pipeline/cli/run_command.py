@@ -230,8 +230,10 @@ def _refuse_run_only(given: Any, command: str) -> None:
     own = {param.name: param for param in getattr(cli.commands.get(command), "params", ())}
     for name in given:
         if name in _RUN_ONLY:
-            metavar = own[name].metavar or name.upper().replace("ENDPOINT_NAME", "NAME") if name in own else ""
-            where = f"; give it after the command: `{command} {_RUN_ONLY[name]} {metavar}`" if name in own else ""
+            where = ""
+            if name in own:  # the command has an option of that name: say where it goes
+                metavar = own[name].metavar or ("NAME" if name == "endpoint_name" else name.upper())
+                where = f"; give it after the command: `{command} {_RUN_ONLY[name]} {metavar}`"
             raise PipelineError(f"{_RUN_ONLY[name]} is an option of a pipeline run, not of `{command}`" + where)
 
 
