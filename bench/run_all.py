@@ -1,4 +1,4 @@
-"""Run every benchmark (``make bench``): serving, resistance, rollout, pipeline overhead, scale; then one summary table.
+"""Run every benchmark (``make bench``): serving, resistance, rollout, overhead, scale, predict; then one table.
 
     python -m bench.run_all              # the full set (~15 min on 2 cores, most of it the 1M-row scale run)
     python -m bench.run_all --quick      # shorter runs: 3 s load runs, 2 overhead rounds, 200,000 rows
@@ -13,7 +13,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import pipeline_overhead, resistance, rollout, scale, serving
+from bench import pipeline_overhead, predict, resistance, rollout, scale, serving
 from bench.common import machine_info, print_table, write_result
 
 # Proposed changes waiting to be measured, in order. The six of docs/PERFORMANCE.md are applied to the project.
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", help="benchmark a copy of the project with these patches (comma-separated)")
     parser.add_argument("--compare-patch", help="also run a patched copy side by side in every benchmark; "
                         "'all' = every bench/patches/*.diff in the order of docs/PERFORMANCE.md")
-    parser.add_argument("--only", default="serving,resistance,rollout,pipeline_overhead,scale")
+    parser.add_argument("--only", default="serving,resistance,rollout,pipeline_overhead,scale,predict")
     args = parser.parse_args(argv)
     if args.compare_patch == "all":
         if not ALL_PATCHES:
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_overhead": (pipeline_overhead.main, ["--rounds", "2" if args.quick else "3", *patch,
                                                        "--output", "pipeline_overhead" + suffix]),
         "scale": (scale.main, ["--rows", str(rows), *patch, "--output", "scale" + suffix]),
+        # this checkout's predict (no patched copy): offline against a bare script, and through the local endpoint
+        "predict": (predict.main, ["--rows", str(rows), *(["--rounds", "2"] if args.quick else []),
+                                   "--output", "predict" + suffix]),
     }
     summary: list[list[Any]] = []
     failed = []

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import interrupts
 from pipeline.backends import chosen_backend, load_backend
@@ -35,6 +35,11 @@ from pipeline.run.record import new_run_id
 from pipeline.state.artifacts import artifacts_for
 from pipeline.state.store import DeploymentStore
 from pipeline.training import job_files
+
+if TYPE_CHECKING:
+    from pipeline.scoring.predict import PredictReport
+    from pipeline.scoring.service import PredictRequest
+    from pipeline.training.reproduce import ReproduceReport
 
 log = logging.getLogger("pipeline")
 
@@ -274,6 +279,21 @@ class Operations:
         return MonitorRun(self.config, deployer, self.rollback, self.run_id).run(
             endpoint_name, version=version, since=since, labels_file=labels_file,
             rollback_on_breach=rollback_on_breach, report_file=report_file)
+
+    # ----------------------------------------------------------------- predict and reproduce
+    def predict(self, request: PredictRequest) -> PredictReport:
+        """Score a CSV file with a training job's model in this process, through a live endpoint, or in a Batch
+        Transform job (``pipeline.scoring.service``)."""
+        from pipeline.scoring.service import predict
+
+        return predict(self, request)
+
+    def reproduce(self, training_job: str, **options: Any) -> ReproduceReport:
+        """Retrain a job from its manifest and compare the model (``pipeline.training.reproduce``); every verdict
+        is recorded in the audit trail."""
+        from pipeline.training.reproduce import reproduce
+
+        return reproduce(self.store, training_job, run_id=self.run_id, **options)
 
     # ----------------------------------------------------------------- cleanup
     def remove_endpoint(self, endpoint_name: str) -> str | None:

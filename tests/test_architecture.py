@@ -23,11 +23,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("container", "errors", "outcomes", "redaction"),  # shipped to SageMaker / imported by everything
     ("config", "config_messages", "interrupts", "logs", "progress"),
     ("state", "monitoring"),  # the store and locks; capture records, baselines, drift and live-accuracy statistics
-    ("training", "serving", "testing"),
+    ("training", "serving", "testing", "scoring"),  # scoring: reading, scoring and writing a file to predict
     ("backends",),
     ("gate", "deployment"),
     ("notifications", "reporting"),
-    ("run", "operations", "monitoring.monitor", "monitoring.monitor_run"),  # drivers: a run, the commands, `monitor`
+    ("run", "operations", "monitoring.monitor", "monitoring.monitor_run",  # drivers: a run, the commands, `monitor`,
+     "scoring.service"),  # and `predict`
     ("cli",),
 ]
 

@@ -27,6 +27,7 @@ from pipeline.outcomes import FinalState
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
+    from pipeline.scoring.predict import PredictReport
     from pipeline.serving.client import EndpointClient
     from pipeline.state.store import DeploymentStore
     from pipeline.training.fitting import TrainingPipeline
@@ -218,6 +219,11 @@ class Backend(ABC):
 
     def delete_version_artifacts(self, endpoint_name: str, version: str) -> None:
         """Forget what the backend keeps for an old version (retention); by default nothing."""
+
+    def batch_transform(self, job: TrainingJob, request: Any) -> PredictReport:
+        """Score a file in the backend's own batch service (``predict --backend``; SageMaker: Batch Transform)."""
+        raise PipelineError(f"the {self.TYPE} backend has no batch service: score a file with predict --training-job "
+                            f"JOB (in this process) or --endpoint-name NAME")
 
     # --- progressive delivery (pipeline/deployment/rollout.py drives these; the orchestrator decides) ---
     def bakes_on_the_endpoint(self, traffic_routing: str) -> bool:

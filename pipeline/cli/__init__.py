@@ -4,6 +4,7 @@
 from pipeline.cli import (  # noqa: F401
     approval_commands,
     endpoint_commands,
+    model_commands,
     record_commands,
     rollout_commands,
     store_commands,

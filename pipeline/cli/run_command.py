@@ -231,11 +231,13 @@ _RUN_ONLY = {"mode": "--mode", "training_job": "--training-job", "endpoint_name"
 
 
 def _refuse_run_only(given: Any, command: str) -> None:
-    takes_endpoint = any(param.name == "endpoint_name" for param in getattr(cli.commands.get(command), "params", ()))
+    own = {param.name: param for param in getattr(cli.commands.get(command), "params", ())}
     for name in given:
         if name in _RUN_ONLY:
-            where = (f"; give it after the command: `{command} --endpoint-name NAME`"
-                     if name == "endpoint_name" and takes_endpoint else "")
+            where = ""
+            if name in own:  # the command has an option of that name: say where it goes
+                metavar = own[name].metavar or ("NAME" if name == "endpoint_name" else name.upper())
+                where = f"; give it after the command: `{command} {_RUN_ONLY[name]} {metavar}`"
             raise PipelineError(f"{_RUN_ONLY[name]} is an option of a pipeline run, not of `{command}`" + where)
 
 

@@ -55,7 +55,8 @@ The backend delegates to two parts that share one ``AwsSession`` (``session``:
 the boto3 clients, bucket, image, S3 transfers and polling): ``TrainingJobs``
 (``training``) and ``Endpoints`` (``endpoints``, with the models and endpoint
 configs of ``versions``). ``captures`` brings an endpoint's captured requests from S3
-for ``monitor``. ``traffic`` reads a SHADOW bake. ``client`` is the endpoint tests' client, ``errors``
+for ``monitor``. ``traffic`` reads a SHADOW bake. ``batch_transform`` scores an S3 file (``predict --backend
+sagemaker``). ``client`` is the endpoint tests' client, ``errors``
 turns AWS errors into one line, ``artifacts`` builds and unpacks the tarballs.
 """
 from __future__ import annotations
@@ -76,6 +77,7 @@ from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
+    from pipeline.scoring.predict import PredictReport
     from pipeline.state.store import DeploymentStore
     from pipeline.training.fitting import TrainingPipeline
     from pipeline.training.jobs import TrainingJob
@@ -166,3 +168,9 @@ class SageMakerBackend(Backend):
 
     def describe(self, endpoint_name: str) -> dict[str, Any]:
         return self.endpoints.describe(endpoint_name)
+
+    def batch_transform(self, job: TrainingJob, request: Any) -> PredictReport:
+        """``predict --backend sagemaker``: a Batch Transform job (``batch_transform``)."""
+        from pipeline.backends.sagemaker.batch_transform import BatchTransform
+
+        return BatchTransform(self.aws, self.store).run(job, request)
