@@ -64,7 +64,11 @@ class Router:
         self._draw = random.Random().random  # seeded from the OS in each worker: workers never draw alike
 
     def choose(self, req: falcon.asgi.Request) -> ServedModel:
-        if self.mode != "split" or req.get_header(TEST_TRAFFIC_HEADER) is not None:
+        return self.choose_for(req.get_header(TEST_TRAFFIC_HEADER) is not None)
+
+    def choose_for(self, test: bool) -> ServedModel:
+        """The version that answers a request (``test``: one of the pipeline's own, ``TEST_TRAFFIC_HEADER``)."""
+        if self.mode != "split" or test:
             return self.serving
         return self.candidate if self._draw() < self._share else self.serving
 
