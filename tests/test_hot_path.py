@@ -3,18 +3,24 @@
 In process, without a server: the endpoint's app is built by ``create_app`` from a pointer as the local backend
 writes one, and two ``EndpointProtocol`` connections feed it the same raw requests, one with the hot path
 (``ServerSettings.hot_path``) and one without. Whatever the request -- answered, refused, declined by the hot
-path -- the two answers and the records captured for them are the same but for the ids and the time.
+path -- the two answers and the records captured for them are the same but for the ids and the time. The
+parts the hot path is made of are held to the general code they stand in for: orjson's reading of JSON bodies
+to json's.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+
+from pipeline.container import payloads
 
 pytestmark = pytest.mark.unit
 
@@ -211,3 +217,60 @@ def test_the_captured_records_are_the_same_but_for_ids_and_time(tmp_path, monkey
                                    if key not in ("eventId", "inferenceId", "inferenceTime")}
     half = len(records) // 2
     assert half > 10 and records[:half] == records[half:]  # the hot connection's requests, then falcon's
+
+
+# --------------------------------------------------------------------------- the parts, against what they stand for
+def _general(body: bytes | str, content_type: str = "application/json") -> Any:
+    saved, payloads._orjson_loads = payloads._orjson_loads, None
+    try:
+        return payloads.decode_body(body, content_type)
+    except Exception as err:
+        return type(err), str(err)
+    finally:
+        payloads._orjson_loads = saved
+
+
+def _number(generator: random.Random) -> str:
+    kind = generator.randrange(6)
+    if kind == 0:
+        return str(generator.randrange(-10**30, 10**30))
+    if kind == 1:
+        return repr(generator.uniform(-1e6, 1e6))
+    if kind == 2:
+        return f"{generator.uniform(-10, 10):.{generator.randrange(1, 25)}e}{generator.randrange(-330, 320):+d}"
+    if kind == 3:
+        return repr(np.float64(generator.getrandbits(64) / 2**generator.randrange(1, 80)))
+    if kind == 4:
+        return "".join(generator.choice("0123456789") for _ in range(generator.randrange(1, 40))).lstrip("0") or "0"
+    return f"{generator.randrange(0, 10**9)}.{generator.randrange(0, 10**9):09d}e{generator.randrange(-20, 20)}"
+
+
+@pytest.mark.skipif(payloads._orjson_loads is None, reason="orjson is not installed")
+def test_orjson_reads_json_bodies_to_the_rows_json_reads():
+    generator = random.Random(5)
+    for _ in range(3000):
+        width = generator.randrange(1, 6)
+        rows = [[_number(generator) for _ in range(width)] for _ in range(generator.randrange(1, 4))]
+        body = ("[" + ", ".join("[" + ", ".join(row) + "]" for row in rows) + "]").encode()
+        general = _general(body)
+        if isinstance(general, tuple):  # an infinity, say: refused the same way, orjson or not
+            assert payloads._plain_json_rows(body) is None, body
+            with pytest.raises(general[0], match=re.escape(general[1])):
+                payloads.decode_body(body, "application/json")
+        else:
+            fast = payloads.decode_body(body, "application/json")
+            assert fast.dtype == general.dtype and np.array_equal(fast, general), body
+
+
+@pytest.mark.parametrize("body", [b"[[1, 2], [3]]", b"[]", b"[[]]", b"{}", b'{"inputs": [[1]], "x": 1}', b"[1, [2]]",
+                                  b'[["1", 2]]', b"[[null]]", b"[[1e400]]", b"[[-Infinity]]", b"[{\"a\": 1}]", b"  ",
+                                  b"[[1, 2]] x", b"\"text\"", b"[[18446744073709551616, 1]]"])
+def test_bodies_orjson_declines_or_reads_are_read_as_json_reads_them(body):
+    fast = payloads.decode_body(body, "application/json") if not isinstance(_general(body), tuple) else None
+    general = _general(body)
+    if isinstance(general, tuple):
+        with pytest.raises(general[0], match=re.escape(general[1])):
+            payloads.decode_body(body, "application/json")
+    else:
+        assert np.array_equal(fast.rows if hasattr(fast, "rows") else fast,
+                              general.rows if hasattr(general, "rows") else general)
