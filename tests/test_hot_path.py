@@ -5,7 +5,7 @@ writes one, and two ``EndpointProtocol`` connections feed it the same raw reques
 (``ServerSettings.hot_path``) and one without. Whatever the request -- answered, refused, declined by the hot
 path -- the two answers and the records captured for them are the same but for the ids and the time. The
 parts the hot path is made of are held to the general code they stand in for: orjson's reading of JSON bodies
-to json's.
+to json's, the JSON answer's text to ``json.dumps``'.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.container import payloads
+from pipeline.container import inference, payloads
 
 pytestmark = pytest.mark.unit
 
@@ -274,3 +274,10 @@ def test_bodies_orjson_declines_or_reads_are_read_as_json_reads_them(body):
     else:
         assert np.array_equal(fast.rows if hasattr(fast, "rows") else fast,
                               general.rows if hasattr(general, "rows") else general)
+
+
+@pytest.mark.parametrize("labels", [np.array([0, 2, 1]), np.array([7], dtype=np.uint8), np.array([-3, 10**12]),
+                                    np.array(["a", "b,c"]), np.array([True, False]), np.array([0.5, 2.0]),
+                                    np.array([], dtype=np.int64)])
+def test_the_json_answer_is_json_dumps_text(labels):
+    assert inference.output_fn(labels, "application/json")[0] == json.dumps({"predictions": labels.tolist()})

@@ -291,6 +291,14 @@ def predict_fn(input_data: np.ndarray | NamedRows, model: Any) -> Prediction:
         return Prediction(model.predict(rows), rows, model)
 
 
+def _json_predictions(labels: Any, values: list[Any]) -> str:
+    """``json.dumps({"predictions": values})``, the same text; for integer labels (a classifier's usual classes)
+    written directly, a few microseconds less per answer than through json's encoder."""
+    if type(labels) is np.ndarray and labels.dtype.kind in "iu":  # Python ints: json writes them as str() does
+        return '{"predictions": [' + ", ".join(map(str, values)) + "]}"
+    return json.dumps({"predictions": values})
+
+
 def output_fn(prediction: Prediction | np.ndarray, accept: str | None,
               probabilities: bool = False) -> tuple[str, str]:
     """Serialise predictions as JSON (``{"predictions": [...]}``) or CSV, one per line.
@@ -317,7 +325,7 @@ def output_fn(prediction: Prediction | np.ndarray, accept: str | None,
                            "classes": classes.tolist()}), JSON
     values = labels.tolist()
     if media_type == JSON:
-        return json.dumps({"predictions": values}), JSON
+        return _json_predictions(labels, values), JSON
     # CSV, quoted where needed: a label such as "Barolo, DOCG" stays one field
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([value] for value in values)
