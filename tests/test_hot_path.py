@@ -5,7 +5,7 @@ writes one, and two ``EndpointProtocol`` connections feed it the same raw reques
 (``ServerSettings.hot_path``) and one without. Whatever the request -- answered, refused, declined by the hot
 path -- the two answers and the records captured for them are the same but for the ids and the time. The
 parts the hot path is made of are held to the general code they stand in for: orjson's reading of JSON bodies
-to json's, the JSON answer's text to ``json.dumps``'.
+to json's, the JSON answer's text to ``json.dumps``', a model's ``predictor`` to ``predict_fn``.
 """
 from __future__ import annotations
 
@@ -281,3 +281,16 @@ def test_bodies_orjson_declines_or_reads_are_read_as_json_reads_them(body):
                                     np.array([], dtype=np.int64)])
 def test_the_json_answer_is_json_dumps_text(labels):
     assert inference.output_fn(labels, "application/json")[0] == json.dumps({"predictions": labels.tolist()})
+
+
+def test_a_models_predictor_is_its_predict_fn(tmp_path):
+    pointer = json.loads(_pointer(tmp_path).read_text())
+    model = inference.model_fn(pointer["model_dir"], pointer["sha256"], pointer["input_schema"])
+    rows = np.random.default_rng(3).normal(4, 2, (200, 4))
+    predict = inference.predictor(model)
+    for batch in (rows[:1], rows[:7], rows):
+        assert np.array_equal(predict(batch).labels, inference.predict_fn(batch, model).labels)
+    named = payloads.NamedRows(tuple(reversed(NAMES)), rows[:, ::-1])
+    assert np.array_equal(predict(named).labels, inference.predict_fn(named, model).labels)
+    with pytest.raises(inference.BadRequestError, match="each row must have 4 features, got 3"):
+        predict(rows[:, :3])

@@ -277,14 +277,34 @@ class Prediction:
 
 
 def predict_fn(input_data: np.ndarray | NamedRows, model: Any) -> Prediction:
-    rows = _in_model_order(input_data, model) if type(input_data) is NamedRows else input_data
-    expected = getattr(model, "n_features_in_", None)
-    if expected is not None and rows.shape[1] != expected:
-        raise BadRequestError(f"each row must have {expected} features, got {rows.shape[1]}")
     try:
         fast = _FAST_PREDICT.get(model)
     except TypeError:  # not weak-referenceable
         fast = None
+    return _predict(input_data, model, getattr(model, "n_features_in_", None), fast)
+
+
+def predictor(model: Any) -> Callable[[np.ndarray | NamedRows], Prediction]:
+    """``predict_fn`` for one model from ``model_fn``, with what it looks up on every call (the model's width,
+    its fast predict path) looked up once: ``predictor(model)(rows)`` is ``predict_fn(rows, model)`` for a
+    server that predicts with the same model again and again (the local endpoint's hot path)."""
+    try:
+        fast = _FAST_PREDICT.get(model)
+    except TypeError:  # not weak-referenceable
+        fast = None
+    expected = getattr(model, "n_features_in_", None)
+
+    def predict(input_data: np.ndarray | NamedRows) -> Prediction:
+        return _predict(input_data, model, expected, fast)
+
+    return predict
+
+
+def _predict(input_data: np.ndarray | NamedRows, model: Any, expected: int | None,
+             fast: Callable[[np.ndarray], np.ndarray] | None) -> Prediction:
+    rows = _in_model_order(input_data, model) if type(input_data) is NamedRows else input_data
+    if expected is not None and rows.shape[1] != expected:
+        raise BadRequestError(f"each row must have {expected} features, got {rows.shape[1]}")
     if fast is not None:
         return Prediction(fast(rows), rows, model)
     with sklearn.config_context(assume_finite=True), BareRows():  # input_fn has already checked

@@ -163,7 +163,7 @@ class Invocations:
                                                 f"{inference.PROBABILITIES_PARAMETER}=true: send one of them")
             rows = inference.input_fn(body, req.content_type or "")
             began = time.perf_counter()
-            prediction = inference.predict_fn(rows, model.model)
+            prediction = model.predict(rows)
             predicted = time.perf_counter()
             text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)
         except inference.InferenceError as err:
@@ -219,7 +219,7 @@ class Invocations:
         try:
             rows = inference.input_fn(body, content_type or "")
             began = time.perf_counter()
-            prediction = inference.predict_fn(rows, model.model)
+            prediction = model.predict(rows)
             predicted = time.perf_counter()
             text, answer_type = inference.output_fn(prediction, accept, False)
         except (inference.InferenceError, UnicodeDecodeError):
@@ -251,7 +251,7 @@ class Invocations:
         candidate = self.router.candidate
         began = time.perf_counter()
         try:
-            labels = inference.predict_fn(rows, candidate.model).labels
+            labels = candidate.predict(rows).labels
         except inference.InferenceError as err:
             candidate.telemetry.shadowed(err.status_code, None, 0, 0)
             return

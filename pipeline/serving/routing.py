@@ -26,6 +26,7 @@ class ServedModel:
         began = time.perf_counter()
         self.model = inference.model_fn(spec["model_dir"], spec["sha256"], spec.get("input_schema"))
         self.load_seconds = time.perf_counter() - began
+        self.predict = inference.predictor(self.model)  # predict_fn for this model, its lookups done once
         width = int(getattr(self.model, "n_features_in_", 1))
         self.probe = np.zeros((1, width))
         self.headers = ((VERSION_HEADER, self.version), (SHA_HEADER, self.sha256))
