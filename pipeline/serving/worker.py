@@ -138,6 +138,9 @@ class EndpointProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.client_timeout: float = self.config.client_timeout_seconds  # set by EndpointWorker
         self.headers_per_response: bool = getattr(self.config, "headers_per_response", False)
+        # The deadline: when it falls (loop time; None: not armed), and the one timer that watches it. Arming and
+        # disarming, twice a request, only move the time; the timer, when it fires, looks again (_expire).
+        self._deadline_at: float | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._receiving = False  # a request has begun to arrive and has not arrived whole
         self._draining = False
@@ -161,16 +164,26 @@ class EndpointProtocol(HttpToolsProtocol):
 
     # --- the deadline ---
     def _arm(self) -> None:
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(self.client_timeout, self._too_slow)
+        if self._deadline_at is None:
+            self._deadline_at = at = self.loop.time() + self.client_timeout
+            if self._deadline is None:
+                self._deadline = self.loop.call_at(at, self._expire)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline_at = None  # a timer still pending finds nothing to do when it fires
+
+    def _expire(self) -> None:
+        self._deadline = None
+        at = self._deadline_at
+        if at is None:
+            return
+        if self.loop.time() + 0.001 < at:  # disarmed and armed again since the timer was set: the deadline moved
+            self._deadline = self.loop.call_at(at, self._expire)
+            return
+        self._deadline_at = None
+        self._too_slow()
 
     def _too_slow(self) -> None:
-        self._deadline = None
         self._hot_body = None
         if self.transport.is_closing():
             return
@@ -236,6 +249,9 @@ class EndpointProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
