@@ -1,23 +1,27 @@
 """The endpoint accuracy test over a training job's held-out rows (a child of bench/scale.py).
 
-    PYTHONPATH=<project> python bench/scale_endpoint.py JOB_DIR URL VERSION
+    PYTHONPATH=<project> python bench/scale_endpoint.py JOB_DIR URL VERSION [--server-pid PID]
 
 Runs the endpoint tests a deployment runs (``EndpointTester.run_for``: held-out rows,
 offline predictions, then the EndpointTester checks) against a running endpoint,
 with a clock around ``check_predictions`` -- the accuracy test, every held-out row
-sent through the endpoint in batches of ``test_batch_size``. Then, in this process,
-the rate of parse + predict + serialize (``input_fn -> predict_fn -> output_fn``) over
-the same batch bodies the tester sends, which bounds what any server can do.
+sent through the endpoint in batches of ``test_batch_size`` -- and its CPU: this process's
+(the tester: bodies, HTTP, answers) and, with ``--server-pid``, the server's process tree.
+Rows per CPU-second of the two together is what the test costs whatever the foreign load;
+on an otherwise idle 2-core machine the test cannot go faster than that rate x 2. Then, in
+this process, the rate of parse + predict + serialize (``input_fn -> predict_fn -> output_fn``)
+over the same batch bodies the tester sends, which bounds what any server can do.
 """
 import argparse
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bench.common import add_timer
+from bench.common import add_timer, tree_cpu_seconds
 from pipeline import testing
 from pipeline.config import load_config
 from pipeline.container import inference
@@ -56,13 +60,29 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("version")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=JSON")
+    parser.add_argument("--server-pid", type=int, help="the endpoint server's pid: its CPU during the test too")
     args = parser.parse_args()
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.settings)}
     config, _ = load_config(None, {}, overrides, search_default_file=False)
     job_dir = Path(args.job_dir)
     job = TrainingJob.load(job_dir, DeploymentStore(job_dir.parent.parent).training_job(job_dir.name))
-    for name in ("check_health", "check_predictions", "check_performance", "check_robustness"):
+    for name in ("check_health", "check_performance", "check_robustness"):
         timed(testing.EndpointTester, name)
+    cpu: dict[str, float] = {}
+    checked = testing.EndpointTester.check_predictions
+
+    def check_predictions(*args_: Any, **kwargs: Any) -> Any:  # its wall time and CPU, the server's included
+        server_before = tree_cpu_seconds(args.server_pid) if args.server_pid else 0.0
+        own_before, began = time.process_time(), time.perf_counter()
+        try:
+            return checked(*args_, **kwargs)
+        finally:
+            TIMES["check_predictions"] = time.perf_counter() - began
+            cpu["tester"] = time.process_time() - own_before
+            if args.server_pid:
+                cpu["server"] = tree_cpu_seconds(args.server_pid) - server_before
+
+    testing.EndpointTester.check_predictions = check_predictions  # type: ignore[method-assign]
     if hasattr(testing, "to_csv"):
         timed(testing, "to_csv")
     client = HttpEndpointClient(args.url, config.request_timeout_seconds)
@@ -91,6 +111,8 @@ def main() -> None:
         "mismatches": accuracy.get("mismatches"), "batch_rows": batch,
         "check_predictions_s": TIMES.get("check_predictions"),
         "endpoint_rows_per_s": round(rows / TIMES["check_predictions"], 1) if rows else None,
+        "cpu_s": {name: round(seconds, 4) for name, seconds in cpu.items()},
+        "rows_per_cpu_s": round(rows / sum(cpu.values()), 1) if rows and cpu else None,
         "client_body_formatting_s": TIMES.get("to_csv"),
         "test_phase_s": test_phase, "checks_s": dict(TIMES),
         "inprocess_tester_bodies": inprocess_rate(model_dir, tester_bodies, len(matrix)),

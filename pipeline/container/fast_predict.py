@@ -104,9 +104,12 @@ def _compile(model: Any) -> Compiled:
     classes = estimator.classes_
 
     def scaled(rows: np.ndarray) -> np.ndarray:
-        rows = np.array(rows, dtype=np.float64, copy=True)  # StandardScaler.transform works on a copy
+        # StandardScaler.transform on a float64 copy: X -= mean_, then X /= scale_. The subtraction writes the
+        # copy itself (the same values, one numpy call less for a single row).
         if mean is not None:
-            rows -= mean
+            rows = np.subtract(rows, mean, dtype=np.float64)
+        else:
+            rows = np.array(rows, dtype=np.float64, copy=True)
         if scale is not None:
             rows /= scale
         return rows

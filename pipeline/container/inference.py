@@ -277,18 +277,46 @@ class Prediction:
 
 
 def predict_fn(input_data: np.ndarray | NamedRows, model: Any) -> Prediction:
-    rows = _in_model_order(input_data, model) if type(input_data) is NamedRows else input_data
-    expected = getattr(model, "n_features_in_", None)
-    if expected is not None and rows.shape[1] != expected:
-        raise BadRequestError(f"each row must have {expected} features, got {rows.shape[1]}")
     try:
         fast = _FAST_PREDICT.get(model)
     except TypeError:  # not weak-referenceable
         fast = None
+    return _predict(input_data, model, getattr(model, "n_features_in_", None), fast)
+
+
+def predictor(model: Any) -> Callable[[np.ndarray | NamedRows], Prediction]:
+    """``predict_fn`` for one model from ``model_fn``, with what it looks up on every call (the model's width,
+    its fast predict path) looked up once: ``predictor(model)(rows)`` is ``predict_fn(rows, model)`` for a
+    server that predicts with the same model again and again (the local endpoint's hot path)."""
+    try:
+        fast = _FAST_PREDICT.get(model)
+    except TypeError:  # not weak-referenceable
+        fast = None
+    expected = getattr(model, "n_features_in_", None)
+
+    def predict(input_data: np.ndarray | NamedRows) -> Prediction:
+        return _predict(input_data, model, expected, fast)
+
+    return predict
+
+
+def _predict(input_data: np.ndarray | NamedRows, model: Any, expected: int | None,
+             fast: Callable[[np.ndarray], np.ndarray] | None) -> Prediction:
+    rows = _in_model_order(input_data, model) if type(input_data) is NamedRows else input_data
+    if expected is not None and rows.shape[1] != expected:
+        raise BadRequestError(f"each row must have {expected} features, got {rows.shape[1]}")
     if fast is not None:
         return Prediction(fast(rows), rows, model)
     with sklearn.config_context(assume_finite=True), BareRows():  # input_fn has already checked
         return Prediction(model.predict(rows), rows, model)
+
+
+def _json_predictions(labels: Any, values: list[Any]) -> str:
+    """``json.dumps({"predictions": values})``, the same text; for integer labels (a classifier's usual classes)
+    written directly, a few microseconds less per answer than through json's encoder."""
+    if type(labels) is np.ndarray and labels.dtype.kind in "iu":  # Python ints: json writes them as str() does
+        return '{"predictions": [' + ", ".join(map(str, values)) + "]}"
+    return json.dumps({"predictions": values})
 
 
 def output_fn(prediction: Prediction | np.ndarray, accept: str | None,
@@ -317,7 +345,7 @@ def output_fn(prediction: Prediction | np.ndarray, accept: str | None,
                            "classes": classes.tolist()}), JSON
     values = labels.tolist()
     if media_type == JSON:
-        return json.dumps({"predictions": values}), JSON
+        return _json_predictions(labels, values), JSON
     # CSV, quoted where needed: a label such as "Barolo, DOCG" stays one field
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows([value] for value in values)

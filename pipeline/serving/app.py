@@ -42,51 +42,30 @@ loop's job and not a blocked thread's.
 """
 from __future__ import annotations
 
-import asyncio
 import gc
-import hmac
 import json
 import os
-import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import falcon
 import falcon.asgi
-import numpy as np
 
 from pipeline.container import inference
-from pipeline.container.payloads import parse_switch
-from pipeline.serving.contract import (
-    INFERENCE_ID_HEADER,
-    POINTER_ENV,
-    POINTER_WAIT_ENV,
-    SAGEMAKER_INFERENCE_ID_HEADER,
-    SAGEMAKER_RUNTIME_ROUTE,
-    TOKEN_ENV,
-    token_sha256,
-)
-from pipeline.serving.metrics import STARTED_KEY
+from pipeline.serving.contract import POINTER_ENV, POINTER_WAIT_ENV, SAGEMAKER_RUNTIME_ROUTE, TOKEN_ENV, token_sha256
+from pipeline.serving.invocations import Invocations, Refused, token_matches
 from pipeline.serving.routing import CountedBy, Router, ServedModel, VersionHeaders, router_for
 from pipeline.serving.telemetry import EndpointTelemetry, answered_status
 
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 5.0
-# Error answers given before the request body was read close the connection: the rest of the
-# body would otherwise have to be read (and waited for) before the next request on it.
-_CLOSE = {"Connection": "close"}
-# Probabilities on request. SageMaker forwards no header of the caller's own, so the container reads the
-# same switch from the Accept header instead (inference.PROBABILITIES_PARAMETER); this one is for HTTP clients.
-PROBABILITIES_HEADER = "X-Probabilities"
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"  # botocore takes an error's code from it
 
 
 ModelIntegrityError = inference.ModelIntegrityError
-# SageMaker's InferenceId: 1 to 64 characters of \p{Print} (printable ASCII), the first not whitespace
-# (botocore's sagemaker-runtime model: pattern \A\S[\p{Print}]*\z).
-_INFERENCE_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,63}")
 
 
 def read_pointer(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -97,20 +76,6 @@ def verified_model_dir(spec: dict[str, Any]) -> str:
     """Refuse a model whose bytes differ from what training recorded for this version."""
     inference.verify_model_file(spec["model_dir"], spec["sha256"], use="serve")
     return spec["model_dir"]
-
-
-def token_matches(authorization: str | None, expected_sha256: str) -> bool:
-    """``Authorization: Bearer <token>`` with the token whose sha256 is ``expected_sha256``.
-
-    The scheme is matched case-insensitively (RFC 7235 section 2.1); a header without one is
-    refused. Hashes are compared in constant time, so the answer's timing says nothing about how
-    much of a guess was right.
-    """
-    scheme, _, credentials = (authorization or "").strip().partition(" ")
-    supplied = credentials.strip(" ")
-    if scheme.lower() != "bearer" or not supplied:
-        return False
-    return hmac.compare_digest(token_sha256(supplied), expected_sha256)
 
 
 class _Ping:
@@ -130,40 +95,6 @@ class _Ping:
         if self.router is not None:
             body["split"] = self.router.describe()
         resp.text = json.dumps(body)
-
-
-def _has_body(req: falcon.asgi.Request) -> bool:
-    return bool(req.content_length) or req.get_header("Transfer-Encoding") is not None
-
-
-def client_inference_id(req: falcon.asgi.Request) -> str | None:
-    """The client's own inference id, if it sent one; a malformed one is a 400 naming the header and the rule."""
-    value = req.get_header(SAGEMAKER_INFERENCE_ID_HEADER)
-    if value is None or _INFERENCE_ID.fullmatch(value):
-        return value
-    shown = value.encode("latin-1", errors="replace").decode("utf-8", errors="replace")  # as the client wrote it
-    raise falcon.HTTPBadRequest(
-        title=f"{SAGEMAKER_INFERENCE_ID_HEADER} (InferenceId) must be 1 to 64 printable ASCII characters, the first "
-              f"not a space: got {shown[:80]!r} ({len(shown)} characters)",
-        headers=_CLOSE if _has_body(req) else None)
-
-
-def _query_refused(req: falcon.asgi.Request) -> str:
-    """A query string is refused rather than ignored: ``?probabilities=true`` would otherwise answer without
-    probabilities and without saying why (SageMaker forwards no query string, so the switches are headers)."""
-    names = ", ".join(repr(name) for name in req.params) or repr(req.query_string[:40])
-    return (f"query parameters are not read here (got {names}): ask for probabilities with the header "
-            f"{PROBABILITIES_HEADER}: true, or Accept: application/json; {inference.PROBABILITIES_PARAMETER}=true")
-
-
-class _Refused(falcon.HTTPError):
-    """A request the inference hooks refused: on the boto3 path, what SageMaker calls a ``ModelError``."""
-
-    by_model = True  # telemetry.answered_status: counted as the 424 the client sees on the boto3 path
-
-    def __init__(self, err: inference.InferenceError) -> None:
-        super().__init__(falcon.code_to_http_status(err.status_code), title=str(err))
-        self.error_name = type(err).__name__
 
 
 class _ErrorBodies:
@@ -189,7 +120,7 @@ class _ErrorBodies:
             return
         status = error.status_code
         message = error.title or str(status)
-        answered, _ = answered_status(req, status, isinstance(error, _Refused))
+        answered, _ = answered_status(req, status, isinstance(error, Refused))
         if answered != status:
             original = inference.error_body(status, message, getattr(error, "error_name", "InternalServerError"))
             kind = "client" if status < 500 else "server"
@@ -204,90 +135,6 @@ class _ErrorBodies:
         resp.set_header(ERROR_TYPE_HEADER, code)
         resp.content_type = falcon.MEDIA_JSON
         resp.text = json.dumps(body)
-
-
-class _Invocations:
-    def __init__(self, model: ServedModel, max_payload_bytes: int, token_sha256: str | None,
-                 router: Router | None = None) -> None:
-        self.model = model
-        self.max_payload_bytes = max_payload_bytes
-        self.token_sha256 = token_sha256
-        self.router = router
-
-    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str | None = None) -> None:
-        model = self.model
-        if self.router is not None:  # routed first, so refusals fall on both versions in proportion
-            model = req.context.model = self.router.choose(req)
-        if self.token_sha256 is not None and not token_matches(req.get_header("Authorization"), self.token_sha256):
-            raise falcon.HTTPUnauthorized(title="missing or wrong token", challenges=["Bearer"],
-                                          headers=_CLOSE if _has_body(req) else None)
-        if name is not None and self.model.endpoint is not None and name != self.model.endpoint:
-            raise falcon.HTTPNotFound(title=f"endpoint {name!r} is not served here: this is endpoint "
-                                            f"{self.model.endpoint!r}", headers=_CLOSE if _has_body(req) else None)
-        client_id = client_inference_id(req)
-        length = req.content_length
-        if length is not None and length > self.max_payload_bytes:
-            raise falcon.HTTPContentTooLarge(
-                title=f"request body of {length} bytes is over the limit of {self.max_payload_bytes} bytes",
-                headers=_CLOSE)
-        # Whatever the framing (Content-Length or chunked), at most the limit + 1 bytes are read. How
-        # long the body may take to arrive is the worker's business (client_timeout_seconds).
-        body = await req.stream.read(self.max_payload_bytes + 1)
-        if len(body) > self.max_payload_bytes:
-            raise falcon.HTTPContentTooLarge(title=f"request body is over the limit of {self.max_payload_bytes} bytes",
-                                             headers=_CLOSE)
-        try:
-            if req.query_string:
-                raise inference.BadRequestError(_query_refused(req))
-            switch = req.get_header(PROBABILITIES_HEADER)
-            probabilities = parse_switch(PROBABILITIES_HEADER, switch)
-            if switch is not None and not probabilities and \
-                    inference.accept_asks_for_probabilities(req.get_header("Accept")):
-                raise inference.BadRequestError(f"{PROBABILITIES_HEADER}: false contradicts Accept's "
-                                                f"{inference.PROBABILITIES_PARAMETER}=true: send one of them")
-            rows = inference.input_fn(body, req.content_type or "")
-            began = time.perf_counter()
-            prediction = inference.predict_fn(rows, model.model)
-            predicted = time.perf_counter()
-            text, content_type = inference.output_fn(prediction, req.get_header("Accept"), probabilities)
-        except inference.InferenceError as err:
-            if isinstance(err, inference.BadRequestError):  # malformed rows: evidence of drift for `monitor`
-                model.telemetry.refused(req, body, client_id)
-            raise _Refused(err) from None
-        except UnicodeDecodeError:
-            raise _Refused(inference.BadRequestError("request body is not UTF-8 text")) from None
-        resp.content_type = content_type
-        resp.text = text
-        resp.set_header(INFERENCE_ID_HEADER, model.telemetry.answered(req, body, prediction.labels, text,
-                                                                    content_type, client_id))
-        if self.router is not None and self.router.shadows(req):
-            # After the answer: the candidate's prediction never delays, or reaches, the client.
-            started = req.scope.get(STARTED_KEY)
-            # The request's own time but for the serving version's prediction: the candidate's is added to it.
-            overhead = None if started is None else max(0.0, (time.perf_counter() - started) - (predicted - began))
-            # A plain callback on the loop's next turn: the worker has written this answer by then (it writes an
-            # answer whole as the app completes it, before the loop turns). resp.schedule would cost a coroutine,
-            # a task and falcon's coroutine-function check per request, several times the callback's own cost.
-            asyncio.get_running_loop().call_soon(self._shadow, rows, prediction.labels, overhead)
-
-    def _shadow(self, rows: Any, served: np.ndarray, overhead: float | None) -> None:
-        """The candidate predicts the rows the serving version just answered: the two predictions are compared
-        row by row, and the candidate's latency is what the client would have waited had it answered (the
-        request's own time with the candidate's prediction in place of the serving version's)."""
-        assert self.router is not None
-        candidate = self.router.candidate
-        began = time.perf_counter()
-        try:
-            labels = inference.predict_fn(rows, candidate.model).labels
-        except inference.InferenceError as err:
-            candidate.telemetry.shadowed(err.status_code, None, 0, 0)
-            return
-        except Exception:  # the candidate's own failure: counted, never the serving version's problem
-            candidate.telemetry.shadowed(500, None, 0, 0)
-            return
-        waited = None if overhead is None else overhead + time.perf_counter() - began
-        same = int(np.count_nonzero(np.asarray(labels) == np.asarray(served))) if len(labels) == len(served) else 0
-        candidate.telemetry.shadowed(200, waited, same, len(served) - same)
 
 
 class _Metrics:
@@ -319,6 +166,9 @@ class ServerSettings:
     # During a split the app names the answering version on each response, and the worker adds no
     # version headers of its own to the app's responses (they would name the serving version twice).
     headers_per_response: bool = False
+    # The worker's hot path: POST /invocations answered without the framework (pipeline.serving.invocations).
+    hot_path: Callable[[list[tuple[bytes, bytes]], bytes, dict[str, Any]], tuple[bytes, bytes] | None] | None = None
+    hot_path_max_bytes: int = 0  # a body over this is falcon's to refuse (413)
 
 
 class Endpoint(falcon.asgi.App):
@@ -361,13 +211,14 @@ def create_app(pointer: str | None = None) -> Endpoint:
     telemetry = model.telemetry
     app = Endpoint(middleware=[VersionHeaders(model)] if router is not None else None)
     app.set_error_serializer(_ErrorBodies(model.version))
+    token_sha256 = _token_sha256(spec)
+    invocations = Invocations(model, max_payload_bytes, token_sha256, router)
     app.settings = ServerSettings(
         headers=model.headers,
         client_timeout_seconds=_positive(spec, "client_timeout_seconds", DEFAULT_CLIENT_TIMEOUT_SECONDS),
-        telemetry=telemetry, headers_per_response=router is not None)
+        telemetry=telemetry, headers_per_response=router is not None,
+        hot_path=invocations.hot, hot_path_max_bytes=max_payload_bytes)
     app.add_route("/ping", _Ping(model, router))
-    token_sha256 = _token_sha256(spec)
-    invocations = _Invocations(model, max_payload_bytes, token_sha256, router)
     app.add_route("/invocations", invocations)
     app.add_route(SAGEMAKER_RUNTIME_ROUTE, invocations)
     app.add_route("/metrics", _Metrics(telemetry, token_sha256, router.candidate.telemetry if router else None))

@@ -239,7 +239,21 @@ class EndpointMetrics:
             self._schedule()
 
     def answered(self, started: float | None, rows: int, prediction: Any, test: bool = False) -> None:
-        self.request(200, started, test)
+        """An invocation answered 200: ``request(200, ...)`` and its rows, inlined (once per answer)."""
+        codes = self._codes
+        codes[200] = codes.get(200, 0) + 1
+        if started is not None:
+            seconds = time.perf_counter() - started
+            latency = self._latency
+            latency.counts[bisect_left(latency.bounds, seconds)] += 1
+            latency.total += seconds
+            latency.observed = True
+            if test:
+                self._test_latency.observe(seconds)
+        if test:
+            self._test_codes[200] = self._test_codes.get(200, 0) + 1
+        if not self._scheduled:
+            self._schedule()
         self._rows.observe(rows)
         index_of = self._class_index
         if not index_of:

@@ -26,6 +26,7 @@ class ServedModel:
         began = time.perf_counter()
         self.model = inference.model_fn(spec["model_dir"], spec["sha256"], spec.get("input_schema"))
         self.load_seconds = time.perf_counter() - began
+        self.predict = inference.predictor(self.model)  # predict_fn for this model, its lookups done once
         width = int(getattr(self.model, "n_features_in_", 1))
         self.probe = np.zeros((1, width))
         self.headers = ((VERSION_HEADER, self.version), (SHA_HEADER, self.sha256))
@@ -64,7 +65,11 @@ class Router:
         self._draw = random.Random().random  # seeded from the OS in each worker: workers never draw alike
 
     def choose(self, req: falcon.asgi.Request) -> ServedModel:
-        if self.mode != "split" or req.get_header(TEST_TRAFFIC_HEADER) is not None:
+        return self.choose_for(req.get_header(TEST_TRAFFIC_HEADER) is not None)
+
+    def choose_for(self, test: bool) -> ServedModel:
+        """The version that answers a request (``test``: one of the pipeline's own, ``TEST_TRAFFIC_HEADER``)."""
+        if self.mode != "split" or test:
             return self.serving
         return self.candidate if self._draw() < self._share else self.serving
 

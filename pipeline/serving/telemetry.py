@@ -1,7 +1,7 @@
 """What an endpoint worker tells about its traffic: Prometheus metrics and captured requests.
 
 ``pipeline.serving.app.create_app`` builds one ``EndpointTelemetry`` per worker from the version's
-pointer spec; ``_Invocations.on_post`` hands it every answered request (``answered``), falcon's
+pointer spec; ``Invocations`` hands it every answered request (``answered``), falcon's
 error handlers every refused one (``count_http_error``, ``count_exception``), and the worker
 (``pipeline.serving.worker``) its own 408s.
 
@@ -400,17 +400,23 @@ class EndpointTelemetry:
         inference id: the client's own (``client_id``, boto3's ``InferenceId``) when it sent one, else one of
         the endpoint's. The record's ``eventId`` is always the endpoint's. The pipeline's own endpoint tests
         (``TEST_TRAFFIC_HEADER``) are counted, never captured: they are not live traffic."""
+        return self.answered_as(req.scope.get(STARTED_KEY), req.get_header(TEST_TRAFFIC_HEADER) is not None, body,
+                                req.content_type, labels, answer, answer_type, client_id)
+
+    def answered_as(self, started: float | None, test: bool, body: bytes, content_type: str | None,
+                    labels: np.ndarray, answer: str, answer_type: str, client_id: str | None = None) -> str:
+        """``answered`` for a request known by its parts (the worker's hot path: no falcon request): when it began
+        to arrive (``STARTED_KEY``), whether it is test traffic, its body and content type."""
         event_id = next(self._ids)
-        test = req.get_header(TEST_TRAFFIC_HEADER) is not None
         if self.metrics is not None:
-            self.metrics.answered(req.scope.get(STARTED_KEY), len(labels), labels, test)
+            self.metrics.answered(started, len(labels), labels, test)
         capture = self.capture
         if capture is not None and not test and \
                 (self.capture_percent >= 100 or self._random() * 100 < self.capture_percent):
             if client_id is None:
-                capture.offer(event_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000)
+                capture.offer(event_id, body, content_type, answer, answer_type, time.time_ns() // 1000)
             else:
-                capture.offer(client_id, body, req.content_type, answer, answer_type, time.time_ns() // 1000,
+                capture.offer(client_id, body, content_type, answer, answer_type, time.time_ns() // 1000,
                               event_id)
         return event_id if client_id is None else client_id
 
