@@ -28,12 +28,13 @@ from pipeline.config import (
 )
 from pipeline.errors import PipelineError
 from pipeline.logs import LOG_FORMATS, default_results_file
-from pipeline.operations import Operations, default_outputs, run_pipeline
+from pipeline.operations import Operations
 from pipeline.outcomes import Mode
 from pipeline.progress import on_terminal
 from pipeline.reporting.console_summary import render_summary
 from pipeline.reporting.results import Results
 from pipeline.run.invocation import check_output_paths, output_label, resolve_mode
+from pipeline.run.launch import default_outputs, run_pipeline
 
 EXIT_CODES_HELP = """
 \b
