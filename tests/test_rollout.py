@@ -15,6 +15,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import pandas as pd
 import requests
 from click.testing import CliRunner
 
@@ -159,7 +160,8 @@ def test_shadow_never_answers_with_the_candidate_and_measures_its_agreement_as_o
 
     models = {version: joblib.load(next(Path(".mlops/jobs").glob(f"{name}/model/model.joblib")))
               for version, name in ((v1, DeploymentStore(".mlops").version(v1)["training_job"]), ("v2", job))}
-    sent = np.array([[float(value) for value in row.split(",")] for row in client.sent_rows])
+    sent = pd.DataFrame([[float(value) for value in row.split(",")] for row in client.sent_rows],
+                        columns=models[v1].feature_names_in_)  # named, as the endpoint predicts
     offline_agreeing = int(np.count_nonzero(models[v1].predict(sent) == models["v2"].predict(sent)))
     assert interval_seen["compared_rows"] == len(sent)
     assert interval_seen["agreeing_rows"] == offline_agreeing

@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 
@@ -216,7 +217,7 @@ def test_a_shadow_bakes_agreement_is_the_offline_models_agreement_on_the_same_ro
     seen = backend.traffic_since(staged, mark)
     serving_model = joblib.load(deployments.job_of_version(staged.previous_version).model_path)
     candidate_model = joblib.load(candidate_job.model_path)
-    rows = np.vstack(sent)
+    rows = pd.DataFrame(np.vstack(sent), columns=serving_model.feature_names_in_)  # named, as the endpoint predicts
     agreeing = int(np.sum(serving_model.predict(rows) == candidate_model.predict(rows)))
     assert (seen.compared_rows, seen.agreeing_rows) == (len(rows), agreeing)
     assert 0 < agreeing < len(rows)  # the weaker candidate disagrees somewhere: the comparison can fail

@@ -24,6 +24,7 @@ from pipeline.scoring.offline import OfflineScorer, model_columns
 from pipeline.scoring.predict import ON_BAD_ROW, PredictReport, predict_endpoint, predict_offline
 from pipeline.scoring.reading import CsvBlocks
 from pipeline.scoring.remote import EndpointScorer
+from pipeline.training import job_files
 from pipeline.training.jobs import TrainingJob
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def load_job(store: DeploymentStore, name: str) -> TrainingJob:
     if row.get("pruned_at"):
         raise PipelineError(f"training job {name!r} was pruned on {row['pruned_at'][:19]} (cleanup --prune deleted "
                             f"its model): train again")
-    job = TrainingJob.load(Path(row["directory"]), row)
+    job = job_files.load(store, row)  # fetched and verified when another machine trained it
     decision = latest_approval(store, name)
     refused = decision is not None and decision.status == ApprovalStatus.REJECTED
     if refused or row.get("gate_decision") == Verdict.REJECTED:

@@ -33,6 +33,7 @@ from pipeline.container import train as recipe
 from pipeline.container.verified_files import file_sha256
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.state.store import DeploymentStore
+from pipeline.training import job_files
 from pipeline.training.datasets import IRIS, Dataset
 from pipeline.training.fitting import TrainingPipeline
 from pipeline.training.jobs import TrainingJob, library_versions
@@ -133,7 +134,7 @@ def reproduce(store: DeploymentStore, name: str, *, data: str | None = None, all
     if row.get("pruned_at"):
         raise PipelineError(f"training job {name!r} was pruned on {row['pruned_at'][:19]} (cleanup --prune deleted "
                             f"its model): there is nothing to compare a retrained model with")
-    job = TrainingJob.load(Path(row["directory"]), row)
+    job = job_files.load(store, row)  # fetched and verified when another machine trained it
     overrides = dict(hyperparameters or {})
     versions = version_differences(job.manifest, library_versions())
     spec = find_data(job, store, data)
