@@ -242,3 +242,23 @@ def test_db_upgrade_creates_a_sqlite_store_in_a_fresh_directory_and_revision_rea
     result = CliRunner().invoke(cli, ["--store-dir", "fresh", "db", "upgrade"])
     assert result.exit_code == 0 and f"upgraded from revision none (empty) to {database.HEAD}" in result.output
     assert DeploymentStore("fresh").runs() == []
+
+
+def test_predict_and_reproduce_on_another_machine_read_the_job_from_the_artifact_store(sagemaker, workdir,
+                                                                                        postgres_url, monkeypatch):
+    from sklearn.datasets import load_iris
+
+    a, b = machines(workdir, postgres_url, monkeypatch, names="ab")
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="team-bucket")
+    result = a.run("--mode", "training", "--artifact-url", "s3://team-bucket/ml")
+    assert result.exit_code == 0, result.output
+    job = a.results()["summary"]["training_job"]
+    shutil.rmtree(a.root)  # what A trained is only in the store and the artifact store now
+
+    load_iris(as_frame=True).data.head(30).to_csv(b.root / "rows.csv", index=False)
+    result = b.command("predict", "--training-job", job, "--input", "rows.csv", "--output", "predictions.csv")
+    assert result.exit_code == 0, result.output
+    assert len((b.root / "predictions.csv").read_text().splitlines()) == 31  # a header and every row
+    result = b.command("reproduce", job)
+    assert result.exit_code == 0, result.output
+    assert f"training job {job}: identical" in result.output
