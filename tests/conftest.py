@@ -66,7 +66,11 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if nextitem is None or nextitem.parent is not item.parent:
+        # The last test of its module, class or worker also tears down the module's and the session's fixtures
+        # (a shared endpoint, the PostgreSQL server): their processes are not this test's doing.
+        return (yield)
     return (yield from _guarded(item))
 
 FAST_SETTINGS = ["--set", "performance_requests=40", "--set", "health_timeout_seconds=60", "--set", "cv_folds=3"]
@@ -283,8 +287,9 @@ class LiveTraffic:
 @pytest.fixture
 def python_ctrl_c() -> Iterator[None]:
     """Ctrl-C as a fresh Python process has it: SIGINT unblocked in the main thread and raising
-    KeyboardInterrupt. In the full suite an earlier in-process test leaves the pytest process otherwise
-    (not traced yet); a pipeline command is a process of its own and starts with Python's defaults."""
+    KeyboardInterrupt. In the full suite an in-process test that ran earlier in the same worker may leave the
+    pytest process with SIGINT blocked or handled otherwise; a pipeline command is a process of its own and starts
+    with Python's defaults."""
     handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     try:

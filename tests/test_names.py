@@ -67,3 +67,19 @@ def test_an_endpoint_name_given_with_a_csv_dataset_names_the_endpoint_and_its_ve
     summary = pipeline.results()["summary"]
     assert summary["endpoint_name"] == "bc-model" and summary["endpoint_version"].startswith("bc-model-")
     assert summary["training_job"].startswith("breast-cancer-classifier-")
+
+
+@pytest.mark.unit
+def test_jobs_trained_in_the_same_second_against_a_shared_store_get_names_of_their_own():
+    from datetime import UTC, datetime
+
+    from pipeline.training.jobs import job_base_name
+
+    moment = datetime(2026, 12, 6, 9, 26, 59, tzinfo=UTC)
+    local, _ = load_config(None, {}, {}, search_default_file=False)
+    shared, _ = load_config(None, {}, {"store_url": "postgresql://mlops@db.example:5432/mlops"},
+                            search_default_file=False)
+    assert job_base_name(local, moment) == "iris-classifier-20261206-092659"  # one machine: its directory decides
+    names = {job_base_name(shared, moment) for _ in range(20)}
+    assert all(re.fullmatch(r"iris-classifier-20261206-092659-[0-9a-f]{3}", name) for name in names)
+    assert len(names) > 1

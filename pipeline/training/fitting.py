@@ -29,8 +29,8 @@ from pipeline.training.jobs import (
     MODEL_DIR,
     TrainingJob,
     claim_unique_directory,
+    job_base_name,
     record_job,
-    timestamp_name,
 )
 
 CustomEvaluation = Callable[[Any, pd.DataFrame, pd.Series], dict[str, Any]]
@@ -102,7 +102,7 @@ class TrainingPipeline:
 
     def save(self, jobs_dir: Path, dataset: Dataset, model: Any, metrics: dict[str, Any],
              heldout: pd.DataFrame, X_train: pd.DataFrame, y_train: pd.Series) -> TrainingJob:
-        directory = claim_unique_directory(jobs_dir, timestamp_name(self.config.model_name_prefix))
+        directory = claim_unique_directory(jobs_dir, job_base_name(self.config))
         recipe.save_model(model, directory / MODEL_DIR, dataset.features)
         heldout.to_csv(directory / HELDOUT_FILE, index=False)
         return record_job(directory, self.config, dataset, metrics, X_train, y_train)

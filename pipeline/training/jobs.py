@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import platform
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -155,6 +156,20 @@ def timestamp_name(prefix: str, now: datetime | None = None) -> str:
     """``<prefix>-YYYYmmdd-HHMMSS``: the way SageMaker jobs and endpoint configs are named."""
     now = now or datetime.now(UTC)
     return f"{prefix}-{now:%Y%m%d-%H%M%S}"
+
+
+def job_base_name(config: PipelineConfig, now: datetime | None = None) -> str:
+    """A new training job's name before ``claim_unique_directory``: ``timestamp_name`` of ``model_name_prefix``.
+
+    With a shared store (PostgreSQL) three random hex digits follow: pipelines on several machines that train in
+    the same second claim their directories on their own machines, so the second would only learn of the first's
+    name when the store refuses it. The tail keeps the name within SageMaker's 63 characters with ``-2``.
+    """
+    name = timestamp_name(config.model_name_prefix, now)
+    url = config.shared_store_url
+    if url and not url.startswith("sqlite"):
+        name = f"{name}-{secrets.token_hex(2)[:3]}"
+    return name
 
 
 def claim_unique_directory(parent: Path, base_name: str) -> Path:

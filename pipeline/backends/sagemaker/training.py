@@ -34,9 +34,9 @@ from pipeline.training.jobs import (
     MODEL_DIR,
     TrainingJob,
     claim_unique_directory,
+    job_base_name,
     library_versions,
     record_job,
-    timestamp_name,
 )
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class TrainingJobs:
 
         bucket = self.aws.bucket()
         source = self.aws.sourcedir()
-        base = timestamp_name(self.config.model_name_prefix)
+        base = job_base_name(self.config)
         claimed: list[Path] = []
         try:
             with tempfile.TemporaryDirectory(prefix="mlops-sagemaker-") as scratch:
