@@ -175,13 +175,7 @@ class Orchestrator:
 
     def load_training_job(self) -> TrainingJob:
         with log_phase("training"):
-            row = self.store.training_job(self.training_job_name or "")
-            if row is None:
-                raise PipelineError(f"training job {self.training_job_name!r} not found in "
-                                    f"{self.store.location!r} (see `run_pipeline.py jobs`)")
-            if row.get("pruned_at"):
-                raise PipelineError(f"training job {row['name']!r} was pruned on {row['pruned_at'][:19]} (cleanup "
-                                    f"--prune deleted its model and files): it cannot be deployed; train again")
+            row = job_files.recorded(self.store, self.training_job_name or "", "it cannot be deployed; train again")
             if row["gate_decision"] == Verdict.REJECTED:
                 raise PipelineError(f"training job {row['name']!r} was rejected by the gate when it was trained; a "
                                     f"rejected model is never deployed", ExitCode.GATE)

@@ -100,12 +100,7 @@ def check_request(request: PredictRequest) -> None:
 
 def load_job(store: DeploymentStore, name: str) -> TrainingJob:
     """A training job from the store, its files checked against the sha256 recorded at training."""
-    row = store.training_job(name)
-    if row is None:
-        raise PipelineError(f"training job {name!r} not found in {store.location!r} (`jobs` lists them)")
-    if row.get("pruned_at"):
-        raise PipelineError(f"training job {name!r} was pruned on {row['pruned_at'][:19]} (cleanup --prune deleted "
-                            f"its model): train again")
+    row = job_files.recorded(store, name, "train again")
     job = job_files.load(store, row)  # fetched and verified when another machine trained it
     decision = latest_approval(store, name)
     refused = decision is not None and decision.status == ApprovalStatus.REJECTED

@@ -50,6 +50,19 @@ def publish(store: DeploymentStore, job: TrainingJob) -> str:
     return location
 
 
+def recorded(store: DeploymentStore, name: str, pruned_means: str) -> dict[str, Any]:
+    """The store's row of training job ``name``; ``PipelineError`` when there is none, or when ``cleanup --prune``
+    deleted its files (``pruned_means``: what that leaves impossible for the command that asked)."""
+    row = store.training_job(name)
+    if row is None:
+        raise PipelineError(f"training job {name!r} not found in {store.location!r} (`run_pipeline.py jobs` lists "
+                            f"them)")
+    if row.get("pruned_at"):
+        raise PipelineError(f"training job {name!r} was pruned on {row['pruned_at'][:19]} (cleanup --prune deleted "
+                            f"its model and files): {pruned_means}")
+    return row
+
+
 def load(store: DeploymentStore, row: dict[str, Any]) -> TrainingJob:
     """The job the store recorded in ``row``, its files checked against the store's sha256 (fetched first when
     they live in an artifact store); ``PipelineError`` naming the file that is missing or changed."""

@@ -128,12 +128,7 @@ def reproduce(store: DeploymentStore, name: str, *, data: str | None = None, all
               hyperparameters: dict[str, Any] | None = None, run_id: str | None = None) -> ReproduceReport:
     """Retrain job ``name`` and compare; recorded in the audit trail whatever the verdict."""
     started = time.monotonic()
-    row = store.training_job(name)
-    if row is None:
-        raise PipelineError(f"training job {name!r} not found in {store.location!r} (`jobs` lists them)")
-    if row.get("pruned_at"):
-        raise PipelineError(f"training job {name!r} was pruned on {row['pruned_at'][:19]} (cleanup --prune deleted "
-                            f"its model): there is nothing to compare a retrained model with")
+    row = job_files.recorded(store, name, "there is nothing to compare a retrained model with")
     job = job_files.load(store, row)  # fetched and verified when another machine trained it
     overrides = dict(hyperparameters or {})
     versions = version_differences(job.manifest, library_versions())

@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.base import DeploymentError
 from pipeline.backends.sagemaker import artifacts, versions
-from pipeline.backends.sagemaker.errors import WaitTimeout, shorten
+from pipeline.backends.sagemaker.errors import shorten
 from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.container import inference
 from pipeline.errors import ExitCode, PipelineError
@@ -148,19 +148,12 @@ class BatchTransform:
             TransformResources={"InstanceType": self.config.instance_type, "InstanceCount": 1})
 
     def _wait(self, name: str) -> None:
-        try:
-            description = self.aws.wait(
-                f"transform job {name}",
-                lambda: self.aws.call(self.aws.sagemaker, "describe_transform_job", f"describe transform job {name}",
-                                      TransformJobName=name),
-                lambda d: d["TransformJobStatus"] in TRANSFORM_DONE, lambda d: d["TransformJobStatus"])
-        except WaitTimeout as err:  # do not leave it running (and billing) unobserved
-            try:
-                self.aws.sagemaker.stop_transform_job(TransformJobName=name)
-                stopped = "stopped it"
-            except (ClientError, BotoCoreError):
-                stopped = "could not stop it: stop it in the SageMaker console"
-            raise WaitTimeout(f"{err.message}; {stopped}") from None
+        description = self.aws.wait_for_job(
+            f"transform job {name}",
+            lambda: self.aws.call(self.aws.sagemaker, "describe_transform_job", f"describe transform job {name}",
+                                  TransformJobName=name),
+            lambda d: d["TransformJobStatus"] in TRANSFORM_DONE, lambda d: d["TransformJobStatus"],
+            lambda: self.aws.sagemaker.stop_transform_job(TransformJobName=name))
         status = description["TransformJobStatus"]
         if status != "Completed":
             reason = shorten(description.get("FailureReason") or "no reason given", 500)

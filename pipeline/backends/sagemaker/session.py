@@ -190,6 +190,20 @@ class AwsSession:
         return artifacts.sourcedir(self.source_dir)
 
     # ----------------------------------------------------------------- waiting
+    def wait_for_job(self, what: str, fetch: Callable[[], Any], done: Callable[[Any], bool],
+                     show: Callable[[Any], str], stop: Callable[[], Any]) -> Any:
+        """``wait`` for a training or transform job; one that outlasts the timeout is stopped, since a job
+        nobody watches goes on running (and billing). The timeout's line says whether it could be stopped."""
+        try:
+            return self.wait(what, fetch, done, show)
+        except WaitTimeout as err:
+            try:
+                stop()
+                stopped = "stopped it"
+            except (ClientError, BotoCoreError):
+                stopped = "could not stop it: stop it in the SageMaker console"
+            raise WaitTimeout(f"{err.message}; {stopped}") from None
+
     def wait(self, what: str, fetch: Callable[[], Any], done: Callable[[Any], bool],
              show: Callable[[Any], str]) -> Any:
         """Poll ``fetch`` with growing pauses until ``done``, at most ``sagemaker_timeout_minutes``."""

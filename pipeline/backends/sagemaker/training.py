@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backends.base import DeploymentError
 from pipeline.backends.sagemaker import artifacts
-from pipeline.backends.sagemaker.errors import WaitTimeout, shorten
+from pipeline.backends.sagemaker.errors import shorten
 from pipeline.backends.sagemaker.registry import ModelRegistry
 from pipeline.backends.sagemaker.session import AwsSession
 from pipeline.container import inference
@@ -174,20 +174,13 @@ class TrainingJobs:
     def _finish_training(self, name: str, directory: Path, training: TrainingPipeline, dataset: Any, image: str,
                          role: str, source_uri: str, data_uri: str, X_train: pd.DataFrame,
                          y_train: pd.Series) -> TrainingJob:
-        try:
-            description = self.aws.wait(
-                f"training job {name}",
-                lambda: self.aws.call(self.aws.sagemaker, "describe_training_job", f"describe training job {name}",
-                                      TrainingJobName=name),
-                lambda d: d["TrainingJobStatus"] in TRAINING_DONE,
-                lambda d: f"{d['TrainingJobStatus']} ({d.get('SecondaryStatus', '-')})")
-        except WaitTimeout as err:  # do not leave it running (and billing) unobserved
-            try:
-                self.aws.sagemaker.stop_training_job(TrainingJobName=name)
-                stopped = "stopped it"
-            except (ClientError, BotoCoreError):
-                stopped = "could not stop it: stop it in the SageMaker console"
-            raise WaitTimeout(f"{err.message}; {stopped}") from None
+        description = self.aws.wait_for_job(
+            f"training job {name}",
+            lambda: self.aws.call(self.aws.sagemaker, "describe_training_job", f"describe training job {name}",
+                                  TrainingJobName=name),
+            lambda d: d["TrainingJobStatus"] in TRAINING_DONE,
+            lambda d: f"{d['TrainingJobStatus']} ({d.get('SecondaryStatus', '-')})",
+            lambda: self.aws.sagemaker.stop_training_job(TrainingJobName=name))
         status = description["TrainingJobStatus"]
         if status != "Completed":
             reason = shorten(description.get("FailureReason") or "no reason given", 500)
