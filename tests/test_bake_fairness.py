@@ -83,12 +83,8 @@ def _first(pipeline) -> str:
 
 def test_a_client_whose_every_second_request_is_malformed_does_not_fail_an_identical_retrain(pipeline):
     url = _first(pipeline)
-    # A margin of 5 points: the rule compares the candidate's errors with the serving version's observed rate, whose
-    # own sampling noise (~1.2 points for ~1,800 requests at 50%) would breach two equal versions in ~4% of bakes at
-    # the default 1 point; at 5 points, in about one in 100,000. A 0% / 100% aliasing split is still far beyond it.
     with LiveTraffic(url, rows=(GOOD, MALFORMED)) as client:
-        result = pipeline("--traffic-routing", "LINEAR", "--set", "linear_step_percent=50", *BAKE,
-                          "--set", "max_error_rate_increase=0.05")
+        result = pipeline("--traffic-routing", "LINEAR", "--set", "linear_step_percent=50", *BAKE)
         client.stop()
     assert result.exit_code == 0, result.output
     interval = pipeline.results()["phases"]["rollout"]["intervals"][0]
@@ -112,3 +108,9 @@ def test_the_same_client_still_shows_a_candidate_that_refuses_its_good_requests(
     assert results["rollback"]["final_state"] == "rolled_back"
     assert results["rollback"]["reason"].startswith("error rate: candidate 100.0%")
     assert "the serving version itself answered" in results["rollback"]["reason"]
+
+
+@pytest.mark.unit
+def test_the_serving_version_s_own_sampling_noise_is_no_breach():
+    # Seen in a real bake of an identical retrain under a half-malformed client: 3.8 points apart by chance alone.
+    assert _judge(serving=(1836, 883), candidate=(1877, 974)).verdict == IntervalVerdict.PASS

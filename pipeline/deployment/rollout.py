@@ -13,9 +13,11 @@ Each interval lasts ``baking_seconds``; then ``TrafficAnalysis`` judges what the
 it (``Backend.traffic_since``: clients' requests only, the pipeline's own tests left out):
 
 1. the candidate's non-2xx rate above the serving version's + ``max_error_rate_increase``, by more than
-   chance gives (a one-sided binomial test at ``ERROR_RATE_ALPHA``: requests are routed by a random draw,
-   so two equal versions' rates differ by sampling noise alone): breach. Judged first, at any volume:
-   failures are evidence however few requests there were (5 errors in 5 requests breach against a
+   chance gives: breach. Requests are routed by a random draw, so two equal versions' rates differ by
+   sampling noise alone, on both sides: the candidate is held to the highest rate the serving version
+   plausibly has (the one-sided upper Wilson bound of its sample at ``ERROR_RATE_ALPHA``) + the increase, and
+   breaches when its own errors are beyond that by a one-sided binomial test at ``ERROR_RATE_ALPHA``. Judged
+   first, at any volume: failures are evidence however few requests there were (5 errors in 5 requests breach against a
    serving version without errors). When the serving version itself fails many of its requests
    (``HIGH_SERVING_ERROR_RATE``), the verdict says so: clients are sending what no version answers, and
    the comparison is of the difference only;
@@ -39,6 +41,7 @@ from typing import Any
 
 from pipeline.backends.base import Backend, IntervalTraffic, Staged, TrafficStep, VersionTraffic
 from pipeline.config import PipelineConfig
+from pipeline.container.wilson import wilson_interval
 from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,14 @@ def traffic_steps(config: PipelineConfig) -> list[TrafficStep]:
 
 def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+def _serving_rate_bound(serving: VersionTraffic) -> float:
+    """The highest error rate the serving version plausibly has: its observed rate is a sample of the interval's
+    random routing too (one-sided upper Wilson bound at ``ERROR_RATE_ALPHA``; 0 without requests)."""
+    if not serving.requests:
+        return 0.0
+    return wilson_interval(serving.errors, serving.requests, confidence=1 - 2 * ERROR_RATE_ALPHA)[1]
 
 
 def _excess_p_value(candidate: VersionTraffic, limit: float) -> float:
@@ -159,7 +170,7 @@ class TrafficAnalysis:
                    value: float | None = None, limit: float | None = None) -> IntervalReport:
             return IntervalReport(index, step, seconds, traffic, verdict, reason, metric, value, limit)
 
-        error_limit = _rate(serving) + config.max_error_rate_increase
+        error_limit = _serving_rate_bound(serving) + config.max_error_rate_increase
         if candidate.requests and _rate(candidate) > error_limit and \
                 _excess_p_value(candidate, min(error_limit, 1.0)) < ERROR_RATE_ALPHA:
             return report(IntervalVerdict.BREACH,
