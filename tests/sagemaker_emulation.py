@@ -212,6 +212,25 @@ def nearest_rank(values: list[float], percent: float) -> float:
     return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
 
 
+class MotoPatches:
+    """Methods of moto's classes replaced for an emulation's lifetime, and put back as they were (or removed)."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[type, str, Any]] = []
+
+    def set(self, owner: type, name: str, value: Any) -> None:
+        self._saved.append((owner, name, owner.__dict__.get(name, _MISSING)))
+        setattr(owner, name, value)
+
+    def restore(self) -> None:
+        for owner, name, value in reversed(self._saved):
+            if value is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+        self._saved.clear()
+
+
 @dataclass
 class SageMakerEmulation:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sagemaker-emulation-")))
@@ -232,7 +251,7 @@ class SageMakerEmulation:
         self._hold_training = False
         self.stopped_training_jobs: list[str] = []
         self._injected: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        self._saved: list[tuple[type, str, Any]] = []
+        self._saved = MotoPatches()
 
     # ----------------------------------------------------------------- faults a test can ask for
     def fail_next_creation(self, reason: str) -> None:
@@ -368,16 +387,10 @@ class SageMakerEmulation:
         return self
 
     def _patch(self, owner: type, name: str, value: Any) -> None:
-        self._saved.append((owner, name, owner.__dict__.get(name, _MISSING)))
-        setattr(owner, name, value)
+        self._saved.set(owner, name, value)
 
     def uninstall(self) -> None:
-        for owner, name, value in reversed(self._saved):
-            if value is _MISSING:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, value)
-        self._saved.clear()
+        self._saved.restore()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> SageMakerEmulation:

@@ -21,9 +21,7 @@ from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
 
-from tests.sagemaker_emulation import SageMakerEmulation, _Pending, serve_request, split_s3_uri
-
-_MISSING = object()
+from tests.sagemaker_emulation import MotoPatches, SageMakerEmulation, _Pending, serve_request, split_s3_uri
 
 
 @dataclass
@@ -35,7 +33,7 @@ class TransformEmulation:
     stopped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._saved: list[tuple[type, str, Any]] = []
+        self._saved = MotoPatches()
 
     def install(self) -> TransformEmulation:
         emulation, transforms = self.emulation, self
@@ -68,16 +66,10 @@ class TransformEmulation:
         return self
 
     def _patch(self, owner: type, name: str, value: Any) -> None:
-        self._saved.append((owner, name, owner.__dict__.get(name, _MISSING)))
-        setattr(owner, name, value)
+        self._saved.set(owner, name, value)
 
     def uninstall(self) -> None:
-        for owner, name, value in reversed(self._saved):
-            if value is _MISSING:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, value)
-        self._saved.clear()
+        self._saved.restore()
 
     def __enter__(self) -> TransformEmulation:
         return self.install()
