@@ -18,22 +18,24 @@ from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend, Outcome
 from pipeline.config import PipelineConfig
 from pipeline.container.verified_files import FileChanged, file_sha256, read_verified
-from pipeline.deployment.steps import DeploymentPipeline, host_of
 from pipeline.errors import PipelineError
 from pipeline.gate.approvals import decide_for_approval
 from pipeline.gate.approvals import record as record_approval
 from pipeline.gate.decision import Approval, ApprovalStatus
-from pipeline.monitoring.monitor_run import MonitorRecord, MonitorRun
 from pipeline.outcomes import FinalState
 from pipeline.reporting.results import Results
 from pipeline.run.record import new_run_id
 from pipeline.state.artifacts import artifacts_for
-from pipeline.state.store import DeploymentStore
+from pipeline.state.store import DeploymentStore, host_of
 from pipeline.training import job_files
 
+# What a command acts with is imported where it acts: deployment and monitoring bring in the training and
+# data libraries, and the commands that only read the store (``history``, ``runs``, ``jobs``) must not wait for them.
 if TYPE_CHECKING:
+    from pipeline.deployment.steps import DeploymentPipeline
+    from pipeline.monitoring.monitor_run import MonitorRecord
     from pipeline.scoring.predict import PredictReport
-    from pipeline.scoring.service import PredictRequest
+    from pipeline.scoring.request import PredictRequest
     from pipeline.training.reproduce import ReproduceReport
 
 log = logging.getLogger("pipeline")
@@ -94,6 +96,7 @@ class Operations:
         return self._backends[name]
 
     def deployer(self, endpoint_name: str | None = None) -> DeploymentPipeline:
+        from pipeline.deployment.steps import DeploymentPipeline
         return DeploymentPipeline(self.config, self.store, self.backend(endpoint_name), self.run_id)
 
     # ----------------------------------------------------------------- status
@@ -185,6 +188,7 @@ class Operations:
                 report_file: str | None = None) -> MonitorRecord:
         """Drift and live accuracy of what ``endpoint_name`` serves; notifies, and rolls back on a breach when
         asked. Recorded as a run (mode ``monitor``), so ``runs`` shows scheduled monitor jobs too."""
+        from pipeline.monitoring.monitor_run import MonitorRun
         deployer = self.deployer(endpoint_name)
         deployer.require_here(endpoint_name, "monitor")
         self.store.use_artifacts(artifacts_for(self.config, deployer.backend.TYPE, self.store.directory),

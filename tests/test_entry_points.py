@@ -187,6 +187,27 @@ def test_the_local_pipeline_imports_neither_boto3_nor_the_sagemaker_sdk(workdir)
     assert json.loads((workdir / "o.json").read_text())["summary"]["deployment_occurred"] is True
 
 
+def test_the_commands_that_read_the_store_load_no_data_library(workdir):
+    # history, runs, jobs and status answer from the store: scikit-learn, scipy and pandas would cost them
+    # about two seconds of imports (docs/PERFORMANCE.md, "shared store").
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from pipeline.cli import cli\n"
+        "for command in (['history'], ['history', '--verify'], ['runs'], ['jobs'], ['status']):\n"
+        "    try:\n"
+        "        cli(command, prog_name='run_pipeline.py')\n"
+        "    except SystemExit as exit:\n"
+        "        assert not exit.code, (command, exit.code)\n"
+        "    heavy = {m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'pandas', 'joblib', 'boto3'}\n"
+        "    print(' '.join(command), sorted(heavy))\n"
+    )
+    result = run_script(PYTHON, "-c", code, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.endswith("]")] == [
+        "history []", "history --verify []", "runs []", "jobs []", "status []"]
+
+
 def test_wrapper_passes_a_subcommand_help_through(workdir):
     result = run_script(WRAPPER, "rollback", "--help", cwd=workdir)
     assert result.returncode == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,9 +13,11 @@ from pipeline.config import BACKEND_NAMES
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.progress import configure as configure_progress
 from pipeline.progress import on_terminal
-from pipeline.scoring.predict import ON_BAD_ROW, PredictReport
-from pipeline.scoring.service import MAX_CONCURRENCY, PredictRequest
-from pipeline.training.reproduce import CANNOT, ReproduceReport
+from pipeline.scoring.request import MAX_CONCURRENCY, ON_BAD_ROW, PredictRequest
+
+if TYPE_CHECKING:
+    from pipeline.scoring.predict import PredictReport
+    from pipeline.training.reproduce import ReproduceReport
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -153,6 +155,8 @@ def reproduce(ctx: click.Context, training_job: str, data: str | None, allow_dat
     Example:
       python3 run_pipeline.py reproduce iris-classifier-20250823-120000
     """
+    from pipeline.training.reproduce import CANNOT  # scikit-learn: loaded for this command alone
+
     operations = _operations(ctx)
     _console(ctx)
     try:

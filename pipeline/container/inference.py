@@ -55,6 +55,7 @@ if __package__:  # imported as pipeline.container.inference
         UnsupportedContentTypeError,
         error_body,
     )
+    from .model_files import INPUT_SCHEMA_FILENAME, verify_model_file
     from .payloads import (
         CSV,
         JSON,
@@ -64,7 +65,6 @@ if __package__:  # imported as pipeline.container.inference
         decode_body,
         negotiate,
     )
-    from .verified_files import SHA256_SUFFIX, FileChanged, verify_file
 else:  # in SageMaker's container: the source dir's files are top-level modules
     from fast_predict import describe_model, fast_predict
     from inference_errors import (  # noqa: F401
@@ -75,6 +75,7 @@ else:  # in SageMaker's container: the source dir's files are top-level modules
         UnsupportedContentTypeError,
         error_body,
     )
+    from model_files import INPUT_SCHEMA_FILENAME, verify_model_file
     from payloads import (  # noqa: F401
         CSV,
         JSON,
@@ -84,11 +85,7 @@ else:  # in SageMaker's container: the source dir's files are top-level modules
         decode_body,
         negotiate,
     )
-    from verified_files import SHA256_SUFFIX, FileChanged, verify_file
 
-MODEL_FILENAME = "model.joblib"
-MODEL_SHA256_ENV = "MLOPS_MODEL_SHA256"  # set on a SageMaker model from the hash the store recorded
-INPUT_SCHEMA_FILENAME = "input_schema.json"  # the training features' names, order and dtypes (train.save_model)
 # scikit-learn's warning when a model fitted on named columns is given bare numbers: rows reach the model that way on
 # purpose (named columns already put in its order by predict_fn), so it is silenced where scikit-learn predicts.
 FEATURE_NAMES_WARNING = "X does not have valid feature names"
@@ -115,31 +112,6 @@ class BareRows:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._saved.__exit__(*exc_info)
-
-
-def verify_model_file(model_dir: str | os.PathLike[str], expected_sha256: str | None = None,
-                      use: str = "load") -> str:
-    """The model file's path, once its sha256 matches the recorded one; else ModelIntegrityError naming it.
-
-    The recorded hash is, in order: the one the caller has from the store, the one SageMaker's model
-    environment carries, the one written beside the model at training.
-    """
-    path = os.path.join(model_dir, MODEL_FILENAME)
-    expected = expected_sha256 or os.environ.get(MODEL_SHA256_ENV)
-    if not expected:
-        try:
-            with open(path + SHA256_SUFFIX, encoding="ascii") as handle:
-                expected = handle.read().strip()
-        except OSError:
-            raise ModelIntegrityError(f"model file {path} has no recorded sha256: refusing to {use} it") from None
-    try:
-        verify_file(path, expected)
-    except OSError as err:
-        raise ModelIntegrityError(f"model file {path} cannot be read: {err.strerror or err}") from None
-    except FileChanged as err:
-        raise ModelIntegrityError(f"model file {path} has sha256 {err.actual[:12]}..., expected {expected[:12]}... "
-                                  f"as recorded at training: refusing to {use} it") from None
-    return path
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 if __package__:  # imported as pipeline.container.train
+    from .model_files import INPUT_SCHEMA_FILENAME, METRICS_FILENAME, MODEL_FILENAME
     from .verified_files import SHA256_SUFFIX, file_sha256, write_atomically
     from .wilson import wilson_interval
 else:  # in SageMaker's container: the source dir's files are top-level modules
+    from model_files import INPUT_SCHEMA_FILENAME, METRICS_FILENAME, MODEL_FILENAME
     from verified_files import SHA256_SUFFIX, file_sha256, write_atomically
     from wilson import wilson_interval
-
-MODEL_FILENAME = "model.joblib"
-METRICS_FILENAME = "metrics.json"
-INPUT_SCHEMA_FILENAME = "input_schema.json"  # inference.INPUT_SCHEMA_FILENAME: the endpoint reads it
 
 # Estimators by the names the config uses. Each is fitted behind a StandardScaler
 # so that hyperparameters keep their usual meaning whatever the feature scales.

@@ -21,7 +21,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.outcomes import FinalState
 from pipeline.state.locking import EndpointLock
-from pipeline.state.store import DeploymentStore
+from pipeline.state.store import DeploymentStore, host_of
 from pipeline.training import job_files
 from pipeline.training.jobs import TrainingJob, timestamp_name
 
@@ -64,13 +64,6 @@ class Deployment:
             "reason": self.reason,
             "detail": self.outcome.detail if self.outcome else None,
         }
-
-
-def host_of(endpoint: dict[str, Any] | None) -> str | None:
-    """The other host a local endpoint runs on (the store records it), or None when it runs on this one or is not
-    bound to a host (SageMaker)."""
-    machine = (endpoint or {}).get("machine")
-    return machine if machine and machine != socket.gethostname() else None
 
 
 class DeploymentPipeline:

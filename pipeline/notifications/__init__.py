@@ -13,19 +13,36 @@ Modules: ``message`` (what an event says), ``channels`` (Slack, SNS, email:
 one attempt each), ``notifier`` (queue, retries, budget, records), ``budget``
 and ``pipeline.redaction`` (secrets never reach logs, deliveries or error text).
 """
-from pipeline.notifications.budget import NotificationBudget
-from pipeline.notifications.channels import (
-    MAX_RETRY_AFTER_SECONDS,
-    Channel,
-    DeliveryError,
-    EmailChannel,
-    SlackChannel,
-    SmtpSettings,
-    SnsChannel,
-)
-from pipeline.notifications.message import EVENTS, SNS_SUBJECT_LIMIT, Message, severity_for
-from pipeline.notifications.notifier import MAX_BACKOFF_SECONDS, Notifier
-from pipeline.redaction import SecretScrubber
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are loaded on first use (PEP 562): a run record imports ``message`` alone, and the commands that only
+# read the store must not pay for the channels' HTTP, SMTP and AWS clients.
+_MODULE_OF = {
+    "NotificationBudget": "pipeline.notifications.budget",
+    **dict.fromkeys(("MAX_RETRY_AFTER_SECONDS", "Channel", "DeliveryError", "EmailChannel", "SlackChannel",
+                     "SmtpSettings", "SnsChannel"), "pipeline.notifications.channels"),
+    **dict.fromkeys(("EVENTS", "SNS_SUBJECT_LIMIT", "Message", "severity_for"), "pipeline.notifications.message"),
+    **dict.fromkeys(("MAX_BACKOFF_SECONDS", "Notifier"), "pipeline.notifications.notifier"),
+    "SecretScrubber": "pipeline.redaction",
+}
+
+if TYPE_CHECKING:
+    from pipeline.notifications.budget import NotificationBudget
+    from pipeline.notifications.channels import (
+        MAX_RETRY_AFTER_SECONDS,
+        Channel,
+        DeliveryError,
+        EmailChannel,
+        SlackChannel,
+        SmtpSettings,
+        SnsChannel,
+    )
+    from pipeline.notifications.message import EVENTS, SNS_SUBJECT_LIMIT, Message, severity_for
+    from pipeline.notifications.notifier import MAX_BACKOFF_SECONDS, Notifier
+    from pipeline.redaction import SecretScrubber
 
 __all__ = [
     "EVENTS",
@@ -44,3 +61,9 @@ __all__ = [
     "SnsChannel",
     "severity_for",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)

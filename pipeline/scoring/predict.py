@@ -33,9 +33,9 @@ from pipeline.scoring.reading import (
     parse_block,
 )
 from pipeline.scoring.remote import EndpointScorer, Refused, TooLarge
+from pipeline.scoring.request import ON_BAD_ROW
 from pipeline.scoring.writing import PredictionWriter
 
-ON_BAD_ROW = ("fail", "skip")
 SHOWN_BAD_ROWS = 10  # row numbers named in a message; every bad row is counted
 PROGRESS_STEP = "predict"
 BATCH_BYTES = 1024 * 1024  # a request's body through an endpoint (at most max_payload_mb)

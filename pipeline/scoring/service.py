@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,9 +20,10 @@ from pipeline.gate.decision import ApprovalStatus
 from pipeline.outcomes import Verdict
 from pipeline.run.invocation import check_output_paths
 from pipeline.scoring.offline import OfflineScorer, model_columns
-from pipeline.scoring.predict import ON_BAD_ROW, PredictReport, predict_endpoint, predict_offline
+from pipeline.scoring.predict import PredictReport, predict_endpoint, predict_offline
 from pipeline.scoring.reading import CsvBlocks
 from pipeline.scoring.remote import EndpointScorer
+from pipeline.scoring.request import MAX_CONCURRENCY, ON_BAD_ROW, PredictRequest
 from pipeline.training import job_files
 from pipeline.training.jobs import TrainingJob
 
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from pipeline.deployment.steps import DeploymentPipeline
     from pipeline.state.store import DeploymentStore
 
-MAX_CONCURRENCY = 64
 log = logging.getLogger(__name__)
 
 
@@ -47,19 +46,6 @@ class Commands(Protocol):
     def backend(self, endpoint_name: str | None = None) -> Backend: ...
 
     def deployer(self, endpoint_name: str | None = None) -> DeploymentPipeline: ...
-
-
-@dataclass(frozen=True)
-class PredictRequest:
-    input: str
-    output: str
-    training_job: str | None = None
-    endpoint_name: str | None = None
-    backend: str = "local"  # sagemaker: a Batch Transform job (s3:// input and output)
-    id_column: str | None = None
-    probabilities: bool = False
-    on_bad_row: str = "fail"
-    concurrency: int = 4
 
 
 def is_s3(path: str) -> bool:

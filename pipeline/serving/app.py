@@ -55,6 +55,7 @@ import falcon
 import falcon.asgi
 
 from pipeline.container import inference
+from pipeline.container.model_files import verify_model_file
 from pipeline.serving.contract import POINTER_ENV, POINTER_WAIT_ENV, SAGEMAKER_RUNTIME_ROUTE, TOKEN_ENV, token_sha256
 from pipeline.serving.invocations import Invocations, Refused, token_matches
 from pipeline.serving.routing import CountedBy, Router, ServedModel, VersionHeaders, router_for
@@ -74,7 +75,7 @@ def read_pointer(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def verified_model_dir(spec: dict[str, Any]) -> str:
     """Refuse a model whose bytes differ from what training recorded for this version."""
-    inference.verify_model_file(spec["model_dir"], spec["sha256"], use="serve")
+    verify_model_file(spec["model_dir"], spec["sha256"], use="serve")
     return spec["model_dir"]
 
 

@@ -475,6 +475,13 @@ class DeploymentStore:
         return endpoint
 
 
+def host_of(endpoint: dict[str, Any] | None) -> str | None:
+    """The other host a local endpoint runs on (the store records it), or None when it runs on this one or is not
+    bound to a host (SageMaker)."""
+    machine = (endpoint or {}).get("machine")
+    return machine if machine and machine != socket.gethostname() else None
+
+
 def _marks(values: list[Any]) -> str:
     """``?,?,?``: one placeholder per value of an ``IN`` list."""
     return ",".join("?" * len(values))

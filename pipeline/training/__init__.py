@@ -1,5 +1,21 @@
 """Training: fitting a model (``fitting``), the job it leaves behind (``jobs``), and the data it reads
-(``datasets``). ``TrainingPipeline`` is importable from here, as custom training steps subclass it."""
-from pipeline.training.fitting import BUILTIN_METRICS, CustomEvaluation, TrainingPipeline
+(``datasets``). ``TrainingPipeline`` is importable from here, as custom training steps subclass it.
+
+The names from ``fitting`` load on first use: fitting brings in scikit-learn, pandas and scipy (about two
+seconds), and the commands that only read the store (``history``, ``runs``, ``jobs``, ``status``) reach
+``pipeline.training.job_files`` without ever fitting a model."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.training.fitting import BUILTIN_METRICS, CustomEvaluation, TrainingPipeline
 
 __all__ = ["BUILTIN_METRICS", "CustomEvaluation", "TrainingPipeline"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from pipeline.training import fitting
+        return getattr(fitting, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,20 +16,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import PipelineConfig
-from pipeline.container import train as recipe
+from pipeline.container.model_files import INPUT_SCHEMA_FILENAME, MODEL_FILENAME
 from pipeline.container.verified_files import FileChanged, file_sha256, verify_file, write_recorded
 from pipeline.errors import ExitCode, PipelineError
-from pipeline.monitoring import Baseline, DriftThresholds, compute_baseline, read_baseline, write_baseline
-from pipeline.monitoring.baseline import BASELINE_FILE
-from pipeline.training.datasets import Dataset
-from pipeline.training.labels import output_schema
-from pipeline.training.row_hashes import labelled_row_hashes
+
+# numpy, pandas, scikit-learn (through the container's train.py) and scipy (through the monitoring baseline) are
+# imported where a job's data is read or written: the commands that only list jobs (``jobs``, ``history``,
+# ``runs``, ``status``) reach this module and must answer without loading them (about two seconds).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.monitoring import Baseline
+    from pipeline.training.datasets import Dataset
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
@@ -60,7 +62,7 @@ class TrainingJob:
 
     @property
     def model_path(self) -> Path:
-        return self.model_dir / recipe.MODEL_FILENAME
+        return self.model_dir / MODEL_FILENAME
 
     @property
     def input_schema(self) -> dict[str, Any] | None:
@@ -73,12 +75,14 @@ class TrainingJob:
         return self.directory / HELDOUT_FILE
 
     def heldout(self) -> tuple[pd.DataFrame, pd.Series]:
+        import pandas as pd
         frame = pd.read_csv(self.heldout_path)
         return frame.drop(columns=[self.label_column]), frame[self.label_column]
 
     def baseline(self) -> Baseline | None:
         """The training data's baseline for the monitor, checked against the store; None for a job
         recorded before baselines were kept."""
+        from pipeline.monitoring.baseline import BASELINE_FILE, read_baseline
         if BASELINE_FILE not in self.artifact_sha256:
             return None
         return read_baseline(self.directory / BASELINE_FILE, self.artifact_sha256[BASELINE_FILE])
@@ -89,6 +93,7 @@ class TrainingJob:
         path = self.directory / TRAINING_ROWS_FILE
         if TRAINING_ROWS_FILE not in self.artifact_sha256 or not path.is_file():
             return None
+        import numpy as np
         return np.load(path, allow_pickle=False)
 
     def heldout_feature_lines(self) -> list[str] | None:
@@ -120,7 +125,7 @@ class TrainingJob:
         name = recorded["name"]
         # Jobs recorded before artifact hashes were kept: their model's hash is all there is to check.
         artifacts = json.loads(recorded.get("artifacts_json") or "null") or \
-            {f"{MODEL_DIR}/{recipe.MODEL_FILENAME}": recorded["model_sha256"]}
+            {f"{MODEL_DIR}/{MODEL_FILENAME}": recorded["model_sha256"]}
         for relative, expected in sorted(artifacts.items()):
             path = directory / relative
             try:
@@ -194,8 +199,14 @@ def record_job(directory: Path, config: PipelineConfig, dataset: Dataset, metric
     manifest, a hash of every training row (the champion comparison) and the training data's
     baseline with its constraints (the monitor). The result is a training job either backend made,
     readable by ``TrainingJob.load``. ``extra`` goes into the manifest (e.g. AWS ARNs)."""
-    model_path = directory / MODEL_DIR / recipe.MODEL_FILENAME
-    schema_path = directory / MODEL_DIR / recipe.INPUT_SCHEMA_FILENAME
+    import numpy as np
+
+    from pipeline.monitoring import DriftThresholds, compute_baseline, write_baseline
+    from pipeline.training.labels import output_schema
+    from pipeline.training.row_hashes import labelled_row_hashes
+
+    model_path = directory / MODEL_DIR / MODEL_FILENAME
+    schema_path = directory / MODEL_DIR / INPUT_SCHEMA_FILENAME
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     # Each file's sha256 is taken of the bytes written (write_recorded), the model's and the held-out rows'
     # of the files other steps wrote; the store records them all and every later reader checks them.

@@ -12,9 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.config import PipelineConfig
-from pipeline.container import inference
-from pipeline.container import train as recipe
 from pipeline.container.inference_errors import ModelIntegrityError
+from pipeline.container.model_files import MODEL_FILENAME, verify_model_file
 from pipeline.container.verified_files import file_sha256
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.training.datasets import Dataset, load_dataset
@@ -124,7 +123,7 @@ def version_differences(manifest: dict[str, Any], now: dict[str, str]) -> list[d
 
 def compare_models(job: TrainingJob, model_dir: Path, metrics: dict[str, Any]) -> ModelComparison:
     """The retrained model in ``model_dir`` against the job's: bytes, held-out predictions, metrics."""
-    path = model_dir / recipe.MODEL_FILENAME
+    path = model_dir / MODEL_FILENAME
     comparison = ModelComparison(job.model_sha256, file_sha256(path))
     for metric in COMPARED_METRICS:
         recorded, reproduced = job.metrics.get(metric), metrics.get(metric)
@@ -136,7 +135,7 @@ def compare_models(job: TrainingJob, model_dir: Path, metrics: dict[str, Any]) -
     if comparison.same_model:
         return comparison
     try:
-        recorded_model = joblib.load(inference.verify_model_file(str(job.model_dir), job.model_sha256))
+        recorded_model = joblib.load(verify_model_file(str(job.model_dir), job.model_sha256))
     except ModelIntegrityError as err:
         raise PipelineError(f"training job {job.name!r}: {err}", ExitCode.FAILURE) from None
     before = np.asarray(recorded_model.predict(features))

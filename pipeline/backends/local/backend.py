@@ -22,7 +22,7 @@ import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -46,8 +46,10 @@ from pipeline.state.processes import (
     stop_process,
     stop_server,
 )
-from pipeline.training.fitting import TrainingPipeline
 from pipeline.training.jobs import TrainingJob
+
+if TYPE_CHECKING:
+    from pipeline.training.fitting import TrainingPipeline
 
 log = logging.getLogger(__name__)
 PORT_RELEASE_SECONDS = 10.0  # how long a restart waits for a dead server's port to be let go

@@ -17,7 +17,8 @@ from typing import Any
 
 from pipeline.backends.base import DeploymentError, TrafficStep
 from pipeline.config import PipelineConfig
-from pipeline.container.inference import ModelIntegrityError, verify_model_file
+from pipeline.container.inference_errors import ModelIntegrityError
+from pipeline.container.model_files import verify_model_file
 from pipeline.container.verified_files import write_atomically
 from pipeline.serving.contract import TOKEN_ENV, token_sha256
 from pipeline.training.jobs import TrainingJob

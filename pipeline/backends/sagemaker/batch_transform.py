@@ -28,7 +28,7 @@ from pipeline.backends.base import DeploymentError
 from pipeline.backends.sagemaker import artifacts, versions
 from pipeline.backends.sagemaker.errors import shorten
 from pipeline.backends.sagemaker.session import AwsSession
-from pipeline.container import inference
+from pipeline.container.model_files import MODEL_SHA256_ENV
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.scoring.offline import model_columns
 from pipeline.scoring.predict import BadRows, PredictReport
@@ -133,7 +133,7 @@ class BatchTransform:
                       PrimaryContainer={"Image": image, "ModelDataUrl": model_uri, "Environment": {
                           "SAGEMAKER_PROGRAM": artifacts.SERVE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": source_uri,
                           "SAGEMAKER_REGION": self.aws.region, "SAGEMAKER_CONTAINER_LOG_LEVEL": str(logging.INFO),
-                          inference.MODEL_SHA256_ENV: job.model_sha256}})
+                          MODEL_SHA256_ENV: job.model_sha256}})
         accept = "application/json; probabilities=true" if probabilities else "application/json"
         log.info("creating SageMaker transform job %s (training job %s on %s)", name, job.name,
                  self.config.instance_type)

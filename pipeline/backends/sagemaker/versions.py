@@ -15,8 +15,7 @@ from pipeline.backends.base import DeploymentError
 from pipeline.backends.sagemaker import artifacts
 from pipeline.backends.sagemaker.errors import not_found
 from pipeline.backends.sagemaker.session import AwsSession
-from pipeline.container import inference
-from pipeline.container import train as recipe
+from pipeline.container.model_files import INPUT_SCHEMA_FILENAME, MODEL_FILENAME, MODEL_SHA256_ENV
 from pipeline.errors import PipelineError
 from pipeline.training.jobs import TrainingJob
 
@@ -66,10 +65,10 @@ def model_artifacts(aws: AwsSession, job: TrainingJob) -> tuple[str, str]:
     bucket = aws.bucket()
     model_file = job.model_path
     log.info("uploading the model of local training job %s to S3", job.name)
-    members = [(recipe.MODEL_FILENAME, model_file.read_bytes())]
-    schema_file = job.model_dir / recipe.INPUT_SCHEMA_FILENAME  # verified with the job's other files
+    members = [(MODEL_FILENAME, model_file.read_bytes())]
+    schema_file = job.model_dir / INPUT_SCHEMA_FILENAME  # verified with the job's other files
     if schema_file.is_file():
-        members.append((recipe.INPUT_SCHEMA_FILENAME, schema_file.read_bytes()))
+        members.append((INPUT_SCHEMA_FILENAME, schema_file.read_bytes()))
     model_uri = aws.put(bucket, f"{job.name}/output/model.tar.gz", artifacts.tar_gz(members))
     source_uri = aws.put(bucket, f"{job.name}/source/sourcedir.tar.gz", aws.sourcedir())
     return model_uri, source_uri
@@ -154,7 +153,7 @@ def create(aws: AwsSession, version: str, job: TrainingJob, tags: list[dict[str,
                  "SAGEMAKER_PROGRAM": artifacts.SERVE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": source_uri,
                  "SAGEMAKER_REGION": aws.region, "SAGEMAKER_CONTAINER_LOG_LEVEL": str(logging.INFO),
                  # The container's model_fn refuses a model.joblib whose bytes differ from training's.
-                 inference.MODEL_SHA256_ENV: job.model_sha256}})
+                 MODEL_SHA256_ENV: job.model_sha256}})
     aws.call(aws.sagemaker, "create_endpoint_config", f"create endpoint config {version}",
              EndpointConfigName=version, Tags=tags, DataCaptureConfig=data_capture_config(aws),
              ProductionVariants=[{"VariantName": version, "ModelName": version,
