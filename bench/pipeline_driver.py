@@ -47,21 +47,55 @@ def timed(owner: object, name: str, label: str) -> None:
     setattr(owner, name, wrapper)
 
 
-def install() -> None:
+def before_first_call(owner: object, name: str, label: str, prepare) -> None:
+    """Run ``prepare`` (timed as ``label``) the first time ``owner.name`` is called: the phases import their
+    modules when they run, so their steps are wrapped then, and the import is timed on its own."""
+    original = getattr(owner, name)
+    done = [False]
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        if not done[0]:
+            done[0] = True
+            began = time.perf_counter()
+            prepare()
+            RECORDS.append([label, _DEPTH[0], time.perf_counter() - began, began - T0])
+        return original(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
+
+
+def _wrap_training() -> None:
+    from pipeline.training import fitting as training
+
+    for name in ("load_data", "split_data", "train_local_model", "evaluate_model", "save"):
+        timed(training.TrainingPipeline, name, f"train: {name}")
+
+
+def _wrap_testing() -> None:
     from pipeline import testing
+
+    timed(testing.EndpointTester, "run_for", "test: load held-out + offline predictions + checks")
+    for name in ("check_health", "check_predictions", "check_performance", "check_robustness"):
+        timed(testing.EndpointTester, name, f"test: {name}")
+
+
+def install() -> None:
     from pipeline.backends.local import backend as local
     from pipeline.reporting import ci_reports
     from pipeline.run import launch
     from pipeline.state.store import DeploymentStore
-    from pipeline.training import fitting as training
 
     Orchestrator = orchestrator.Orchestrator
     timed(launch, "configure_logging", "logging setup")
     timed(cli, "_build_config", "config")
     timed(Orchestrator, "__init__", "orchestrator init (store, backend, notifier)")
+    timed(local.LocalBackend, "prestart", "prestart the endpoint's server")
+    before_first_call(Orchestrator, "train", "imports of training (scikit-learn, pandas)", _wrap_training)
     timed(Orchestrator, "train", "train")
     timed(Orchestrator, "gate", "gate")
     timed(Orchestrator, "deploy", "deploy (stage)")
+    before_first_call(Orchestrator, "test", "imports of the endpoint tests", _wrap_testing)
     timed(Orchestrator, "test", "test")
     timed(Orchestrator, "keep", "keep (promote + verify)")
     timed(Orchestrator, "roll_back", "roll back")
@@ -71,13 +105,6 @@ def install() -> None:
     timed(ci_reports, "write_reports", "write CI reports")
     timed(launch, "_write_run_report", "write the HTML run report")
     timed(cli, "print_summary", "print summary")
-    pipeline_cls = training.TrainingPipeline
-    for name in ("load_data", "split_data", "train_local_model", "evaluate_model", "save"):
-        timed(pipeline_cls, name, f"train: {name}")
-    timed(testing.EndpointTester, "run_for", "test: load held-out + offline predictions + checks")
-    tester = testing.EndpointTester
-    for name in ("check_health", "check_predictions", "check_performance", "check_robustness"):
-        timed(tester, name, f"test: {name}")
     timed(local.LocalBackend, "_start_server", "deploy: spawn gunicorn")
     timed(local.LocalBackend, "_verify", "verify (/ping x N)")
 

@@ -19,6 +19,10 @@ MODEL_FILENAME = "model.joblib"
 METRICS_FILENAME = "metrics.json"
 INPUT_SCHEMA_FILENAME = "input_schema.json"  # the training features' names, order and dtypes
 MODEL_SHA256_ENV = "MLOPS_MODEL_SHA256"  # set on a SageMaker model from the hash the store recorded
+# The metrics train.py writes into metrics.json: each a number a gate may be set on (``gate_metric``).
+BUILTIN_METRICS = (
+    "accuracy", "cv_mean_accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "balanced_accuracy",
+)
 
 
 def verify_model_file(model_dir: str | os.PathLike[str], expected_sha256: str | None = None,

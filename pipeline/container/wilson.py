@@ -7,8 +7,6 @@ Shipped to SageMaker's container with ``train.py``, which records it with every 
 """
 from __future__ import annotations
 
-from scipy.stats import binomtest
-
 CONFIDENCE = 0.95
 
 
@@ -18,5 +16,7 @@ def wilson_interval(correct: int, total: int, confidence: float = CONFIDENCE) ->
         raise ValueError(f"wilson_interval({correct!r}, {total!r}): expected 0 <= correct <= total and total >= 1")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence {confidence!r}: expected a number between 0 and 1")
+    from scipy.stats import binomtest  # on first use: a full run reaches this module before it needs scipy
+
     interval = binomtest(int(correct), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
     return float(interval.low), float(interval.high)

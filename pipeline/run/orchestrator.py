@@ -16,20 +16,18 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import interrupts
 from pipeline.backends import chosen_backend, load_backend
 from pipeline.backends.base import Backend
 from pipeline.config import PipelineConfig, validate_endpoint_name
-from pipeline.deployment.replay import sample_for_replay
+from pipeline.container.model_files import BUILTIN_METRICS
 from pipeline.deployment.rollout import BakeOutcome, BakeReport, OperatorRequest, bake
 from pipeline.deployment.steps import Deployment, DeploymentPipeline
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.gate.approvals import approval_for
-from pipeline.gate.champion import compare_with_serving_version
-from pipeline.gate.contract import check_contract
 from pipeline.gate.decision import ContractCheck, ContractStatus, GateDecision
-from pipeline.gate.rules import Gate
 from pipeline.logs import log_phase, set_run_id
 from pipeline.notifications import Notifier
 from pipeline.outcomes import FinalState, Mode, Verdict
@@ -47,10 +45,15 @@ from pipeline.run.record import (
 from pipeline.state.artifacts import artifacts_for
 from pipeline.state.database import StoreLost
 from pipeline.state.store import DeploymentStore
-from pipeline.testing import EndpointTester, TestReport
 from pipeline.training import job_files
-from pipeline.training.fitting import BUILTIN_METRICS, TrainingPipeline
 from pipeline.training.jobs import TrainingJob
+
+# Each phase imports the module that does its work when it runs: training, the gate's statistics and the
+# endpoint tests bring in scikit-learn, scipy and pandas (1-2 s), and a full run prestarts its endpoint's server
+# before they load, so the server's own imports overlap the CLI's on the other core (docs/PERFORMANCE.md §2).
+if TYPE_CHECKING:
+    from pipeline.testing import TestReport
+    from pipeline.training.fitting import TrainingPipeline
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ class Orchestrator:
         self.endpoint_name = endpoint_name or config.endpoint_prefix
         self.training_job_name = training_job
         self.allow_contract_change = allow_contract_change  # --allow-contract-change: this run may change inputs/labels
-        self.training = training_pipeline or TrainingPipeline(config)
+        self.training = training_pipeline  # None: the built-in TrainingPipeline, made when training starts
         self.run_id = new_run_id()
         set_run_id(self.run_id)  # every log line of this run carries it (--log-format json)
         self.record = RunRecord(self.run_id, self.mode, config.backend_name, config.public_dict(), sources or {},
@@ -166,7 +169,8 @@ class Orchestrator:
             started = time.monotonic()
             log.info("training %s on %s (seed %d)", self.config.model_type, self.config.dataset,
                      self.config.random_seed)
-            job = self.backend.train(self.training)
+            from pipeline.training.fitting import TrainingPipeline
+            job = self.backend.train(self.training or TrainingPipeline(self.config))
             self.store.record_training_job(self.run_id, self.backend.TYPE, job, job_files.publish(self.store, job))
             self.record.training = TrainingRecord(job, time.monotonic() - started)
             log.info("training job %s: accuracy %.4f, cv mean %.4f", job.name, job.metrics["accuracy"],
@@ -184,6 +188,9 @@ class Orchestrator:
             return job
 
     def gate(self, job: TrainingJob) -> GateDecision:
+        from pipeline.gate.champion import compare_with_serving_version
+        from pipeline.gate.rules import Gate
+
         with log_phase("gate"):
             # The version the candidate would replace, as it serves now (for --mode deployment: at deployment
             # time, whatever served when the candidate was trained).
@@ -215,6 +222,8 @@ class Orchestrator:
 
     def check_contract(self, job: TrainingJob) -> ContractCheck:
         """The candidate's inputs and labels against what the endpoint serves now."""
+        from pipeline.gate.contract import check_contract
+
         row = self.store.endpoint(self.endpoint_name)
         version = (row or {}).get("serving_version")
         if not version:
@@ -234,6 +243,9 @@ class Orchestrator:
             return self._deployment
 
     def test(self, deployment: Deployment, job: TrainingJob) -> TestReport:
+        from pipeline.deployment.replay import sample_for_replay
+        from pipeline.testing import EndpointTester
+
         with log_phase("testing"):
             staged = deployment.staged
             client = self.backend.client(staged.endpoint_name, staged.candidate)
@@ -331,6 +343,8 @@ class Orchestrator:
 
     def test_live_endpoint(self) -> None:
         """--mode testing: test what serves now, with the held-out data of the version it serves."""
+        from pipeline.testing import EndpointTester
+
         with log_phase("testing"):
             self.store.require_endpoint(self.endpoint_name)
             self.record.reconciled = self.deployer.reconcile_if_idle(self.endpoint_name, self.lock)

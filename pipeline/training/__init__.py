@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pipeline.container.model_files import BUILTIN_METRICS
+
 if TYPE_CHECKING:
-    from pipeline.training.fitting import BUILTIN_METRICS, CustomEvaluation, TrainingPipeline
+    from pipeline.training.fitting import CustomEvaluation, TrainingPipeline
 
 __all__ = ["BUILTIN_METRICS", "CustomEvaluation", "TrainingPipeline"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in ("CustomEvaluation", "TrainingPipeline"):
         from pipeline.training import fitting
         return getattr(fitting, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,9 +35,6 @@ from pipeline.training.jobs import (
 
 CustomEvaluation = Callable[[Any, pd.DataFrame, pd.Series], dict[str, Any]]
 
-BUILTIN_METRICS = (
-    "accuracy", "cv_mean_accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "balanced_accuracy",
-)
 
 
 class TrainingPipeline:
