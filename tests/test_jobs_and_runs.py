@@ -184,3 +184,46 @@ def test_every_command_has_an_example_in_its_help_and_a_line_in_the_readme():
         assert f"run_mlops_pipeline.sh {name}" in commands, name
     for name in getattr(cli.commands["runs"], "commands", {}):
         assert "Example" in _invoke("runs", name, "--help").output, name
+
+
+# --------------------------------------------------------------------------- the held-out rows' CSV
+@pytest.mark.unit
+def test_the_held_out_csv_written_in_the_background_is_what_pandas_writes(tmp_path):
+    import pandas as pd
+
+    from pipeline.training.jobs import HeldoutCsv
+
+    rows = pd.DataFrame({"a": [0.1, 1e-05, 2.5], "b": [3, 4, 5], "label": ["x", "y", "x"]})
+    pending = HeldoutCsv(rows, tmp_path / "jobs")
+    pending.move_to(tmp_path / "heldout.csv")
+    pending.discard()
+    rows.to_csv(tmp_path / "direct.csv", index=False)
+    assert (tmp_path / "heldout.csv").read_bytes() == (tmp_path / "direct.csv").read_bytes()
+    assert list((tmp_path / "jobs").iterdir()) == []
+
+
+@pytest.mark.unit
+def test_a_held_out_csv_no_job_took_leaves_no_file(tmp_path):
+    import pandas as pd
+
+    from pipeline.training.jobs import HeldoutCsv
+
+    HeldoutCsv(pd.DataFrame({"a": [1.0], "label": [0]}), tmp_path).discard()  # training failed after the split
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.unit
+def test_a_held_out_csv_that_could_not_be_written_fails_the_job(tmp_path):
+    import pandas as pd
+
+    from pipeline.training.jobs import HeldoutCsv
+
+    class Unwritable(pd.DataFrame):
+        def to_csv(self, *args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+    pending = HeldoutCsv(Unwritable({"a": [1.0]}), tmp_path)
+    with pytest.raises(OSError, match="No space left"):
+        pending.move_to(tmp_path / "heldout.csv")
+    pending.discard()
+    assert not (tmp_path / "heldout.csv").exists()

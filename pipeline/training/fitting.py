@@ -27,6 +27,7 @@ from pipeline.training.datasets import Dataset, load_dataset
 from pipeline.training.jobs import (
     HELDOUT_FILE,
     MODEL_DIR,
+    HeldoutCsv,
     TrainingJob,
     claim_unique_directory,
     job_base_name,
@@ -90,16 +91,25 @@ class TrainingPipeline:
         X_train, X_test, y_train, y_test = self.split_data(dataset)
         # The split copied the rows; let the whole frame go before fitting (peak memory).
         dataset = dataset.without_rows()
-        progress().report("training: final fit", detail=f"{self.config.model_type} on {len(X_train):,} rows")
-        model = self.train_local_model(X_train, y_train)
-        progress().done("training: final fit")
-        metrics = self.evaluate_model(model, X_train, y_train, X_test, y_test)
-        return self.save(jobs_dir, dataset, model, metrics, X_test.assign(**{dataset.label_column: y_test}),
-                         X_train, y_train)
+        heldout = HeldoutCsv(X_test.assign(**{dataset.label_column: y_test}), jobs_dir)  # written while it fits
+        try:
+            progress().report("training: final fit", detail=f"{self.config.model_type} on {len(X_train):,} rows")
+            model = self.train_local_model(X_train, y_train)
+            progress().done("training: final fit")
+            metrics = self.evaluate_model(model, X_train, y_train, X_test, y_test)
+            return self.save(jobs_dir, dataset, model, metrics, heldout.rows, X_train, y_train, heldout_csv=heldout)
+        finally:
+            heldout.discard()
 
     def save(self, jobs_dir: Path, dataset: Dataset, model: Any, metrics: dict[str, Any],
-             heldout: pd.DataFrame, X_train: pd.DataFrame, y_train: pd.Series) -> TrainingJob:
+             heldout: pd.DataFrame, X_train: pd.DataFrame, y_train: pd.Series, *,
+             heldout_csv: HeldoutCsv | None = None) -> TrainingJob:
+        """Write the job: the model, the held-out rows (``heldout_csv``'s file when given, else formatted here),
+        and ``record_job``'s files."""
         directory = claim_unique_directory(jobs_dir, job_base_name(self.config))
         recipe.save_model(model, directory / MODEL_DIR, dataset.features)
-        heldout.to_csv(directory / HELDOUT_FILE, index=False)
+        if heldout_csv is not None:
+            heldout_csv.move_to(directory / HELDOUT_FILE)
+        else:
+            heldout.to_csv(directory / HELDOUT_FILE, index=False)
         return record_job(directory, self.config, dataset, metrics, X_train, y_train)
