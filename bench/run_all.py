@@ -13,7 +13,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import pipeline_overhead, predict, resistance, rollout, scale, serving
+from bench import pipeline_overhead, predict, resistance, rollout, scale, serving, time_to_endpoint
 from bench.common import machine_info, print_table, write_result
 
 # Proposed changes waiting to be measured, in order. The six of docs/PERFORMANCE.md are applied to the project.
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", help="benchmark a copy of the project with these patches (comma-separated)")
     parser.add_argument("--compare-patch", help="also run a patched copy side by side in every benchmark; "
                         "'all' = every bench/patches/*.diff in the order of docs/PERFORMANCE.md")
-    parser.add_argument("--only", default="serving,resistance,rollout,pipeline_overhead,scale,predict")
+    parser.add_argument("--only", default="serving,resistance,rollout,time_to_endpoint,scale,predict")
     args = parser.parse_args(argv)
     if args.compare_patch == "all":
         if not ALL_PATCHES:
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "rollout": (rollout.main, [*(["--quick"] if args.quick else []), *patch, "--output", "rollout" + suffix]),
         "pipeline_overhead": (pipeline_overhead.main, ["--rounds", "2" if args.quick else "3", *patch,
                                                        "--output", "pipeline_overhead" + suffix]),
+        "time_to_endpoint": (time_to_endpoint.main, ["--rounds", "3" if args.quick else "5"]),
         "scale": (scale.main, ["--rows", str(rows), *patch, "--output", "scale" + suffix]),
         # this checkout's predict (no patched copy): offline against a bare script, and through the local endpoint
         "predict": (predict.main, ["--rows", str(rows), *(["--rounds", "2"] if args.quick else []),
