@@ -23,7 +23,6 @@ from pipeline.gate.approvals import decide_for_approval
 from pipeline.gate.approvals import record as record_approval
 from pipeline.gate.decision import Approval, ApprovalStatus
 from pipeline.outcomes import FinalState
-from pipeline.reporting.results import Results
 from pipeline.run.record import new_run_id
 from pipeline.state.artifacts import artifacts_for
 from pipeline.state.store import DeploymentStore, host_of
@@ -34,6 +33,7 @@ from pipeline.training import job_files
 if TYPE_CHECKING:
     from pipeline.deployment.steps import DeploymentPipeline
     from pipeline.monitoring.monitor_run import MonitorRecord
+    from pipeline.reporting.results import Results
     from pipeline.scoring.predict import PredictReport
     from pipeline.scoring.request import PredictRequest
     from pipeline.training.reproduce import ReproduceReport
@@ -372,6 +372,8 @@ class Operations:
             document = json.loads(data)
             if row["mode"] == "monitor":
                 return MonitorRunReport(str(path), document), unverified
+            from pipeline.reporting.results import Results
+
             return Results.model_validate(document), unverified
         except FileChanged:
             raise PipelineError(f"the results file of run {run_id!r}, {str(path)!r}, is not the one the run "

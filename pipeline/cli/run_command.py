@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -31,10 +31,11 @@ from pipeline.logs import LOG_FORMATS, default_results_file
 from pipeline.operations import Operations
 from pipeline.outcomes import Mode
 from pipeline.progress import on_terminal
-from pipeline.reporting.console_summary import render_summary
-from pipeline.reporting.results import Results
 from pipeline.run.invocation import check_output_paths, output_label, resolve_mode
 from pipeline.run.launch import default_outputs, run_pipeline
+
+if TYPE_CHECKING:
+    from pipeline.reporting.results import Results
 
 EXIT_CODES_HELP = """
 \b
@@ -220,6 +221,8 @@ def cli(ctx: click.Context, **options: Any) -> None:
 
 def print_summary(results: Results, emoji: bool | None = None, store_dir: str | None = None) -> None:
     """The console summary (``pipeline.reporting.console_summary``): emoji and colour only at a terminal."""
+    from pipeline.reporting.console_summary import render_summary
+
     click.echo(render_summary(results, on_terminal(sys.stdout) if emoji is None else emoji, store_dir))
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import interrupts
 from pipeline.config import PipelineConfig
@@ -15,8 +15,10 @@ from pipeline.logs import configure_logging, default_results_file, prune_default
 from pipeline.progress import configure as configure_progress
 from pipeline.progress import on_terminal
 from pipeline.redaction import url_password
-from pipeline.reporting.results import Results
 from pipeline.state.store import DeploymentStore
+
+if TYPE_CHECKING:
+    from pipeline.reporting.results import Results
 
 log = logging.getLogger("pipeline")
 
@@ -44,6 +46,7 @@ def run_pipeline(config: PipelineConfig, sources: dict[str, str], outputs: Outpu
     The reports (dotenv, JUnit, metrics, HTML) are written for every run that started, whatever its exit code.
     """
     from pipeline.reporting.ci_reports import write_reports
+    from pipeline.reporting.results import Results
     from pipeline.run.orchestrator import Orchestrator
 
     log_file = configure_logging(config.log_level, config.log_file, secrets=[url_password(config.shared_store_url)],

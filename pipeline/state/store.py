@@ -33,7 +33,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
@@ -43,9 +43,11 @@ from pipeline.errors import ExitCode, PipelineError
 from pipeline.state import audit_trail
 from pipeline.state.artifacts import RUNS, ArtifactCache, Artifacts, LocalArtifacts
 from pipeline.state.database import lost, prepare, redacted, sqlite_url
-from pipeline.state.locking import AdvisoryEndpointLock, EndpointLock, FileEndpointLock
 from pipeline.state.processes import Owner
 from pipeline.state.sql import run_sql, utc_now
+
+if TYPE_CHECKING:
+    from pipeline.state.locking import EndpointLock
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,9 @@ class DeploymentStore:
 
     def endpoint_lock(self, endpoint_name: str, holder: str, timeout: float) -> EndpointLock:
         """The endpoint's deployment lock, where the store is: a file lock beside SQLite, an advisory lock in a
-        shared PostgreSQL (``pipeline.state.locking``)."""
+        shared PostgreSQL (``pipeline.state.locking``; imported here, as the commands that only read take no lock)."""
+        from pipeline.state.locking import AdvisoryEndpointLock, FileEndpointLock
+
         if self.dialect == "postgresql":
             return AdvisoryEndpointLock(self.url, endpoint_name, holder, timeout)
         return FileEndpointLock(self.directory / "locks", endpoint_name, holder, timeout)
