@@ -165,11 +165,12 @@ class Orchestrator:
 
     # ----------------------------------------------------------------- phases
     def train(self) -> TrainingJob:
+        from pipeline.training.fitting import TrainingPipeline
+
         with log_phase("training"):
             started = time.monotonic()
             log.info("training %s on %s (seed %d)", self.config.model_type, self.config.dataset,
                      self.config.random_seed)
-            from pipeline.training.fitting import TrainingPipeline
             job = self.backend.train(self.training or TrainingPipeline(self.config))
             self.store.record_training_job(self.run_id, self.backend.TYPE, job, job_files.publish(self.store, job))
             self.record.training = TrainingRecord(job, time.monotonic() - started)
