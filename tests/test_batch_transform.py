@@ -73,7 +73,8 @@ def test_a_batch_transform_job_scores_an_s3_file_as_predict_does_here(pipeline, 
 
 
 def test_predict_through_a_sagemaker_endpoint_gives_what_the_job_gives_here(pipeline, sagemaker, workdir):
-    assert pipeline("--role-arn", ROLE).exit_code == 0
+    # moto's latency on a busy machine is not the subject here, as in the other SageMaker modules
+    assert pipeline("--role-arn", ROLE, "--set", "max_p95_latency_ms=null").exit_code == 0
     job = pipeline.results()["summary"]["training_job"]
     iris_rows(workdir / "rows.csv", 2000)
     served = _invoke("predict", "--endpoint-name", "iris-model", "--input", "rows.csv", "--output", "served.csv",
