@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import PipelineConfig
-from pipeline.container.model_files import INPUT_SCHEMA_FILENAME, MODEL_FILENAME
+from pipeline.container.model_files import INPUT_SCHEMA_FILENAME, METRICS_FILENAME, MODEL_FILENAME
 from pipeline.container.verified_files import FileChanged, file_sha256, verify_file, write_recorded
 from pipeline.errors import ExitCode, PipelineError
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pipeline.training.datasets import Dataset
 
 MODEL_DIR = "model"
-METRICS_FILE = "metrics.json"
+METRICS_FILE = METRICS_FILENAME  # the metrics the container writes, by the same name in the job
 HELDOUT_FILE = "heldout.csv"
 MANIFEST_FILE = "manifest.json"
 # A 64-bit hash of every training row (features and label): which evaluation rows a model saw.
